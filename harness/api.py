@@ -1,0 +1,318 @@
+"""The plugin API: base classes for the five plugin kinds and the data they exchange.
+
+The data path reads straight through, each step owned by one kind::
+
+    Dataset (clips) -> Batch on the training device -> waveform Augmentations
+    -> Backbone.frontend() -> feature Augmentations -> Backbone (Encoded)
+    -> Method (training loss) ... Protocol (evaluation) -> run record
+
+Every component class carries ``name``, ``description`` and a ``Config``
+dataclass whose typed fields (with defaults) are its parameters; the core
+validates ``--set kind.field=value`` against it and hands the instance to
+``__init__``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class NoConfig:
+    """Config of a component without parameters."""
+
+
+# -- data ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One audio file of a data set."""
+
+    path: Path
+    label: int
+    """Index into :attr:`DataSplits.classes`; -1 when unlabeled."""
+    device: str = ""
+    """Recording device (``a``, ``b``, ``s4`` ...); empty when unknown."""
+    meta: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class DataSplits:
+    """What a data set provides: class names and the clips of each split."""
+
+    classes: list[str]
+    train: list[Clip]
+    eval: list[Clip]
+    clip_seconds: float
+    """Every clip is cropped or zero-padded to this length."""
+    devices: list[str] = field(default_factory=list)
+    """All recording devices, in display order (empty when the set has none)."""
+    root: Path | None = None
+
+
+@dataclass
+class Task:
+    """What methods and augmentations may know about the data they train on."""
+
+    classes: list[str]
+    devices: list[str]
+    sample_rate: int
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass
+class Batch:
+    """A training or evaluation batch on the training device."""
+
+    wave: Tensor
+    """Waveforms ``[B, T]`` at the backbone's sample rate."""
+    label: Tensor
+    """Class indices ``[B]``."""
+    device: Tensor
+    """Recording-device indices ``[B]`` into :attr:`Task.devices` (-1 when unknown)."""
+    index: Tensor
+    """Clip indices ``[B]`` into the split."""
+    features: Tensor | None = None
+    """Front-end output, filled by the core after waveform augmentations."""
+
+
+@dataclass
+class Encoded:
+    """A backbone's output."""
+
+    embedding: Tensor
+    """Clip embedding ``[B, D]``."""
+    tokens: Tensor
+    """All output tokens ``[B, N, D]`` (after the final norm)."""
+
+
+@dataclass
+class StepOutput:
+    """The loss of one training step and scalars to log."""
+
+    loss: Tensor
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+# -- components ---------------------------------------------------------------
+
+
+class Backbone(nn.Module):
+    """An audio encoder and the front-end it expects.
+
+    Subclasses keep their transformer blocks, bottom to top, in ``self.blocks``
+    so the core can freeze layers and apply layer-wise learning-rate decay.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Config: ClassVar[type] = NoConfig
+    sample_rate: ClassVar[int]
+    """Sample rate (Hz) of the waveforms fed to :meth:`frontend`."""
+    stem_prefixes: ClassVar[tuple[str, ...]] = ()
+    """Parameter-name prefixes below the first block (patch and position embeddings)."""
+    embed_dim: int
+    blocks: nn.ModuleList
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self.config = config
+
+    def frontend(self) -> nn.Module:
+        """A module mapping waveforms ``[B, T]`` to the features :meth:`forward` takes."""
+        raise NotImplementedError
+
+    def forward(self, features: Tensor) -> Encoded:
+        raise NotImplementedError
+
+    def embed(self, features: Tensor) -> Tensor:
+        """The clip embedding ``[B, D]``."""
+        return self(features).embedding
+
+    def build_head(self, num_classes: int) -> nn.Module:
+        """A classification head mapping an :class:`Encoded` to logits ``[B, C]``."""
+        return EmbeddingHead(self.embed_dim, num_classes)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.blocks)
+
+    def layer_of(self, param_name: str) -> int:
+        """0 below the first block, ``i + 1`` inside ``blocks[i]``, ``num_layers + 1`` above."""
+        if param_name.startswith("blocks."):
+            return int(param_name.split(".")[1]) + 1
+        if param_name.startswith(self.stem_prefixes):
+            return 0
+        return self.num_layers + 1
+
+    def freeze_all_but_top(self, n: int) -> None:
+        """Train only the top ``n`` blocks and what lies above them (``n = 0``: nothing below)."""
+        lowest_trained = self.num_layers - n + 1
+        for param_name, param in self.named_parameters():
+            param.requires_grad = self.layer_of(param_name) >= lowest_trained
+
+    def param_groups(self, lr: float, layer_decay: float = 1.0, weight_decay: float = 0.0) -> list[dict]:
+        """Optimizer groups with ``lr * layer_decay ** (num_layers + 1 - layer)`` per layer.
+
+        Biases, norms and tokens (1-D or token-shaped parameters) get no weight decay.
+        """
+        groups: dict[tuple[int, bool], dict] = {}
+        top = self.num_layers + 1
+        for param_name, param in self.named_parameters():
+            if not param.requires_grad:
+                continue
+            layer = self.layer_of(param_name)
+            decay = param.ndim > 1 and not param_name.endswith(("token", "pos_embed"))
+            group = groups.setdefault(
+                (layer, decay),
+                {
+                    "params": [],
+                    "lr": lr * layer_decay ** (top - layer),
+                    "weight_decay": weight_decay if decay else 0.0,
+                    "layer": layer,
+                },
+            )
+            group["params"].append(param)
+        return [groups[k] for k in sorted(groups)]
+
+
+class EmbeddingHead(nn.Module):
+    """LayerNorm and a linear layer on the clip embedding."""
+
+    def __init__(self, dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.linear = nn.Linear(dim, num_classes)
+
+    def forward(self, encoded: Encoded) -> Tensor:
+        return self.linear(self.norm(encoded.embedding))
+
+
+class Method(nn.Module):
+    """A training objective. Owns its heads; never the training loop."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Config: ClassVar[type] = NoConfig
+    supervised: ClassVar[bool] = True
+    """Whether :meth:`logits` gives class scores that protocols may evaluate."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self.config = config
+
+    def setup(self, backbone: Backbone, task: Task) -> None:
+        """Build heads once the backbone and the task are known."""
+
+    def training_step(self, batch: Batch, backbone: Backbone) -> StepOutput:
+        raise NotImplementedError
+
+    def logits(self, encoded: Encoded) -> Tensor:
+        """Class scores ``[B, C]`` for evaluation (supervised methods only)."""
+        raise NotImplementedError(f"method '{self.name}' trains no classifier")
+
+
+class Augmentation(nn.Module):
+    """A training-time transform of whole batches on the training device."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Config: ClassVar[type] = NoConfig
+    stage: ClassVar[str] = "waveform"
+    """``"waveform"`` (before the front-end) or ``"features"`` (after it)."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self.config = config
+
+    def setup(self, task: Task) -> None:
+        """Prepare banks or buffers for the task's sample rate."""
+
+    def forward(self, x: Tensor, batch: Batch) -> Tensor:
+        raise NotImplementedError
+
+
+class Dataset:
+    """A data set on disk (or generated into a cache folder)."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Config: ClassVar[type] = NoConfig
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def load(self) -> DataSplits:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Column:
+    """One leaderboard column a protocol fills."""
+
+    key: str
+    """Metric key in the run's metrics."""
+    label: str
+    group: str = ""
+    higher_is_better: bool = False
+
+
+@dataclass
+class ProtocolResult:
+    metrics: dict[str, float]
+    table: str = ""
+    """A human-readable table printed at the end of ``harness run``."""
+
+
+@dataclass
+class EvalContext:
+    """What the core hands a protocol."""
+
+    backbone: Backbone
+    method: Method
+    task: Task
+    splits: DataSplits
+    torch_device: torch.device
+    batch_size: int
+    seed: int
+    audio: Callable[[str], Any]
+    """``audio(split)`` -> the split's :class:`harness.data.ClipAudio`."""
+    predict: Callable[[str], Tensor]
+    """``predict(split)`` -> class probabilities ``[N, C]`` on the CPU."""
+    embed: Callable[[str], Tensor]
+    """``embed(split)`` -> clip embeddings ``[N, D]`` on the CPU (cached)."""
+
+
+class Protocol:
+    """An evaluation of a trained model."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Config: ClassVar[type] = NoConfig
+    columns: ClassVar[list[Column]] = []
+    needs_classifier: ClassVar[bool] = False
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def evaluate(self, ctx: EvalContext) -> ProtocolResult:
+        raise NotImplementedError
+
+
+KINDS: dict[str, type] = {
+    "backbone": Backbone,
+    "method": Method,
+    "augmentation": Augmentation,
+    "dataset": Dataset,
+    "protocol": Protocol,
+}

@@ -1,0 +1,15 @@
+"""Errors the command line reports as one line with exit code 2."""
+
+
+class HarnessError(Exception):
+    """A problem with the user's input, files or plugins (not a bug in the harness)."""
+
+    exit_code = 2
+
+
+class UsageError(HarnessError):
+    """An unknown name, key or value given on the command line or in a config file."""
+
+
+class DataError(HarnessError):
+    """A data set, audio file or impulse-response file that cannot be used."""

@@ -1,0 +1,1 @@
+"""Built-in plugins, installed as the package ``harness_plugins``; each registers through the ``harness`` entry-point group like any third-party plugin."""
