@@ -1,0 +1,204 @@
+"""The ``harness`` command line: run, list, leaderboard, plugins (and plugin commands)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from harness import __version__
+from harness.config import describe_params, merge, parse_set, read_toml, resolve, set_name
+from harness.errors import HarnessError
+from harness.plugins import HOOK_FOR_KIND, Plugins, load_plugins
+
+DEFAULT_OUT = Path("runs")
+KIND_ALIASES = {f"{kind}s": kind for kind in HOOK_FOR_KIND} | {"augs": "augmentation"}
+
+
+def default_store(out: Path) -> Path:
+    return Path(os.environ.get("HARNESS_STORE", out / "results.sqlite"))
+
+
+def plugins_from(ctx: click.Context) -> Plugins:
+    return ctx.find_root().obj["plugins"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="harness")
+@click.option("--plugin", "plugin_specs", multiple=True, metavar="PATH_OR_MODULE",
+              help="Load a plugin from a .py file or an importable module (repeatable).")
+@click.option("--block", "blocked", multiple=True, metavar="NAME",
+              help="Do not load the installed plugin NAME (repeatable).")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.pass_context
+def cli(ctx: click.Context, plugin_specs: tuple[str, ...], blocked: tuple[str, ...], debug: bool) -> None:
+    """Benchmark harness for tuning audio transformers."""
+    ctx.ensure_object(dict)
+
+
+@cli.command()
+@click.option("--backbone", help="Backbone name (default: passt).")
+@click.option("--method", help="Tuning method (default: ce).")
+@click.option("--aug", help="Comma-separated augmentations, or 'none'.")
+@click.option("--dataset", help="Data set (default: tau22-embedded).")
+@click.option("--protocol", help="Comma-separated evaluation protocols (default: device-logloss).")
+@click.option("--epochs", type=int, help="Training epochs.")
+@click.option("--batch-size", type=int, help="Training batch size.")
+@click.option("--seed", type=int, help="Random seed.")
+@click.option("--device", help="Torch device: cpu, cuda, cuda:N or auto.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="A TOML config file.")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
+              help="Override any config value, e.g. --set method.alpha=0.4 (repeatable).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT,
+              show_default=True, help="Folder for run folders.")
+@click.option("--store", type=click.Path(dir_okay=False, path_type=Path),
+              help="SQLite results store (default: OUT/results.sqlite, or $HARNESS_STORE).")
+@click.pass_context
+def run(ctx: click.Context, config_file: str | None, assignments: tuple[str, ...], out: Path,
+        store: Path | None, **flags: Any) -> None:
+    """Train and evaluate one combination, store the run, and print its tables."""
+    from harness.runner import run_experiment
+    from harness.store import ResultStore
+
+    raw = raw_config(config_file, flags, assignments)
+    cfg = resolve(raw, plugins_from(ctx))
+    result = run_experiment(cfg, out, ResultStore(store or default_store(out)))
+    for name, table in result.tables.items():
+        click.echo(f"\n{name}\n{table}")
+    click.echo(f"\nstored run {result.record.run_id} in {result.record.run_dir}")
+
+
+def raw_config(config_file: str | None, flags: dict[str, Any], assignments: tuple[str, ...]) -> dict[str, Any]:
+    """Defaults < config file < flags < --set."""
+    raw: dict[str, Any] = read_toml(config_file) if config_file else {}
+    for section in ("backbone", "method", "dataset"):
+        if flags.get(section):
+            raw = set_name(raw, section, flags[section])
+    for flag, section in (("aug", "aug"), ("protocol", "protocol")):
+        if flags.get(flag) is not None:
+            raw = set_name(raw, section, flags[flag])
+    run_flags = {k: flags[k] for k in ("epochs", "batch_size", "seed", "device") if flags.get(k) is not None}
+    raw = merge(raw, {"run": run_flags})
+    return merge(raw, parse_set(list(assignments)))
+
+
+@cli.command("list")
+@click.argument("kind", required=False)
+@click.pass_context
+def list_(ctx: click.Context, kind: str | None) -> None:
+    """List registered components with their plugin, description and parameters."""
+    from harness.plugins import unknown_name_message
+
+    plugins = plugins_from(ctx)
+    kinds = list(HOOK_FOR_KIND)
+    if kind is not None:
+        wanted = KIND_ALIASES.get(kind, kind)
+        if wanted not in HOOK_FOR_KIND:
+            raise HarnessError(unknown_name_message("kind", kind, [f"{k}s" for k in kinds]))
+        kinds = [wanted]
+    for name in kinds:
+        click.echo(f"{name}s:")
+        for entry in plugins[name]:
+            click.echo(f"  {entry.name}  [{entry.plugin}]  {entry.cls.description}")
+            extra = getattr(entry.cls, "describe_extra", None)
+            if extra is not None:
+                for line in extra():
+                    click.echo(f"      {line}")
+            for param, type_name, default in describe_params(entry.cls):
+                click.echo(f"      {param}: {type_name} = {default!r}")
+        click.echo("")
+
+
+@cli.command()
+@click.pass_context
+def plugins(ctx: click.Context) -> None:
+    """List loaded plugins: package, version, hooks and what they register."""
+    for row in plugins_from(ctx).describe():
+        version = f" {row['version']}" if row["version"] else ""
+        click.echo(f"{row['name']}  ({row['package']}{version})")
+        click.echo(f"    hooks: {', '.join(row['hooks']) or '-'}")
+        if row["provides"]:
+            click.echo(f"    provides: {', '.join(row['provides'])}")
+
+
+@cli.command()
+@click.option("--store", type=click.Path(dir_okay=False, path_type=Path),
+              help="SQLite results store (default: runs/results.sqlite, or $HARNESS_STORE).")
+@click.option("--spec", type=click.Path(dir_okay=False, path_type=Path),
+              help="A leaderboard spec (TOML), e.g. leaderboards/device_generalization.toml.")
+@click.option("--protocol", default=None, help="Protocol whose columns to show (default: device-logloss).")
+@click.option("--metric", default=None, help="Metric family of the protocol's columns (e.g. logloss, acc).")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "latex"]), default="markdown",
+              show_default=True)
+@click.option("--agg", type=click.Choice(["best", "mean", "runs"]), default=None,
+              help="Seeds: best run, mean ± std, or every run (default: best).")
+@click.option("--backbone", help="Only runs with this backbone.")
+@click.option("--method", help="Only runs with this method.")
+@click.option("--aug", help="Only runs with this augmentation label (e.g. multidir, none).")
+@click.option("--dataset", help="Only runs on this data set.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
+@click.pass_context
+def leaderboard(ctx: click.Context, store: Path | None, spec: Path | None, fmt: str,
+                output: Path | None, **options: Any) -> None:
+    """Render stored runs as a leaderboard table."""
+    from harness.leaderboard import LeaderboardSpec, render_leaderboard
+    from harness.store import ResultStore
+
+    board = LeaderboardSpec.from_file(spec) if spec else LeaderboardSpec()
+    board = board.with_options(**options)
+    text = render_leaderboard(board, ResultStore(store or default_store(DEFAULT_OUT)),
+                              plugins_from(ctx), fmt)
+    if output:
+        from harness.store import write_text_atomic
+
+        write_text_atomic(output, text)
+    else:
+        click.echo(text)
+
+
+def scan_global_options(argv: list[str]) -> tuple[list[str], list[str], bool]:
+    """Find --plugin/--block/--debug before click parses, so plugin commands can be added."""
+    specs, blocked, debug = [], [], False
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("--plugin", "--block") and i + 1 < len(argv):
+            (specs if arg == "--plugin" else blocked).append(argv[i + 1])
+            i += 2
+            continue
+        if arg.startswith(("--plugin=", "--block=")):
+            key, _, value = arg.partition("=")
+            (specs if key == "--plugin" else blocked).append(value)
+        elif arg == "--debug":
+            debug = True
+        elif not arg.startswith("-"):
+            break
+        i += 1
+    env_specs = [s for s in os.environ.get("HARNESS_PLUGINS", "").split(os.pathsep) if s]
+    return env_specs + specs, blocked, debug
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    specs, blocked, debug = scan_global_options(argv)
+    try:
+        loaded = load_plugins(specs, blocked)
+        loaded.pm.hook.register_commands(cli=cli)
+        cli.main(argv, prog_name="harness", standalone_mode=False, obj={"plugins": loaded})
+    except HarnessError as err:
+        if debug:
+            raise
+        click.echo(f"harness: error: {err}", err=True)
+        sys.exit(err.exit_code)
+    except click.exceptions.Abort:
+        click.echo("harness: interrupted; nothing was stored", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("harness: interrupted; nothing was stored", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
