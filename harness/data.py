@@ -46,7 +46,7 @@ def load_clips(
         raise DataError(f"{desc}: the split has no clips")
     by_rate: dict[int, list[tuple[int, np.ndarray]]] = defaultdict(list)
     for i, clip in enumerate(progress(clips, desc=desc, unit="clip")):
-        samples, rate = read_audio(clip.path)
+        samples, rate = read_clip(clip)
         by_rate[rate].append((i, fit_length(samples, round(clip_seconds * rate))))
     length = round(clip_seconds * sample_rate)
     wave = torch.zeros(len(clips), length)
@@ -65,6 +65,17 @@ def load_clips(
         devices=torch.tensor([device_index.get(c.device, -1) for c in clips], dtype=torch.long),
         sample_rate=sample_rate,
     )
+
+
+def read_clip(clip: Clip) -> tuple[np.ndarray, int]:
+    """A clip's samples; segmented clips are their files concatenated (one sample rate)."""
+    if not clip.segments:
+        return read_audio(clip.path)
+    parts = [read_audio(path) for path in clip.segments]
+    rates = {rate for _, rate in parts}
+    if len(rates) != 1:
+        raise DataError(f"segments of {clip.path} have different sample rates: {sorted(rates)}")
+    return np.concatenate([samples for samples, _ in parts]), rates.pop()
 
 
 def batches(

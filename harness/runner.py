@@ -82,10 +82,13 @@ class Experiment:
     def audio(self, split: str) -> ClipAudio:
         if split not in self._audio:
             clips = getattr(self.splits, split)
+            seconds = self.splits.clip_seconds
+            if split == "train" and self.splits.train_clip_seconds:
+                seconds = self.splits.train_clip_seconds
             self._audio[split] = load_clips(
                 clips,
                 self.backbone.sample_rate,
-                self.splits.clip_seconds,
+                seconds,
                 self.splits.devices,
                 desc=f"loading {split} audio",
             )
