@@ -152,6 +152,7 @@ class Experiment:
             for aug in self.augs:
                 if aug.stage == "waveform":
                     wave = aug(wave, batch)
+        self.frontend.train(train)
         with torch.no_grad():
             features = self.frontend(wave)
         if train:
