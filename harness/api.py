@@ -68,6 +68,8 @@ class Task:
     classes: list[str]
     devices: list[str]
     sample_rate: int
+    time_axis: int = -1
+    """Time axis of the backbone's features (-1 for ``[B, 1, F, T]``, -2 for ``[B, 1, T, F]``)."""
 
     @property
     def num_classes(self) -> int:
@@ -123,6 +125,8 @@ class Backbone(nn.Module):
     Config: ClassVar[type] = NoConfig
     sample_rate: ClassVar[int]
     """Sample rate (Hz) of the waveforms fed to :meth:`frontend`."""
+    time_axis: ClassVar[int] = -1
+    """Time axis of the front-end output: -1 for ``[B, 1, F, T]``, -2 for ``[B, 1, T, F]``."""
     stem_prefixes: ClassVar[tuple[str, ...]] = ()
     """Parameter-name prefixes below the first block (patch and position embeddings)."""
     embed_dim: int

@@ -71,7 +71,9 @@ class Experiment:
                     f"but method '{self.method.name}' trains none"
                 )
         self.splits: DataSplits = cfg.dataset.build().load()
-        self.task = Task(self.splits.classes, self.splits.devices, self.backbone.sample_rate)
+        self.task = Task(
+            self.splits.classes, self.splits.devices, self.backbone.sample_rate, self.backbone.time_axis
+        )
         self._audio: dict[str, ClipAudio] = {}
         self._embeddings: dict[str, Tensor] = {}
 
