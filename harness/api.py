@@ -169,7 +169,9 @@ class Backbone(nn.Module):
         for param_name, param in self.named_parameters():
             param.requires_grad = self.layer_of(param_name) >= lowest_trained
 
-    def param_groups(self, lr: float, layer_decay: float = 1.0, weight_decay: float = 0.0) -> list[dict]:
+    def param_groups(
+        self, lr: float, layer_decay: float = 1.0, weight_decay: float = 0.0
+    ) -> list[dict]:
         """Optimizer groups with ``lr * layer_decay ** (num_layers + 1 - layer)`` per layer.
 
         Biases, norms and tokens (1-D or token-shaped parameters) get no weight decay.

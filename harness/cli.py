@@ -28,13 +28,25 @@ def plugins_from(ctx: click.Context) -> Plugins:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="harness")
-@click.option("--plugin", "plugin_specs", multiple=True, metavar="PATH_OR_MODULE",
-              help="Load a plugin from a .py file or an importable module (repeatable).")
-@click.option("--block", "blocked", multiple=True, metavar="NAME",
-              help="Do not load the installed plugin NAME (repeatable).")
+@click.option(
+    "--plugin",
+    "plugin_specs",
+    multiple=True,
+    metavar="PATH_OR_MODULE",
+    help="Load a plugin from a .py file or an importable module (repeatable).",
+)
+@click.option(
+    "--block",
+    "blocked",
+    multiple=True,
+    metavar="NAME",
+    help="Do not load the installed plugin NAME (repeatable).",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.pass_context
-def cli(ctx: click.Context, plugin_specs: tuple[str, ...], blocked: tuple[str, ...], debug: bool) -> None:
+def cli(
+    ctx: click.Context, plugin_specs: tuple[str, ...], blocked: tuple[str, ...], debug: bool
+) -> None:
     """Benchmark harness for tuning audio transformers."""
     ctx.ensure_object(dict)
 
@@ -49,16 +61,37 @@ def cli(ctx: click.Context, plugin_specs: tuple[str, ...], blocked: tuple[str, .
 @click.option("--batch-size", type=int, help="Training batch size.")
 @click.option("--seed", type=int, help="Random seed.")
 @click.option("--device", help="Torch device: cpu, cuda, cuda:N or auto.")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="A TOML config file.")
-@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
-              help="Override any config value, e.g. --set method.alpha=0.4 (repeatable).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT,
-              show_default=True, help="Folder for run folders.")
-@click.option("--store", type=click.Path(dir_okay=False, path_type=Path),
-              help="SQLite results store (default: OUT/results.sqlite, or $HARNESS_STORE).")
+@click.option(
+    "--config", "config_file", type=click.Path(dir_okay=False), help="A TOML config file."
+)
+@click.option(
+    "--set",
+    "assignments",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override any config value, e.g. --set method.alpha=0.4 (repeatable).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_OUT,
+    show_default=True,
+    help="Folder for run folders.",
+)
+@click.option(
+    "--store",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite results store (default: OUT/results.sqlite, or $HARNESS_STORE).",
+)
 @click.pass_context
-def run(ctx: click.Context, config_file: str | None, assignments: tuple[str, ...], out: Path,
-        store: Path | None, **flags: Any) -> None:
+def run(
+    ctx: click.Context,
+    config_file: str | None,
+    assignments: tuple[str, ...],
+    out: Path,
+    store: Path | None,
+    **flags: Any,
+) -> None:
     """Train and evaluate one combination, store the run, and print its tables."""
     from harness.runner import run_experiment
     from harness.store import ResultStore
@@ -71,7 +104,9 @@ def run(ctx: click.Context, config_file: str | None, assignments: tuple[str, ...
     click.echo(f"\nstored run {result.record.run_id} in {result.record.run_dir}")
 
 
-def raw_config(config_file: str | None, flags: dict[str, Any], assignments: tuple[str, ...]) -> dict[str, Any]:
+def raw_config(
+    config_file: str | None, flags: dict[str, Any], assignments: tuple[str, ...]
+) -> dict[str, Any]:
     """Defaults < config file < flags < --set."""
     raw: dict[str, Any] = read_toml(config_file) if config_file else {}
     for section in ("backbone", "method", "dataset"):
@@ -80,7 +115,9 @@ def raw_config(config_file: str | None, flags: dict[str, Any], assignments: tupl
     for flag, section in (("aug", "aug"), ("protocol", "protocol")):
         if flags.get(flag) is not None:
             raw = set_name(raw, section, flags[flag])
-    run_flags = {k: flags[k] for k in ("epochs", "batch_size", "seed", "device") if flags.get(k) is not None}
+    run_flags = {
+        k: flags[k] for k in ("epochs", "batch_size", "seed", "device") if flags.get(k) is not None
+    }
     raw = merge(raw, {"run": run_flags})
     return merge(raw, parse_set(list(assignments)))
 
@@ -125,32 +162,58 @@ def plugins(ctx: click.Context) -> None:
 
 
 @cli.command()
-@click.option("--store", type=click.Path(dir_okay=False, path_type=Path),
-              help="SQLite results store (default: runs/results.sqlite, or $HARNESS_STORE).")
-@click.option("--spec", type=click.Path(dir_okay=False, path_type=Path),
-              help="A leaderboard spec (TOML), e.g. leaderboards/device_generalization.toml.")
-@click.option("--protocol", default=None, help="Protocol whose columns to show (default: device-logloss).")
-@click.option("--metric", default=None, help="Metric family of the protocol's columns (e.g. logloss, acc).")
-@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "latex"]), default="markdown",
-              show_default=True)
-@click.option("--agg", type=click.Choice(["best", "mean", "runs"]), default=None,
-              help="Seeds: best run, mean ± std, or every run (default: best).")
+@click.option(
+    "--store",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite results store (default: runs/results.sqlite, or $HARNESS_STORE).",
+)
+@click.option(
+    "--spec",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A leaderboard spec (TOML), e.g. leaderboards/device_generalization.toml.",
+)
+@click.option(
+    "--protocol", default=None, help="Protocol whose columns to show (default: device-logloss)."
+)
+@click.option(
+    "--metric", default=None, help="Metric family of the protocol's columns (e.g. logloss, acc)."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["markdown", "csv", "latex"]),
+    default="markdown",
+    show_default=True,
+)
+@click.option(
+    "--agg",
+    type=click.Choice(["best", "mean", "runs"]),
+    default=None,
+    help="Seeds: best run, mean ± std, or every run (default: best).",
+)
 @click.option("--backbone", help="Only runs with this backbone.")
 @click.option("--method", help="Only runs with this method.")
 @click.option("--aug", help="Only runs with this augmentation label (e.g. multidir, none).")
 @click.option("--dataset", help="Only runs on this data set.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
 @click.pass_context
-def leaderboard(ctx: click.Context, store: Path | None, spec: Path | None, fmt: str,
-                output: Path | None, **options: Any) -> None:
+def leaderboard(
+    ctx: click.Context,
+    store: Path | None,
+    spec: Path | None,
+    fmt: str,
+    output: Path | None,
+    **options: Any,
+) -> None:
     """Render stored runs as a leaderboard table."""
     from harness.leaderboard import LeaderboardSpec, render_leaderboard
     from harness.store import ResultStore
 
     board = LeaderboardSpec.from_file(spec) if spec else LeaderboardSpec()
     board = board.with_options(**options)
-    text = render_leaderboard(board, ResultStore(store or default_store(DEFAULT_OUT)),
-                              plugins_from(ctx), fmt)
+    text = render_leaderboard(
+        board, ResultStore(store or default_store(DEFAULT_OUT)), plugins_from(ctx), fmt
+    )
     if output:
         from harness.store import write_text_atomic
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.errors import UsageError
-from harness.plugins import Entry, Plugins, unknown_name_message
+from harness.plugins import Entry, Plugins
 
 
 @dataclass
@@ -232,7 +232,9 @@ def resolve_list(values: dict[str, Any], section: str, registry) -> list[Compone
         params = values.get(name, {})
         if not isinstance(params, dict):
             raise UsageError(f"{section}.{name} must be a table of parameters")
-        components.append(Component(entry, build_dataclass(entry.cls.Config, params, f"{section}.{name}")))
+        components.append(
+            Component(entry, build_dataclass(entry.cls.Config, params, f"{section}.{name}"))
+        )
     return components
 
 
@@ -243,7 +245,9 @@ def build_dataclass(cls: type, values: dict[str, Any], where: str) -> Any:
     kwargs = {}
     for key, value in values.items():
         if key not in fields:
-            raise UsageError(unknown_key_message(f"{where}.{key}", [f"{where}.{f}" for f in fields]))
+            raise UsageError(
+                unknown_key_message(f"{where}.{key}", [f"{where}.{f}" for f in fields])
+            )
         kwargs[key] = coerce(value, hints[key], f"{where}.{key}")
     try:
         return cls(**kwargs)
@@ -262,9 +266,8 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("", "none", "null")):
-            if type(None) in args:
-                return None
+        if type(None) in args and is_none_text(value):
+            return None
         inner = [a for a in args if a is not type(None)]
         return coerce(value, inner[0], key)
     if origin is Literal:
@@ -285,6 +288,10 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
     if hint is Path:
         return Path(value)
     return value
+
+
+def is_none_text(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.lower() in ("", "none", "null"))
 
 
 def coerce_sequence(value: Any, origin: type, args: tuple, key: str) -> Any:

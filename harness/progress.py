@@ -19,7 +19,9 @@ def enabled() -> bool:
 def progress(items: Iterable[T], desc: str, total: int | None = None, **kw) -> Iterator[T]:
     """Iterate ``items`` with a progress bar named ``desc``."""
     return iter(
-        tqdm(items, desc=desc, total=total, disable=not enabled(), leave=False, mininterval=0.5, **kw)
+        tqdm(
+            items, desc=desc, total=total, disable=not enabled(), leave=False, mininterval=0.5, **kw
+        )
     )
 
 

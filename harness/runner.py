@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 import harness
 from harness.api import Augmentation, Backbone, Batch, DataSplits, EvalContext, Method, Task
@@ -72,7 +72,10 @@ class Experiment:
                 )
         self.splits: DataSplits = cfg.dataset.build().load()
         self.task = Task(
-            self.splits.classes, self.splits.devices, self.backbone.sample_rate, self.backbone.time_axis
+            self.splits.classes,
+            self.splits.devices,
+            self.backbone.sample_rate,
+            self.backbone.time_axis,
         )
         self._audio: dict[str, ClipAudio] = {}
         self._embeddings: dict[str, Tensor] = {}
@@ -110,7 +113,9 @@ class Experiment:
     def train(self) -> None:
         run = self.cfg.run
         train_audio = self.audio("train")
-        params = [p for p in [*self.backbone.parameters(), *self.method.parameters()] if p.requires_grad]
+        params = [
+            p for p in [*self.backbone.parameters(), *self.method.parameters()] if p.requires_grad
+        ]
         optimizer = torch.optim.Adam(
             params, lr=run.lr, betas=run.betas, eps=run.eps, weight_decay=run.weight_decay
         )
@@ -126,14 +131,20 @@ class Experiment:
             self.method.train()
             losses = []
             started = time.perf_counter()
-            batch_iter = batches(train_audio, run.batch_size, self.device, generator, drop_last=True)
-            for batch in progress(batch_iter, desc=f"epoch {epoch + 1}/{run.epochs}", total=steps_per_epoch):
+            batch_iter = batches(
+                train_audio, run.batch_size, self.device, generator, drop_last=True
+            )
+            for batch in progress(
+                batch_iter, desc=f"epoch {epoch + 1}/{run.epochs}", total=steps_per_epoch
+            ):
                 if step < warmup_steps:
                     for group in optimizer.param_groups:
                         group["lr"] = run.lr * (step + 1) / warmup_steps
                 output = self.method.training_step(self.prepare(batch, train=True), self.backbone)
                 if not torch.isfinite(output.loss):
-                    raise HarnessError(f"training diverged: loss is {output.loss.item()} at epoch {epoch + 1}")
+                    raise HarnessError(
+                        f"training diverged: loss is {output.loss.item()} at epoch {epoch + 1}"
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 output.loss.backward()
                 optimizer.step()
@@ -175,7 +186,9 @@ class Experiment:
         size = self.cfg.run.eval_batch_size
         outputs = []
         for batch in progress(
-            batches(audio, size, self.device), desc=f"{what} {split}", total=num_batches(len(audio), size)
+            batches(audio, size, self.device),
+            desc=f"{what} {split}",
+            total=num_batches(len(audio), size),
         ):
             encoded = self.backbone(self.prepare(batch, train=False).features)
             if what == "predicting":
@@ -276,11 +289,15 @@ def run_experiment(cfg: RunConfig, out_dir: Path, store: ResultStore) -> RunResu
     return RunResult(record, tables)
 
 
-def write_run_folder(folder: Path, record: RunRecord, experiment: Experiment, tables: dict[str, str]) -> None:
+def write_run_folder(
+    folder: Path, record: RunRecord, experiment: Experiment, tables: dict[str, str]
+) -> None:
     write_json(folder / "config.json", record.config)
     write_json(folder / "metrics.json", record.metrics)
     write_json(folder / "record.json", {k: v for k, v in record.__dict__.items() if k != "config"})
     torch.save(experiment.backbone.state_dict(), folder / "backbone.pt")
     torch.save(experiment.method.state_dict(), folder / "method.pt")
     (folder / "log.txt").write_text("\n".join(experiment.log_lines) + "\n")
-    (folder / "tables.md").write_text("\n\n".join(f"## {k}\n\n{v}" for k, v in tables.items()) + "\n")
+    (folder / "tables.md").write_text(
+        "\n\n".join(f"## {k}\n\n{v}" for k, v in tables.items()) + "\n"
+    )

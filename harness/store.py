@@ -42,10 +42,24 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_config_hash ON runs (config_hash);
 """
 
-COLUMNS = (
-    "run_id created config_hash backbone method aug dataset protocols seed config_json "
-    "metrics_json run_dir harness_version git_commit environment_json duration_s"
-).split()
+COLUMNS = [
+    "run_id",
+    "created",
+    "config_hash",
+    "backbone",
+    "method",
+    "aug",
+    "dataset",
+    "protocols",
+    "seed",
+    "config_json",
+    "metrics_json",
+    "run_dir",
+    "harness_version",
+    "git_commit",
+    "environment_json",
+    "duration_s",
+]
 
 
 @dataclass
@@ -113,7 +127,9 @@ class ResultStore:
     def add(self, record: RunRecord) -> None:
         placeholders = ", ".join("?" for _ in COLUMNS)
         with self._connect() as conn:
-            conn.execute(f"INSERT INTO runs ({', '.join(COLUMNS)}) VALUES ({placeholders})", record.row())
+            conn.execute(
+                f"INSERT INTO runs ({', '.join(COLUMNS)}) VALUES ({placeholders})", record.row()
+            )
 
     def records(self, **filters: str | None) -> list[RunRecord]:
         """All runs, oldest first; ``filters`` match columns exactly (None: any)."""

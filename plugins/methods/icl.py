@@ -1,1 +1,77 @@
-"""PLACEHOLDER: being written; registers nothing yet."""
+"""Inverse Contrastive Loss (Akash et al., AAAI 2021) for device-invariant embeddings.
+
+As used by Schmidt & Peters, "Device generalization with inverse contrastive loss
+and impulse response augmentation", equations (1)-(4)::
+
+    L = L_CE + lambda_ICL * L_ICL
+    L_ICL = E_pairs[ 1(c = c') f(z, z') + 1(c != c') g(z, z') ]
+    g = d^2                       (pairs from different devices: pulled together)
+    f = exp((alpha - d) / beta)   (pairs from the same device: pushed apart up to alpha)
+
+over all ordered pairs of distinct clips in a batch, d the l2 distance between clip
+embeddings. Clips of unknown device are left out of the pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from harness import hookimpl
+from harness.api import Backbone, Batch, StepOutput
+from harness_plugins.methods.ce import CrossEntropy
+
+
+def inverse_contrastive_loss(z: Tensor, devices: Tensor, alpha: float, beta: float) -> Tensor:
+    """Mean of f over same-device pairs and g over cross-device pairs, all ordered pairs i != j."""
+    known = devices >= 0
+    z, devices = z[known], devices[known]
+    n = z.shape[0]
+    if n < 2:
+        return z.sum() * 0.0
+    squared = (z.unsqueeze(1) - z.unsqueeze(0)).pow(2).sum(-1)
+    distance = squared.clamp_min(1e-12).sqrt()
+    same = devices.unsqueeze(1) == devices.unsqueeze(0)
+    off_diagonal = ~torch.eye(n, dtype=torch.bool, device=z.device)
+    penalty = torch.where(same, torch.exp((alpha - distance) / beta), squared)
+    return penalty[off_diagonal].mean()
+
+
+class InverseContrastive(CrossEntropy):
+    """Cross-entropy plus lambda_ICL times the inverse contrastive loss over recording devices."""
+
+    name = "icl"
+    description = "Cross-entropy + lambda * inverse contrastive loss over recording devices."
+
+    @dataclass
+    class Config(CrossEntropy.Config):
+        alpha: float = 0.2
+        """Threshold of the same-device barrier."""
+        beta: float = 1.0
+        """Barrier strength (indicator function as beta -> 0)."""
+        lambda_icl: float = 0.5
+        normalize: bool = True
+        """Use unit-norm embeddings, so distances lie in [0, 2] and alpha in 0-1.5 is meaningful."""
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            if self.beta <= 0:
+                raise ValueError(f"beta must be positive, got {self.beta}")
+            if self.lambda_icl < 0:
+                raise ValueError(f"lambda_icl must be non-negative, got {self.lambda_icl}")
+
+    def training_step(self, batch: Batch, backbone: Backbone) -> StepOutput:
+        encoded = backbone(batch.features)
+        ce = self.classification_loss(encoded, batch)
+        z = F.normalize(encoded.embedding, dim=-1) if self.config.normalize else encoded.embedding
+        icl = inverse_contrastive_loss(z, batch.device, self.config.alpha, self.config.beta)
+        loss = ce + self.config.lambda_icl * icl
+        return StepOutput(loss, {"ce": ce.item(), "icl": icl.item()})
+
+
+@hookimpl
+def register_methods(register) -> None:
+    register(InverseContrastive)
