@@ -310,6 +310,9 @@ class Protocol:
     description: ClassVar[str]
     Config: ClassVar[type] = NoConfig
     columns: ClassVar[list[Column]] = []
+    """Leaderboard columns (metric keys without the ``<protocol>/`` prefix)."""
+    primary: ClassVar[str | None] = None
+    """The column that ranks runs (picks the best seed); default: the first column."""
     needs_classifier: ClassVar[bool] = False
 
     def __init__(self, config: Any) -> None:

@@ -187,7 +187,7 @@ def plugins(ctx: click.Context) -> None:
 )
 @click.option(
     "--agg",
-    type=click.Choice(["best", "mean", "runs"]),
+    type=click.Choice(["best", "mean", "both", "runs"]),
     default=None,
     help="Seeds: best run, mean ± std, or every run (default: best).",
 )

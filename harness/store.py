@@ -169,8 +169,13 @@ def staged_dir(final: Path) -> Iterator[Path]:
         raise
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON through a temporary file and an atomic rename."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
