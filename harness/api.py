@@ -54,11 +54,11 @@ class DataSplits:
     eval: list[Clip]
     clip_seconds: float
     """Every clip is cropped or zero-padded to this length."""
-    train_clip_seconds: float | None = None
-    """Length of training clips when it differs (e.g. 10 s recordings merged from 1 s segments)."""
     devices: list[str] = field(default_factory=list)
     """All recording devices, in display order (empty when the set has none)."""
     root: Path | None = None
+    train_clip_seconds: float | None = None
+    """Length of training clips when it differs (e.g. 10 s recordings merged from 1 s segments)."""
 
 
 @dataclass

@@ -148,12 +148,14 @@ def varying_params(records: list[RunRecord]) -> list[str]:
         "aug.names",
         "protocol.names",
     }
-    return [k for k in keys if k not in skip and len({json.dumps(f.get(k)) for f in flat}) > 1]
+    return [
+        k for k in keys if k not in skip and len({json.dumps(f[k]) for f in flat if k in f}) > 1
+    ]
 
 
 def auto_label(record: RunRecord, params: list[str]) -> str:
     flat = flatten(record.config)
-    parts = [f"{k.split('.', 1)[1]}={flat.get(k)}" for k in params if not k.startswith("protocol.")]
+    parts = [f"{k}={flat[k]}" for k in params if k in flat and not k.startswith("protocol.")]
     return ", ".join(parts)
 
 
@@ -270,8 +272,11 @@ def _aggregate(agg, groups, columns, protocol, primary, lower_better) -> Table:
 # -- rendering --------------------------------------------------------------------
 
 
-def header(column: Column) -> str:
-    arrow = "↑" if column.higher_is_better else "↓"
+def header(column: Column, fmt: str = "markdown") -> str:
+    if fmt == "latex":
+        arrow = "$\\uparrow$" if column.higher_is_better else "$\\downarrow$"
+    else:
+        arrow = "↑" if column.higher_is_better else "↓"
     return f"{column.group} {column.label} {arrow}".strip()
 
 
@@ -281,13 +286,15 @@ def best_index(values: pd.Series, column: Column) -> Any:
     return values.idxmax() if column.higher_is_better else values.idxmin()
 
 
-def cell_text(table: Table, row: int, column: Column, bold: str) -> str:
+def cell_text(table: Table, row: int, column: Column, fmt: str) -> str:
     value = table.values.at[row, column.key]
     if pd.isna(value):
         return "–"
     text = f"{value:.3f}"
     if table.errors is not None:
-        text += f" ± {table.errors.at[row, column.key]:.3f}"
+        pm = " $\\pm$ " if fmt == "latex" else " ± "
+        text += f"{pm}{table.errors.at[row, column.key]:.3f}"
+    bold = "**{}**" if fmt == "markdown" else "\\textbf{{{}}}"
     is_best = best_index(table.values[column.key], column) == row
     return bold.format(text) if is_best and len(table.values) > 1 else text
 
@@ -304,12 +311,11 @@ def csv_frame(table: Table) -> pd.DataFrame:
 
 
 def render_table(table: Table, fmt: str) -> str:
-    bold = "**{}**" if fmt == "markdown" else "\\textbf{{{}}}"
     rows = []
     for i in range(len(table.labels)):
         labels = [str(v) for v in table.labels.iloc[i].tolist()]
-        rows.append(labels + [cell_text(table, i, c, bold) for c in table.columns])
-    headers = [*table.labels.columns, *(header(c) for c in table.columns)]
+        rows.append(labels + [cell_text(table, i, c, fmt) for c in table.columns])
+    headers = [*table.labels.columns, *(header(c, fmt) for c in table.columns)]
     return tabulate(rows, headers=headers, tablefmt="github" if fmt == "markdown" else "latex_raw")
 
 

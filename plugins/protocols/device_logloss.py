@@ -113,7 +113,7 @@ def render_table(metrics: dict[str, float], devices: list[str]) -> str:
     for metric, title in METRICS.items():
         keys = [c.key.replace("logloss/", f"{metric}/", 1) for c in columns]
         rows.append([title, *(f"{metrics[k]:.3f}" for k in keys)])
-    return tabulate(rows, headers=["", *headers], tablefmt="github")
+    return tabulate(rows, headers=["", *headers], tablefmt="github", disable_numparse=True)
 
 
 @hookimpl

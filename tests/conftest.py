@@ -1,0 +1,67 @@
+"""Shared fixtures: a private cache, silent progress bars, and the toy plugin."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+TOY_PLUGIN = TESTS / "toy_plugin.py"
+SHARED = TESTS.parents[1] / "shared"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path_factory):
+    monkeypatch.setenv("HARNESS_PROGRESS", "0")
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.delenv("HARNESS_STORE", raising=False)
+    monkeypatch.delenv("HARNESS_PLUGINS", raising=False)
+
+
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``harness`` in a subprocess, as a user would."""
+    full_env = {**os.environ, "HARNESS_PROGRESS": "0", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=full_env,
+        timeout=600,
+    )
+
+
+def toy_run_args(tmp_path: Path, *extra: str) -> list[str]:
+    """Arguments of a fast run on the toy plugin, storing under tmp_path."""
+    data = tmp_path / "tones"
+    data.mkdir(exist_ok=True)
+    return [
+        "--plugin",
+        str(TOY_PLUGIN),
+        "run",
+        "--backbone",
+        "toy",
+        "--dataset",
+        "toy-tones",
+        "--method",
+        "ce",
+        "--aug",
+        "none",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "8",
+        "--set",
+        f"dataset.root={data}",
+        "--set",
+        "run.lr=0.01",
+        "--out",
+        str(tmp_path / "runs"),
+        *extra,
+    ]

@@ -1,0 +1,93 @@
+"""A tiny backbone and data set for fast tests of the core (loaded with --plugin)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch import Tensor, nn
+
+from harness import hookimpl
+from harness.api import Backbone, Clip, DataSplits, Dataset, Encoded
+
+RATE = 8000
+DEVICES = ["a", "b", "s4"]
+
+
+class ToyFrontend(nn.Module):
+    """Log power in 16 frequency bands, as a [B, 1, 16, frames] image."""
+
+    def forward(self, wave: Tensor) -> Tensor:
+        frames = wave.unfold(-1, 256, 128)
+        power = torch.fft.rfft(frames, dim=-1).abs().pow(2)[..., :128]
+        bands = power.reshape(*power.shape[:-1], 16, 8).mean(-1)
+        return torch.log(bands + 1e-6).transpose(-1, -2).unsqueeze(1)
+
+
+class ToyBackbone(Backbone):
+    name = "toy"
+    description = "Two linear blocks over mean band energies (tests only)."
+    sample_rate = RATE
+    stem_prefixes = ("stem",)
+
+    @dataclass
+    class Config:
+        dim: int = 16
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.embed_dim = config.dim
+        self.stem = nn.Linear(16, config.dim)
+        self.blocks = nn.ModuleList(nn.Linear(config.dim, config.dim) for _ in range(2))
+        self.norm = nn.LayerNorm(config.dim)
+
+    def frontend(self) -> nn.Module:
+        return ToyFrontend()
+
+    def forward(self, features: Tensor) -> Encoded:
+        x = self.stem(features.mean(-1).squeeze(1))
+        for block in self.blocks:
+            x = x + torch.tanh(block(x))
+        x = self.norm(x)
+        return Encoded(embedding=x, tokens=x.unsqueeze(1))
+
+
+class ToyTones(Dataset):
+    """Three classes of tones at different pitches, recorded by three 'devices' (gains)."""
+
+    name = "toy-tones"
+    description = "Pure tones per class, written as WAV files under root (tests only)."
+
+    @dataclass
+    class Config:
+        root: str = ""
+        per_class: int = 12
+
+    def load(self) -> DataSplits:
+        root = Path(self.config.root)
+        rng = np.random.default_rng(0)
+        clips = {"train": [], "eval": []}
+        for label, freq in enumerate((300.0, 900.0, 2500.0)):
+            for i in range(self.config.per_class):
+                device = DEVICES[i % 3]
+                split = "eval" if i % 4 == 0 or device == "s4" else "train"
+                path = root / f"tone{label}-{i}-{device}.wav"
+                if not path.exists():
+                    t = np.arange(RATE // 2) / RATE
+                    wave = 0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.size)
+                    sf.write(path, wave.astype(np.float32), RATE)
+                clips[split].append(Clip(path, label, device))
+        return DataSplits(["low", "mid", "high"], clips["train"], clips["eval"], 0.5, DEVICES, root)
+
+
+@hookimpl
+def register_backbones(register) -> None:
+    register(ToyBackbone)
+
+
+@hookimpl
+def register_datasets(register) -> None:
+    register(ToyTones)
