@@ -17,10 +17,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from harness.config import RunSettings
 
 
 @dataclass
@@ -108,6 +111,22 @@ class StepOutput:
 
     loss: Tensor
     logs: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One phase of staged training; the core builds a fresh optimizer for each stage."""
+
+    name: str
+    epochs: int
+    lr: float
+    batch_size: int
+    backbone_blocks: int | None = None
+    """Top backbone blocks trained, with what lies above them; 0 freezes the whole backbone;
+    None leaves ``requires_grad`` as it is."""
+    layer_decay: float = 1.0
+    """Layer-wise learning-rate decay (see :meth:`Backbone.param_groups`); used when
+    ``backbone_blocks`` is set."""
 
 
 # -- components ---------------------------------------------------------------
@@ -226,6 +245,10 @@ class Method(nn.Module):
 
     def training_step(self, batch: Batch, backbone: Backbone) -> StepOutput:
         raise NotImplementedError
+
+    def stages(self, backbone: Backbone, run: RunSettings) -> list[Stage]:
+        """Training phases in order; empty (the default): one phase with the run's settings."""
+        return []
 
     def logits(self, encoded: Encoded) -> Tensor:
         """Class scores ``[B, C]`` for evaluation (supervised methods only)."""

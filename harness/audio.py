@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -12,20 +13,38 @@ import torchaudio.functional as AF
 from harness.errors import DataError
 
 
+def wav_data_shortfall(path: Path) -> int:
+    """Bytes the WAV header's data chunk promises beyond the end of the file (0 if complete).
+
+    libsndfile silently shortens a truncated file, so the RIFF chunks are walked here.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        if fh.read(4) != b"RIFF":
+            return 0
+        fh.seek(12)
+        while True:
+            header = fh.read(8)
+            if len(header) < 8:
+                return 0
+            chunk, length = header[:4], struct.unpack("<I", header[4:])[0]
+            if chunk == b"data":
+                return max(0, fh.tell() + length - size)
+            fh.seek(length + (length & 1), 1)
+
+
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """Mono float32 samples and the file's sample rate; a bad file is a :class:`DataError`."""
     path = Path(path)
     try:
-        info = sf.info(str(path))
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except FileNotFoundError:
         raise DataError(f"audio file not found: {path}") from None
     except (sf.LibsndfileError, RuntimeError, ValueError) as err:
         raise DataError(f"unreadable audio file {path}: {err}") from None
-    if info.frames > 0 and data.shape[0] < info.frames:
-        raise DataError(
-            f"truncated audio file {path}: header says {info.frames} frames, found {data.shape[0]}"
-        )
+    missing = wav_data_shortfall(path)
+    if missing:
+        raise DataError(f"truncated audio file {path}: {missing} bytes of audio data missing")
     if data.shape[0] == 0:
         raise DataError(f"empty audio file {path}")
     return data.mean(axis=1), rate

@@ -154,8 +154,8 @@ def list_(ctx: click.Context, kind: str | None) -> None:
 def plugins(ctx: click.Context) -> None:
     """List loaded plugins: package, version, hooks and what they register."""
     for row in plugins_from(ctx).describe():
-        version = f" {row['version']}" if row["version"] else ""
-        click.echo(f"{row['name']}  ({row['package']}{version})")
+        source = f"{row['package']} {row['version']}" if row["version"] else row["package"]
+        click.echo(f"{row['name']}  ({source})")
         click.echo(f"    hooks: {', '.join(row['hooks']) or '-'}")
         if row["provides"]:
             click.echo(f"    provides: {', '.join(row['provides'])}")

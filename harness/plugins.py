@@ -120,7 +120,7 @@ class Plugins:
             rows.append(
                 {
                     "name": name,
-                    "package": dist.project_name if dist else "(local)",
+                    "package": dist.project_name if dist else "local",
                     "version": dist.version if dist else "",
                     "hooks": sorted(h.name for h in self.pm.get_hookcallers(plugin) or []),
                     "provides": provides.get(name, []),

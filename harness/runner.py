@@ -18,7 +18,16 @@ import torch
 from torch import Tensor
 
 import harness
-from harness.api import Augmentation, Backbone, Batch, DataSplits, EvalContext, Method, Task
+from harness.api import (
+    Augmentation,
+    Backbone,
+    Batch,
+    DataSplits,
+    EvalContext,
+    Method,
+    Stage,
+    Task,
+)
 from harness.config import RunConfig
 from harness.data import ClipAudio, batches, load_clips, num_batches
 from harness.errors import HarnessError, UsageError
@@ -111,35 +120,69 @@ class Experiment:
         self.method.to(self.device)
 
     def train(self) -> None:
+        """Train in the method's stages (one stage with the run's settings by default)."""
+        run = self.cfg.run
+        stages = self.method.stages(self.backbone, run) or [
+            Stage("train", run.epochs, run.lr, run.batch_size)
+        ]
+        generator = torch.Generator().manual_seed(run.seed)
+        for number, stage in enumerate(stages, 1):
+            if len(stages) > 1:
+                self.log(
+                    f"stage {number}/{len(stages)} '{stage.name}': {stage.epochs} epochs, "
+                    f"lr {stage.lr:.2e}, batch {stage.batch_size}, "
+                    f"backbone blocks trained: {describe_blocks(stage.backbone_blocks)}"
+                )
+            self.train_stage(stage, generator)
+
+    def build_optimizer(self, stage: Stage) -> torch.optim.Optimizer:
+        """Adam over what the stage trains; each group remembers its ``base_lr`` for warmup."""
+        run = self.cfg.run
+        if stage.backbone_blocks is None:
+            params = [
+                p
+                for p in [*self.backbone.parameters(), *self.method.parameters()]
+                if p.requires_grad
+            ]
+            groups: list[dict] = [{"params": params}]
+        else:
+            if stage.backbone_blocks == 0:
+                self.backbone.requires_grad_(False)
+            else:
+                self.backbone.freeze_all_but_top(stage.backbone_blocks)
+            groups = self.backbone.param_groups(stage.lr, stage.layer_decay, run.weight_decay)
+            groups.append({"params": [p for p in self.method.parameters() if p.requires_grad]})
+        optimizer = torch.optim.Adam(
+            groups, lr=stage.lr, betas=run.betas, eps=run.eps, weight_decay=run.weight_decay
+        )
+        for group in optimizer.param_groups:
+            group["base_lr"] = group["lr"]
+        return optimizer
+
+    def train_stage(self, stage: Stage, generator: torch.Generator) -> None:
         run = self.cfg.run
         train_audio = self.audio("train")
-        params = [
-            p for p in [*self.backbone.parameters(), *self.method.parameters()] if p.requires_grad
-        ]
-        optimizer = torch.optim.Adam(
-            params, lr=run.lr, betas=run.betas, eps=run.eps, weight_decay=run.weight_decay
-        )
+        optimizer = self.build_optimizer(stage)
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, patience=run.plateau_patience, factor=run.plateau_factor
         )
-        steps_per_epoch = num_batches(len(train_audio), run.batch_size, drop_last=True)
+        steps_per_epoch = num_batches(len(train_audio), stage.batch_size, drop_last=True)
         warmup_steps = run.warmup_epochs * steps_per_epoch
-        generator = torch.Generator().manual_seed(run.seed)
         step = 0
-        for epoch in range(run.epochs):
+        for epoch in range(stage.epochs):
             self.backbone.train()
             self.method.train()
             losses = []
             started = time.perf_counter()
             batch_iter = batches(
-                train_audio, run.batch_size, self.device, generator, drop_last=True
+                train_audio, stage.batch_size, self.device, generator, drop_last=True
             )
             for batch in progress(
-                batch_iter, desc=f"epoch {epoch + 1}/{run.epochs}", total=steps_per_epoch
+                batch_iter, desc=f"epoch {epoch + 1}/{stage.epochs}", total=steps_per_epoch
             ):
                 if step < warmup_steps:
                     for group in optimizer.param_groups:
-                        group["lr"] = run.lr * (step + 1) / warmup_steps
+                        group["lr"] = group["base_lr"] * (step + 1) / warmup_steps
                 output = self.method.training_step(self.prepare(batch, train=True), self.backbone)
                 if not torch.isfinite(output.loss):
                     raise HarnessError(
@@ -154,8 +197,8 @@ class Experiment:
             if step >= warmup_steps:
                 plateau.step(mean_loss)
             self.log(
-                f"epoch {epoch + 1}/{run.epochs}: loss {mean_loss:.4f}, "
-                f"lr {optimizer.param_groups[0]['lr']:.2e}, {time.perf_counter() - started:.1f}s"
+                f"epoch {epoch + 1}/{stage.epochs}: loss {mean_loss:.4f}, "
+                f"lr {optimizer.param_groups[-1]['lr']:.2e}, {time.perf_counter() - started:.1f}s"
             )
 
     def prepare(self, batch: Batch, train: bool) -> Batch:
@@ -225,6 +268,12 @@ class Experiment:
             metrics.update({f"{protocol.name}/{k}": float(v) for k, v in result.metrics.items()})
             tables[protocol.name] = result.table
         return metrics, tables
+
+
+def describe_blocks(blocks: int | None) -> str:
+    if blocks is None:
+        return "as set up"
+    return "none (backbone frozen)" if blocks == 0 else f"top {blocks}"
 
 
 def git_commit() -> str:

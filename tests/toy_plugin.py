@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from harness import hookimpl
-from harness.api import Backbone, Clip, DataSplits, Dataset, Encoded
+from harness.api import Backbone, Clip, Dataset, DataSplits, Encoded, Method, StepOutput
 
 RATE = 8000
 DEVICES = ["a", "b", "s4"]
@@ -91,3 +91,29 @@ def register_backbones(register) -> None:
 @hookimpl
 def register_datasets(register) -> None:
     register(ToyTones)
+
+
+class Interrupting(Method):
+    """Raises KeyboardInterrupt on its second step, like Ctrl-C during training (tests only)."""
+
+    name = "interrupting"
+    description = "Cross-entropy that is interrupted on step 2 (tests only)."
+
+    def setup(self, backbone: Backbone, task) -> None:
+        self.head = backbone.build_head(task.num_classes)
+        self.steps = 0
+
+    def logits(self, encoded: Encoded) -> Tensor:
+        return self.head(encoded)
+
+    def training_step(self, batch, backbone: Backbone) -> StepOutput:
+        self.steps += 1
+        if self.steps == 2:
+            raise KeyboardInterrupt
+        logits = self.logits(backbone(batch.features))
+        return StepOutput(nn.functional.cross_entropy(logits, batch.label))
+
+
+@hookimpl
+def register_methods(register) -> None:
+    register(Interrupting)

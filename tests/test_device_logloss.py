@@ -1,0 +1,71 @@
+"""Per-device log-loss and accuracy against scikit-learn."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score
+from sklearn.metrics import log_loss as sk_log_loss
+
+from harness_plugins.protocols.device_logloss import (
+    device_metrics,
+    group_devices,
+    log_loss,
+    render_table,
+    table_columns,
+)
+
+DEVICES = ["a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6"]
+
+
+@pytest.fixture
+def predictions():
+    rng = np.random.default_rng(3)
+    n, classes = 180, 10
+    logits = rng.normal(size=(n, classes))
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels = rng.integers(0, classes, size=n)
+    labels[:10] = np.arange(10)  # every class occurs
+    devices = [DEVICES[i % 9] for i in range(n)]
+    return probs, labels, devices
+
+
+def test_log_loss_matches_sklearn(predictions):
+    probs, labels, _ = predictions
+    assert log_loss(probs, labels) == pytest.approx(sk_log_loss(labels, probs, labels=range(10)))
+
+
+def test_log_loss_clips_zero_probabilities():
+    probs = np.array([[1.0, 0.0], [0.0, 1.0]])
+    assert log_loss(probs, np.array([1, 1])) == pytest.approx(-np.log(1e-15) / 2)
+
+
+def test_per_device_and_group_metrics_match_sklearn(predictions):
+    probs, labels, devices = predictions
+    metrics = device_metrics(probs, labels, devices)
+    device_array = np.array(devices)
+    for device in DEVICES:
+        mask = device_array == device
+        expected = sk_log_loss(labels[mask], probs[mask], labels=range(10))
+        assert metrics[f"logloss/{device}"] == pytest.approx(expected)
+        assert metrics[f"acc/{device}"] == pytest.approx(
+            accuracy_score(labels[mask], probs[mask].argmax(1))
+        )
+    real = np.mean([metrics[f"logloss/{d}"] for d in ("a", "b", "c")])
+    assert metrics["logloss/real"] == pytest.approx(real)
+    unseen = np.mean([metrics[f"acc/{d}"] for d in ("s4", "s5", "s6")])
+    assert metrics["acc/unseen"] == pytest.approx(unseen)
+    assert metrics["logloss/overall"] == pytest.approx(sk_log_loss(labels, probs, labels=range(10)))
+
+
+def test_groups_follow_table_3_and_keep_unknown_devices():
+    assert group_devices(["s4", "a", "x"]) == {"real": ["a"], "unseen": ["s4"], "other": ["x"]}
+    labels = [c.label for c in table_columns(DEVICES, "logloss")]
+    real, seen, unseen = ["A", "B", "C"], ["S1", "S2", "S3"], ["S4", "S5", "S6"]
+    assert labels == [*real, "Avg.", *seen, "Avg.", *unseen, "Avg.", "Overall"]
+
+
+def test_table_shows_both_metrics(predictions):
+    probs, labels, devices = predictions
+    metrics = device_metrics(probs, labels, devices)
+    table = render_table(metrics, DEVICES)
+    assert "Real A" in table and "Unseen Avg." in table
+    assert f"{metrics['logloss/a']:.3f}" in table and f"{metrics['acc/overall']:.3f}" in table

@@ -1,0 +1,118 @@
+"""Plugin discovery: entry points, local files, duplicates, unknown names."""
+
+import sys
+import textwrap
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from harness.errors import HarnessError, UsageError
+from harness.plugins import load_plugins
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "harness-focal-loss"
+
+
+def test_builtins_register_through_the_entry_point_group():
+    plugins = load_plugins()
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    declared = set(pyproject["project"]["entry-points"]["harness"])
+    loaded = {row["name"] for row in plugins.describe()}
+    assert declared <= loaded
+    assert plugins["method"].get("icl").plugin == "icl"
+    assert plugins["protocol"].get("device-logloss").plugin == "device-logloss"
+
+
+def write_plugin(path: Path, body: str) -> Path:
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+DUPLICATE_CE = """
+    from harness import hookimpl
+    from harness.api import Method
+
+    class MyCE(Method):
+        name = "ce"
+        description = "A second 'ce'."
+
+    @hookimpl
+    def register_methods(register):
+        register(MyCE)
+"""
+
+
+def test_two_plugins_with_one_name_is_an_error_naming_both(tmp_path):
+    path = write_plugin(tmp_path / "dup.py", DUPLICATE_CE)
+    with pytest.raises(
+        HarnessError, match=rf"method 'ce' is registered by two plugins: 'ce' and '{path}'"
+    ):
+        load_plugins([str(path)])
+
+
+def test_blocked_plugin_is_not_loaded(tmp_path):
+    path = write_plugin(tmp_path / "dup.py", DUPLICATE_CE)
+    plugins = load_plugins([str(path)], blocked=["ce"])
+    assert plugins["method"].get("ce").cls.description == "A second 'ce'."
+
+
+def test_misspelled_hook_fails_loudly(tmp_path):
+    path = write_plugin(
+        tmp_path / "typo.py",
+        """
+        from harness import hookimpl
+
+        @hookimpl
+        def register_method(register):
+            pass
+        """,
+    )
+    with pytest.raises(HarnessError, match="unknown hook"):
+        load_plugins([str(path)])
+
+
+def test_registering_a_non_component_is_an_error(tmp_path):
+    path = write_plugin(
+        tmp_path / "bad.py",
+        """
+        from harness import hookimpl
+
+        @hookimpl
+        def register_methods(register):
+            register(dict)
+        """,
+    )
+    with pytest.raises(HarnessError, match="not a subclass of harness.api.Method"):
+        load_plugins([str(path)])
+
+
+def test_unknown_plugin_file_or_module():
+    with pytest.raises(UsageError, match="plugin file not found: nothere.py"):
+        load_plugins(["nothere.py"])
+    with pytest.raises(UsageError, match="plugin module not found: no_such_module_xyz"):
+        load_plugins(["no_such_module_xyz"])
+
+
+def test_third_party_package_is_discovered_through_its_dist_info(tmp_path, monkeypatch):
+    """Install the example package's metadata the way pip does: a .dist-info on sys.path."""
+    meta = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())
+    project = meta["project"]
+    site = tmp_path / "site"
+    dist_info = site / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n"
+    )
+    entry_lines = [f"{k} = {v}" for k, v in project["entry-points"]["harness"].items()]
+    (dist_info / "entry_points.txt").write_text("[harness]\n" + "\n".join(entry_lines) + "\n")
+    for module in (EXAMPLE / "src").glob("*.py"):
+        (site / module.name).write_text(module.read_text())
+    monkeypatch.syspath_prepend(str(site))
+
+    plugins = load_plugins()
+    entry = plugins["method"].get("focal")
+    assert entry.plugin == "focal"
+    row = next(r for r in plugins.describe() if r["name"] == "focal")
+    assert row["package"] == project["name"] and row["version"] == project["version"]
+    sys.modules.pop("harness_focal_loss", None)
