@@ -1,1 +1,156 @@
-"""PLACEHOLDER: being written; registers nothing yet."""
+"""``harness sweep FILE.toml``: run a grid of configurations, resumably.
+
+The file's ``[sweep]`` table holds a ``base`` config (the same tables as a
+``--config`` file), ``seeds``, and one or more ``[[sweep.grid]]`` tables whose
+keys are axes: ``backbone``, ``method``, ``aug``, ``dataset``, ``protocol``
+(component names) or dotted config keys such as ``method.alpha``, each a list
+of values. Each grid is a Cartesian product; the runs are the union over grids
+times the seeds. Every configuration is validated before the first run; a run
+whose resolved config is already in the results store is skipped, and a run
+that fails is reported and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from harness import hookimpl
+from harness.config import LIST_KINDS, SINGLE_KINDS, RunConfig, merge, parse_set, read_toml, resolve
+from harness.errors import HarnessError, UsageError
+from harness.plugins import Plugins
+
+NAME_AXES = set(SINGLE_KINDS) | set(LIST_KINDS)
+SWEEP_KEYS = {"base", "seeds", "grid"}
+
+
+@dataclass
+class SweepRun:
+    label: str
+    config: RunConfig
+
+
+def axis_update(axis: str, value: Any) -> dict[str, Any]:
+    """The raw-config fragment that sets one axis to one value."""
+    if axis in NAME_AXES:
+        return {axis: {"names" if axis in LIST_KINDS else "name": value}}
+    node: Any = value
+    for part in reversed(axis.split(".")):
+        node = {part: node}
+    return node
+
+
+def expand(sweep: dict[str, Any], source: str) -> list[tuple[str, dict[str, Any]]]:
+    """``(label, raw config)`` for every grid point and seed."""
+    unknown = set(sweep) - SWEEP_KEYS
+    if unknown:
+        raise UsageError(f"unknown key 'sweep.{sorted(unknown)[0]}' in {source}")
+    base = sweep.get("base", {})
+    seeds = sweep.get("seeds", [0])
+    grids = sweep.get("grid", [{}])
+    if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
+        raise UsageError(f"sweep.seeds in {source} must be a list of integers")
+    if not isinstance(grids, list) or not all(isinstance(g, dict) for g in grids):
+        raise UsageError(f"sweep.grid in {source} must be a list of tables ([[sweep.grid]])")
+    points = []
+    for grid in grids:
+        for axis, values in grid.items():
+            if not isinstance(values, list) or not values:
+                raise UsageError(f"sweep axis '{axis}' in {source} must be a non-empty list")
+        axes = list(grid)
+        for combo in itertools.product(*(grid[a] for a in axes)):
+            raw = dict(base)
+            for axis, value in zip(axes, combo, strict=True):
+                raw = merge(raw, axis_update(axis, value))
+            label = ", ".join(f"{a}={v}" for a, v in zip(axes, combo, strict=True))
+            points.extend((f"{label}, seed={s}", merge(raw, {"run": {"seed": s}})) for s in seeds)
+    return points
+
+
+def plan(path: Path, plugins: Plugins, overrides: list[str]) -> list[SweepRun]:
+    """Validate every configuration of a sweep file before anything runs."""
+    data = read_toml(path)
+    if "sweep" not in data or not isinstance(data["sweep"], dict):
+        raise UsageError(f"{path} has no [sweep] table")
+    extra = parse_set(overrides)
+    runs = []
+    for label, raw in expand(data["sweep"], str(path)):
+        try:
+            runs.append(SweepRun(label, resolve(merge(raw, extra), plugins)))
+        except UsageError as err:
+            raise UsageError(f"{path}: run '{label}': {err}") from None
+    return runs
+
+
+@click.command()
+@click.argument("sweep_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--set",
+    "assignments",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config value in every run (repeatable).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs"),
+    show_default=True,
+    help="Folder for run folders.",
+)
+@click.option(
+    "--store",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite results store (default: OUT/results.sqlite, or $HARNESS_STORE).",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="List the runs and whether they are stored; run nothing."
+)
+@click.pass_context
+def sweep(
+    ctx: click.Context,
+    sweep_file: Path,
+    assignments: tuple[str, ...],
+    out: Path,
+    store: Path | None,
+    dry_run: bool,
+) -> None:
+    """Run every configuration of SWEEP_FILE that is not yet in the results store."""
+    from harness.cli import default_store, plugins_from
+    from harness.progress import note
+    from harness.runner import run_experiment
+    from harness.store import ResultStore
+
+    runs = plan(sweep_file, plugins_from(ctx), list(assignments))
+    results = ResultStore(store or default_store(out))
+    failed, skipped = [], 0
+    for i, run in enumerate(runs, 1):
+        prefix = f"[{i}/{len(runs)}] {run.label}"
+        if results.has_config(run.config.config_hash()):
+            skipped += 1
+            note(f"{prefix}: already stored, skipped")
+            continue
+        if dry_run:
+            note(f"{prefix}: would run")
+            continue
+        note(f"{prefix}: running")
+        try:
+            result = run_experiment(run.config, out, results)
+        except HarnessError as err:
+            failed.append(run.label)
+            note(f"{prefix}: failed: {err}")
+            continue
+        note(f"{prefix}: stored {result.record.run_id}")
+    done = len(runs) - skipped - len(failed) if not dry_run else 0
+    click.echo(f"sweep {sweep_file}: {done} run, {skipped} already stored, {len(failed)} failed")
+    if failed:
+        raise HarnessError(f"{len(failed)} sweep run(s) failed: {'; '.join(failed)}")
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    cli.add_command(sweep)

@@ -1,0 +1,235 @@
+"""Device probe on hand-built embeddings: informative -> high accuracy, noise -> chance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+
+from harness.api import Backbone, Clip, DataSplits, Encoded, EvalContext, Method, Task
+from harness.data import ClipAudio
+from harness.errors import DataError, HarnessError
+from harness.plugins import load_plugins
+from harness_plugins.protocols.device_probe import (
+    DeviceProbe,
+    balanced_class_weights,
+    probe_metrics,
+)
+
+TAU_DEVICES = ["a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6"]
+# TAU22-like imbalance: device a dominates the training split; s4-s6 are unseen
+TRAIN_COUNTS = {"a": 400, "b": 40, "c": 40, "s1": 40, "s2": 40, "s3": 40}
+EVAL_COUNTS = dict.fromkeys(TAU_DEVICES, 50)
+DIM = 24
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny probes run fastest single-threaded (and do not fight other processes for cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class TinyBackbone(Backbone):
+    name = "tiny"
+    description = "test backbone"
+    sample_rate = 16000
+
+    def __init__(self, head_factory=None) -> None:
+        super().__init__(None)
+        self.embed_dim = DIM
+        self.blocks = nn.ModuleList()
+        self.head_factory = head_factory
+        self.heads_built = 0
+
+    def build_head(self, num_classes: int) -> nn.Module:
+        self.heads_built += 1
+        if self.head_factory is not None:
+            return self.head_factory(num_classes)
+        return super().build_head(num_classes)
+
+
+class SecondTokenHead(nn.Module):
+    """A head that needs two tokens, so it cannot run on bare clip embeddings."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(DIM, num_classes)
+
+    def forward(self, encoded: Encoded) -> Tensor:
+        return self.linear(encoded.tokens[:, 1])
+
+
+def device_indices(counts: dict[str, int]) -> Tensor:
+    return torch.tensor([TAU_DEVICES.index(d) for d, n in counts.items() for _ in range(n)])
+
+
+def audio_of(devices: Tensor) -> ClipAudio:
+    clips = [
+        Clip(Path(f"clip{i}.wav"), 0, TAU_DEVICES[d] if d >= 0 else "")
+        for i, d in enumerate(devices.tolist())
+    ]
+    zeros = torch.zeros(len(clips), dtype=torch.long)
+    return ClipAudio(clips, torch.zeros(len(clips), 4), zeros, devices, 16000)
+
+
+def informative(devices: Tensor, gen: torch.Generator) -> Tensor:
+    """A one-hot device code in the first dimensions plus noise of the same scale."""
+    x = 0.25 * torch.randn(len(devices), DIM, generator=gen)
+    x[torch.arange(len(devices)), devices] += 1.0
+    return x
+
+
+def noise(devices: Tensor, gen: torch.Generator) -> Tensor:
+    return torch.randn(len(devices), DIM, generator=gen)
+
+
+def make_ctx(
+    embed_fn=informative,
+    train_devices: Tensor | None = None,
+    eval_devices: Tensor | None = None,
+    seed: int = 0,
+    backbone: Backbone | None = None,
+) -> EvalContext:
+    gen = torch.Generator().manual_seed(100 + seed)
+    devices = {
+        "train": device_indices(TRAIN_COUNTS) if train_devices is None else train_devices,
+        "eval": device_indices(EVAL_COUNTS) if eval_devices is None else eval_devices,
+    }
+    audio = {split: audio_of(d) for split, d in devices.items()}
+    embeddings = {split: embed_fn(d, gen) for split, d in devices.items()}
+
+    def no_predict(split: str) -> Tensor:
+        raise AssertionError("the device probe must not use the scene classifier")
+
+    return EvalContext(
+        backbone=backbone or TinyBackbone(),
+        method=Method(None),
+        task=Task(classes=["scene"], devices=TAU_DEVICES, sample_rate=16000),
+        splits=DataSplits(["scene"], audio["train"].clips, audio["eval"].clips, 1.0, TAU_DEVICES),
+        torch_device=torch.device("cpu"),
+        batch_size=128,
+        seed=seed,
+        audio=audio.__getitem__,
+        predict=no_predict,
+        embed=embeddings.__getitem__,
+    )
+
+
+def probe(**config) -> DeviceProbe:
+    return DeviceProbe(DeviceProbe.Config(**config))
+
+
+def test_registered_with_leaderboard_columns():
+    entry = load_plugins()["protocol"].get("device-probe")
+    assert entry.cls is DeviceProbe
+    keys = {c.key: c for c in DeviceProbe.columns}
+    assert set(keys) == {"accuracy", "balanced_accuracy", "chance"}
+    assert not keys["accuracy"].higher_is_better  # lower = more device-invariant (Table 2)
+
+
+def test_balanced_class_weights_hand_computed():
+    weights = balanced_class_weights(torch.tensor([0, 0, 0, 1]), 2)
+    torch.testing.assert_close(weights, torch.tensor([4 / 6, 2.0]))
+    with pytest.raises(ValueError):
+        balanced_class_weights(torch.tensor([0, 0]), 2)
+
+
+def test_probe_metrics_hand_computed():
+    metrics = probe_metrics(np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 1, 2]), ["a", "b", "c"])
+    assert metrics["accuracy"] == pytest.approx(0.8)
+    assert metrics["recall/b"] == pytest.approx(2 / 3)
+    assert metrics["balanced_accuracy"] == pytest.approx((1 + 2 / 3 + 1) / 3)
+    assert metrics["chance"] == pytest.approx(1 / 3)
+
+
+def test_embeddings_that_encode_the_device_are_probed_accurately():
+    backbone = TinyBackbone()
+    result = probe().evaluate(make_ctx(informative, backbone=backbone))
+    metrics = result.metrics
+    assert backbone.heads_built == 1  # the scene head's architecture, for 6 devices
+    assert metrics["accuracy"] > 0.9
+    assert metrics["balanced_accuracy"] > 0.9
+    assert metrics["chance"] == pytest.approx(1 / 6)
+    # only the six training devices are probed; unseen s4-s6 are left out
+    assert sorted(k for k in metrics if k.startswith("recall/")) == sorted(
+        f"recall/{d}" for d in TRAIN_COUNTS
+    )
+    # balanced loss: the minority devices are recognised, not swallowed by device a
+    assert min(metrics[f"recall/{d}"] for d in TRAIN_COUNTS) > 0.8
+    assert 1 <= metrics["epochs"] <= 200
+    assert "0.167 (1/6)" in result.table
+    assert "s4" not in result.table
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_embeddings_without_device_information_are_near_chance(seed: int):
+    metrics = probe().evaluate(make_ctx(noise, seed=seed)).metrics
+    # 300 balanced eval clips: one standard error of a 1/6 guess is 0.022
+    assert abs(metrics["accuracy"] - 1 / 6) < 0.07
+    assert abs(metrics["balanced_accuracy"] - 1 / 6) < 0.07
+
+
+def test_linear_head_option():
+    metrics = probe(head="linear").evaluate(make_ctx(informative)).metrics
+    assert metrics["accuracy"] > 0.9
+
+
+def test_deterministic_given_the_seed():
+    first = probe().evaluate(make_ctx(noise, seed=3)).metrics
+    second = probe().evaluate(make_ctx(noise, seed=3)).metrics
+    assert first == second
+
+
+def test_global_rng_is_left_alone():
+    torch.manual_seed(11)
+    expected = torch.rand(3)
+    ctx = make_ctx(informative)
+    torch.manual_seed(11)
+    probe(max_epochs=2).evaluate(ctx)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_early_stopping_ends_before_max_epochs():
+    metrics = (
+        probe(max_epochs=500, patience=3, min_delta=1e-2).evaluate(make_ctx(informative)).metrics
+    )
+    assert metrics["epochs"] < 500
+
+
+def test_unknown_devices_are_ignored():
+    train = torch.cat([device_indices(TRAIN_COUNTS), torch.full((30,), -1)])
+    metrics = probe().evaluate(make_ctx(informative_or_noise, train_devices=train)).metrics
+    assert metrics["chance"] == pytest.approx(1 / 6)
+    assert metrics["accuracy"] > 0.9
+
+
+def informative_or_noise(devices: Tensor, gen: torch.Generator) -> Tensor:
+    """Informative rows for known devices, noise for unknown (-1) ones."""
+    x = noise(devices, gen)
+    known = devices >= 0
+    x[known] = informative(devices[known], gen)
+    return x
+
+
+def test_one_training_device_is_a_data_error():
+    with pytest.raises(DataError, match="at least 2"):
+        probe().evaluate(make_ctx(train_devices=torch.zeros(20, dtype=torch.long)))
+
+
+def test_no_eval_clips_of_training_devices_is_a_data_error():
+    unseen = device_indices({"s4": 10, "s5": 10})
+    with pytest.raises(DataError, match="no clips of the training devices"):
+        probe().evaluate(make_ctx(eval_devices=unseen))
+
+
+def test_head_that_needs_more_than_the_embedding_asks_for_linear():
+    ctx = make_ctx(backbone=TinyBackbone(SecondTokenHead))
+    with pytest.raises(HarnessError, match=r"head=linear"):
+        probe().evaluate(ctx)
+    assert probe(head="linear").evaluate(ctx).metrics["accuracy"] > 0.9
