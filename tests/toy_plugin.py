@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from harness import hookimpl
 from harness.api import Backbone, Clip, Dataset, DataSplits, Encoded, Method, StepOutput
+from harness.errors import DataError
 
 RATE = 8000
 DEVICES = ["a", "b", "s4"]
@@ -68,6 +69,8 @@ class ToyTones(Dataset):
 
     def load(self) -> DataSplits:
         root = Path(self.config.root)
+        if not root.is_dir():
+            raise DataError(f"toy data root not found: {root}")
         rng = np.random.default_rng(0)
         clips = {"train": [], "eval": []}
         for label, freq in enumerate((300.0, 900.0, 2500.0)):
