@@ -28,6 +28,7 @@ from harness.api import (
     Stage,
     Task,
 )
+from harness.checkpoints import load_backbone_checkpoint
 from harness.config import RunConfig
 from harness.data import ClipAudio, batches, load_clips, num_batches
 from harness.errors import HarnessError, UsageError
@@ -111,6 +112,11 @@ class Experiment:
     # -- training -------------------------------------------------------------
 
     def setup(self) -> None:
+        checkpoint = getattr(self.backbone.config, "checkpoint", "")
+        if checkpoint:
+            report = load_backbone_checkpoint(self.backbone, checkpoint, self.task.num_classes)
+            for line in report.notes:
+                self.log(line)
         self.frontend = self.backbone.frontend().to(self.device)
         self.backbone.to(self.device)
         for aug in self.augs:
