@@ -1,0 +1,517 @@
+"""NNCLR + unsupervised mixing (uaMix-MAE): loss, queue, masks, virtual labels, stages."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy import stats
+from torch import Tensor, nn
+
+from harness.api import Backbone, Encoded, Stage, Task
+from harness.config import RunSettings, build_dataclass
+from harness.errors import UsageError
+from harness.runner import Experiment
+from harness_plugins.methods.nnclr import (
+    Box,
+    FifoQueue,
+    MixConfig,
+    MixupLsConfig,
+    Nnclr,
+    NnclrConfig,
+    NnclrMixupLs,
+    NnclrTCutMix,
+    NnclrTfCutMix,
+    ViewSettings,
+    augment_view,
+    band_width,
+    box_mask,
+    time_band,
+    time_freq_box,
+    topk_neighbours,
+    virtual_labels,
+)
+
+TAU = 0.5
+
+
+class TinyBackbone(Backbone):
+    """Four residual linear blocks over the time-averaged features ``[B, 1, F, T]``."""
+
+    name = "tiny"
+    description = "test backbone"
+    sample_rate = 8000
+    stem_prefixes = ("stem",)
+
+    @dataclass
+    class Config:
+        bins: int = 6
+        dim: int = 8
+        depth: int = 4
+
+    def __init__(self, config: Config | None = None) -> None:
+        config = config or self.Config()
+        super().__init__(config)
+        self.embed_dim = config.dim
+        self.stem = nn.Linear(config.bins, config.dim)
+        self.blocks = nn.ModuleList(nn.Linear(config.dim, config.dim) for _ in range(config.depth))
+        self.norm = nn.LayerNorm(config.dim)
+
+    def forward(self, features: Tensor) -> Encoded:
+        x = self.stem(features.mean(-1).squeeze(1))
+        for block in self.blocks:
+            x = x + torch.tanh(block(x))
+        x = self.norm(x)
+        return Encoded(x, x.unsqueeze(1))
+
+
+def make_method(cls: type = Nnclr, **options) -> Nnclr:
+    defaults = {"proj_hidden": 16, "pred_hidden": 16, "out_dim": 2, "queue_size": 3}
+    method = cls(build_dataclass(cls.Config, defaults | options, "method"))
+    method.setup(TinyBackbone(), Task(["a"], [], 8000))
+    return method
+
+
+def unit(rows: list[list[float]]) -> Tensor:
+    return F.normalize(torch.tensor(rows, dtype=torch.float32), dim=-1)
+
+
+# -- the loss against hand-computed values ----------------------------------------
+
+QUEUE = [[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]
+
+
+def softplus_neg(margin: float) -> float:
+    """``-log(e^a / (e^a + e^b))`` for ``a - b = margin``."""
+    return math.log1p(math.exp(-margin))
+
+
+def hand_method(**options) -> Nnclr:
+    method = make_method(tau=TAU, exclude_self=False, **options)
+    method.queue.enqueue(torch.tensor(QUEUE), torch.arange(3))
+    return method
+
+
+def test_loss_matches_hand_computed_equation_1() -> None:
+    method = hand_method(symmetric=False)
+    z_anchor = unit([[0.9, 0.1], [0.2, 0.8]])  # nearest queue entries: [1, 0] and [0, 1]
+    p_positive = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    # logits: row 0 = [1, 0.6] / 0.5 = [2, 1.2]; row 1 = [0, 0.8] / 0.5 = [0, 1.6]
+    expected = (softplus_neg(2 - 1.2) + softplus_neg(1.6 - 0)) / 2
+    loss = method.contrastive_loss(z_anchor, p_positive, z_anchor, p_positive, torch.eye(2))
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_symmetric_loss_adds_the_swapped_views_by_hand() -> None:
+    method = hand_method(symmetric=True)
+    z_anchor = unit([[0.9, 0.1], [0.2, 0.8]])
+    p_positive = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    z_positive = unit([[0.1, 0.9], [-0.9, 0.1]])  # nearest: [0, 1] and [-1, 0]
+    p_anchor = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    # swapped logits: row 0 = [1, 0] / 0.5 = [2, 0] (positive: column 0);
+    # row 1 = [0, -1] / 0.5 = [0, -2] (positive: column 1, so the margin is -2)
+    forward = (softplus_neg(0.8) + softplus_neg(1.6)) / 2
+    swapped = (softplus_neg(2.0) + softplus_neg(-2.0)) / 2
+    loss = method.contrastive_loss(z_anchor, p_anchor, z_positive, p_positive, torch.eye(2))
+    assert loss.item() == pytest.approx((forward + swapped) / 2, rel=1e-6)
+
+
+def test_soft_virtual_labels_weight_the_log_probabilities_by_hand() -> None:
+    method = hand_method(symmetric=False)
+    z_anchor = unit([[0.9, 0.1], [0.2, 0.8]])
+    p_positive = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    targets = torch.tensor([[0.7, 0.3], [0.2, 0.8]])
+    lse0, lse1 = math.log(math.exp(2) + math.exp(1.2)), math.log(1 + math.exp(1.6))
+    expected = ((lse0 - 0.7 * 2 - 0.3 * 1.2) + (lse1 - 0.8 * 1.6)) / 2
+    loss = method.contrastive_loss(z_anchor, p_positive, z_anchor, p_positive, targets)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_k_greater_than_one_uses_the_normalized_mean_of_the_k_nearest() -> None:
+    method = hand_method(k=2)
+    support = method.queue.neighbours(unit([[0.9, 0.1]]), k=2)
+    torch.testing.assert_close(support, unit([[1.0, 1.0]]))
+
+
+# -- against lightly's NNCLR building blocks ----------------------------------------
+
+
+def lightly_one_direction(nn_support: Tensor, predicted: Tensor) -> Tensor:
+    """Equation 1 with lightly's NTXentLoss, one anchor at a time.
+
+    In its memory-bank mode NTXentLoss scores row ``i`` as cross-entropy over
+    ``[out0_i . out1_i, out0_i . bank_k ...]`` (no in-batch terms); with ``out0`` the
+    neighbour of anchor ``i``, ``out1`` its positive and the bank holding the other
+    positives of the batch this is exactly equation 1. (Its in-batch mode also puts
+    ``out0 . out0`` terms in the denominator, which equation 1 does not have.)
+    """
+    from lightly.loss import NTXentLoss
+
+    size, dim = predicted.shape
+    normed = F.normalize(predicted, dim=-1)
+    losses = []
+    for i in range(size):
+        criterion = NTXentLoss(temperature=TAU, memory_bank_size=(size - 1, dim))
+        criterion.memory_bank.bank = torch.cat([normed[:i], normed[i + 1 :]])
+        losses.append(criterion(nn_support[i : i + 1], predicted[i : i + 1]))
+    return torch.stack(losses).mean()
+
+
+def test_k1_no_mixing_equals_lightly_nn_memory_bank_and_ntxent() -> None:
+    from lightly.models.modules import NNMemoryBankModule
+
+    torch.manual_seed(0)
+    size, dim, queue_size = 8, 16, 40
+    method = make_method(tau=TAU, out_dim=dim, queue_size=queue_size, exclude_self=False)
+    for _ in range(6):  # 6 batches into 40 slots: wraps around
+        method.queue.enqueue(F.normalize(torch.randn(size, dim), dim=-1), torch.arange(size))
+    reference_bank = NNMemoryBankModule(size=(queue_size, dim))
+    reference_bank.bank = method.queue.items.clone()
+
+    z_anchor, z_positive = F.normalize(torch.randn(2, size, dim), dim=-1)
+    p_anchor, p_positive = torch.randn(2, size, dim)
+    nn_anchor = reference_bank(z_anchor, update=False)
+    nn_positive = reference_bank(z_positive, update=False)
+    torch.testing.assert_close(method.queue.neighbours(z_anchor), nn_anchor)
+
+    expected = (
+        lightly_one_direction(nn_anchor, p_positive) + lightly_one_direction(nn_positive, p_anchor)
+    ) / 2
+    eye = torch.eye(size)
+    loss = method.contrastive_loss(z_anchor, p_anchor, z_positive, p_positive, eye)
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    method.config.symmetric = False
+    one_way = method.contrastive_loss(z_anchor, p_anchor, z_positive, p_positive, eye)
+    torch.testing.assert_close(one_way, lightly_one_direction(nn_anchor, p_positive))
+
+
+# -- queue ------------------------------------------------------------------------
+
+
+def test_queue_is_fifo_wraps_around_and_keeps_every_entry_of_a_batch() -> None:
+    queue = FifoQueue(size=10, dim=1)
+    assert queue.ordered()[0].shape == (0, 1)
+    for first in range(0, 12, 3):
+        ids = torch.arange(first, first + 3)
+        queue.enqueue(ids[:, None].float(), ids)
+        seen = first + 3
+        oldest = max(0, seen - 10)
+        items, kept_ids = queue.ordered()
+        assert kept_ids.tolist() == list(range(oldest, seen))
+        assert items[:, 0].tolist() == [float(i) for i in range(oldest, seen)]
+    assert queue.filled == 10
+    assert queue.pointer == 2  # 12 entries into 10 slots
+    assert sorted(queue.ids.tolist()) == list(range(2, 12))
+
+
+def test_queue_refuses_a_batch_larger_than_itself() -> None:
+    with pytest.raises(UsageError, match="queue_size"):
+        FifoQueue(size=4, dim=2).enqueue(torch.zeros(5, 2), torch.arange(5))
+
+
+def test_lookup_skips_own_clip_and_falls_back_to_the_query() -> None:
+    queue = FifoQueue(size=4, dim=2)
+    query = unit([[1.0, 0.1], [0.0, 1.0]])
+    torch.testing.assert_close(queue.neighbours(query), query)  # empty queue
+    queue.enqueue(unit([[1.0, 0.0], [0.8, 0.6]]), torch.tensor([7, 9]))
+    support = queue.neighbours(query, query_ids=torch.tensor([7, 3]))
+    torch.testing.assert_close(support[0], unit([[0.8, 0.6]])[0])  # own entry 7 skipped
+    torch.testing.assert_close(support[1], unit([[0.8, 0.6]])[0])
+    only_own = queue.neighbours(query[:1], query_ids=torch.tensor([7]), k=2)
+    torch.testing.assert_close(only_own, unit([[0.8, 0.6]]))
+    queue_all_own = FifoQueue(size=2, dim=2)
+    queue_all_own.enqueue(unit([[1.0, 0.0]]), torch.tensor([5]))
+    torch.testing.assert_close(
+        queue_all_own.neighbours(query[:1], query_ids=torch.tensor([5])), query[:1]
+    )
+
+
+def test_topk_neighbours_agree_with_euclidean_distance_on_unit_vectors() -> None:
+    torch.manual_seed(1)
+    bank, query = (
+        F.normalize(torch.randn(500, 32), dim=-1),
+        F.normalize(torch.randn(20, 32), dim=-1),
+    )
+    nearest = torch.cdist(query, bank).topk(3, largest=False).indices
+    assert torch.equal(topk_neighbours(query, bank, 3), nearest)
+
+
+# -- T-CutMix / TF-CutMix boxes and masks ------------------------------------------
+
+
+def test_time_band_width_position_and_full_frequency_span() -> None:
+    torch.manual_seed(2)
+    for lam in (0.0, 0.19, 0.5, 0.91, 1.0):
+        for _ in range(50):
+            box = time_band(100, 7, lam)
+            assert (box.f0, box.f1) == (0, 7)
+            assert 0 <= box.t0 < 100
+            assert box.t1 - box.t0 == min(round(100 * math.sqrt(1 - lam)), 100 - box.t0)
+
+
+def test_time_band_starts_are_uniform_over_all_frames() -> None:
+    torch.manual_seed(3)
+    frames, draws = 20, 20000
+    starts = [time_band(frames, 4, 0.5).t0 for _ in range(draws)]
+    counts = np.bincount(starts, minlength=frames)
+    assert counts.shape == (frames,)
+    assert stats.chisquare(counts).pvalue > 1e-3
+
+
+def test_band_width_follows_t_sqrt_one_minus_beta() -> None:
+    from harness_plugins.methods.mixup_ls import sample_lambda
+
+    torch.manual_seed(4)
+    frames, alpha = 100_000, 0.7
+    fractions = np.array([band_width(frames, sample_lambda(alpha)) / frames for _ in range(4000)])
+
+    def cdf(x: np.ndarray) -> np.ndarray:  # P(sqrt(1 - lam) <= x) = P(lam >= 1 - x^2)
+        return stats.beta.sf(1 - np.clip(x, 0, 1) ** 2, alpha, alpha)
+
+    assert stats.kstest(fractions, cdf).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("time_axis", [-1, -2])
+def test_box_mask_puts_the_band_on_the_time_axis(time_axis: int) -> None:
+    shape = torch.Size((2, 1, 5, 12)) if time_axis == -1 else torch.Size((2, 1, 12, 5))
+    mask = box_mask(shape, time_axis, Box(3, 7, 0, 5)).expand(shape)
+    per_frame = mask.movedim(time_axis, -1)[0, 0]  # [F, T]
+    assert per_frame.all(0).tolist() == [3 <= t < 7 for t in range(12)]
+    assert torch.equal(per_frame.any(0), per_frame.all(0))  # full frequency span
+    box = box_mask(shape, time_axis, Box(3, 7, 1, 4)).expand(shape).movedim(time_axis, -1)[0, 0]
+    assert box.sum() == 4 * 3 and box[1:4, 3:7].all()
+
+
+def test_time_freq_box_has_sides_sqrt_one_minus_lambda_and_matches_area() -> None:
+    torch.manual_seed(5)
+    for _ in range(200):
+        box = time_freq_box(64, 32, 0.75)
+        assert box.t1 - box.t0 == min(32, 64 - box.t0)
+        assert box.f1 - box.f0 == min(16, 32 - box.f0)
+        area = (box.t1 - box.t0) * (box.f1 - box.f0)
+        assert box.kept_fraction(64, 32) == pytest.approx(1 - area / (64 * 32))
+
+
+def test_virtual_labels_mix_the_one_hot_rows() -> None:
+    perm = torch.tensor([2, 0, 1, 3])
+    labels = virtual_labels(perm, 0.7)
+    expected = torch.tensor([[0.7, 0, 0.3, 0], [0.3, 0.7, 0, 0], [0, 0.3, 0.7, 0], [0, 0, 0, 1.0]])
+    torch.testing.assert_close(labels, expected)
+    smoothed = virtual_labels(perm, 0.7, smoothing=0.2)
+    torch.testing.assert_close(smoothed, 0.8 * expected + 0.05)
+    torch.testing.assert_close(smoothed.sum(0), torch.ones(4))  # Y^T rows sum to one too
+
+
+def clip_index_features(size: int, time_axis: int) -> Tensor:
+    """Clip ``b`` is the constant ``b`` over ``[1, F=5, T=16]`` (or ``[1, 16, 5]``)."""
+    shape = (size, 1, 5, 16) if time_axis == -1 else (size, 1, 16, 5)
+    return torch.arange(size, dtype=torch.float32).reshape(size, 1, 1, 1).expand(shape).clone()
+
+
+@pytest.mark.parametrize("time_axis", [-1, -2])
+def test_t_cutmix_replaces_a_time_band_over_all_bins_and_labels_by_its_area(
+    time_axis: int,
+) -> None:
+    torch.manual_seed(6)
+    method = make_method(NnclrTCutMix, alpha=1.0)
+    x = clip_index_features(6, time_axis)
+    own = torch.arange(6)[:, None]
+    for _ in range(30):
+        mixed, targets, lam = method.mix(x, time_axis)
+        per_frame = mixed.movedim(time_axis, -1)[:, 0]  # [B, F, T]
+        assert torch.equal(per_frame, per_frame[:, :1].expand_as(per_frame))  # all bins alike
+        source = per_frame[:, 0].long()  # [B, T]: the clip each frame comes from
+        band = (source != own).any(0)
+        assert lam == pytest.approx(1 - band.sum().item() / 16)
+        if not band.any():
+            torch.testing.assert_close(targets, torch.eye(6))
+            continue
+        frames = band.nonzero().flatten()
+        assert frames.max() - frames.min() + 1 == frames.numel()  # one contiguous band
+        partner = source[:, frames[0]]
+        assert sorted(partner.tolist()) == list(range(6))
+        assert torch.equal(source, torch.where(band, partner[:, None], own))
+        torch.testing.assert_close(targets, virtual_labels(partner, lam))
+
+
+def test_tf_cutmix_replaces_a_box() -> None:
+    torch.manual_seed(7)
+    method = make_method(NnclrTfCutMix, alpha=1.0)
+    x = clip_index_features(4, -1)
+    for _ in range(20):
+        mixed, targets, _ = method.mix(x, -1)
+        replaced = (mixed != x).any(0)[0]  # [F, T]
+        if replaced.any():
+            rows, cols = replaced.any(1).nonzero().flatten(), replaced.any(0).nonzero().flatten()
+            assert replaced.sum() == rows.numel() * cols.numel()  # a rectangle
+        assert targets.sum(1).allclose(torch.ones(4)) and targets.sum(0).allclose(torch.ones(4))
+
+
+def test_mixup_ls_variant_mixes_inputs_and_smooths_labels() -> None:
+    torch.manual_seed(8)
+    method = make_method(NnclrMixupLs, alpha=0.5, smoothing=0.1)
+    x = torch.randn(5, 1, 4, 6)
+    mixed, targets, lam = method.mix(x, -1)
+    hard = (targets - 0.1 / 5) / 0.9  # undo the smoothing
+    partner = (hard - lam * torch.eye(5)).argmax(1)
+    assert sorted(partner.tolist()) == list(range(5))
+    torch.testing.assert_close(hard, virtual_labels(partner, lam))
+    torch.testing.assert_close(mixed, lam * x + (1 - lam) * x[partner])
+
+
+# -- views --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("time_axis", [-1, -2])
+def test_views_differ_and_a_shift_only_view_is_a_circular_roll(time_axis: int) -> None:
+    torch.manual_seed(9)
+    x = torch.randn(4, 1, 6, 30) if time_axis == -1 else torch.randn(4, 1, 30, 6)
+    settings = ViewSettings()
+    first, second = augment_view(x, time_axis, settings), augment_view(x, time_axis, settings)
+    assert first.shape == x.shape and not torch.equal(first, second)
+    shifted = augment_view(x, time_axis, ViewSettings(0.2, 0.0, 0.0, 0.0))
+    for b in range(4):
+        rolls = [torch.roll(x[b], s, dims=time_axis) for s in range(-6, 7)]
+        assert any(torch.equal(shifted[b], r) for r in rolls)
+
+
+def test_view_masks_are_bands_filled_with_the_clip_mean() -> None:
+    torch.manual_seed(10)
+    x = torch.randn(3, 1, 8, 40) + 5
+    masked = augment_view(x, -1, ViewSettings(0.0, 0.0, 0.25, 0.25))
+    for b in range(3):
+        changed = masked[b, 0] != x[b, 0]  # [F, T]
+        fill = masked[b, 0][changed]
+        torch.testing.assert_close(fill, torch.full_like(fill, x[b].mean().item()))
+        bins, frames = changed.all(1), changed.all(0)  # fully masked rows and columns
+        assert torch.equal(changed, bins[:, None] | frames[None, :])
+        assert bins.sum() <= 2 and frames.sum() <= 10
+        for band in (bins, frames):
+            where = band.nonzero().flatten()
+            assert where.numel() == 0 or where.max() - where.min() + 1 == where.numel()
+
+
+# -- a training step ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [Nnclr, NnclrTCutMix, NnclrMixupLs, NnclrTfCutMix])
+def test_training_step_gives_finite_loss_with_gradient_and_fills_the_queue(cls: type) -> None:
+    torch.manual_seed(11)
+    backbone = TinyBackbone()
+    method = make_method(cls, queue_size=32, out_dim=4)
+    batch = SimpleNamespace(features=torch.randn(6, 1, 6, 20), index=torch.arange(6))
+    for step in range(2):
+        output = method.training_step(batch, backbone)
+        assert torch.isfinite(output.loss)
+        assert method.queue.filled == 6 * (step + 1)
+    output.loss.backward()
+    assert backbone.blocks[-1].weight.grad.abs().sum() > 0
+    assert method.head.predictor[0].weight.grad.abs().sum() > 0
+
+
+# -- progressive retraining ---------------------------------------------------------
+
+
+def stages_for(run: RunSettings, **options) -> list[Stage]:
+    return make_method(NnclrTCutMix, **options).stages(TinyBackbone(), run)
+
+
+def test_presets_give_the_paper_schedule_and_a_small_one() -> None:
+    head, top = stages_for(RunSettings(epochs=10, lr=3e-3, batch_size=16), preset="paper")
+    assert (head.epochs, head.lr, head.batch_size, head.backbone_blocks) == (40, 1e-4, 512, 0)
+    assert (top.epochs, top.lr, top.batch_size, top.backbone_blocks) == (160, 1e-4, 128, 2)
+    assert top.layer_decay == 0.65
+    head, top = stages_for(RunSettings(epochs=10, lr=3e-3, batch_size=16))
+    assert (head.epochs, head.lr, head.batch_size) == (2, 3e-3, 16)
+    assert (top.epochs, top.lr, top.batch_size) == (8, 3e-3, 16)
+    (only,) = stages_for(RunSettings(epochs=10), preset="paper", tune_epochs=0, head_lr=0.5)
+    assert (only.name, only.epochs, only.lr) == ("head", 40, 0.5)
+
+
+def test_tune_blocks_beyond_the_backbone_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="tune_blocks"):
+        stages_for(RunSettings(), tune_blocks=5)
+
+
+def bare_experiment(method: Nnclr, backbone: Backbone) -> Experiment:
+    experiment = Experiment.__new__(Experiment)
+    experiment.cfg = SimpleNamespace(run=RunSettings(weight_decay=0.0))
+    experiment.backbone, experiment.method = backbone, method
+    return experiment
+
+
+def test_each_stage_trains_exactly_the_intended_parameters() -> None:
+    backbone = TinyBackbone()
+    method = make_method(NnclrTCutMix)
+    experiment = bare_experiment(method, backbone)
+    head, top = method.stages(backbone, RunSettings(epochs=5, lr=1e-3))
+
+    optimizer = experiment.build_optimizer(head)
+    trained = {n for n, p in backbone.named_parameters() if p.requires_grad}
+    assert trained == set()
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert in_optimizer == {id(p) for p in method.parameters()}
+
+    optimizer = experiment.build_optimizer(top)
+    trained = {n for n, p in backbone.named_parameters() if p.requires_grad}
+    assert trained == {
+        "blocks.2.weight", "blocks.2.bias", "blocks.3.weight", "blocks.3.bias",
+        "norm.weight", "norm.bias",
+    }  # fmt: skip
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    expected = {id(p) for n, p in backbone.named_parameters() if n in trained}
+    assert in_optimizer == expected | {id(p) for p in method.parameters()}
+    lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    assert lr_of[id(backbone.blocks[2].weight)] == pytest.approx(1e-3 * 0.65**2)
+    assert lr_of[id(backbone.blocks[3].weight)] == pytest.approx(1e-3 * 0.65)
+    assert lr_of[id(backbone.norm.weight)] == pytest.approx(1e-3)
+    assert lr_of[id(method.head.predictor[0].weight)] == pytest.approx(1e-3)
+
+
+@pytest.mark.slow
+def test_training_run_keeps_frozen_parameters_and_updates_the_rest(tmp_path) -> None:
+    from harness.config import resolve
+    from harness.plugins import load_plugins
+
+    toy_plugin = Path(__file__).resolve().parent / "toy_plugin.py"
+    (tmp_path / "tones").mkdir()
+    raw = {
+        "run": {"epochs": 4, "batch_size": 8, "lr": 0.01, "warmup_epochs": 0},
+        "backbone": {"name": "toy"},
+        "method": {"name": "nnclr-tcutmix", "proj_hidden": 32, "pred_hidden": 32, "out_dim": 8,
+                   "tune_blocks": 1},
+        "dataset": {"name": "toy-tones", "root": str(tmp_path / "tones")},
+        "protocol": {"names": []},
+    }  # fmt: skip
+    experiment = Experiment(resolve(raw, load_plugins([str(toy_plugin)])))
+    experiment.setup()
+    before = {n: p.detach().clone() for n, p in experiment.backbone.named_parameters()}
+    head_before = {n: p.detach().clone() for n, p in experiment.method.named_parameters()}
+    experiment.train()
+    after = dict(experiment.backbone.named_parameters())
+    for name in ("stem.weight", "blocks.0.weight", "blocks.0.bias"):
+        assert torch.equal(after[name], before[name]), name
+    for name in ("blocks.1.weight", "norm.weight"):
+        assert not torch.equal(after[name], before[name]), name
+    changed = [
+        n for n, p in experiment.method.named_parameters() if not torch.equal(p, head_before[n])
+    ]
+    assert len(changed) == len(head_before)
+    assert any("stage 2/2 'top'" in line for line in experiment.log_lines)
+
+
+def test_bad_options_are_usage_errors() -> None:
+    with pytest.raises(UsageError, match="alpha"):
+        build_dataclass(MixConfig, {"alpha": "0"}, "method")
+    with pytest.raises(UsageError, match="smoothing"):
+        build_dataclass(MixupLsConfig, {"smoothing": "1.5"}, "method")
+    with pytest.raises(UsageError, match="layer_decay"):
+        build_dataclass(NnclrConfig, {"layer_decay": "0"}, "method")
+    with pytest.raises(UsageError, match="preset"):
+        build_dataclass(NnclrConfig, {"preset": "huge"}, "method")
