@@ -328,7 +328,7 @@ class Beats(Backbone):
 
     @dataclass
     class Config:
-        size: Literal["tiny", "small", "base"] = "base"
+        size: Literal["tiny", "small", "base"] = "tiny"
         """``base`` is the published encoder (12 layers, 768 dims, 12 heads)."""
         checkpoint: str = ""
         """A published BEATs checkpoint ``{'cfg', 'model'}`` or a harness-saved backbone."""
