@@ -1,1 +1,73 @@
-"""PLACEHOLDER: being written; registers nothing yet."""
+"""AudioSet in AudioMAE's JSON layout, used as a pool of unlabeled tuning audio.
+
+Layout (one file per split, as AudioMAE's data preparation writes them)::
+
+    {"data": [{"wav": "path/to/clip.wav", "labels": "/m/09x0r,/m/05zppz"}, ...]}
+
+Relative ``wav`` paths are taken relative to the JSON file's folder. Clips are
+unlabeled (label -1); the AudioSet labels are kept in ``Clip.meta["labels"]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import hookimpl
+from harness.api import Clip, Dataset, DataSplits
+from harness.errors import DataError
+from harness_plugins.datasets._common import (
+    check_audio_exists,
+    check_positive,
+    read_json,
+    require_clips,
+)
+
+
+def read_audioset_json(path: Path, dataset: str = "audioset") -> list[Clip]:
+    """Unlabeled clips listed in an AudioMAE-style JSON file."""
+    data = read_json(path, dataset)
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise DataError(f"{path}: missing field 'data' (a list of {{'wav': ..., 'labels': ...}})")
+    clips = []
+    for number, item in enumerate(data["data"]):
+        wav = item.get("wav") if isinstance(item, dict) else None
+        if not isinstance(wav, str) or not wav:
+            raise DataError(f"{path}: data[{number}] has no field 'wav'")
+        labels = item.get("labels", "")
+        clip_path = Path(wav) if Path(wav).is_absolute() else path.parent / wav
+        clips.append(Clip(path=clip_path, label=-1, meta={"labels": str(labels)}))
+    check_audio_exists((c.path for c in clips), path)
+    return require_clips(clips, dataset, path)
+
+
+class AudioSet(Dataset):
+    name = "audioset"
+    description = "AudioSet clips listed in AudioMAE's JSON layout, as unlabeled tuning audio."
+
+    @dataclass
+    class Config:
+        train_json: Path = Path("data/audioset/bal_train.json")
+        eval_json: Path | None = None
+        """Clips of the eval split (default: the train clips)."""
+        clip_seconds: float = 10.0
+
+        def __post_init__(self) -> None:
+            check_positive("clip_seconds", self.clip_seconds)
+
+    def load(self) -> DataSplits:
+        cfg = self.config
+        train = read_audioset_json(Path(cfg.train_json), self.name)
+        eval_ = read_audioset_json(Path(cfg.eval_json), self.name) if cfg.eval_json else list(train)
+        return DataSplits(
+            classes=[],
+            train=train,
+            eval=eval_,
+            clip_seconds=cfg.clip_seconds,
+            root=Path(cfg.train_json).parent,
+        )
+
+
+@hookimpl
+def register_datasets(register) -> None:
+    register(AudioSet)

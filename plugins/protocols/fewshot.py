@@ -1,1 +1,426 @@
-"""PLACEHOLDER: being written; registers nothing yet."""
+"""N-way K-shot few-shot classification by the nearest class centroid (prototypical).
+
+Following uaMix-MAE (Section 4, after Ericsson et al., CVPR 2021): the encoder
+is frozen, every clip is embedded once, and each episode draws N classes, K
+support and Q query clips per class; a query gets the class whose support mean
+(centroid) is nearest. The score is the mean accuracy over the episodes (600
+by default) with a 95% confidence interval of ``1.96 * std / sqrt(episodes)``
+(population std over episodes), both in percent.
+
+All episodes are sampled at once (random keys + ``topk``) and evaluated as
+batched tensor operations: a gather of the support and query embeddings,
+centroids by a mean, scores by a batched matrix product.
+
+Embeddings are also cached on disk (``$HARNESS_CACHE/embeddings/<key>``, with a
+done marker), keyed by a hash of the backbone's weights and configuration and
+of the clip list, so a rerun with the same encoder and data skips the encoder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import shutil
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from harness import hookimpl
+from harness.api import Backbone, Clip, Column, EvalContext, Protocol, ProtocolResult
+from harness.errors import DataError, UsageError
+from harness_plugins.datasets._common import DONE_MARKER, build_once, cache_root
+
+Distance = Literal["euclidean", "cosine"]
+CHUNK_BYTES = 2**21
+"""Gathered query embeddings per batched step: small enough to stay in the CPU cache
+between the gather and the matrix product (results do not depend on it)."""
+MAX_NAMED = 10
+
+
+# -- embeddings, cached on disk -----------------------------------------------
+
+
+def backbone_fingerprint(backbone: Backbone) -> str:
+    """A hash of the backbone's class, configuration and every tensor of its state dict."""
+    digest = hashlib.blake2b(digest_size=16)
+    cls = type(backbone)
+    digest.update(f"{cls.__module__}.{cls.__qualname__}".encode())
+    config = backbone.config
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        digest.update(json.dumps(dataclasses.asdict(config), sort_keys=True, default=str).encode())
+    else:
+        digest.update(repr(config).encode())
+    for name, tensor in sorted(backbone.state_dict().items()):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return digest.hexdigest()
+
+
+def clips_fingerprint(clips: Sequence[Clip]) -> str:
+    """A hash of the clip files (path, size, modification time) in order."""
+    digest = hashlib.blake2b(digest_size=16)
+    for clip in clips:
+        for path in clip.segments or (clip.path,):
+            try:
+                stat = Path(path).stat()
+            except OSError:
+                raise DataError(f"audio file not found: {path}") from None
+            digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def split_seconds(ctx: EvalContext, split: str) -> float:
+    if split == "train" and ctx.splits.train_clip_seconds:
+        return ctx.splits.train_clip_seconds
+    return ctx.splits.clip_seconds
+
+
+def embedding_cache_dir(ctx: EvalContext, split: str, backbone_hash: str) -> Path:
+    clips = getattr(ctx.splits, split)
+    digest = hashlib.blake2b(digest_size=16)
+    parts = (
+        backbone_hash,
+        clips_fingerprint(clips),
+        ctx.backbone.sample_rate,
+        split_seconds(ctx, split),
+    )
+    digest.update(json.dumps([str(p) for p in parts]).encode())
+    return cache_root() / "embeddings" / digest.hexdigest()
+
+
+def cached_embed(ctx: EvalContext, split: str, backbone_hash: str | None = None) -> Tensor:
+    """``ctx.embed(split)``, read from or written to the on-disk embedding cache."""
+    backbone_hash = backbone_hash or backbone_fingerprint(ctx.backbone)
+    folder = embedding_cache_dir(ctx, split, backbone_hash)
+    count = len(getattr(ctx.splits, split))
+    if (folder / DONE_MARKER).is_file():
+        stored = torch.load(folder / "embeddings.pt", weights_only=True)
+        if stored.ndim == 2 and stored.shape[0] == count:
+            return stored
+    embeddings = ctx.embed(split)
+
+    def write(tmp: Path) -> None:
+        torch.save(embeddings.detach().cpu().contiguous(), tmp / "embeddings.pt")
+        info = {
+            "split": split,
+            "clips": count,
+            "dim": int(embeddings.shape[1]),
+            "backbone": getattr(ctx.backbone, "name", type(ctx.backbone).__name__),
+        }
+        (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+
+    shutil.rmtree(folder, ignore_errors=True)  # unfinished, or written for another clip count
+    try:
+        build_once(folder, write)
+    except OSError as err:
+        warnings.warn(f"could not cache embeddings in {folder}: {err}", stacklevel=2)
+    return embeddings
+
+
+def labeled_embeddings(
+    ctx: EvalContext, split: str, who: str, backbone_hash: str | None = None
+) -> tuple[Tensor, Tensor]:
+    """Embeddings ``[M, D]`` and labels ``[M]`` of the labeled clips of ``split``.
+
+    ``split`` is ``train``, ``eval`` or ``all`` (both); unlabeled clips (label -1)
+    are left out, and a split without labeled clips is not embedded at all. With
+    ``backbone_hash`` (see :func:`backbone_fingerprint`) the on-disk cache is used.
+    """
+    parts = ["train", "eval"] if split == "all" else [split]
+    embeddings, labels = [], []
+    for part in parts:
+        part_labels = torch.tensor([c.label for c in getattr(ctx.splits, part)], dtype=torch.long)
+        keep = part_labels >= 0
+        if not bool(keep.any()):
+            continue
+        part_embeddings = (
+            cached_embed(ctx, part, backbone_hash) if backbone_hash else ctx.embed(part)
+        )
+        if not bool(keep.all()):
+            part_embeddings, part_labels = part_embeddings[keep], part_labels[keep]
+        embeddings.append(part_embeddings.float())
+        labels.append(part_labels)
+    if not embeddings:
+        raise UsageError(f"{who}: the '{split}' split has no labeled clips")
+    if len(embeddings) == 1:
+        return embeddings[0], labels[0]
+    return torch.cat(embeddings), torch.cat(labels)
+
+
+# -- classes ------------------------------------------------------------------
+
+
+def read_class_file(path: Path, root: Path | None, classes: list[str]) -> list[str]:
+    """Class names, one per line, from ``path`` (relative paths may be under the data set root)."""
+    if not path.is_absolute() and not path.exists() and root is not None and (root / path).exists():
+        path = root / path
+    if not path.is_file():
+        raise DataError(f"fewshot: class split file not found: {path}")
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    names = [n for n in names if n and not n.startswith("#")]
+    if not names:
+        raise DataError(f"fewshot: class split file {path} lists no classes")
+    unknown = [n for n in names if n not in set(classes)]
+    if unknown:
+        raise DataError(
+            f"fewshot: class split file {path} names unknown classes: {name_list(unknown)}"
+        )
+    return names
+
+
+def name_list(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:MAX_NAMED])
+    return shown + (f" and {len(names) - MAX_NAMED} more" if len(names) > MAX_NAMED else "")
+
+
+def eligible_classes(
+    labels: Tensor, allowed: Sequence[int], needed: int
+) -> tuple[list[int], list[int]]:
+    """``(kept, excluded)`` class indices among ``allowed``: kept ones have ``needed`` clips."""
+    counts = torch.bincount(labels, minlength=max(allowed, default=-1) + 1)
+    kept = [c for c in allowed if counts[c] >= needed]
+    excluded = [c for c in allowed if counts[c] < needed]
+    return kept, excluded
+
+
+# -- episodes -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Episodes:
+    """Sampled episodes; every index refers to a row of the embedding matrix."""
+
+    classes: Tensor
+    """``[E, N]`` class indices (into the list of candidate classes)."""
+    support: Tensor
+    """``[E, N, K]`` clip indices; ``support[e, n]`` belong to class ``classes[e, n]``."""
+    query: Tensor
+    """``[E, N, Q]`` clip indices."""
+
+
+def class_members(labels: Tensor, classes: Sequence[int]) -> list[Tensor]:
+    """The row indices of each class's clips (labels are non-negative class indices)."""
+    order = torch.argsort(labels, stable=True)
+    counts = torch.bincount(labels, minlength=max(classes, default=-1) + 1)
+    groups = torch.split(order, counts.tolist())
+    return [groups[c] for c in classes]
+
+
+def sample_episodes(
+    members: Sequence[Tensor],
+    n_way: int,
+    k_shot: int,
+    queries: int,
+    episodes: int,
+    generator: torch.Generator,
+) -> Episodes:
+    """Draw all episodes at once: N distinct classes, then K + Q distinct clips per class.
+
+    Both draws take the smallest of uniform random keys (``topk``), which gives a
+    uniformly random subset in random order; padded slots get keys above 1.
+    """
+    per_class = k_shot + queries
+    counts = torch.tensor([len(m) for m in members])
+    if len(members) < n_way or int(counts.min()) < per_class:
+        raise ValueError("not enough classes or clips for the episode shape")
+    table = torch.full((len(members), int(counts.max())), -1, dtype=torch.long)
+    for row, member in enumerate(members):
+        table[row, : len(member)] = member
+    class_keys = torch.rand(episodes, len(members), generator=generator)
+    chosen = class_keys.topk(n_way, dim=1, largest=False).indices
+    clip_keys = torch.rand(episodes, n_way, table.shape[1], generator=generator)
+    padded = torch.arange(table.shape[1]) >= counts[chosen].unsqueeze(-1)
+    clip_keys.masked_fill_(padded, 2.0)
+    slots = clip_keys.topk(per_class, dim=2, largest=False).indices
+    clips = table[chosen.unsqueeze(-1), slots]
+    return Episodes(chosen, clips[..., :k_shot], clips[..., k_shot:])
+
+
+def episode_accuracies(
+    embeddings: Tensor, episodes: Episodes, distance: Distance = "euclidean"
+) -> Tensor:
+    """Accuracy ``[E]`` of the nearest-centroid classifier in each episode (batched)."""
+    if distance not in ("euclidean", "cosine"):
+        raise ValueError(f"unknown distance {distance!r}")
+    x = embeddings.float()
+    if distance == "euclidean":
+        x = x - x.mean(dim=0)  # distances are unchanged; float32 products are better conditioned
+    total, n_way, n_query = episodes.query.shape
+    truth = torch.arange(n_way).repeat_interleave(n_query)
+    accuracies = torch.empty(total, dtype=torch.float64)
+    chunk = max(1, CHUNK_BYTES // (n_way * n_query * x.shape[1] * x.element_size()))
+    for start in range(0, total, chunk):
+        stop = min(start + chunk, total)
+        support = episodes.support[start:stop]
+        count = stop - start
+        centroids = x.index_select(0, support.reshape(-1)).view(*support.shape, -1).mean(dim=2)
+        query = x.index_select(0, episodes.query[start:stop].reshape(-1)).view(
+            count, n_way * n_query, -1
+        )
+        if distance == "euclidean":
+            # argmin |q - c|^2 = argmax 2 q.c - |c|^2 (|q|^2 is the same for every class)
+            bias = -(centroids * centroids).sum(-1).unsqueeze(1)
+            scores = torch.baddbmm(bias, query, centroids.transpose(1, 2), alpha=2.0)
+        else:
+            scores = torch.bmm(
+                F.normalize(query, dim=-1), F.normalize(centroids, dim=-1).transpose(1, 2)
+            )
+        accuracies[start:stop] = (scores.argmax(dim=-1) == truth).double().mean(dim=-1)
+    return accuracies
+
+
+def confidence_interval(accuracies: Tensor) -> float:
+    """Half-width of the 95% interval: ``1.96 * std / sqrt(n)`` (population std)."""
+    acc = accuracies.double()
+    return float(1.96 * acc.std(unbiased=False) / acc.numel() ** 0.5)
+
+
+def episode_seed(seed: int, n_way: int, k_shot: int, queries: int) -> int:
+    """A seed per episode shape, so adding a sweep does not change the other results."""
+    text = f"fewshot:{seed}:{n_way}:{k_shot}:{queries}".encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "little") >> 1
+
+
+# -- the protocol -------------------------------------------------------------
+
+
+@dataclass
+class FewshotScore:
+    n_way: int
+    k_shot: int
+    accuracy: float
+    ci: float
+    classes: int
+
+
+class Fewshot(Protocol):
+    name = "fewshot"
+    description = (
+        "N-way K-shot episodes on frozen embeddings, nearest class centroid; "
+        "mean accuracy (%) and 95% CI over episodes."
+    )
+    columns: ClassVar[list[Column]] = [
+        Column("acc", "accuracy (%)", group="acc", higher_is_better=True),
+        Column("ci", "95% CI", group="ci"),
+    ]
+
+    @dataclass
+    class Config:
+        n_way: int = 5
+        k_shot: int = 1
+        queries: int = 15
+        """Query clips per class and episode."""
+        episodes: int = 600
+        distance: Distance = "euclidean"
+        """``euclidean`` (squared) or ``cosine`` (1 - cosine to the centroid)."""
+        split: Literal["eval", "train", "all"] = "eval"
+        """Clips to draw episodes from (``all``: train and eval; unlabeled clips are skipped).
+        One ESC-50 fold has 8 clips per class, fewer than K + Q: use ``all`` there."""
+        classes_file: Path | None = None
+        """Only the classes listed in this file (one name per line), e.g. a test class split."""
+        sweep_n: list[int] = field(default_factory=list)
+        """Also evaluate these N (with every K of ``sweep_k``), e.g. 5,10,15."""
+        sweep_k: list[int] = field(default_factory=list)
+        """Also evaluate these K (with every N of ``sweep_n``), e.g. 1,5,10."""
+        cache: bool = True
+        """Keep embeddings on disk, keyed by the backbone's weights and the clips."""
+
+        def __post_init__(self) -> None:
+            for n in (self.n_way, *self.sweep_n):
+                if n < 2:
+                    raise ValueError(f"N (n_way, sweep_n) must be at least 2, got {n}")
+            for k in (self.k_shot, *self.sweep_k):
+                if k < 1:
+                    raise ValueError(f"K (k_shot, sweep_k) must be at least 1, got {k}")
+            if self.queries < 1 or self.episodes < 1:
+                raise ValueError("queries and episodes must be at least 1")
+
+    def grid(self) -> list[tuple[int, int]]:
+        """``(N, K)`` pairs to evaluate: the main one first, then the sweep."""
+        cfg = self.config
+        sweep = itertools.product(cfg.sweep_n or [cfg.n_way], cfg.sweep_k or [cfg.k_shot])
+        return list(dict.fromkeys([(cfg.n_way, cfg.k_shot), *sweep]))
+
+    def evaluate(self, ctx: EvalContext) -> ProtocolResult:
+        cfg = self.config
+        backbone_hash = backbone_fingerprint(ctx.backbone) if cfg.cache else None
+        embeddings, labels = labeled_embeddings(ctx, cfg.split, self.name, backbone_hash)
+        names = ctx.splits.classes
+        allowed = sorted(set(labels.tolist()))
+        if cfg.classes_file is not None:
+            wanted = set(read_class_file(Path(cfg.classes_file), ctx.splits.root, names))
+            allowed = [c for c in allowed if names[c] in wanted]
+        scores = [
+            self.score(embeddings, labels, allowed, names, n_way, k_shot, ctx.seed)
+            for n_way, k_shot in self.grid()
+        ]
+        metrics: dict[str, float] = {
+            "acc": scores[0].accuracy,
+            "ci": scores[0].ci,
+            "classes": scores[0].classes,
+        }
+        for s in scores:
+            metrics[f"acc_{s.n_way}way{s.k_shot}shot"] = s.accuracy
+            metrics[f"ci_{s.n_way}way{s.k_shot}shot"] = s.ci
+        return ProtocolResult(metrics, self.table(scores))
+
+    def score(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        allowed: list[int],
+        names: list[str],
+        n_way: int,
+        k_shot: int,
+        seed: int,
+    ) -> FewshotScore:
+        cfg = self.config
+        needed = k_shot + cfg.queries
+        kept, excluded = eligible_classes(labels, allowed, needed)
+        if excluded:
+            warnings.warn(
+                f"fewshot: excluded {len(excluded)} classes with fewer than {needed} clips "
+                f"(K={k_shot} + Q={cfg.queries}): {name_list([names[c] for c in excluded])}",
+                stacklevel=2,
+            )
+        if len(kept) < n_way:
+            raise UsageError(
+                f"fewshot: {n_way}-way {k_shot}-shot needs {n_way} classes with at least "
+                f"{needed} clips (K + Q), but only {len(kept)} have that many"
+            )
+        generator = torch.Generator().manual_seed(episode_seed(seed, n_way, k_shot, cfg.queries))
+        members = class_members(labels, kept)
+        episodes = sample_episodes(members, n_way, k_shot, cfg.queries, cfg.episodes, generator)
+        accuracies = episode_accuracies(embeddings, episodes, cfg.distance)
+        return FewshotScore(
+            n_way,
+            k_shot,
+            100 * float(accuracies.double().mean()),
+            100 * confidence_interval(accuracies),
+            len(kept),
+        )
+
+    def table(self, scores: list[FewshotScore]) -> str:
+        cfg = self.config
+        lines = ["| N-way | K-shot | accuracy (%) |", "|---:|---:|---:|"]
+        lines += [f"| {s.n_way} | {s.k_shot} | {s.accuracy:.2f} ± {s.ci:.2f} |" for s in scores]
+        lines.append("")
+        lines.append(
+            f"{cfg.episodes} episodes, {cfg.queries} queries per class, {cfg.distance} distance, "
+            f"split '{cfg.split}', {scores[0].classes} classes; ± is the 95% CI."
+        )
+        return "\n".join(lines)
+
+
+@hookimpl
+def register_protocols(register) -> None:
+    register(Fewshot)

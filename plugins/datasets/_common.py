@@ -1,0 +1,129 @@
+"""Shared helpers of the data set loaders: the cache folder, metadata checks, clip lists.
+
+Not a plugin. Every check raises a one-line :class:`harness.errors.DataError`
+naming the file (and the field or line) that is wrong.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from harness.errors import DataError
+
+DONE_MARKER = ".done"
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif")
+
+T = TypeVar("T")
+
+
+def cache_root() -> Path:
+    """The harness cache folder: ``$HARNESS_CACHE`` or ``~/.cache/harness``."""
+    return Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "harness")).expanduser()
+
+
+def build_once(folder: Path, build: Callable[[Path], None]) -> Path:
+    """``folder`` complete with a done marker; ``build(tmp)`` fills a temporary folder first.
+
+    The temporary folder is renamed into place only after ``build`` returned, so an
+    interrupted build leaves nothing that a later call would mistake for finished work.
+    """
+    if (folder / DONE_MARKER).is_file():
+        return folder
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        build(tmp)
+        (tmp / DONE_MARKER).write_text("done\n")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:
+        os.replace(tmp, folder)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (folder / DONE_MARKER).is_file():
+            raise
+    return folder
+
+
+def require_dir(path: Path, dataset: str) -> Path:
+    if not path.is_dir():
+        raise DataError(f"{dataset}: folder not found: {path}")
+    return path
+
+
+def require_file(path: Path, dataset: str) -> Path:
+    if not path.is_file():
+        raise DataError(f"{dataset}: file not found: {path}")
+    return path
+
+
+def read_csv(path: Path, fields: Iterable[str], dataset: str) -> list[tuple[int, dict[str, str]]]:
+    """``(line number, row)`` of a CSV file whose header and rows have every one of ``fields``."""
+    require_file(path, dataset)
+    fields = list(fields)
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        header = reader.fieldnames or []
+        for name in fields:
+            if name not in header:
+                raise DataError(f"{path}: missing field '{name}' in the header")
+        rows = []
+        for row in reader:
+            for name in fields:
+                if not (row.get(name) or "").strip():
+                    raise DataError(f"{path}: line {reader.line_num}: empty field '{name}'")
+            rows.append((reader.line_num, {k: (v or "").strip() for k, v in row.items() if k}))
+    return rows
+
+
+def read_json(path: Path, dataset: str) -> Any:
+    require_file(path, dataset)
+    try:
+        with path.open(encoding="utf-8") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON: {err}") from None
+
+
+def parse_int(value: str, path: Path, where: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise DataError(f"{path}: {where}: {value!r} is not an integer") from None
+
+
+def check_audio_exists(paths: Iterable[Path], listed_in: Path) -> None:
+    """Every listed audio file exists (checked up front, not after training)."""
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise DataError(f"{listed_in}: audio file not found: {missing[0]}{more}")
+
+
+def require_clips(clips: list[T], dataset: str, where: Path) -> list[T]:
+    """``clips`` unless empty (then a DataError naming ``where``)."""
+    if not clips:
+        raise DataError(f"{dataset}: no clips found in {where}")
+    return clips
+
+
+def audio_files(folder: Path) -> list[Path]:
+    """Audio files directly inside ``folder``, sorted by name."""
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
+    )
+
+
+def check_positive(name: str, value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
