@@ -337,9 +337,16 @@ class Protocol:
     primary: ClassVar[str | None] = None
     """The column that ranks runs (picks the best seed); default: the first column."""
     needs_classifier: ClassVar[bool] = False
+    default_dataset: ClassVar[str | None] = None
+    """The data set a run uses when this is its first protocol and no data set is named."""
+    cli_flags: ClassVar[dict[str, str]] = {}
+    """Extra ``harness run`` flags mapped to Config fields, e.g. ``{"--sweep-n": "sweep_n"}``."""
 
     def __init__(self, config: Any) -> None:
         self.config = config
+
+    def check(self, splits: DataSplits, method: Method) -> None:
+        """Refuse, before training starts, data or methods this protocol cannot evaluate."""
 
     def evaluate(self, ctx: EvalContext) -> ProtocolResult:
         raise NotImplementedError

@@ -15,6 +15,7 @@ from harness.errors import HarnessError
 from harness.plugins import HOOK_FOR_KIND, Plugins, load_plugins
 
 DEFAULT_OUT = Path("runs")
+PROTOCOL_FLAG = "protocol_flag__"
 KIND_ALIASES = {f"{kind}s": kind for kind in HOOK_FOR_KIND} | {"augs": "augmentation"}
 
 
@@ -96,7 +97,12 @@ def run(
     from harness.runner import run_experiment
     from harness.store import ResultStore
 
-    raw = raw_config(config_file, flags, assignments)
+    protocol_sets = [
+        f"protocol.{value}"
+        for key in [k for k in flags if k.startswith(PROTOCOL_FLAG)]
+        for value in flags.pop(key) or ()
+    ]
+    raw = raw_config(config_file, flags, (*assignments, *protocol_sets))
     cfg = resolve(raw, plugins_from(ctx))
     result = run_experiment(cfg, out, ResultStore(store or default_store(out)))
     for name, table in result.tables.items():
@@ -222,6 +228,26 @@ def leaderboard(
         click.echo(text)
 
 
+def add_protocol_flags(plugins: Plugins) -> None:
+    """Give ``harness run`` the extra flags protocols declare (e.g. ``--sweep-n``)."""
+    existing = {opt for param in run.params for opt in param.opts}
+    for entry in plugins["protocol"]:
+        for flag, field_name in entry.cls.cli_flags.items():
+            if flag in existing:
+                continue
+            prefix = f"{entry.name}.{field_name}="
+            dest = f"{PROTOCOL_FLAG}{entry.name}_{field_name}".replace("-", "_")
+            run.params.append(
+                click.Option(
+                    [flag, dest],
+                    multiple=True,
+                    callback=lambda _ctx, _param, values, p=prefix: [p + v for v in values],
+                    help=f"Sets protocol.{entry.name}.{field_name} (protocol '{entry.name}').",
+                )
+            )
+            existing.add(flag)
+
+
 def scan_global_options(argv: list[str]) -> tuple[list[str], list[str], bool]:
     """Find --plugin/--block/--debug before click parses, so plugin commands can be added."""
     specs, blocked, debug = [], [], False
@@ -250,6 +276,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         loaded = load_plugins(specs, blocked)
         loaded.pm.hook.register_commands(cli=cli)
+        add_protocol_flags(loaded)
         cli.main(argv, prog_name="harness", standalone_mode=False, obj={"plugins": loaded})
     except HarnessError as err:
         if debug:

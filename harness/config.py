@@ -181,7 +181,10 @@ def set_name(raw: dict[str, Any], section: str, value: Any) -> dict[str, Any]:
 
 def resolve(raw: dict[str, Any], plugins: Plugins) -> RunConfig:
     """Validate a raw mapping against the registered components."""
+    named_dataset = isinstance(raw.get("dataset"), dict) and "name" in raw["dataset"]
     raw = merge(DEFAULTS, raw)
+    if not named_dataset:
+        raw["dataset"] = {**raw["dataset"], "name": default_dataset(raw, plugins)}
     unknown = set(raw) - set(DEFAULTS)
     if unknown:
         key = sorted(unknown)[0]
@@ -196,6 +199,19 @@ def resolve(raw: dict[str, Any], plugins: Plugins) -> RunConfig:
         for section, kind in LIST_KINDS.items()
     }
     return RunConfig(run=run, **singles, augs=lists["aug"], protocols=lists["protocol"])
+
+
+def default_dataset(raw: dict[str, Any], plugins: Plugins) -> str:
+    """The first protocol's preferred data set, else the global default."""
+    names = (
+        raw.get("protocol", {}).get("names", []) if isinstance(raw.get("protocol"), dict) else []
+    )
+    names = [n for n in coerce(names, list[str], "protocol.names") if n and n != "none"]
+    if names and names[0] in plugins["protocol"]:
+        preferred = plugins["protocol"].get(names[0]).cls.default_dataset
+        if preferred:
+            return preferred
+    return DEFAULTS["dataset"]["name"]
 
 
 def table(raw: dict[str, Any], section: str) -> dict[str, Any]:

@@ -81,6 +81,8 @@ class Experiment:
                     f"but method '{self.method.name}' trains none"
                 )
         self.splits: DataSplits = cfg.dataset.build().load()
+        for protocol in self.protocols:
+            protocol.check(self.splits, self.method)
         self.task = Task(
             self.splits.classes,
             self.splits.devices,

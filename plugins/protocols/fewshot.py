@@ -312,6 +312,8 @@ class Fewshot(Protocol):
         Column("acc", "accuracy (%)", group="acc", higher_is_better=True),
         Column("ci", "95% CI", group="ci"),
     ]
+    default_dataset = "fewshot-embedded"
+    cli_flags: ClassVar[dict[str, str]] = {"--sweep-n": "sweep_n", "--sweep-k": "sweep_k"}
 
     @dataclass
     class Config:
