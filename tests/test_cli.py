@@ -139,3 +139,18 @@ def test_leaderboard_renders_stored_runs(tmp_path):
     assert tex.returncode == 0 and "\\begin{tabular}" in out.read_text()
     none = run_cli("--plugin", str(TOY_PLUGIN), "leaderboard", "--store", store, "--method", "icl")
     assert "no stored runs" in none.stdout
+
+
+def test_plot_devices_draws_stored_runs(tmp_path):
+    assert run_cli(*toy_run_args(tmp_path)).returncode == 0
+    store = str(tmp_path / "runs" / "results.sqlite")
+    out = tmp_path / "devices.png"
+    result = run_cli(
+        "--plugin", str(TOY_PLUGIN), "plot", "devices", "--store", store, "--output", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    empty = run_cli(
+        "plot", "devices", "--store", str(tmp_path / "none.sqlite"), "--output", str(out)
+    )
+    assert_one_line_error(empty, "no stored device-logloss runs")

@@ -160,6 +160,77 @@ def save_figure(figure: Any, output: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
+@plot.command("devices")
+@click.option(
+    "--spec",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A leaderboard spec, e.g. leaderboards/device_generalization.toml.",
+)
+@click.option(
+    "--store",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite results store (default: runs/results.sqlite, or $HARNESS_STORE).",
+)
+@click.option("--metric", default="logloss", show_default=True, help="logloss or acc.")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("devices.png"),
+    show_default=True,
+    help="PNG file to write.",
+)
+@click.pass_context
+def devices(
+    ctx: click.Context, spec: Path | None, store: Path | None, metric: str, output: Path
+) -> None:
+    """Per-device values of each leaderboard row: mean over seeds with std error bars."""
+    from harness.cli import DEFAULT_OUT, default_store, plugins_from
+    from harness.leaderboard import LeaderboardSpec, build_tables
+    from harness.store import ResultStore
+
+    board = LeaderboardSpec.from_file(spec) if spec else LeaderboardSpec()
+    board = board.with_options(protocol="device-logloss", metric=metric, agg="mean")
+    records = ResultStore(store or default_store(DEFAULT_OUT)).records()
+    [table] = build_tables(board, records, plugins_from(ctx))
+    if table.labels.empty:
+        raise UsageError("no stored device-logloss runs match this leaderboard")
+    save_figure(draw_devices(table, metric), output)
+    click.echo(f"wrote {output} ({len(table.labels)} rows)")
+
+
+def draw_devices(table: Any, metric: str) -> Any:
+    """One line per leaderboard row over the devices, with the seeds' std as error bars."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    columns = [c for c in table.columns if c.label not in ("Avg.", "Overall")]
+    figure = Figure(figsize=(7.5, 4.0), dpi=120)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    x = np.arange(len(columns))
+    for i in range(len(table.labels)):
+        labels = table.labels.iloc[i]
+        name = labels.get("row") or " ".join(
+            str(labels[k]) for k in ("method", "aug", "params") if labels.get(k)
+        )
+        keys = [c.key for c in columns]
+        axes.errorbar(
+            x + (i - len(table.labels) / 2) * 0.04,
+            table.values.loc[i, keys],
+            yerr=table.errors.loc[i, keys],
+            marker="o",
+            capsize=3,
+            label=name,
+        )
+    axes.set_xticks(x, [c.label for c in columns])
+    axes.set_xlabel("device (real A-C, simulated S1-S3, unseen S4-S6)")
+    axes.set_ylabel("log-loss" if metric == "logloss" else "accuracy")
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    return figure
+
+
 @hookimpl
 def register_commands(cli: click.Group) -> None:
     cli.add_command(plot)
