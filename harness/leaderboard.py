@@ -28,7 +28,17 @@ from harness.store import ResultStore, RunRecord
 
 AGGREGATIONS = ("best", "mean", "both", "runs")
 RECORD_FIELDS = ("backbone", "method", "aug", "dataset", "seed")
-SPEC_KEYS = {"title", "protocol", "metric", "agg", "filters", "rows", "columns", "sweep", "command"}
+SPEC_KEYS = {
+    "title",
+    "protocol",
+    "metric",
+    "agg",
+    "filters",
+    "rows",
+    "columns",
+    "recipe_augs",
+    "sweep",
+}
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,8 @@ class LeaderboardSpec:
     filters: dict[str, str] = field(default_factory=dict)
     rows: tuple[RowSpec, ...] = ()
     columns: tuple[str, ...] = ()
+    recipe_augs: tuple[str, ...] = ()
+    """Augmentations every run shares (a training recipe); rows match ``aug`` without them."""
 
     @classmethod
     def from_file(cls, path: Path) -> LeaderboardSpec:
@@ -68,6 +80,7 @@ class LeaderboardSpec:
             filters=dict(data.get("filters", {})),
             rows=tuple(rows),
             columns=tuple(data.get("columns", ())),
+            recipe_augs=tuple(data.get("recipe_augs", ())),
         )
         return spec.validated(str(path))
 
@@ -108,8 +121,21 @@ def config_value(record: RunRecord, key: str) -> Any:
     return node
 
 
-def matches(record: RunRecord, match: dict[str, Any]) -> bool:
-    return all(_same(config_value(record, k), v) for k, v in match.items())
+def matches(
+    record: RunRecord, match: dict[str, Any], recipe_augs: frozenset[str] = frozenset()
+) -> bool:
+    """Every ``match`` entry holds; for ``aug``, augmentations of the shared recipe are ignored."""
+    for key, wanted in match.items():
+        if key == "aug":
+            if aug_set(record.aug) - recipe_augs != aug_set(str(wanted)) - recipe_augs:
+                return False
+        elif not _same(config_value(record, key), wanted):
+            return False
+    return True
+
+
+def aug_set(label: str) -> frozenset[str]:
+    return frozenset(a for a in label.split("+") if a and a != "none")
 
 
 def _same(value: Any, wanted: Any) -> bool:
@@ -190,7 +216,7 @@ def grouped_runs(
     if spec.rows:
         out = []
         for row in spec.rows:
-            runs = [r for r in records if matches(r, row.match)]
+            runs = [r for r in records if matches(r, row.match, frozenset(spec.recipe_augs))]
             for _, group in _by_config(runs):
                 out.append(({"row": row.label}, group))
         return out
@@ -226,6 +252,8 @@ class Table:
     values: pd.DataFrame
     errors: pd.DataFrame | None
     columns: list[Column]
+    error_kind: str = "std"
+    """``std`` over seeds, or ``own``: each run's own uncertainty (:attr:`Column.error_key`)."""
 
 
 def build_tables(spec: LeaderboardSpec, records: list[RunRecord], plugins: Plugins) -> list[Table]:
@@ -242,14 +270,23 @@ def build_tables(spec: LeaderboardSpec, records: list[RunRecord], plugins: Plugi
 
 def _aggregate(agg, groups, columns, protocol, primary, lower_better) -> Table:
     label_rows, value_rows, error_rows = [], [], []
+    own_errors = any(c.error_key for c in columns)
     for labels, runs in groups:
-        frame = pd.DataFrame([metrics_of(r, protocol) for r in runs]).reindex(
-            columns=[c.key for c in columns]
+        metrics = pd.DataFrame([metrics_of(r, protocol) for r in runs])
+        frame = metrics.reindex(columns=[c.key for c in columns])
+        errors = pd.DataFrame(
+            {
+                c.key: metrics.get(c.error_key, math.nan) if c.error_key else math.nan
+                for c in columns
+            },
+            index=metrics.index,
         )
         if agg == "runs":
-            for (_, row), run in zip(frame.iterrows(), runs, strict=True):
+            for (index, row), run in zip(frame.iterrows(), runs, strict=True):
                 label_rows.append({**labels, "seed": run.seed, "run": run.run_id})
                 value_rows.append(row)
+                if own_errors:
+                    error_rows.append(errors.loc[index])
             continue
         label_rows.append({**labels, "seeds": len(runs)})
         if agg == "mean":
@@ -259,6 +296,8 @@ def _aggregate(agg, groups, columns, protocol, primary, lower_better) -> Table:
             ranking = frame[primary] if primary in frame else frame.iloc[:, 0]
             best = ranking.idxmin() if lower_better else ranking.idxmax()
             value_rows.append(frame.loc[best])
+            if own_errors:
+                error_rows.append(errors.loc[best])
     titles = {"best": "Best of seeds", "mean": "Mean ± std over seeds", "runs": "All runs"}
     return Table(
         title=titles[agg],
@@ -266,6 +305,7 @@ def _aggregate(agg, groups, columns, protocol, primary, lower_better) -> Table:
         values=pd.DataFrame(value_rows).reset_index(drop=True),
         errors=pd.DataFrame(error_rows).reset_index(drop=True) if error_rows else None,
         columns=columns,
+        error_kind="std" if agg == "mean" else "own",
     )
 
 
@@ -291,9 +331,10 @@ def cell_text(table: Table, row: int, column: Column, fmt: str) -> str:
     if pd.isna(value):
         return "–"
     text = f"{value:.3f}"
-    if table.errors is not None:
+    error = table.errors.at[row, column.key] if table.errors is not None else math.nan
+    if not pd.isna(error):
         pm = " $\\pm$ " if fmt == "latex" else " ± "
-        text += f"{pm}{table.errors.at[row, column.key]:.3f}"
+        text += f"{pm}{error:.3f}"
     bold = "**{}**" if fmt == "markdown" else "\\textbf{{{}}}"
     is_best = best_index(table.values[column.key], column) == row
     return bold.format(text) if is_best and len(table.values) > 1 else text
@@ -305,8 +346,9 @@ def csv_frame(table: Table) -> pd.DataFrame:
     frame.insert(0, "aggregate", table.title)
     for column in table.columns:
         frame[header(column)] = table.values[column.key].round(6)
-        if table.errors is not None:
-            frame[f"{header(column)} std"] = table.errors[column.key].round(6)
+        if table.errors is not None and (table.error_kind == "std" or column.error_key):
+            name = "std" if table.error_kind == "std" else column.error_key
+            frame[f"{header(column)} {name}"] = table.errors[column.key].round(6)
     return frame
 
 

@@ -20,7 +20,16 @@ from typing import Any
 import click
 
 from harness import hookimpl
-from harness.config import LIST_KINDS, SINGLE_KINDS, RunConfig, merge, parse_set, read_toml, resolve
+from harness.config import (
+    LIST_KINDS,
+    SINGLE_KINDS,
+    RunConfig,
+    coerce,
+    merge,
+    parse_set,
+    read_toml,
+    resolve,
+)
 from harness.errors import HarnessError, UsageError
 from harness.plugins import Plugins
 
@@ -71,7 +80,20 @@ def expand(sweep: dict[str, Any], source: str) -> list[tuple[str, dict[str, Any]
     return points
 
 
-def plan(path: Path, plugins: Plugins, overrides: list[str]) -> list[SweepRun]:
+def with_recipe(raw: dict[str, Any], recipe: dict[str, Any]) -> dict[str, Any]:
+    """A grid point on top of a recipe config; the point's augmentations add to the recipe's."""
+    combined = merge(recipe, raw)
+    recipe_augs = coerce(recipe.get("aug", {}).get("names", []), list[str], "aug.names")
+    point_augs = raw.get("aug", {}).get("names")
+    if recipe_augs and point_augs is not None:
+        added = [a for a in coerce(point_augs, list[str], "aug.names") if a not in ("", "none")]
+        combined["aug"] = {**combined["aug"], "names": [*recipe_augs, *added]}
+    return combined
+
+
+def plan(
+    path: Path, plugins: Plugins, overrides: list[str], recipe: dict[str, Any]
+) -> list[SweepRun]:
     """Validate every configuration of a sweep file before anything runs."""
     data = read_toml(path)
     if "sweep" not in data or not isinstance(data["sweep"], dict):
@@ -80,7 +102,7 @@ def plan(path: Path, plugins: Plugins, overrides: list[str]) -> list[SweepRun]:
     runs = []
     for label, raw in expand(data["sweep"], str(path)):
         try:
-            runs.append(SweepRun(label, resolve(merge(raw, extra), plugins)))
+            runs.append(SweepRun(label, resolve(merge(with_recipe(raw, recipe), extra), plugins)))
         except UsageError as err:
             raise UsageError(f"{path}: run '{label}': {err}") from None
     return runs
@@ -88,6 +110,12 @@ def plan(path: Path, plugins: Plugins, overrides: list[str]) -> list[SweepRun]:
 
 @click.command()
 @click.argument("sweep_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A recipe (TOML) under every run; the grid's augmentations add to its own.",
+)
 @click.option(
     "--set",
     "assignments",
@@ -114,6 +142,7 @@ def plan(path: Path, plugins: Plugins, overrides: list[str]) -> list[SweepRun]:
 def sweep(
     ctx: click.Context,
     sweep_file: Path,
+    config_file: Path | None,
     assignments: tuple[str, ...],
     out: Path,
     store: Path | None,
@@ -125,7 +154,8 @@ def sweep(
     from harness.runner import run_experiment
     from harness.store import ResultStore
 
-    runs = plan(sweep_file, plugins_from(ctx), list(assignments))
+    recipe = read_toml(config_file) if config_file else {}
+    runs = plan(sweep_file, plugins_from(ctx), list(assignments), recipe)
     results = ResultStore(store or default_store(out))
     failed, skipped = [], 0
     for i, run in enumerate(runs, 1):
@@ -145,8 +175,9 @@ def sweep(
             note(f"{prefix}: failed: {err}")
             continue
         note(f"{prefix}: stored {result.record.run_id}")
-    done = len(runs) - skipped - len(failed) if not dry_run else 0
-    click.echo(f"sweep {sweep_file}: {done} run, {skipped} already stored, {len(failed)} failed")
+    done = len(runs) - skipped - len(failed)
+    verb = "to run" if dry_run else "run"
+    click.echo(f"sweep {sweep_file}: {done} {verb}, {skipped} already stored, {len(failed)} failed")
     if failed:
         raise HarnessError(f"{len(failed)} sweep run(s) failed: {'; '.join(failed)}")
 
