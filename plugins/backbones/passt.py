@@ -1,1 +1,530 @@
-"""PLACEHOLDER: being written; registers nothing yet."""
+"""PaSST: the Patchout faSt Spectrogram Transformer.
+
+Paper: K. Koutini, J. Schlüter, H. Eghbal-zadeh, G. Widmer, "Efficient Training of
+Audio Transformers with Patchout", Interspeech 2022 (arXiv:2110.05069).
+Reference implementation: https://github.com/kkoutini/PaSST (``models/passt.py``,
+``models/preprocess.py``), packaged as ``hear21passt``.
+
+A ViT over a log-mel spectrogram: overlapping 16x16 patches with stride 10 on
+128 mel bands, a class and a distillation token, separate frequency and time
+positional embeddings (the time table is cropped for shorter input: at a random
+offset in training, from the start in evaluation), and *patchout* during
+training only: whole frequency rows and time columns of the patch grid
+(structured) and single patches (unstructured) are dropped, which shortens the
+sequence and regularises. The clip embedding is the mean of the two tokens after
+the final norm. Attention runs through PyTorch's fused
+``scaled_dot_product_attention``.
+
+Parameter names follow the published key layout (``cls_token``, ``dist_token``,
+``new_pos_embed``, ``freq_new_pos_embed``, ``time_new_pos_embed``,
+``patch_embed.proj``, ``blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}``,
+``norm``), and :meth:`PaSST.build_head` builds the published classifier
+(``head.0`` LayerNorm, ``head.1`` Linear, ``head_dist``), so published checkpoints
+such as ``passt-s-f128-p16-s10-ap.476-swa.pt`` load with
+``--set backbone.checkpoint=PATH``.
+
+Sizes (``--set backbone.size=...``; every size takes 128 mel bands, 12 frequency rows):
+
+======  =====  =====  =====  ===================================  ==========
+size    dim    depth  heads  time table (patches / frames / s)    parameters
+======  =====  =====  =====  ===================================  ==========
+tiny    96     3      3      100 / 1000 / 10 s                    0.37 M
+small   384    12     6      99 / 998 / 10 s                      21.4 M
+base    768    12     12     99 / 998 / 10 s (PaSST-S)            85.3 M
+======  =====  =====  =====  ===================================  ==========
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from harness import hookimpl
+from harness.api import Backbone, Encoded
+from harness.errors import DataError, UsageError
+
+__all__ = ["SIZES", "PaSST", "PasstHead", "PasstMel", "PasstSize"]
+
+
+# -- front-end ----------------------------------------------------------------
+
+
+def kaldi_mel(freq: Tensor) -> Tensor:
+    """Kaldi's mel scale: ``1127 ln(1 + f / 700)``."""
+    return 1127.0 * torch.log1p(freq / 700.0)
+
+
+class PasstMel(nn.Module):
+    """PaSST's log-mel front-end: waveforms ``[B, T]`` at 32 kHz -> ``[B, 1, 128, frames]``.
+
+    Pre-emphasis, STFT power, Kaldi mel banks, ``log(x + 1e-5)`` and the fixed
+    normalisation ``(x + 4.5) / 5``. In training mode the mel range is jittered once
+    per batch ("randomized frequency cutoff"): ``fmin + U{0, fmin_aug_range - 1}`` and
+    ``fmax + fmax_aug_range // 2 - U{0, fmax_aug_range - 1}``; in evaluation it is
+    fixed. Frames: ``1 + (T - 1) // hop``.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int = 32000,
+        n_fft: int = 1024,
+        win_length: int = 800,
+        hop_length: int = 320,
+        n_mels: int = 128,
+        fmin: float = 0.0,
+        fmax: float | None = None,
+        fmin_aug_range: int = 1,
+        fmax_aug_range: int = 1000,
+    ) -> None:
+        super().__init__()
+        if fmin_aug_range < 1 or fmax_aug_range < 1:
+            raise ValueError("fmin_aug_range and fmax_aug_range must be at least 1 (1: no jitter)")
+        self.sample_rate = sample_rate
+        self.n_fft = n_fft
+        self.win_length = win_length
+        self.hop_length = hop_length
+        self.n_mels = n_mels
+        self.fmin = fmin
+        self.fmax = sample_rate // 2 - fmax_aug_range // 2 if fmax is None else fmax
+        self.fmin_aug_range = fmin_aug_range
+        self.fmax_aug_range = fmax_aug_range
+        window = torch.hann_window(win_length, periodic=False)
+        self.register_buffer("window", window, persistent=False)
+        offset = (n_fft - win_length) // 2
+        padded = F.pad(window, (offset, n_fft - win_length - offset))
+        self.register_buffer("padded_window", padded, persistent=False)
+        eval_basis = self.mel_basis(self.fmin, self.fmax)
+        self.register_buffer("eval_mel_basis", eval_basis, persistent=False)
+
+    def mel_basis(self, fmin: float, fmax: float) -> Tensor:
+        """Kaldi triangular mel banks ``[n_mels, n_fft // 2 + 1]`` (zero weight on Nyquist).
+
+        The same banks as ``torchaudio.compliance.kaldi.get_mel_banks`` (no VTLN warping),
+        computed in a few vectorised operations: training draws new banks every batch.
+        """
+        bins = self.n_fft // 2
+        bin_mel = kaldi_mel(torch.arange(bins, dtype=torch.float64) * self.sample_rate / self.n_fft)
+        low, high = kaldi_mel(torch.tensor(float(fmin))), kaldi_mel(torch.tensor(float(fmax)))
+        step = (high - low) / (self.n_mels + 1)
+        left = low + step * torch.arange(self.n_mels, dtype=torch.float64).unsqueeze(1)
+        rising = (bin_mel - left) / step
+        falling = (left + 2 * step - bin_mel) / step
+        banks = torch.minimum(rising, falling).clamp_min(0.0).float()
+        return F.pad(banks, (0, 1))
+
+    def jittered_mel_basis(self) -> Tensor:
+        fmin = self.fmin + torch.randint(self.fmin_aug_range, (1,)).item()
+        fmax_shift = torch.randint(self.fmax_aug_range, (1,)).item()
+        fmax = self.fmax + self.fmax_aug_range // 2 - fmax_shift
+        return self.mel_basis(fmin, fmax).to(self.eval_mel_basis.device)
+
+    def forward(self, wave: Tensor) -> Tensor:
+        x = wave[:, 1:] - 0.97 * wave[:, :-1]  # pre-emphasis, as a [-0.97, 1] convolution
+        power = self.power_spectrum(x)
+        basis = self.jittered_mel_basis() if self.training else self.eval_mel_basis
+        with torch.autocast(device_type=power.device.type, enabled=False):
+            mel = torch.matmul(basis, power.float())
+        return ((mel + 1e-5).log() + 4.5).div(5.0).unsqueeze(1)
+
+    def power_spectrum(self, x: Tensor) -> Tensor:
+        """``|STFT|^2`` ``[B, n_fft // 2 + 1, frames]``, equal to ``torch.stft(center=True)``.
+
+        Framing with ``unfold`` and one batched ``rfft`` is about 2x faster than
+        ``torch.stft`` on the CPU, and the front-end runs on every training batch.
+        """
+        half = self.n_fft // 2
+        padded = F.pad(x.unsqueeze(1), (half, half), mode="reflect").squeeze(1)
+        frames = padded.unfold(-1, self.n_fft, self.hop_length) * self.padded_window
+        spec = torch.fft.rfft(frames, dim=-1)
+        return (spec.real.square() + spec.imag.square()).transpose(-1, -2)
+
+    def extra_repr(self) -> str:
+        return (
+            f"sample_rate={self.sample_rate}, n_fft={self.n_fft}, win={self.win_length}, "
+            f"hop={self.hop_length}, n_mels={self.n_mels}, fmin={self.fmin}, fmax={self.fmax}"
+        )
+
+
+# -- transformer --------------------------------------------------------------
+
+
+class PatchEmbed(nn.Module):
+    """Overlapping patches: a strided convolution ``[B, 1, F, T] -> [B, D, F', T']``."""
+
+    def __init__(self, dim: int, patch_size: int, stride: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(1, dim, kernel_size=patch_size, stride=stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection and fused SDPA."""
+
+    def __init__(self, dim: int, num_heads: int, attn_drop: float = 0.0) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embedding dim {dim} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.attn_drop = attn_drop
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch, tokens, dim = x.shape
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, dim // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        dropout = self.attn_drop if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+        return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop a residual branch per example with probability ``p`` in training."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block (LayerNorm eps 1e-6, as published)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, drop_path: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class PasstHead(nn.Module):
+    """PaSST's published classifier: ``head`` (LayerNorm + Linear) on the token mean.
+
+    ``head_dist`` is kept so checkpoints keep their published layout; as in the
+    reference implementation it does not enter the logits.
+    """
+
+    def __init__(self, dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, num_classes))
+        self.head_dist = nn.Linear(dim, num_classes)
+        for linear in (self.head[1], self.head_dist):
+            nn.init.trunc_normal_(linear.weight, std=0.02)
+            nn.init.zeros_(linear.bias)
+
+    def forward(self, encoded: Encoded) -> Tensor:
+        return self.head(encoded.embedding)
+
+
+# -- sizes --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PasstSize:
+    embed_dim: int
+    depth: int
+    num_heads: int
+    input_tdim: int
+    """Spectrogram frames the time positional table covers."""
+
+
+SIZES: dict[str, PasstSize] = {
+    "tiny": PasstSize(embed_dim=96, depth=3, num_heads=3, input_tdim=1000),
+    "small": PasstSize(embed_dim=384, depth=12, num_heads=6, input_tdim=998),
+    "base": PasstSize(embed_dim=768, depth=12, num_heads=12, input_tdim=998),
+}
+
+N_MELS = 128
+PATCH_SIZE = 16
+PATCH_STRIDE = 10
+SAMPLE_RATE = 32000
+HOP_LENGTH = 320
+
+
+def grid_length(frames: int) -> int:
+    """Patches along an axis of ``frames`` bins (the published ``frames // stride``)."""
+    return frames // PATCH_STRIDE
+
+
+# -- backbone -----------------------------------------------------------------
+
+
+class PaSST(Backbone):
+    """PaSST (Koutini et al. 2022) with its own mel front-end; see the module docstring."""
+
+    name = "passt"
+    description = "PaSST spectrogram transformer with patchout (Koutini et al. 2022), 32 kHz mel"
+    sample_rate = SAMPLE_RATE
+    time_axis = -1
+    stem_prefixes = (
+        "cls_token",
+        "dist_token",
+        "new_pos_embed",
+        "freq_new_pos_embed",
+        "time_new_pos_embed",
+        "patch_embed.",
+    )
+    head_prefixes: ClassVar[tuple[str, ...]] = ("head.", "head_dist.")
+    """Checkpoint keys of the classifier that :meth:`build_head` builds (harness.checkpoints)."""
+
+    @dataclass
+    class Config:
+        size: Literal["tiny", "small", "base"] = "tiny"
+        checkpoint: str = ""
+        """State dict in the published PaSST layout, read with ``torch.load(weights_only=True)``."""
+        s_patchout_f: int = 6
+        """Frequency rows of the patch grid dropped in training (of 12; 6 in the device paper)."""
+        s_patchout_t: int = 0
+        """Time columns of the patch grid dropped in training."""
+        u_patchout: int = 0
+        """Single patches dropped in training (unstructured patchout)."""
+        input_tdim: int = 0
+        """Frames covered by the time positional table; 0 takes the size's default."""
+        drop_path_rate: float = 0.0
+        fmin_aug_range: int = 1
+        """Training jitter of the mel range's lower edge in Hz (1: none)."""
+        fmax_aug_range: int = 1000
+        """Training jitter of the upper edge in Hz (1000: +-500 Hz, as in the device paper)."""
+
+        def __post_init__(self) -> None:
+            for key in ("s_patchout_f", "s_patchout_t", "u_patchout", "input_tdim"):
+                if getattr(self, key) < 0:
+                    raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+            if self.s_patchout_f >= grid_length(N_MELS):
+                raise ValueError(
+                    f"s_patchout_f must be below {grid_length(N_MELS)} frequency rows, "
+                    f"got {self.s_patchout_f}"
+                )
+            if self.input_tdim and self.input_tdim < PATCH_SIZE:
+                raise ValueError(
+                    f"input_tdim must be 0 or at least {PATCH_SIZE}, got {self.input_tdim}"
+                )
+            if not 0.0 <= self.drop_path_rate < 1.0:
+                raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
+            if self.fmin_aug_range < 1 or self.fmax_aug_range < 1:
+                raise ValueError("fmin_aug_range and fmax_aug_range must be >= 1 (1: no jitter)")
+
+    def __init__(self, config: Config | None = None) -> None:
+        config = config if config is not None else self.Config()
+        super().__init__(config)
+        size = SIZES[config.size]
+        dim = size.embed_dim
+        self.embed_dim = dim
+        self.input_tdim = config.input_tdim or size.input_tdim
+        self.patch_embed = PatchEmbed(dim, PATCH_SIZE, PATCH_STRIDE)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.new_pos_embed = nn.Parameter(torch.zeros(1, 2, dim))
+        self.freq_new_pos_embed = nn.Parameter(torch.zeros(1, dim, grid_length(N_MELS), 1))
+        self.time_new_pos_embed = nn.Parameter(torch.zeros(1, dim, 1, grid_length(self.input_tdim)))
+        rates = [config.drop_path_rate * i / max(size.depth - 1, 1) for i in range(size.depth)]
+        self.blocks = nn.ModuleList(Block(dim, size.num_heads, 4.0, rate) for rate in rates)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pretrained_head_state: dict[str, Tensor] | None = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The published initialisation: truncated normal (std 0.02) for tokens and linears."""
+        for param in (
+            self.new_pos_embed,
+            self.freq_new_pos_embed,
+            self.time_new_pos_embed,
+            self.dist_token,
+            self.cls_token,
+        ):
+            nn.init.trunc_normal_(param, std=0.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def frontend(self) -> nn.Module:
+        return PasstMel(
+            sample_rate=SAMPLE_RATE,
+            hop_length=HOP_LENGTH,
+            n_mels=N_MELS,
+            fmin_aug_range=self.config.fmin_aug_range,
+            fmax_aug_range=self.config.fmax_aug_range,
+        )
+
+    # -- forward ----------------------------------------------------------------
+
+    def forward(self, features: Tensor) -> Encoded:
+        """Log-mel ``[B, 1, 128, T]`` -> token mean ``[B, D]`` and all tokens ``[B, N, D]``."""
+        if features.ndim != 4 or features.shape[1] != 1 or features.shape[2] != N_MELS:
+            raise UsageError(
+                f"passt expects log-mel features [B, 1, {N_MELS}, T], got {list(features.shape)}"
+            )
+        x = self.patch_embed(features)
+        x = self.add_positions(x)
+        x = self.structured_patchout(x)
+        x = x.flatten(2).transpose(1, 2)
+        x = self.unstructured_patchout(x)
+        batch = x.shape[0]
+        cls = self.cls_token.expand(batch, -1, -1) + self.new_pos_embed[:, :1]
+        dist = self.dist_token.expand(batch, -1, -1) + self.new_pos_embed[:, 1:]
+        x = torch.cat((cls, dist, x), dim=1)
+        for block in self.blocks:
+            x = block(x)
+        x = self.norm(x)
+        return Encoded(embedding=(x[:, 0] + x[:, 1]) / 2, tokens=x)
+
+    def add_positions(self, x: Tensor) -> Tensor:
+        """Add frequency and time positions; crop the time table (or the input, if longer)."""
+        table = self.time_new_pos_embed
+        steps, available = x.shape[-1], table.shape[-1]
+        if steps < available:
+            offset = torch.randint(1 + available - steps, (1,)).item() if self.training else 0
+            table = table[..., offset : offset + steps]
+        elif steps > available:
+            warnings.warn(
+                f"passt: input has {steps} time patches but the time table covers {available} "
+                f"(input_tdim {self.input_tdim}); the input is cut",
+                stacklevel=3,
+            )
+            x = x[..., :available]
+        return x + table + self.freq_new_pos_embed
+
+    def structured_patchout(self, x: Tensor) -> Tensor:
+        """Drop random time columns and frequency rows of the patch grid (training only)."""
+        if not self.training:
+            return x
+        rows, cols = x.shape[2], x.shape[3]
+        if self.config.s_patchout_t:
+            if self.config.s_patchout_t >= cols:
+                drop = self.config.s_patchout_t
+                raise UsageError(f"backbone.s_patchout_t={drop} drops all {cols} time patches")
+            x = x.index_select(3, keep_indices(cols, self.config.s_patchout_t, x.device))
+        if self.config.s_patchout_f:
+            x = x.index_select(2, keep_indices(rows, self.config.s_patchout_f, x.device))
+        return x
+
+    def unstructured_patchout(self, x: Tensor) -> Tensor:
+        """Drop random single patches of the flattened sequence (training only)."""
+        if not self.training or not self.config.u_patchout:
+            return x
+        length = x.shape[1]
+        drop = self.config.u_patchout
+        if drop >= length:
+            raise UsageError(f"backbone.u_patchout={drop} drops all {length} patches")
+        return x.index_select(1, keep_indices(length, drop, x.device))
+
+    # -- checkpoints ------------------------------------------------------------
+
+    def adapt_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Older published layouts to the current one (called by harness.checkpoints).
+
+        A 2-D ``patch_embed.proj.weight`` (linear patchify) becomes a convolution; an
+        ImageNet ViT/DeiT checkpoint (``pos_embed``, RGB patch filters) is converted as
+        the reference does for initialisation: filters summed over colour, the position
+        grid resized bicubically and averaged into frequency and time tables, and the
+        ImageNet classifier dropped.
+        """
+        state = dict(state)
+        proj = state.get("patch_embed.proj.weight")
+        if proj is not None and proj.ndim == 2:
+            proj = proj.reshape(proj.shape[0], -1, PATCH_SIZE, PATCH_SIZE)
+        if proj is not None and proj.ndim == 4 and proj.shape[1] == 3:
+            proj = proj.float().sum(dim=1, keepdim=True).to(proj.dtype)
+        if proj is not None:
+            state["patch_embed.proj.weight"] = proj
+        if "pos_embed" in state and "time_new_pos_embed" not in state:
+            grid = (self.freq_new_pos_embed.shape[2], self.time_new_pos_embed.shape[3])
+            tokens, freq, time = image_positions_to_passt(state.pop("pos_embed"), grid)
+            state.update(new_pos_embed=tokens, freq_new_pos_embed=freq, time_new_pos_embed=time)
+            state = {k: v for k, v in state.items() if not k.startswith(("head.", "head_dist."))}
+        return state
+
+    # -- heads and description ---------------------------------------------------
+
+    def build_head(self, num_classes: int) -> nn.Module:
+        """The published head; it starts from a loaded checkpoint's head when the shapes fit."""
+        head = PasstHead(self.embed_dim, num_classes)
+        state = self.pretrained_head_state
+        if state is not None:
+            fresh = head.state_dict()
+            fits = state.keys() == fresh.keys()
+            if fits and all(state[k].shape == fresh[k].shape for k in fresh):
+                head.load_state_dict(state)
+        return head.to(self.cls_token.device)
+
+    @classmethod
+    def describe_extra(cls) -> list[str]:
+        lines = [
+            f"input: mono {SAMPLE_RATE // 1000} kHz waveform -> log-mel [B, 1, {N_MELS}, T], "
+            f"T = 1 + (samples - 1) // {HOP_LENGTH} (100 frames per second)"
+        ]
+        for name, size in SIZES.items():
+            params = count_parameters(cls, name)
+            seconds = size.input_tdim * HOP_LENGTH / SAMPLE_RATE
+            lines.append(
+                f"size {name}: {size.depth} layers x {size.embed_dim} dims, "
+                f"{size.num_heads} heads, {params / 1e6:.2f}M parameters, "
+                f"embedding [B, {size.embed_dim}], "
+                f"time table {grid_length(size.input_tdim)} patches ({seconds:.0f} s)"
+            )
+        return lines
+
+
+def keep_indices(total: int, drop: int, device: torch.device) -> Tensor:
+    """Sorted random indices of the ``total - drop`` kept entries (the reference's draw)."""
+    return torch.randperm(total)[: total - drop].sort().values.to(device)
+
+
+def image_positions_to_passt(
+    pos_embed: Tensor, grid: tuple[int, int]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """A ViT's ``[1, 2 + g*g, D]`` positions -> token, frequency and time tables."""
+    tokens, patches = pos_embed[:, :2], pos_embed[0, 2:]
+    side = math.isqrt(patches.shape[0])
+    if side * side != patches.shape[0]:
+        raise DataError(f"pos_embed with {patches.shape[0]} patch positions is not a square grid")
+    image = patches.reshape(1, side, side, -1).permute(0, 3, 1, 2).float()
+    image = F.interpolate(image, size=grid, mode="bicubic", align_corners=False)
+    return tokens, image.mean(dim=3, keepdim=True), image.mean(dim=2, keepdim=True)
+
+
+def count_parameters(cls: type[PaSST], size: str) -> int:
+    """Parameters of the backbone at ``size``, counted without allocating weights."""
+    with torch.device("meta"):
+        model = cls(cls.Config(size=size))
+    return sum(p.numel() for p in model.parameters())
+
+
+@hookimpl
+def register_backbones(register) -> None:
+    register(PaSST)
