@@ -354,6 +354,15 @@ def describe_params(cls: type) -> list[tuple[str, str, Any]]:
     rows = []
     for f in dataclasses.fields(cls.Config):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        type_name = getattr(hints[f.name], "__name__", str(hints[f.name]).replace("typing.", ""))
+        type_name = type_label(hints[f.name])
         rows.append((f.name, type_name, to_plain(default)))
     return rows
+
+
+def type_label(hint: Any) -> str:
+    """``int``, ``list[str]``, ``one of tiny|small|base`` ... for listings."""
+    if typing.get_origin(hint) is Literal:
+        return "one of " + "|".join(map(str, typing.get_args(hint)))
+    if isinstance(hint, type) and not typing.get_args(hint):
+        return hint.__name__
+    return str(hint).replace("typing.", "")
