@@ -32,7 +32,6 @@ from typing import Literal
 
 import numpy as np
 import soundfile as sf
-from scipy import signal
 
 from harness import hookimpl
 from harness.api import Dataset, DataSplits
@@ -88,6 +87,8 @@ def bandpass(x: np.ndarray, low: float, high: float, sr: int, order: int = 2) ->
     nyquist = sr / 2
     low = float(np.clip(low, 20.0, 0.95 * nyquist))
     high = float(np.clip(high, low * 1.05, 0.98 * nyquist))
+    from scipy import signal  # heavy import, only when generating
+
     sos = signal.butter(order, [low, high], btype="bandpass", fs=sr, output="sos")
     return signal.sosfilt(sos, x)
 
@@ -359,6 +360,8 @@ def render_clip(sound: SoundClass, rng: np.random.Generator, seconds: float, sr:
     clip = np.zeros(n)
     clip[onset : onset + length] = event
     noise = rng.normal(size=n)
+    from scipy import signal  # heavy import, only when generating
+
     noise = signal.lfilter([1.0], [1.0, -rng.uniform(0.0, 0.95)], noise)
     snr_db = rng.uniform(8.0, 30.0)
     power = np.mean(clip**2) + 1e-12

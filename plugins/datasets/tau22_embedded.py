@@ -95,7 +95,6 @@ from pathlib import Path
 
 import numpy as np
 import scipy.fft as sfft
-from scipy.signal import butter, sosfilt
 
 from harness import hookimpl
 from harness.api import Dataset, DataSplits
@@ -675,6 +674,8 @@ def seconds_axis(duration: float) -> np.ndarray:
 
 
 def band(x: np.ndarray, low: float, high: float, order: int = 2) -> np.ndarray:
+    from scipy.signal import butter, sosfilt  # heavy import, only when generating
+
     nyquist = SAMPLE_RATE / 2
     sos = butter(
         order,
