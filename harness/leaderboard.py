@@ -34,6 +34,7 @@ SPEC_KEYS = {
     "metric",
     "agg",
     "filters",
+    "where",
     "rows",
     "columns",
     "recipe_augs",
@@ -58,6 +59,8 @@ class LeaderboardSpec:
     filters: dict[str, str] = field(default_factory=dict)
     rows: tuple[RowSpec, ...] = ()
     columns: tuple[str, ...] = ()
+    where: dict[str, Any] = field(default_factory=dict)
+    """A match every run of the leaderboard must satisfy (e.g. the protocols its sweep runs)."""
     recipe_augs: tuple[str, ...] = ()
     """Augmentations every run shares (a training recipe); rows match ``aug`` without them."""
 
@@ -81,6 +84,7 @@ class LeaderboardSpec:
             rows=tuple(rows),
             columns=tuple(data.get("columns", ())),
             recipe_augs=tuple(data.get("recipe_augs", ())),
+            where=dict(data.get("where", {})),
         )
         return spec.validated(str(path))
 
@@ -95,14 +99,14 @@ class LeaderboardSpec:
         }
         return replace(self, filters=filters, **changes).validated("command line")
 
-    def validated(self, where: str) -> LeaderboardSpec:
+    def validated(self, source: str) -> LeaderboardSpec:
         if self.agg not in AGGREGATIONS:
             raise UsageError(
-                f"{where}: agg must be one of {', '.join(AGGREGATIONS)}, got {self.agg!r}"
+                f"{source}: agg must be one of {', '.join(AGGREGATIONS)}, got {self.agg!r}"
             )
         unknown = set(self.filters) - set(RECORD_FIELDS)
         if unknown:
-            raise UsageError(f"{where}: cannot filter by '{sorted(unknown)[0]}'")
+            raise UsageError(f"{source}: cannot filter by '{sorted(unknown)[0]}'")
         return self
 
 
@@ -193,7 +197,8 @@ def select_columns(
     declared = {c.key: c for c in protocol.columns}
     if spec.columns:
         return [declared.get(k, Column(k, k)) for k in spec.columns]
-    family = spec.metric or (protocol.primary or next(iter(declared), "")).split("/")[0]
+    primary = protocol.primary or next(iter(declared), "")
+    family = spec.metric or (primary.split("/")[0] if "/" in primary else "")
     columns = [c for c in protocol.columns if c.key.split("/")[0] == family or not family]
     if not columns:
         keys = sorted({k for r in records for k in metrics_of(r, spec.protocol)})
@@ -213,6 +218,7 @@ def grouped_runs(
     """``(row labels, runs)`` per leaderboard row, in spec order or first-seen order."""
     records = [r for r in records if all(getattr(r, k) == v for k, v in spec.filters.items())]
     records = [r for r in records if any(k.startswith(f"{spec.protocol}/") for k in r.metrics)]
+    records = [r for r in records if matches(r, spec.where)]
     if spec.rows:
         out = []
         for row in spec.rows:
@@ -321,7 +327,7 @@ def header(column: Column, fmt: str = "markdown") -> str:
 
 
 def best_index(values: pd.Series, column: Column) -> Any:
-    if values.dropna().empty:
+    if values.dropna().nunique() < 2:
         return None
     return values.idxmax() if column.higher_is_better else values.idxmin()
 
