@@ -220,6 +220,8 @@ def leaderboard(
     text = render_leaderboard(
         board, ResultStore(store or default_store(DEFAULT_OUT)), plugins_from(ctx), fmt
     )
+    if spec and fmt == "markdown":
+        text = f"<!-- harness sweep {spec}\n     harness leaderboard --spec {spec} -->\n\n{text}"
     if output:
         from harness.store import write_text_atomic
 
