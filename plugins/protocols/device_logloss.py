@@ -72,8 +72,9 @@ def table_columns(devices: list[str], metric: str) -> list[Column]:
         if group != "other":
             columns.append(Column(f"{metric}/{group}", "Avg.", title))
     columns.append(Column(f"{metric}/overall", "Overall", ""))
-    higher = metric == "acc"
-    return [Column(c.key, c.label, c.group, higher) for c in columns]
+    if metric == "logloss":
+        return columns
+    return [Column(c.key, f"{c.label} acc.", c.group, higher_is_better=True) for c in columns]
 
 
 TAU_DEVICES = [d for members in DEVICE_GROUPS.values() for d in members]
