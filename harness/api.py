@@ -127,6 +127,8 @@ class Stage:
     layer_decay: float = 1.0
     """Layer-wise learning-rate decay (see :meth:`Backbone.param_groups`); used when
     ``backbone_blocks`` is set."""
+    note: str = ""
+    """Why the stage runs or what it starts from, for the run log."""
 
 
 # -- components ---------------------------------------------------------------
@@ -148,6 +150,10 @@ class Backbone(nn.Module):
     """Time axis of the front-end output: -1 for ``[B, 1, F, T]``, -2 for ``[B, 1, T, F]``."""
     stem_prefixes: ClassVar[tuple[str, ...]] = ()
     """Parameter-name prefixes below the first block (patch and position embeddings)."""
+    head_prefixes: ClassVar[tuple[str, ...]] = ()
+    """Key prefixes of the classifier in published checkpoints (e.g. ``("head.",)``); the
+    checkpoint loader keeps those tensors in ``pretrained_head_state`` for :meth:`build_head`
+    when the class count fits, and replaces the head otherwise."""
     embed_dim: int
     blocks: nn.ModuleList
 
@@ -250,6 +256,9 @@ class Method(nn.Module):
         """Training phases in order; empty (the default): one phase with the run's settings."""
         return []
 
+    def begin_stage(self, stage: Stage) -> None:
+        """Called by the core before each stage's optimizer is built (e.g. to switch objective)."""
+
     def logits(self, encoded: Encoded) -> Tensor:
         """Class scores ``[B, C]`` for evaluation (supervised methods only)."""
         raise NotImplementedError(f"method '{self.name}' trains no classifier")
@@ -298,6 +307,9 @@ class Column:
     label: str
     group: str = ""
     higher_is_better: bool = False
+    error_key: str = ""
+    """Metric key of this value's own uncertainty (e.g. a 95% CI), shown as ± where a table
+    shows single runs (``best``, ``runs``); ``mean`` shows the std over seeds instead."""
 
 
 @dataclass

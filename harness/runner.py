@@ -135,12 +135,14 @@ class Experiment:
         ]
         generator = torch.Generator().manual_seed(run.seed)
         for number, stage in enumerate(stages, 1):
-            if len(stages) > 1:
+            if len(stages) > 1 or stage.note:
                 self.log(
                     f"stage {number}/{len(stages)} '{stage.name}': {stage.epochs} epochs, "
                     f"lr {stage.lr:.2e}, batch {stage.batch_size}, "
                     f"backbone blocks trained: {describe_blocks(stage.backbone_blocks)}"
+                    + (f"; {stage.note}" if stage.note else "")
                 )
+            self.method.begin_stage(stage)
             self.train_stage(stage, generator)
 
     def build_optimizer(self, stage: Stage) -> torch.optim.Optimizer:

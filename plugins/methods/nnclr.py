@@ -51,12 +51,23 @@ above them) plus the head with layer-wise learning-rate decay. ``preset = "paper
 paper's schedule (40 epochs at lr 1e-4 and batch 512, then 160 epochs at lr 1e-4 and batch
 128); ``preset = "small"`` splits the run's epochs 1:4 between the stages and uses the run's
 lr and batch size. Any ``head_*``/``tune_*`` option set explicitly overrides the preset.
+
+MAE warm-up: a randomly initialised encoder (no ``backbone.checkpoint``) that offers the
+masked-encoder contract of :mod:`harness_plugins.methods.mae` (AudioMAE does) is first
+pretrained with that method's decoder and masked-patch loss on the same unlabeled training
+clips, in a stage ``mae-warmup`` of ``mae_warmup_epochs`` epochs (``small`` preset: 2;
+``paper``: 0, since the paper starts from a published checkpoint; 0 disables it) that trains
+the whole encoder and the decoder; the NNCLR stages follow. The contrastive head is then
+initialised on a forked random stream, so the warm-up draws exactly the random numbers a
+``--method mae`` run with the same seed, epochs, lr and batch size draws, and ends with the
+same encoder: that run is uaMix-MAE's MAE-pretrained baseline. The decoder is kept in
+``method.pt`` under ``mae.``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar, Literal
 
 import torch
@@ -67,6 +78,8 @@ from harness import hookimpl
 from harness.api import Backbone, Batch, Method, Stage, StepOutput, Task
 from harness.config import RunSettings
 from harness.errors import UsageError
+from harness_plugins.methods.mae import CONTRACT as MAE_CONTRACT
+from harness_plugins.methods.mae import MaskedAutoencoder
 from harness_plugins.methods.mixup_ls import (
     mixup,
     sample_lambda,
@@ -75,6 +88,7 @@ from harness_plugins.methods.mixup_ls import (
 )
 
 __all__ = [
+    "MAE_STAGE",
     "Box",
     "FifoQueue",
     "MixConfig",
@@ -368,6 +382,9 @@ class ContrastiveHead(nn.Module):
 
 # -- the methods ----------------------------------------------------------------
 
+MAE_STAGE = "mae-warmup"
+"""Name of the MAE pretraining stage run before the NNCLR stages on a random encoder."""
+
 PRESETS: dict[str, dict[str, float | int | None]] = {
     "paper": {
         "head_epochs": 40,
@@ -376,11 +393,14 @@ PRESETS: dict[str, dict[str, float | int | None]] = {
         "tune_lr": 1e-4,
         "head_batch_size": 512,
         "tune_batch_size": 128,
+        "mae_warmup_epochs": 0,
+        "mae_warmup_lr": None,
     },
     # None: derived from the run settings (epochs split 1:4 as in the paper's 40:160).
     "small": dict.fromkeys(
         ("head_epochs", "tune_epochs", "head_lr", "tune_lr", "head_batch_size", "tune_batch_size")
-    ),
+    )
+    | {"mae_warmup_epochs": 2, "mae_warmup_lr": None},
 }
 
 
@@ -426,6 +446,13 @@ class NnclrConfig:
     """Backbone blocks retrained in stage 2 (None: the top half)."""
     layer_decay: float = 0.65
     """Layer-wise learning-rate decay of stage 2."""
+    mae_warmup_epochs: int | None = None
+    """MAE pretraining epochs before the NNCLR stages when the encoder is randomly initialised
+    (no ``backbone.checkpoint``) and supports it; 0 disables; None: from the preset."""
+    mae_warmup_lr: float | None = None
+    """Learning rate of the MAE warm-up (None: the run's lr); its batch size is the run's."""
+    mae_mask_ratio: float = 0.8
+    """Share of patches hidden from the encoder in the MAE warm-up (AudioMAE: 0.8)."""
 
     def __post_init__(self) -> None:
         positive = ("tau", "k", "queue_size", "proj_hidden", "pred_hidden", "out_dim")
@@ -439,17 +466,27 @@ class NnclrConfig:
             raise ValueError(f"gain_std must be non-negative, got {self.gain_std}")
         if not 0 < self.layer_decay <= 1:
             raise ValueError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
-        for name in ("head_epochs", "tune_epochs", "tune_blocks"):
+        for name in ("head_epochs", "tune_epochs", "tune_blocks", "mae_warmup_epochs"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} must be non-negative, got {value}")
-        for name in ("head_lr", "tune_lr", "head_batch_size", "tune_batch_size"):
+        if not 0 < self.mae_mask_ratio < 1:
+            raise ValueError(f"mae_mask_ratio must be in (0, 1), got {self.mae_mask_ratio}")
+        for name in ("head_lr", "tune_lr", "head_batch_size", "tune_batch_size", "mae_warmup_lr"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
 
     def views(self) -> ViewSettings:
         return ViewSettings(self.max_shift, self.gain_std, self.time_mask, self.freq_mask)
+
+    def option(self, name: str, default: float | int | None = None) -> float | int | None:
+        """An option's explicit value, else the preset's, else ``default``."""
+        explicit = getattr(self, name)
+        if explicit is not None:
+            return explicit
+        preset = PRESETS[self.preset][name]
+        return default if preset is None else preset
 
 
 @dataclass
@@ -484,16 +521,40 @@ class Nnclr(Method):
 
     def setup(self, backbone: Backbone, task: Task) -> None:
         cfg = self.config
-        self.head = ContrastiveHead(
-            backbone.embed_dim, cfg.proj_hidden, cfg.pred_hidden, cfg.out_dim
-        )
+        self.mae: MaskedAutoencoder | None = None
+        self.objective = "nnclr"
+        if self.mae_warmup_for(backbone):
+            self.mae = MaskedAutoencoder(MaskedAutoencoder.Config(mask_ratio=cfg.mae_mask_ratio))
+            self.mae.setup(backbone, task)
+        with torch.random.fork_rng(devices=[], enabled=self.mae is not None):
+            self.head = ContrastiveHead(
+                backbone.embed_dim, cfg.proj_hidden, cfg.pred_hidden, cfg.out_dim
+            )
         self.queue = FifoQueue(cfg.queue_size, cfg.out_dim)
+
+    def mae_warmup_for(self, backbone: Backbone) -> int:
+        """Epochs of MAE warm-up this backbone gets: 0 unless it is randomly initialised and
+        offers the masked-encoder contract."""
+        if has_checkpoint(backbone) or not supports_mae(backbone):
+            return 0
+        return int(self.config.option("mae_warmup_epochs", 0))
+
+    def begin_stage(self, stage: Stage) -> None:
+        """Switch between the MAE objective (warm-up) and NNCLR; train only that one's modules."""
+        self.objective = "mae" if stage.name == MAE_STAGE else "nnclr"
+        if self.objective == "mae" and self.mae is None:
+            raise UsageError(f"method '{self.name}' got an MAE stage without an MAE decoder")
+        if self.mae is not None:
+            self.mae.requires_grad_(self.objective == "mae")
+        self.head.requires_grad_(self.objective == "nnclr")
 
     def mix(self, x: Tensor, time_axis: int) -> tuple[Tensor, Tensor, float]:
         """The mixed anchors, their virtual labels ``[B, B]`` and the anchor weight ``lam``."""
         return x, torch.eye(x.shape[0], device=x.device), 1.0
 
     def training_step(self, batch: Batch, backbone: Backbone) -> StepOutput:
+        if self.objective == "mae":
+            return self.mae.training_step(batch, backbone)
         x = batch.features
         if x.shape[0] < 2:
             raise UsageError(f"method '{self.name}' needs batches of at least 2 clips")
@@ -529,16 +590,10 @@ class Nnclr(Method):
         return (loss + swapped) / 2
 
     def stages(self, backbone: Backbone, run: RunSettings) -> list[Stage]:
-        """Stage ``head`` (backbone frozen), then stage ``top`` (top half, layer decay)."""
+        """Stage ``mae-warmup`` (random encoders only, see the module docstring), stage ``head``
+        (backbone frozen), then stage ``top`` (top half, layer decay)."""
         cfg = self.config
-
-        def pick(option: str, default: float | int) -> float | int:
-            explicit = getattr(cfg, option)
-            if explicit is not None:
-                return explicit
-            preset = PRESETS[cfg.preset][option]
-            return default if preset is None else preset
-
+        pick = cfg.option
         head_default = max(1, round(run.epochs / 5))
         head_epochs = int(pick("head_epochs", head_default))
         tune_epochs = int(pick("tune_epochs", max(0, run.epochs - head_default)))
@@ -549,6 +604,14 @@ class Nnclr(Method):
                 f"{backbone.num_layers} blocks"
             )
         stages = [
+            Stage(
+                MAE_STAGE,
+                self.mae_warmup_for(backbone) if self.mae is not None else 0,
+                float(pick("mae_warmup_lr", run.lr)),
+                run.batch_size,
+                note="no backbone.checkpoint: MAE pretraining of the randomly initialised "
+                "encoder on the training clips before contrastive tuning",
+            ),
             Stage(
                 "head",
                 head_epochs,
@@ -565,7 +628,28 @@ class Nnclr(Method):
                 layer_decay=cfg.layer_decay,
             ),
         ]
-        return [stage for stage in stages if stage.epochs > 0]
+        stages = [stage for stage in stages if stage.epochs > 0]
+        if stages and stages[0].name != MAE_STAGE and not has_checkpoint(backbone):
+            stages[0] = replace(stages[0], note=random_encoder_note(backbone, cfg))
+        return stages
+
+
+def has_checkpoint(backbone: Backbone) -> bool:
+    return bool(getattr(backbone.config, "checkpoint", ""))
+
+
+def supports_mae(backbone: Backbone) -> bool:
+    """Whether the backbone offers the masked-encoder contract the ``mae`` method needs."""
+    return all(hasattr(backbone, attr) for attr in MAE_CONTRACT)
+
+
+def random_encoder_note(backbone: Backbone, cfg: NnclrConfig) -> str:
+    """Why a randomly initialised encoder is tuned without MAE warm-up (for the run log)."""
+    if not supports_mae(backbone):
+        reason = f"backbone '{backbone.name}' has no masked-encoder contract for an MAE warm-up"
+    else:
+        reason = f"MAE warm-up off (method.mae_warmup_epochs=0, preset '{cfg.preset}')"
+    return f"no backbone.checkpoint: the encoder is randomly initialised; {reason}"
 
 
 class NnclrTCutMix(Nnclr):

@@ -34,7 +34,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from harness import hookimpl
-from harness.api import Backbone, Clip, Column, EvalContext, Protocol, ProtocolResult
+from harness.api import (
+    Backbone,
+    Clip,
+    Column,
+    DataSplits,
+    EvalContext,
+    Method,
+    Protocol,
+    ProtocolResult,
+)
 from harness.errors import DataError, UsageError
 from harness_plugins.datasets._common import DONE_MARKER, build_once, cache_root
 
@@ -309,7 +318,7 @@ class Fewshot(Protocol):
         "mean accuracy (%) and 95% CI over episodes."
     )
     columns: ClassVar[list[Column]] = [
-        Column("acc", "accuracy (%)", group="acc", higher_is_better=True),
+        Column("acc", "accuracy (%)", group="acc", higher_is_better=True, error_key="ci"),
         Column("ci", "95% CI", group="ci"),
     ]
     default_dataset = "fewshot-embedded"
@@ -346,6 +355,55 @@ class Fewshot(Protocol):
             if self.queries < 1 or self.episodes < 1:
                 raise ValueError("queries and episodes must be at least 1")
 
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.warned: set[str] = set()
+        """Exclusion warnings already given (by :meth:`check`), not repeated by :meth:`score`."""
+
+    def check(self, splits: DataSplits, method: Method) -> None:
+        """Refuse, before training, an episode shape the labeled clips cannot fill."""
+        cfg = self.config
+        parts = ["train", "eval"] if cfg.split == "all" else [cfg.split]
+        labels = torch.tensor(
+            [c.label for part in parts for c in getattr(splits, part) if c.label >= 0],
+            dtype=torch.long,
+        )
+        if labels.numel() == 0:
+            raise UsageError(f"{self.name}: the '{cfg.split}' split has no labeled clips")
+        allowed = self.allowed_classes(labels, splits.classes, splits.root)
+        for n_way, k_shot in self.grid():
+            self.eligible(labels, allowed, splits.classes, n_way, k_shot)
+
+    def allowed_classes(self, labels: Tensor, names: list[str], root: Path | None) -> list[int]:
+        """Classes present in ``labels``, restricted to ``classes_file`` when one is given."""
+        allowed = sorted(set(labels.tolist()))
+        if self.config.classes_file is not None:
+            wanted = set(read_class_file(Path(self.config.classes_file), root, names))
+            allowed = [c for c in allowed if names[c] in wanted]
+        return allowed
+
+    def eligible(
+        self, labels: Tensor, allowed: list[int], names: list[str], n_way: int, k_shot: int
+    ) -> list[int]:
+        """Classes with K + Q clips (a warning names the others); an error below N of them."""
+        needed = k_shot + self.config.queries
+        kept, excluded = eligible_classes(labels, allowed, needed)
+        if excluded:
+            message = (
+                f"fewshot: excluded {len(excluded)} classes with fewer than {needed} clips "
+                f"(K={k_shot} + Q={self.config.queries}): "
+                f"{name_list([names[c] for c in excluded])}"
+            )
+            if message not in self.warned:
+                self.warned.add(message)
+                warnings.warn(message, stacklevel=3)
+        if len(kept) < n_way:
+            raise UsageError(
+                f"fewshot: {n_way}-way {k_shot}-shot needs {n_way} classes with at least "
+                f"{needed} clips (K + Q), but only {len(kept)} have that many"
+            )
+        return kept
+
     def grid(self) -> list[tuple[int, int]]:
         """``(N, K)`` pairs to evaluate: the main one first, then the sweep."""
         cfg = self.config
@@ -357,10 +415,7 @@ class Fewshot(Protocol):
         backbone_hash = backbone_fingerprint(ctx.backbone) if cfg.cache else None
         embeddings, labels = labeled_embeddings(ctx, cfg.split, self.name, backbone_hash)
         names = ctx.splits.classes
-        allowed = sorted(set(labels.tolist()))
-        if cfg.classes_file is not None:
-            wanted = set(read_class_file(Path(cfg.classes_file), ctx.splits.root, names))
-            allowed = [c for c in allowed if names[c] in wanted]
+        allowed = self.allowed_classes(labels, names, ctx.splits.root)
         scores = [
             self.score(embeddings, labels, allowed, names, n_way, k_shot, ctx.seed)
             for n_way, k_shot in self.grid()
@@ -386,19 +441,7 @@ class Fewshot(Protocol):
         seed: int,
     ) -> FewshotScore:
         cfg = self.config
-        needed = k_shot + cfg.queries
-        kept, excluded = eligible_classes(labels, allowed, needed)
-        if excluded:
-            warnings.warn(
-                f"fewshot: excluded {len(excluded)} classes with fewer than {needed} clips "
-                f"(K={k_shot} + Q={cfg.queries}): {name_list([names[c] for c in excluded])}",
-                stacklevel=2,
-            )
-        if len(kept) < n_way:
-            raise UsageError(
-                f"fewshot: {n_way}-way {k_shot}-shot needs {n_way} classes with at least "
-                f"{needed} clips (K + Q), but only {len(kept)} have that many"
-            )
+        kept = self.eligible(labels, allowed, names, n_way, k_shot)
         generator = torch.Generator().manual_seed(episode_seed(seed, n_way, k_shot, cfg.queries))
         members = class_members(labels, kept)
         episodes = sample_episodes(members, n_way, k_shot, cfg.queries, cfg.episodes, generator)

@@ -21,10 +21,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness import hookimpl
-from harness.api import Backbone, Column, EvalContext, Protocol, ProtocolResult
+from harness.api import Backbone, Column, DataSplits, EvalContext, Method, Protocol, ProtocolResult
 from harness.data import ClipAudio, batches, num_batches
 from harness.errors import HarnessError, UsageError
 from harness.progress import note, progress
+from harness_plugins.protocols.linear import require_labeled_splits
 
 
 def labeled_subset(audio: ClipAudio, who: str, split: str) -> ClipAudio:
@@ -99,6 +100,9 @@ class Finetune(Protocol):
                 raise ValueError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
             if not 0 <= self.warmup_fraction < 1:
                 raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+
+    def check(self, splits: DataSplits, method: Method) -> None:
+        require_labeled_splits(splits, self.name)
 
     def evaluate(self, ctx: EvalContext) -> ProtocolResult:
         train = labeled_subset(ctx.audio("train"), self.name, "train")

@@ -17,9 +17,25 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from harness import hookimpl
-from harness.api import Column, EvalContext, Protocol, ProtocolResult
+from harness.api import Column, DataSplits, EvalContext, Method, Protocol, ProtocolResult
 from harness.errors import UsageError
 from harness_plugins.protocols.fewshot import backbone_fingerprint, labeled_embeddings
+
+TRAIN_HINT = "{who} trains on labels (fewshot-embedded: dataset.train=labeled, dataset.fold=1-5)"
+
+
+def require_labeled_splits(splits: DataSplits, who: str) -> None:
+    """Refuse, before training, a data set whose train split has no two labeled classes or
+    whose eval split has no labeled clip: a supervised protocol (linear probe, fine-tuning)
+    could not be fitted or scored."""
+    train_classes = {c.label for c in splits.train if c.label >= 0}
+    if not train_classes:
+        hint = TRAIN_HINT.format(who=who)
+        raise UsageError(f"{who}: the 'train' split has no labeled clips; {hint}")
+    if len(train_classes) < 2:
+        raise UsageError(f"{who}: the train split has fewer than two labeled classes")
+    if not any(c.label >= 0 for c in splits.eval):
+        raise UsageError(f"{who}: the 'eval' split has no labeled clips")
 
 
 def probe_accuracy(
@@ -63,14 +79,16 @@ class Linear(Protocol):
             if self.max_iter < 1:
                 raise ValueError(f"max_iter must be at least 1, got {self.max_iter}")
 
+    def check(self, splits: DataSplits, method: Method) -> None:
+        require_labeled_splits(splits, self.name)
+
     def evaluate(self, ctx: EvalContext) -> ProtocolResult:
         cfg = self.config
         backbone_hash = backbone_fingerprint(ctx.backbone) if cfg.cache else None
         try:
             train_x, train_y = labeled_embeddings(ctx, "train", self.name, backbone_hash)
         except UsageError as err:
-            hint = "a linear probe trains on labels (fewshot-embedded: dataset.train=labeled)"
-            raise UsageError(f"{err}; {hint}") from None
+            raise UsageError(f"{err}; {TRAIN_HINT.format(who=self.name)}") from None
         eval_x, eval_y = labeled_embeddings(ctx, "eval", self.name, backbone_hash)
         if len(set(train_y.tolist())) < 2:
             raise UsageError(f"{self.name}: the train split has fewer than two labeled classes")
