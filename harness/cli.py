@@ -221,7 +221,8 @@ def leaderboard(
         board, ResultStore(store or default_store(DEFAULT_OUT)), plugins_from(ctx), fmt
     )
     if spec and fmt == "markdown":
-        text = f"<!-- harness sweep {spec}\n     harness leaderboard --spec {spec} -->\n\n{text}"
+        where = f" --store {store}" if store else ""
+        text = f"<!-- harness sweep {spec}{where}\n     harness leaderboard --spec {spec}{where} -->\n\n{text}"
     if output:
         from harness.store import write_text_atomic
 

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 
 from harness import hookimpl
 from harness.api import Column, DataSplits, EvalContext, Method, Protocol, ProtocolResult
@@ -47,6 +45,9 @@ def probe_accuracy(
     max_iter: int,
 ) -> tuple[float, float]:
     """(train accuracy, eval accuracy) of a standardised logistic-regression probe."""
+    from sklearn.linear_model import LogisticRegression  # heavy import, only when probing
+    from sklearn.preprocessing import StandardScaler
+
     scaler = StandardScaler().fit(train_x)
     model = LogisticRegression(C=c, max_iter=max_iter)
     model.fit(scaler.transform(train_x), train_y)
