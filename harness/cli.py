@@ -222,7 +222,8 @@ def leaderboard(
     )
     if spec and fmt == "markdown":
         where = f" --store {store}" if store else ""
-        text = f"<!-- harness sweep {spec}{where}\n     harness leaderboard --spec {spec}{where} -->\n\n{text}"
+        commands = f"harness sweep {spec}{where}\n     harness leaderboard --spec {spec}{where}"
+        text = f"<!-- {commands} -->\n\n{text}"
     if output:
         from harness.store import write_text_atomic
 
