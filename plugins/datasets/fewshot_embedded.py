@@ -35,8 +35,8 @@ import soundfile as sf
 
 from harness import hookimpl
 from harness.api import Dataset, DataSplits
+from harness.cache import build_once, cache_root
 from harness.progress import note, progress
-from harness_plugins.datasets._common import build_once, cache_root
 from harness_plugins.datasets.audioset import read_audioset_json
 from harness_plugins.datasets.esc50 import FOLDS, read_esc50, split_by_fold
 

@@ -98,8 +98,8 @@ import scipy.fft as sfft
 
 from harness import hookimpl
 from harness.api import Dataset, DataSplits
+from harness.cache import build_once, cache_root
 from harness.progress import progress
-from harness_plugins.datasets._common import build_once, cache_root
 from harness_plugins.datasets.tau22 import DEVICE_ORDER, FOLD_DIR, META_FILE, load_tau22
 
 GENERATOR_VERSION = 1

@@ -44,8 +44,8 @@ from harness.api import (
     Protocol,
     ProtocolResult,
 )
+from harness.cache import DONE_MARKER, build_once, cache_root
 from harness.errors import DataError, UsageError
-from harness_plugins.datasets._common import DONE_MARKER, build_once, cache_root
 
 Distance = Literal["euclidean", "cosine"]
 CHUNK_BYTES = 2**21
