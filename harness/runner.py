@@ -177,11 +177,6 @@ class Experiment:
             optimizer, patience=run.plateau_patience, factor=run.plateau_factor
         )
         steps_per_epoch = num_batches(len(train_audio), stage.batch_size, drop_last=True)
-        if len(train_audio) < stage.batch_size:
-            raise UsageError(
-                f"stage '{stage.name}': batch size {stage.batch_size} exceeds the "
-                f"{len(train_audio)} training clips; no step would run"
-            )
         warmup_steps = run.warmup_epochs * steps_per_epoch
         step = 0
         for epoch in range(stage.epochs):
