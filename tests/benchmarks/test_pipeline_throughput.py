@@ -31,9 +31,10 @@ from harness.plugins import load_plugins
 
 BATCH = 32
 MINIMUM_RATIO = {"small": 3.0, "tiny": 1.5}
-"""The issue's bar (3x) holds against PaSST ``small``; against ``tiny`` (0.37M parameters,
-the CPU default) the mel front-end alone costs about a quarter of a training step, so
-the measured 1.7-2.7x is guarded against regressions, not claimed to reach 3x."""
+"""3x is asserted against PaSST ``small``. Against ``tiny`` (0.37M parameters, the CPU
+default) the mel front-end alone costs about a quarter of a training step: measured 3.0x
+on an idle 2-core machine and 1.7-2.7x under load or on one thread, so only a regression
+guard is asserted there."""
 DEVICES = ["a", "b", "c", "s1", "s2", "s3"]
 
 
