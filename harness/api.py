@@ -14,7 +14,7 @@ validates ``--set kind.field=value`` against it and hands the instance to
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -73,10 +73,29 @@ class Task:
     sample_rate: int
     time_axis: int = -1
     """Time axis of the backbone's features (-1 for ``[B, 1, F, T]``, -2 for ``[B, 1, T, F]``)."""
+    device_classes: list[str] = field(default_factory=list)
+    """The training device space :attr:`Batch.device_class` indexes: the recording devices
+    (same indices as :attr:`devices`), then the classes waveform augmentations add with
+    :meth:`add_device_classes` (e.g. recording device x impulse response)."""
+
+    def __post_init__(self) -> None:
+        if not self.device_classes:
+            self.device_classes = list(self.devices)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def num_device_classes(self) -> int:
+        """Size of the extended device space (recording devices plus augmented devices)."""
+        return len(self.device_classes)
+
+    def add_device_classes(self, names: Sequence[str]) -> int:
+        """Append device classes an augmentation creates; returns the index of the first."""
+        first = len(self.device_classes)
+        self.device_classes.extend(names)
+        return first
 
 
 @dataclass
@@ -93,6 +112,21 @@ class Batch:
     """Clip indices ``[B]`` into the split."""
     features: Tensor | None = None
     """Front-end output, filled by the core after waveform augmentations."""
+    device_class: Tensor | None = None
+    """Device classes ``[B]`` into :attr:`Task.device_classes` for training objectives (-1 when
+    unknown): the recording device, unless a waveform augmentation changed the clip's device
+    (:meth:`relabel_devices`). The core starts it as a copy of :attr:`device`; ``device``
+    itself always stays the real recording device (evaluation uses only that)."""
+
+    def device_classes(self) -> Tensor:
+        """:attr:`device_class`, or the recording devices when no augmentation set it."""
+        return self.device if self.device_class is None else self.device_class
+
+    def relabel_devices(self, rows: Tensor, classes: Tensor) -> None:
+        """Give clips ``rows`` the device classes ``classes`` (indices into the task's space)."""
+        if self.device_class is None:
+            self.device_class = self.device.clone()
+        self.device_class[rows.to(self.device_class.device)] = classes.to(self.device_class)
 
 
 @dataclass
@@ -265,7 +299,14 @@ class Method(nn.Module):
 
 
 class Augmentation(nn.Module):
-    """A training-time transform of whole batches on the training device."""
+    """A training-time transform of whole batches on the training device.
+
+    A waveform augmentation that changes the device a clip sounds recorded with (e.g. a
+    convolution with a microphone's impulse response) may give the clip a new device class:
+    it reserves the classes in :meth:`setup` with :meth:`Task.add_device_classes` and sets
+    them in :meth:`forward` with :meth:`Batch.relabel_devices`. Device-aware objectives
+    (``icl``) read :meth:`Batch.device_classes`; evaluation sees only recording devices.
+    """
 
     name: ClassVar[str]
     description: ClassVar[str]

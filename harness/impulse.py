@@ -90,6 +90,7 @@ PRE_ROLL_SECONDS = 0.0005
 Normalize = Literal["energy", "peak", "none"]
 Window = Literal["half", "full"]
 Align = Literal["onset", "start"]
+DeviceClass = Literal["microphone", "response", "keep"]
 
 
 # -- the bank -----------------------------------------------------------------
@@ -465,6 +466,10 @@ class IRConfig:
     """Where the truncated segment starts: ``onset`` (0.5 ms before it) or ``start`` of the file."""
     normalize: Normalize = "energy"
     """Per-response scaling after truncation: ``energy`` (unit L2 norm), ``peak`` or ``none``."""
+    device_class: DeviceClass = "microphone"
+    """The device class a convolved clip gets (see :meth:`ImpulseResponseAugmentation.setup`):
+    ``microphone`` (recording device x microphone), ``response`` (recording device x impulse
+    response) or ``keep`` (its recording device's class)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.p <= 1.0:
@@ -488,7 +493,8 @@ class ImpulseResponseAugmentation(Augmentation):
     Eligible clips are those recorded by ``devices`` (``"all"``: every clip);
     each is convolved with probability ``p`` with a response drawn uniformly
     from the bank. Other clips pass through unchanged. Randomness comes from
-    torch's global generator, which the core seeds.
+    torch's global generator, which the core seeds. A convolved clip gets a new
+    device class in the batch (see :meth:`setup`).
     """
 
     stage: ClassVar[str] = "waveform"
@@ -498,11 +504,16 @@ class ImpulseResponseAugmentation(Augmentation):
 
     irs: Tensor
     device_ids: Tensor
+    device_slot: Tensor
+    ir_group: Tensor
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
         self.bank: IRBank | None = None
         self.all_devices = True
+        self.first_class = -1
+        """First index of this augmentation's device classes in the task's space (-1: none)."""
+        self.groups = 0
 
     # -- what subclasses provide --
 
@@ -594,10 +605,52 @@ class ImpulseResponseAugmentation(Augmentation):
     # -- the augmentation --
 
     def setup(self, task: Task) -> None:
+        """Load the bank, resolve the eligible devices and reserve the new device classes.
+
+        A convolved clip sounds as if recorded by its device followed by the response's
+        microphone, so it gets the device class (recording device, microphone) by default, one
+        of ``len(eligible devices) x len(microphones)`` classes appended to the task's device
+        space. That is the paper's reading of a device class (Schmidt & Peters, Sections 3 and
+        5.3): "the device of an acoustic scene sample is altered with an additional DIR", the
+        augmentation "leads to more device classes" that "share some device characteristics
+        with neighbouring classes", and the IR generator of Section 5.3 is conditioned on the
+        microphone's characteristics plus incidence angle and distance, with "new synthetic
+        device classes" named apart from angles and distances, so one microphone's responses
+        at all angles and distances are one device. ``device_class = "response"`` makes every
+        impulse response its own class instead; for the Vintage set (one response per
+        microphone) both coincide. ``keep`` leaves the recording device's class (no new
+        classes). Clips of unknown recording device stay unknown (-1).
+        """
         self.bank = self.load_bank(task.sample_rate)
         self.register_buffer("irs", self.bank.irs, persistent=False)
         self.all_devices, ids = self.resolve_devices(task.devices)
         self.register_buffer("device_ids", torch.tensor(ids, dtype=torch.long), persistent=False)
+        self.setup_device_classes(task, range(len(task.devices)) if self.all_devices else ids)
+
+    def setup_device_classes(self, task: Task, bases: Sequence[int]) -> None:
+        """Reserve ``len(bases) x groups`` device classes; buffers map (device, IR) to one."""
+        self.first_class = -1
+        self.groups = 0
+        slot = torch.full((len(task.devices),), -1, dtype=torch.long)
+        group = torch.zeros(len(self.bank), dtype=torch.long)
+        if self.config.device_class != "keep" and bases:
+            names, group = ir_groups(self.bank.meta, self.config.device_class)
+            slot[list(bases)] = torch.arange(len(bases))
+            self.groups = len(names)
+            self.first_class = task.add_device_classes(
+                [f"{task.devices[d]}*{name}" for d in bases for name in names]
+            )
+        self.register_buffer("device_slot", slot, persistent=False)
+        self.register_buffer("ir_group", group, persistent=False)
+
+    def relabel(self, batch: Batch, picked: Tensor, which: Tensor) -> None:
+        """Give the convolved clips ``picked`` the classes of (their device, response ``which``)."""
+        if self.first_class < 0:
+            return
+        device = batch.device.to(self.device_slot.device)[picked.to(self.device_slot.device)]
+        slot = torch.where(device >= 0, self.device_slot[device.clamp_min(0)], -1)
+        classes = self.first_class + slot * self.groups + self.ir_group[which]
+        batch.relabel_devices(picked, torch.where(slot >= 0, classes, -1))
 
     def resolve_devices(self, task_devices: Sequence[str]) -> tuple[bool, list[int]]:
         wanted = self.config.devices
@@ -633,7 +686,29 @@ class ImpulseResponseAugmentation(Augmentation):
             return x
         which = torch.randint(len(self.bank), (picked.numel(),), device=self.irs.device)
         convolved = convolve(x.index_select(0, picked), self.irs[which].to(x.device))
+        self.relabel(batch, picked, which)
         return x.index_copy(0, picked, convolved.to(x.dtype))
+
+
+def ir_groups(meta: Sequence[Mapping[str, Any]], mode: str) -> tuple[list[str], Tensor]:
+    """Group names and each response's group: one per microphone, or one per response."""
+    if mode == "response":
+        names = [response_name(m, i) for i, m in enumerate(meta)]
+        return names, torch.arange(len(meta))
+    keys = [str(m.get("microphone") or f"ir{i}") for i, m in enumerate(meta)]
+    names = list(dict.fromkeys(keys))
+    index = {name: k for k, name in enumerate(names)}
+    return names, torch.tensor([index[k] for k in keys], dtype=torch.long)
+
+
+def response_name(meta: Mapping[str, Any], i: int) -> str:
+    """``microphone@angle/distance`` (what is known of it), else ``ir<i>``."""
+    name = str(meta.get("microphone") or f"ir{i}")
+    if meta.get("angle") is not None:
+        name += f"@{meta['angle']:g}deg"
+    if meta.get("distance") is not None:
+        name += f"/{meta['distance']:g}cm"
+    return name
 
 
 # -- statistics of a collection -------------------------------------------------

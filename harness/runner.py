@@ -214,6 +214,8 @@ class Experiment:
     def prepare(self, batch: Batch, train: bool) -> Batch:
         """Waveform augmentations, the front-end, then feature augmentations."""
         wave = batch.wave
+        if batch.device_class is None:
+            batch.device_class = batch.device.clone()
         if train:
             for aug in self.augs:
                 if aug.stage == "waveform":

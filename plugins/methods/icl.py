@@ -8,8 +8,21 @@ and impulse response augmentation", equations (1)-(4)::
     g = d^2                       (pairs from different devices: pulled together)
     f = exp((alpha - d) / beta)   (pairs from the same device: pushed apart up to alpha)
 
-over all ordered pairs of distinct clips in a batch, d the l2 distance between clip
-embeddings. Clips of unknown device are left out of the pairs.
+over all ordered pairs of distinct clips in a batch, d the l2 distance between the raw clip
+embeddings ("the l2 norm for all our experiments", Section 3). Clips of unknown device are
+left out of the pairs.
+
+Device classes are the batch's :meth:`~harness.api.Batch.device_classes`: the recording
+device, or the class a waveform augmentation gave a clip it altered. With the DIR
+augmentations (``multidir``, ``vintage``) a convolved clip is a new device (recording
+device x microphone, see :class:`harness.impulse.ImpulseResponseAugmentation`), as in
+Section 3: "augmentation leads to more device classes, which gives the contrastive learning
+more positive and negative samples".
+
+``method.normalize = true`` (not the paper's) uses unit-norm embeddings instead: distances
+then lie in [0, 2], so ``alpha`` is a threshold on a bounded chord distance (alpha >= 2 keeps
+every same-device pair inside the barrier) and ``g`` is at most 4, while on raw embeddings
+``alpha`` is in the embedding's own scale and ``g`` grows with it.
 """
 
 from __future__ import annotations
@@ -25,6 +38,12 @@ from harness.api import Backbone, Batch, StepOutput
 from harness_plugins.methods.ce import CrossEntropy
 
 
+def same_device_pairs(devices: Tensor) -> Tensor:
+    """``[B, B]`` booleans: clips ``i`` and ``j`` share a (known) device class."""
+    known = devices >= 0
+    return (devices.unsqueeze(1) == devices.unsqueeze(0)) & known.unsqueeze(1) & known.unsqueeze(0)
+
+
 def inverse_contrastive_loss(z: Tensor, devices: Tensor, alpha: float, beta: float) -> Tensor:
     """Mean of f over same-device pairs and g over cross-device pairs, all ordered pairs i != j."""
     known = devices >= 0
@@ -34,27 +53,32 @@ def inverse_contrastive_loss(z: Tensor, devices: Tensor, alpha: float, beta: flo
         return z.sum() * 0.0
     squared = (z.unsqueeze(1) - z.unsqueeze(0)).pow(2).sum(-1)
     distance = squared.clamp_min(1e-12).sqrt()
-    same = devices.unsqueeze(1) == devices.unsqueeze(0)
+    same = same_device_pairs(devices)
     off_diagonal = ~torch.eye(n, dtype=torch.bool, device=z.device)
     penalty = torch.where(same, torch.exp((alpha - distance) / beta), squared)
     return penalty[off_diagonal].mean()
 
 
 class InverseContrastive(CrossEntropy):
-    """Cross-entropy plus lambda_ICL times the inverse contrastive loss over recording devices."""
+    """Cross-entropy plus lambda_ICL times the inverse contrastive loss over device classes."""
 
     name = "icl"
-    description = "Cross-entropy + lambda * inverse contrastive loss over recording devices."
+    description = (
+        "Cross-entropy + lambda * inverse contrastive loss over device classes "
+        "(recording devices and DIR-augmented devices)."
+    )
 
     @dataclass
     class Config(CrossEntropy.Config):
         alpha: float = 0.2
-        """Threshold of the same-device barrier."""
+        """Threshold of the same-device barrier (Section 5.2: 0.2)."""
         beta: float = 1.0
-        """Barrier strength (indicator function as beta -> 0)."""
+        """Barrier strength (indicator function as beta -> 0; Section 5.2: 1)."""
         lambda_icl: float = 0.5
-        normalize: bool = True
-        """Use unit-norm embeddings, so distances lie in [0, 2] and alpha in 0-1.5 is meaningful."""
+        """Weight of the ICL term (Section 5.2: 0.5)."""
+        normalize: bool = False
+        """Unit-norm embeddings before the distances (not in the paper): distances lie in
+        [0, 2], so alpha thresholds a bounded distance and g is at most 4."""
 
         def __post_init__(self) -> None:
             super().__post_init__()
@@ -67,7 +91,8 @@ class InverseContrastive(CrossEntropy):
         encoded = backbone(batch.features)
         ce = self.classification_loss(encoded, batch)
         z = F.normalize(encoded.embedding, dim=-1) if self.config.normalize else encoded.embedding
-        icl = inverse_contrastive_loss(z, batch.device, self.config.alpha, self.config.beta)
+        devices = batch.device_classes()
+        icl = inverse_contrastive_loss(z, devices, self.config.alpha, self.config.beta)
         loss = ce + self.config.lambda_icl * icl
         return StepOutput(loss, {"ce": ce.item(), "icl": icl.item()})
 
