@@ -15,8 +15,10 @@ steps and at 50, 125 and 500 cm (Franco Hernandez et al., JAES 2022).
 - a ``.sofa`` file whose ``Data.IR`` holds impulse responses (read with
   ``sofar``; angle and distance from ``SourcePosition``).
 
-Responses are resampled once to the backbone's rate and truncated to 1024
-samples with a Kaiser window (beta 2), as in Section 5.3; filters select
+Responses are resampled once to the backbone's rate and windowed to their first
+1024 samples with a symmetric Kaiser window (beta 2), as Section 5.3 reads
+(``window``/``align`` options: the right half of a Kaiser window from each
+response's onset); filters select
 microphones, an angle range and distances. Without a path, an embedded
 synthetic bank of the same shape is used (see :func:`synthetic_multidir`).
 """
@@ -80,6 +82,12 @@ class MultiDirConfig(IRConfig):
 
     length: int = 1024
     """Truncate to this many samples with a Kaiser window (Section 5.3: 1024)."""
+    window: Window = "full"
+    """Section 5.3's "window ... to 1024 samples with a Kaiser window": the symmetric
+    ``kaiser(length, beta)``; ``half`` (right half from the onset) is an option."""
+    align: Align = "start"
+    """The windowed segment starts at the file's first sample (Section 5.3 names no
+    alignment); ``onset`` starts 0.5 ms before each response's onset."""
     angle_min: float = 0.0
     """Lowest incidence angle (degrees); with angle_max < angle_min the range wraps past 0."""
     angle_max: float = 360.0
