@@ -35,7 +35,13 @@ SMALL_SET = {
     "pool_classes": 3,
     "seconds": 0.5,
 }
-SMALL_HEAD = {"proj_hidden": 32, "pred_hidden": 32, "out_dim": 8, "queue_size": 64}
+SMALL_HEAD = {
+    "proj_hidden": 32,
+    "pred_hidden": 32,
+    "out_dim": 8,
+    "queue_size": 64,
+    "preset": "small",
+}
 
 TEST_PLUGIN = """
 import torch

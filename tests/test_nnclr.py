@@ -18,6 +18,7 @@ from harness.api import Backbone, Encoded, Stage, Task
 from harness.config import RunSettings, build_dataclass
 from harness.errors import UsageError
 from harness.runner import Experiment
+from harness_plugins.methods import nnclr
 from harness_plugins.methods.nnclr import (
     Box,
     FifoQueue,
@@ -319,7 +320,7 @@ def test_t_cutmix_replaces_a_time_band_over_all_bins_and_labels_by_its_area(
     time_axis: int,
 ) -> None:
     torch.manual_seed(6)
-    method = make_method(NnclrTCutMix, alpha=1.0)
+    method = make_method(NnclrTCutMix, alpha=1.0, label_weight="area")
     x = clip_index_features(6, time_axis)
     own = torch.arange(6)[:, None]
     for _ in range(30):
@@ -338,6 +339,36 @@ def test_t_cutmix_replaces_a_time_band_over_all_bins_and_labels_by_its_area(
         assert sorted(partner.tolist()) == list(range(6))
         assert torch.equal(source, torch.where(band, partner[:, None], own))
         torch.testing.assert_close(targets, virtual_labels(partner, lam))
+
+
+@pytest.mark.parametrize(("label_weight", "weight"), [("lambda", 0.75), ("area", 0.5)])
+def test_t_cutmix_equation_3_weights_on_a_hand_computed_mask(
+    monkeypatch, label_weight: str, weight: float
+) -> None:
+    """lambda = 0.75: w_t = 16 sqrt(0.25) = 8 frames from s_t = 2, i.e. frames 2-9 replaced.
+
+    Equation 3 weights the anchor by the sampled lambda (0.75); the area option by the share
+    of the input left unreplaced, 1 - 8/16 = 0.5.
+    """
+    method = make_method(NnclrTCutMix, label_weight=label_weight)
+    monkeypatch.setattr(nnclr, "sample_lambda", lambda alpha: 0.75)
+    monkeypatch.setattr(torch, "randint", lambda *args, **kw: torch.tensor(2))
+    monkeypatch.setattr(torch, "randperm", lambda *args, **kw: torch.tensor([1, 2, 0]))
+    x = clip_index_features(3, -1)  # clip b is the constant b over [1, 5, 16]
+    mixed, targets, lam = method.mix(x, -1)
+    monkeypatch.undo()
+    expected_frames = torch.tensor(
+        [
+            [0.0] * 2 + [1.0] * 8 + [0.0] * 6,
+            [1.0] * 2 + [2.0] * 8 + [1.0] * 6,
+            [2.0] * 2 + [0.0] * 8 + [2.0] * 6,
+        ]
+    )
+    torch.testing.assert_close(mixed[:, 0], expected_frames[:, None, :].expand(3, 5, 16))
+    w = weight
+    expected = torch.tensor([[w, 1 - w, 0.0], [0.0, w, 1 - w], [1 - w, 0.0, w]])
+    torch.testing.assert_close(targets, expected)
+    assert lam == weight
 
 
 def test_tf_cutmix_replaces_a_box() -> None:
@@ -427,7 +458,8 @@ def test_presets_give_the_paper_schedule_and_a_small_one() -> None:
     assert (head.epochs, head.lr, head.batch_size, head.backbone_blocks) == (40, 1e-4, 512, 0)
     assert (top.epochs, top.lr, top.batch_size, top.backbone_blocks) == (160, 1e-4, 128, 2)
     assert top.layer_decay == 0.65
-    head, top = stages_for(RunSettings(epochs=10, lr=3e-3, batch_size=16))
+    assert stages_for(RunSettings(epochs=10, lr=3e-3, batch_size=16)) == [head, top]  # default
+    head, top = stages_for(RunSettings(epochs=10, lr=3e-3, batch_size=16), preset="small")
     assert (head.epochs, head.lr, head.batch_size) == (2, 3e-3, 16)
     assert (top.epochs, top.lr, top.batch_size) == (8, 3e-3, 16)
     (only,) = stages_for(RunSettings(epochs=10), preset="paper", tune_epochs=0, head_lr=0.5)
@@ -448,7 +480,7 @@ def bare_experiment(method: Nnclr, backbone: Backbone) -> Experiment:
 
 def test_each_stage_trains_exactly_the_intended_parameters() -> None:
     backbone = TinyBackbone()
-    method = make_method(NnclrTCutMix)
+    method = make_method(NnclrTCutMix, preset="small")
     experiment = bare_experiment(method, backbone)
     head, top = method.stages(backbone, RunSettings(epochs=5, lr=1e-3))
 
@@ -485,7 +517,7 @@ def test_training_run_keeps_frozen_parameters_and_updates_the_rest(tmp_path) -> 
         "run": {"epochs": 4, "batch_size": 8, "lr": 0.01, "warmup_epochs": 0},
         "backbone": {"name": "toy"},
         "method": {"name": "nnclr-tcutmix", "proj_hidden": 32, "pred_hidden": 32, "out_dim": 8,
-                   "tune_blocks": 1},
+                   "tune_blocks": 1, "preset": "small"},
         "dataset": {"name": "toy-tones", "root": str(tmp_path / "tones")},
         "protocol": {"names": []},
     }  # fmt: skip

@@ -40,17 +40,21 @@ One training step, for features ``x`` ``[B, 1, F, T]`` or ``[B, 1, T, F]`` (the 
 Mixing (equation 2): ``m = M * a + (1 - M) * a[perm]``, ``lam ~ Beta(alpha, alpha)``, one
 ``lam``, band and permutation per batch (as in CutMix). T-CutMix replaces the band
 ``[s_t, s_t + w_t)`` over all frequencies with ``w_t = round(T * sqrt(1 - lam))`` and
-``s_t ~ U{0, ..., T - 1}``, clipped at ``T``. The label weight is then recomputed from the
-band actually replaced: ``lam = 1 - (clipped width) / T``. (Note: with the full frequency span
-an unclipped band replaces ``sqrt(1 - lam)`` of the input, not ``1 - lam`` as a 2-D CutMix box
-does, so the recomputed weight differs from the sampled ``lam`` even without clipping.)
+``s_t ~ U{0, ..., T - 1}``, clipped at ``T``. The virtual labels use the sampled ``lam``, as
+equation 3 writes them (``label_weight = "lambda"``, the default). ``label_weight = "area"``
+(not the paper's) recomputes the weight from the band actually replaced,
+``lam = 1 - (clipped width) / T`` as CutMix does for its boxes: with the full frequency span an
+unclipped band replaces ``sqrt(1 - lam)`` of the input, not ``1 - lam``, so the two differ
+even without clipping.
 
 Progressive retraining (:meth:`Nnclr.stages`): stage ``head`` trains the head with the whole
 backbone frozen; stage ``top`` trains the top half of the backbone's blocks (and what lies
-above them) plus the head with layer-wise learning-rate decay. ``preset = "paper"`` sets the
-paper's schedule (40 epochs at lr 1e-4 and batch 512, then 160 epochs at lr 1e-4 and batch
-128); ``preset = "small"`` splits the run's epochs 1:4 between the stages and uses the run's
-lr and batch size. Any ``head_*``/``tune_*`` option set explicitly overrides the preset.
+above them) plus the head with layer-wise learning-rate decay. ``preset = "paper"`` (the
+default) sets the paper's schedule (40 epochs at lr 1e-4 and batch 512, then 160 epochs at
+lr 1e-4 and batch 128, Section 4), whatever the run's epochs, lr and batch size;
+``preset = "small"`` (not the paper's) splits the run's epochs 1:4 between the stages and uses
+the run's lr and batch size. Any ``head_*``/``tune_*`` option set explicitly overrides the
+preset.
 
 MAE warm-up: a randomly initialised encoder (no ``backbone.checkpoint``) that offers the
 masked-encoder contract of :mod:`harness_plugins.methods.mae` (AudioMAE does) is first
@@ -90,6 +94,7 @@ from harness_plugins.methods.mixup_ls import (
 __all__ = [
     "MAE_STAGE",
     "Box",
+    "CutMixConfig",
     "FifoQueue",
     "MixConfig",
     "MixupLsConfig",
@@ -414,8 +419,9 @@ class NnclrConfig:
     """Nearest neighbours per lookup; k > 1 uses the re-normalized mean of the k nearest."""
     queue_size: int = 65536
     """Entries of the FIFO queue (at least the batch size)."""
-    exclude_self: bool = True
-    """Skip queue entries of the same clip (from earlier epochs) in the lookup."""
+    exclude_self: bool = False
+    """Skip queue entries of the same clip (from earlier epochs) in the lookup (not in the
+    paper: equation 1's ``NN(z_i, Q, k)`` searches the whole queue)."""
     symmetric: bool = True
     """Average the loss over both view orders (see the module docstring)."""
     proj_hidden: int = 2048
@@ -432,7 +438,7 @@ class NnclrConfig:
     """Views: largest time mask as a fraction of the frames."""
     freq_mask: float = 0.2
     """Views: largest frequency mask as a fraction of the bins."""
-    preset: Literal["small", "paper"] = "small"
+    preset: Literal["small", "paper"] = "paper"
     """Schedule: ``paper`` = 40 epochs (lr 1e-4, batch 512) then 160 (lr 1e-4, batch 128);
     ``small`` = the run's epochs split 1:4, the run's lr and batch size."""
     head_epochs: int | None = None
@@ -498,6 +504,13 @@ class MixConfig(NnclrConfig):
         super().__post_init__()
         if self.alpha <= 0:
             raise ValueError(f"alpha must be positive, got {self.alpha}")
+
+
+@dataclass
+class CutMixConfig(MixConfig):
+    label_weight: Literal["lambda", "area"] = "lambda"
+    """Weight of the anchor in the virtual labels: ``lambda`` = the sampled lambda (equation 3);
+    ``area`` = the share of the input the box left unreplaced (CutMix's recomputation)."""
 
 
 @dataclass
@@ -657,7 +670,7 @@ class NnclrTCutMix(Nnclr):
 
     name = "nnclr-tcutmix"
     description = "uaMix-MAE: NNCLR + unsupervised T-CutMix (time band over all frequencies)."
-    Config: ClassVar[type] = MixConfig
+    Config: ClassVar[type] = CutMixConfig
 
     def sample_box(self, frames: int, bins: int, lam: float) -> Box:
         return time_band(frames, bins, lam)
@@ -665,9 +678,11 @@ class NnclrTCutMix(Nnclr):
     def mix(self, x: Tensor, time_axis: int) -> tuple[Tensor, Tensor, float]:
         frames, bins = x.shape[time_axis], x.shape[other_axis(time_axis)]
         perm = torch.randperm(x.shape[0], device=x.device)
-        box = self.sample_box(frames, bins, sample_lambda(self.config.alpha))
+        lam = sample_lambda(self.config.alpha)
+        box = self.sample_box(frames, bins, lam)
         mixed = torch.where(box_mask(x.shape, time_axis, box, x.device), x[perm], x)
-        lam = box.kept_fraction(frames, bins)
+        if self.config.label_weight == "area":
+            lam = box.kept_fraction(frames, bins)
         return mixed, virtual_labels(perm, lam), lam
 
 
