@@ -233,3 +233,71 @@ def test_head_that_needs_more_than_the_embedding_asks_for_linear():
     with pytest.raises(HarnessError, match=r"head=linear"):
         probe().evaluate(ctx)
     assert probe(head="linear").evaluate(ctx).metrics["accuracy"] > 0.9
+
+
+# -- window length: 1 s windows of merged 10 s training recordings ----------------------
+
+
+class WindowBackbone(TinyBackbone):
+    """Embeds a waveform window as its first DIM samples; records the lengths it sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lengths: list[int] = []
+
+    def frontend(self) -> nn.Module:
+        return nn.Identity()
+
+    def forward(self, features: Tensor) -> Encoded:
+        self.lengths.append(features.shape[-1])
+        return Encoded(features[:, :DIM], features[:, None, :DIM])
+
+
+def merged_ctx(backbone: WindowBackbone, windows: int = 10) -> EvalContext:
+    """Training recordings of ``windows`` x 2 DIM samples, evaluation clips of 2 DIM."""
+    gen = torch.Generator().manual_seed(5)
+    devices = {"train": device_indices(TRAIN_COUNTS), "eval": device_indices(EVAL_COUNTS)}
+    lengths = {"train": windows * 2 * DIM, "eval": 2 * DIM}
+    audio = {}
+    for split, dev in devices.items():
+        wave = 0.25 * torch.randn(len(dev), lengths[split], generator=gen)
+        wave[torch.arange(len(dev)), dev] += 1.0  # the device code, in every window
+        for w in range(1, lengths[split] // (2 * DIM)):
+            wave[torch.arange(len(dev)), w * 2 * DIM + dev] += 1.0
+        base = audio_of(dev)
+        audio[split] = ClipAudio(base.clips, wave, base.labels, dev, 16000)
+
+    def embed(split: str) -> Tensor:
+        if lengths[split] != 2 * DIM:
+            raise AssertionError("whole training recordings embedded")
+        return audio[split].wave[:, :DIM]
+
+    ctx = make_ctx(backbone=backbone)
+    ctx.audio, ctx.embed = audio.__getitem__, embed
+    return ctx
+
+
+def test_probe_trains_on_windows_of_the_evaluation_length_under_merged_segments():
+    backbone = WindowBackbone()
+    ctx = merged_ctx(backbone)
+    x, devices, seconds = DeviceProbe.split_data(ctx, "train", 2 * DIM)
+    wave = ctx.audio("train").wave
+    n = len(wave)
+    assert x.shape == (10 * n, DIM) and seconds == 2 * DIM / 16000
+    torch.testing.assert_close(x[1], wave[0, 2 * DIM : 3 * DIM][:DIM])  # clip 0, window 1
+    torch.testing.assert_close(x[10 * 3 + 4], wave[3, 8 * DIM : 9 * DIM][:DIM])
+    assert torch.equal(devices, device_indices(TRAIN_COUNTS).repeat_interleave(10))
+    assert set(backbone.lengths) == {2 * DIM}
+
+    metrics = probe().evaluate(merged_ctx(backbone)).metrics
+    assert metrics["train_seconds"] == metrics["eval_seconds"] == 2 * DIM / 16000
+    assert metrics["accuracy"] > 0.9
+
+
+def test_whole_recordings_option_keeps_the_training_length():
+    backbone = WindowBackbone()
+    ctx = merged_ctx(backbone)
+    ctx.embed = lambda split: ctx.audio(split).wave[:, :DIM]
+    metrics = probe(train_window="whole").evaluate(ctx).metrics
+    assert metrics["train_seconds"] == 10 * metrics["eval_seconds"]
+    assert backbone.lengths == []  # nothing cut into windows

@@ -14,6 +14,14 @@ Here:
   embedding). ``head = "linear"`` uses LayerNorm + Linear on the embedding
   instead (the default head of :class:`~harness.api.Backbone`), for heads that
   need more than the embedding.
+* Window length: the probe trains and tests on embeddings of clips of one length. When
+  the training clips are longer than the evaluation clips (TAU22 with
+  ``dataset.merge_segments``: 10 s recordings, trained on in random 1 s windows, evaluated
+  on 1 s clips), each training recording is cut into consecutive windows of the
+  evaluation clip length (for TAU22 its original 1 s segments), each embedded and probed
+  with the recording's device. ``train_window = "whole"`` (not the paper's) embeds the
+  whole training recordings instead. The metrics ``train_seconds`` and ``eval_seconds``
+  record the two lengths.
 * Devices: those with at least one clip in the train split; evaluation clips of
   other devices (e.g. TAU22's unseen s4-s6) are left out.
 * Loss: cross-entropy weighted by ``n / (K * n_k)`` for device ``k`` with ``n_k``
@@ -112,6 +120,9 @@ class DeviceProbe(Protocol):
         min_delta: float = 1e-4
         train_split: str = "train"
         eval_split: str = "eval"
+        train_window: Literal["eval", "whole"] = "eval"
+        """``eval``: training clips longer than the evaluation clips are cut into windows of
+        the evaluation clip length; ``whole``: embed the whole training clips."""
 
         def __post_init__(self) -> None:
             for name in ("batch_size", "max_epochs", "patience"):
@@ -124,8 +135,9 @@ class DeviceProbe(Protocol):
 
     def evaluate(self, ctx: EvalContext) -> ProtocolResult:
         cfg = self.config
-        train_x, train_dev = self.split_data(ctx, cfg.train_split)
-        eval_x, eval_dev = self.split_data(ctx, cfg.eval_split)
+        window = None if cfg.train_window == "whole" else clip_samples(ctx, cfg.eval_split)
+        train_x, train_dev, train_seconds = self.split_data(ctx, cfg.train_split, window)
+        eval_x, eval_dev, eval_seconds = self.split_data(ctx, cfg.eval_split)
         kept = [int(d) for d in torch.unique(train_dev[train_dev >= 0])]
         if len(kept) < 2:
             raise DataError(
@@ -152,6 +164,7 @@ class DeviceProbe(Protocol):
         metrics = probe_metrics(eval_pred.numpy(), eval_y.numpy(), names)
         metrics["train_accuracy"] = float((train_pred == train_y).float().mean())
         metrics["epochs"] = float(epochs)
+        metrics["train_seconds"], metrics["eval_seconds"] = train_seconds, eval_seconds
         counts = (
             torch.bincount(train_y, minlength=len(kept)),
             torch.bincount(eval_y, minlength=len(kept)),
@@ -159,15 +172,25 @@ class DeviceProbe(Protocol):
         return ProtocolResult(metrics, render_table(metrics, names, *counts))
 
     @staticmethod
-    def split_data(ctx: EvalContext, split: str) -> tuple[Tensor, Tensor]:
-        embeddings = ctx.embed(split).float().cpu()
-        devices = ctx.audio(split).devices.long().cpu()
+    def split_data(
+        ctx: EvalContext, split: str, window: int | None = None
+    ) -> tuple[Tensor, Tensor, float]:
+        """Embeddings, recording devices and clip seconds of a split; clips longer than
+        ``window`` samples are cut into windows of that length first."""
+        audio = ctx.audio(split)
+        length = audio.wave.shape[1]
+        if window is not None and length > window:
+            embeddings, devices = window_embeddings(ctx, split, window)
+            length = window
+        else:
+            embeddings = ctx.embed(split).float().cpu()
+            devices = audio.devices.long().cpu()
         if len(embeddings) != len(devices):
             raise HarnessError(
                 f"device-probe: {len(embeddings)} embeddings but {len(devices)} clips "
                 f"in split '{split}'"
             )
-        return embeddings, devices
+        return embeddings, devices, length / audio.sample_rate
 
     def build_probe(self, ctx: EvalContext, dim: int, num_devices: int) -> nn.Module:
         if self.config.head == "linear":
@@ -215,6 +238,28 @@ class DeviceProbe(Protocol):
                     stale += 1
         probe.eval()
         return probe, epoch
+
+
+def clip_samples(ctx: EvalContext, split: str) -> int:
+    """Samples per clip of ``split``."""
+    return int(ctx.audio(split).wave.shape[1])
+
+
+@torch.no_grad()
+def window_embeddings(ctx: EvalContext, split: str, window: int) -> tuple[Tensor, Tensor]:
+    """Embeddings of the consecutive ``window``-sample windows of every clip of ``split``
+    (a remainder shorter than a window is dropped), with each clip's recording device."""
+    audio = ctx.audio(split)
+    count = audio.wave.shape[1] // window
+    waves = audio.wave[:, : count * window].reshape(-1, window)
+    frontend = ctx.backbone.frontend().to(ctx.torch_device).eval()
+    ctx.backbone.eval()
+    size = max(ctx.batch_size, 1)
+    parts = [
+        ctx.backbone.embed(frontend(waves[start : start + size].to(ctx.torch_device))).float().cpu()
+        for start in range(0, len(waves), size)
+    ]
+    return torch.cat(parts), audio.devices.long().cpu().repeat_interleave(count)
 
 
 def relabel(devices: Tensor, to_probe: Tensor) -> Tensor:
