@@ -10,6 +10,7 @@ report), mean ± std, or both.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -367,12 +368,19 @@ def render_table(table: Table, fmt: str) -> str:
     return tabulate(rows, headers=headers, tablefmt="github" if fmt == "markdown" else "latex_raw")
 
 
-def render(spec: LeaderboardSpec, tables: list[Table], fmt: str) -> str:
+def render(
+    spec: LeaderboardSpec,
+    tables: list[Table],
+    fmt: str,
+    options: dict[str, list[str]] | None = None,
+) -> str:
     if not tables or tables[0].labels.empty:
         return f"no stored runs with protocol '{spec.protocol}' match this leaderboard"
     if fmt == "csv":
         return pd.concat([csv_frame(t) for t in tables], ignore_index=True).to_csv(index=False)
     parts = [f"# {spec.title}\n" if spec.title and fmt == "markdown" else ""]
+    if options:
+        parts.append(options_note(options, fmt))
     for table in tables:
         if fmt == "markdown":
             parts.append(f"## {table.title}\n\n{render_table(table, fmt)}\n")
@@ -384,4 +392,57 @@ def render(spec: LeaderboardSpec, tables: list[Table], fmt: str) -> str:
 def render_leaderboard(
     spec: LeaderboardSpec, store: ResultStore, plugins: Plugins, fmt: str
 ) -> str:
-    return render(spec, build_tables(spec, store.records(), plugins), fmt)
+    records = store.records()
+    options = [
+        (labels.get("row") or " ".join(labels[k] for k in RECORD_FIELDS if k in labels), opts)
+        for labels, runs in grouped_runs(spec, records)
+        if (opts := non_default_options(runs, plugins))
+    ]
+    return render(spec, build_tables(spec, records, plugins), fmt, options)
+
+
+# -- options away from their defaults (the seed methods' defaults are the papers') --------
+
+
+def non_default_options(records: list[RunRecord], plugins: Plugins) -> list[str]:
+    """``section.option=value`` of every component option the runs set away from its default."""
+    found: dict[str, None] = {}
+    for record in records:
+        for prefix, kind, stored in components_of(record.config):
+            try:
+                defaults = to_plain_default(plugins[kind].get(str(stored.get("name"))).cls)
+            except (UsageError, TypeError):
+                continue
+            for key, value in stored.items():
+                if key in defaults and json.dumps(value) != json.dumps(defaults[key]):
+                    found[f"{prefix}.{key}={json.dumps(value)}"] = None
+    return sorted(found)
+
+
+def components_of(config: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(config prefix, plugin kind, stored options)`` of each component of a run's config."""
+    out = []
+    for section, kind in (("backbone", "backbone"), ("method", "method"), ("dataset", "dataset")):
+        if isinstance(config.get(section), dict):
+            out.append((section, kind, config[section]))
+    for section, kind in (("aug", "augmentation"), ("protocol", "protocol")):
+        table = config.get(section) or {}
+        for name in table.get("names", []):
+            if isinstance(table.get(name), dict):
+                out.append((f"{section}.{name}", kind, {"name": name, **table[name]}))
+    return out
+
+
+def to_plain_default(cls: type) -> dict[str, Any]:
+    """A component's default options as stored in run configs."""
+    return json.loads(json.dumps(dataclasses.asdict(cls.Config()), default=str))
+
+
+def options_note(options: list[tuple[str, list[str]]], fmt: str) -> str:
+    """The options each row sets away from their defaults (the papers' values for the seed
+    methods, see docs/defaults.md); a Markdown list, or LaTeX comments."""
+    lines = ["Options away from their defaults (seed-method defaults are the papers' values):"]
+    lines += [f"- {row}: {', '.join(f'`{o}`' for o in opts)}" for row, opts in options]
+    if fmt != "markdown":
+        return "\n".join(f"% {line.replace('`', '')}" for line in lines) + "\n"
+    return "\n".join(lines) + "\n"
