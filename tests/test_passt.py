@@ -407,3 +407,81 @@ def test_base_is_passt_s() -> None:
         16,
         16,
     )
+
+
+# -- the 1 s training path against the reference, draws controlled ----------------------
+
+
+class Draws:
+    """Stands in for ``torch.randint`` / ``torch.randperm``: scripted draws, every call logged.
+
+    ``randint`` gives the time offset; ``randperm(n)`` the next scripted permutation of ``n``
+    (the patchout draws, shared by both implementations in call order).
+    """
+
+    def __init__(self, offset: int, perms: dict[int, list[list[int]]]) -> None:
+        self.offset = offset
+        self.perms = {n: list(p) for n, p in perms.items()}
+        self.calls: list[tuple[str, int]] = []
+
+    def randint(self, high, size=None, **kwargs):
+        self.calls.append(("randint", int(high)))
+        assert 0 <= self.offset < high
+        return torch.tensor([self.offset])
+
+    def randperm(self, n, **kwargs):
+        self.calls.append(("randperm", int(n)))
+        return torch.tensor(self.perms[n].pop(0))
+
+
+@pytest.mark.filterwarnings("ignore:Input image size")
+@pytest.mark.parametrize("offset", [0, 37, 90])
+def test_one_second_training_forward_matches_the_reference_with_draws_controlled(
+    tmp_path, monkeypatch, offset: int
+) -> None:
+    """1 s (100 frames, 12 x 9 patches) in training mode: the time table is cut at a random
+    offset (the PaSST training code's ``toffset = randint(1 + 99 - 9)``; hear21passt always cuts
+    at 0, so the reference gets its table pre-cut at the same offset), then frequency and
+    unstructured patchout with the same permutations, as in the device paper (6 of 12 rows)."""
+    patchout = {"s_patchout_t": 2, "s_patchout_f": 6, "u_patchout": 5}
+    ref, ours, head = published_pair("tiny", tmp_path, classes=10, **patchout)
+    ref.train(), ours.train()
+    x = mel_input(2, 100)
+    gen = torch.Generator().manual_seed(offset)
+    perms = {
+        9: [torch.randperm(9, generator=gen).tolist()],
+        12: [torch.randperm(12, generator=gen).tolist()],
+        (12 - 6) * (9 - 2): [torch.randperm(42, generator=gen).tolist()],
+    }
+    ours_draws, ref_draws = Draws(offset, perms), Draws(offset, perms)
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "randint", ours_draws.randint)
+        patch.setattr(torch, "randperm", ours_draws.randperm)
+        encoded = ours(x)
+    with torch.no_grad():
+        ref.time_new_pos_embed = nn.Parameter(ref.time_new_pos_embed[..., offset : offset + 9])
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "randint", ref_draws.randint)
+        patch.setattr(torch, "randperm", ref_draws.randperm)
+        ref_logits, ref_embedding = ref(x)
+    assert ours_draws.calls == [("randint", 1 + 99 - 9), ("randperm", 9), ("randperm", 12),
+                                ("randperm", 42)]  # fmt: skip
+    assert ref_draws.calls == [("randperm", 9), ("randperm", 12), ("randperm", 42)]
+    assert encoded.tokens.shape == (2, 2 + 42 - 5, 96)
+    assert (encoded.embedding - ref_embedding).abs().max().item() < 1e-4
+    assert (head(encoded) - ref_logits).abs().max().item() < 1e-4
+
+
+def test_one_second_training_forward_depends_on_the_offset(tmp_path, monkeypatch) -> None:
+    """The offset matters: another offset gives another output (the test above can fail)."""
+    _, ours, _ = published_pair("tiny", tmp_path, classes=10)
+    ours.train()
+    x = mel_input(1, 100)
+    outputs = []
+    for offset in (0, 90):
+        draws = Draws(offset, {12: [list(range(12))]})
+        with monkeypatch.context() as patch:
+            patch.setattr(torch, "randint", draws.randint)
+            patch.setattr(torch, "randperm", draws.randperm)
+            outputs.append(ours(x).embedding)
+    assert (outputs[0] - outputs[1]).abs().max().item() > 1e-3
