@@ -76,7 +76,7 @@ class Task:
     device_classes: list[str] = field(default_factory=list)
     """The training device space :attr:`Batch.device_class` indexes: the recording devices
     (same indices as :attr:`devices`), then the classes waveform augmentations add with
-    :meth:`add_device_classes` (e.g. recording device x impulse response)."""
+    :meth:`add_device_classes` (e.g. recording device x microphone of a DIR)."""
 
     def __post_init__(self) -> None:
         if not self.device_classes:
