@@ -88,7 +88,11 @@ class Registry:
         self._entries[entry.name] = entry
 
     def lazy_names(self, plugin: str) -> list[str]:
-        return [e.name for e in self._entries.values() if isinstance(e, LazyEntry) and e.plugin == plugin]
+        return [
+            e.name
+            for e in self._entries.values()
+            if isinstance(e, LazyEntry) and e.plugin == plugin
+        ]
 
     def get(self, name: str) -> Entry:
         if name not in self._entries:

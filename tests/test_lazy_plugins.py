@@ -114,7 +114,9 @@ def test_local_plugin_clashing_with_a_declared_name_names_both(tmp_path):
             """
         )
     )
-    with pytest.raises(HarnessError, match=rf"'ce' is registered by two plugins: 'ce' and '{path}'"):
+    with pytest.raises(
+        HarnessError, match=rf"'ce' is registered by two plugins: 'ce' and '{path}'"
+    ):
         load_plugins([str(path)], lazy=True)
 
 
