@@ -224,7 +224,8 @@ def plugins(ctx: click.Context, distribution: str | None, output: Path | None) -
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["markdown", "csv", "latex"]),
+    type=click.Choice(["markdown", "csv", "latex", "html", "json"]),
+    help="html: one self-contained page (sortable tables, figures); json: for programs.",
     default="markdown",
     show_default=True,
 )
@@ -254,9 +255,20 @@ def leaderboard(
 
     board = LeaderboardSpec.from_file(spec) if spec else LeaderboardSpec()
     board = board.with_options(**options)
-    text = render_leaderboard(
-        board, ResultStore(store or default_store(DEFAULT_OUT)), plugins_from(ctx), fmt
-    )
+    results = ResultStore(store or default_store(DEFAULT_OUT))
+    if fmt == "html":
+        from harness.leaderboard import build_tables
+        from harness.leaderboard_html import render_html
+
+        records = results.records()
+        where = f" --store {store}" if store else ""
+        spec_arg = f" --spec {spec}" if spec else ""
+        commands = [f"harness sweep {spec}{where}"] if spec else []
+        commands.append(f"harness leaderboard{spec_arg}{where} --format html")
+        tables = build_tables(board, records, plugins_from(ctx))
+        text = render_html(board, tables, records, commands)
+    else:
+        text = render_leaderboard(board, results, plugins_from(ctx), fmt)
     if spec and fmt == "markdown":
         where = f" --store {store}" if store else ""
         commands = f"harness sweep {spec}{where}\n     harness leaderboard --spec {spec}{where}"

@@ -297,7 +297,7 @@ def _aggregate(agg, groups, columns, protocol, primary, lower_better) -> Table:
         label_rows.append({**labels, "seeds": len(runs)})
         if agg == "mean":
             value_rows.append(frame.mean())
-            error_rows.append(frame.std(ddof=1) if len(runs) > 1 else frame.iloc[0] * 0.0)
+            error_rows.append(frame.std(ddof=1) if len(runs) > 1 else frame.iloc[0] * math.nan)
         else:
             ranking = frame[primary] if primary in frame else frame.iloc[:, 0]
             best = ranking.idxmin() if lower_better else ranking.idxmax()
@@ -367,7 +367,15 @@ def render_table(table: Table, fmt: str) -> str:
     return tabulate(rows, headers=headers, tablefmt="github" if fmt == "markdown" else "latex_raw")
 
 
-def render(spec: LeaderboardSpec, tables: list[Table], fmt: str) -> str:
+def render(
+    spec: LeaderboardSpec, tables: list[Table], fmt: str, records: list[RunRecord] = ()
+) -> str:
+    if fmt in ("json", "html"):
+        from harness import leaderboard_html
+
+        if fmt == "json":
+            return leaderboard_html.render_json(spec, tables)
+        return leaderboard_html.render_html(spec, tables, records)
     if not tables or tables[0].labels.empty:
         return f"no stored runs with protocol '{spec.protocol}' match this leaderboard"
     if fmt == "csv":
@@ -384,4 +392,5 @@ def render(spec: LeaderboardSpec, tables: list[Table], fmt: str) -> str:
 def render_leaderboard(
     spec: LeaderboardSpec, store: ResultStore, plugins: Plugins, fmt: str
 ) -> str:
-    return render(spec, build_tables(spec, store.records(), plugins), fmt)
+    records = store.records()
+    return render(spec, build_tables(spec, records, plugins), fmt, records)
