@@ -176,6 +176,9 @@ def list_(ctx: click.Context, kind: str | None) -> None:
             click.echo(f"  {entry.name}  [{entry.plugin}]  {info['description']}")
             for line in info["extra"]:
                 click.echo(f"      {line}")
+            if info.get("pretrained"):
+                names = ", ".join(info["pretrained"])
+                click.echo(f"      pretrained (--set {name}.pretrained=NAME): {names}")
             for param, type_name, default, help_text in info["params"]:
                 described = f"  {help_text}" if help_text else ""
                 click.echo(f"      {param}: {type_name} = {default}{described}")

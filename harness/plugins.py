@@ -141,12 +141,15 @@ def component_info(entry: Entry | LazyEntry) -> dict[str, Any]:
     from harness.config import describe_params
 
     cls = entry.cls
+    from harness.pretrained import registry
+
     extra = getattr(cls, "describe_extra", None)
     helps = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls.Config)}
     return {
         "name": entry.name,
         "description": cls.description,
         "extra": list(extra()) if extra is not None else [],
+        "pretrained": sorted(registry(cls)),
         "params": [
             [param, type_name, repr(default), str(helps.get(param) or "")]
             for param, type_name, default in describe_params(cls)
