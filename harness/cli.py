@@ -236,7 +236,7 @@ def plugins(ctx: click.Context, distribution: str | None, output: Path | None) -
     "--agg",
     type=click.Choice(["best", "mean", "both", "runs"]),
     default=None,
-    help="Seeds: best run, mean ± std, or every run (default: best).",
+    help="Seeds: best run, mean ± std, both, or every run (default: the spec's, else both).",
 )
 @click.option("--backbone", help="Only runs with this backbone.")
 @click.option("--method", help="Only runs with this method.")

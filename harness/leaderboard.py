@@ -207,6 +207,17 @@ def select_columns(
     return [c for c in columns if c.key in present]
 
 
+def no_columns_message(spec: LeaderboardSpec, plugins: Plugins, records: list[RunRecord]) -> str:
+    protocol = plugins["protocol"].get(spec.protocol).cls
+    stored = {k.split("/")[0] for r in records for k in metrics_of(r, spec.protocol)}
+    families = sorted({c.key.split("/")[0] for c in protocol.columns} | stored)
+    wanted = f"metric '{spec.metric}'" if spec.metric else f"columns {', '.join(spec.columns)}"
+    return (
+        f"protocol '{spec.protocol}' reports no {wanted} in the stored runs; "
+        f"choose --metric from: {', '.join(families) or 'none'}"
+    )
+
+
 def metrics_of(record: RunRecord, protocol: str) -> dict[str, float]:
     prefix = f"{protocol}/"
     return {k[len(prefix) :]: v for k, v in record.metrics.items() if k.startswith(prefix)}
@@ -265,6 +276,8 @@ class Table:
 def build_tables(spec: LeaderboardSpec, records: list[RunRecord], plugins: Plugins) -> list[Table]:
     columns = select_columns(spec, plugins, records)
     groups = grouped_runs(spec, records)
+    if groups and not columns:
+        raise UsageError(no_columns_message(spec, plugins, records))
     protocol = plugins["protocol"].get(spec.protocol).cls
     primary = protocol.primary or (columns[0].key if columns else None)
     lower_better = not next(
@@ -350,11 +363,11 @@ def csv_frame(table: Table) -> pd.DataFrame:
     """Plain numbers (and std columns) for CSV; the aggregation is a column."""
     frame = table.labels.copy()
     frame.insert(0, "aggregate", table.title)
-    for column in table.columns:
-        frame[header(column)] = table.values[column.key].round(6)
+    for column in table.columns:  # metric keys as headers: no arrows or spaces
+        frame[column.key] = table.values[column.key].round(6)
         if table.errors is not None and (table.error_kind == "std" or column.error_key):
             name = "std" if table.error_kind == "std" else column.error_key
-            frame[f"{header(column)} {name}"] = table.errors[column.key].round(6)
+            frame[f"{column.key}_{name}"] = table.errors[column.key].round(6)
     return frame
 
 

@@ -46,3 +46,15 @@ def test_environment_records_key_packages_and_generator_version():
     assert env["packages"]["scikit-learn"] == version("scikit-learn")
     assert env["data_generator_version"] == GENERATOR_VERSION == 1
     assert environment(None)["data_generator_version"] is None
+
+
+def test_embedded_generator_prints_a_summary_once(tmp_path, capsys):
+    from harness_plugins.datasets.tau22_embedded import generate, scaled_sizes
+
+    sizes = scaled_sizes(1000, 120, 2, 70, scale=0.02)
+    folder = generate(tmp_path, 0, sizes)
+    err = capsys.readouterr().err
+    clips = len(list(folder.rglob("*.wav")))
+    assert f"generated {clips} clips (" in err and f"MB) into {folder}" in err
+    generate(tmp_path, 0, sizes)
+    assert "generated" not in capsys.readouterr().err
