@@ -109,3 +109,23 @@ def test_cli_writes_json_and_html(tmp_path):
     assert result.returncode == 0, result.stderr
     text = page.read_text()
     assert "--format html" in text and text.count("<table>") == 2
+
+
+def test_fewshot_grids_become_n_and_k_curves(plugins):
+    import dataclasses
+
+    from harness.leaderboard_html import episode_figures
+
+    runs = []
+    for seed, shift in ((0, 0.0), (1, 5.0)):
+        grid = {f"acc_{n}way{k}shot": 80 - 4 * n + 3 * k + shift for n in (5, 10) for k in (1, 5)}
+        grid |= {f"ci_{n}way{k}shot": 1.0 for n in (5, 10) for k in (1, 5)}
+        metrics = {f"fewshot/{k}": v for k, v in {**grid, "acc": grid["acc_5way1shot"]}.items()}
+        runs.append(dataclasses.replace(RECORDS[0], run_id=f"f{seed}", seed=seed, metrics=metrics))
+    spec = LeaderboardSpec(protocol="fewshot", agg="best")
+    vs_n, vs_k = episode_figures(spec, runs)
+    assert "accuracy vs N (K = 1)" in vs_n and "accuracy vs K (N = 5)" in vs_k
+    # one point per N at K = 1 and per K at N = 5, from the best seed
+    assert vs_n.count("<circle") == 2 and vs_k.count("<circle") == 2
+    page = render(spec, build_tables(spec, runs, plugins), "html", runs)
+    assert page.count("<svg") == 3  # the table's bars and both curves
