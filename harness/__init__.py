@@ -9,8 +9,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from harness.hookspecs import hookimpl
 
+DISTRIBUTION = "audio-tuning-harness"
+"""The name on the package index (PyPI's ``harness`` is an unrelated project)."""
+
 try:
-    __version__ = version("harness")
+    __version__ = version(DISTRIBUTION)
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 

@@ -67,7 +67,9 @@ def load_backbone_checkpoint(
         does not fit the backbone (one line naming missing, unexpected and
         mis-shaped keys).
     """
-    path = Path(path).expanduser()
+    from harness.pretrained import resolve_checkpoint
+
+    path = resolve_checkpoint(type(backbone), path)  # downloads a "pretrained:NAME" once
     raw = read_checkpoint(path)
     check = getattr(backbone, "check_checkpoint", None)
     if check is not None:

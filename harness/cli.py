@@ -10,9 +10,9 @@ from typing import Any
 import click
 
 from harness import __version__
-from harness.config import describe_params, merge, parse_set, read_toml, resolve, set_name
+from harness.config import merge, parse_set, read_toml, resolve, set_name
 from harness.errors import HarnessError
-from harness.plugins import HOOK_FOR_KIND, Plugins, load_plugins
+from harness.plugins import HOOK_FOR_KIND, Plugins, component_info, load_plugins
 
 DEFAULT_OUT = Path("runs")
 PROTOCOL_FLAG = "protocol_flag__"
@@ -27,7 +27,34 @@ def plugins_from(ctx: click.Context) -> Plugins:
     return ctx.find_root().obj["plugins"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class DeclaredCommand(click.Command):
+    """A plugin command known from its manifest; using it imports the plugin."""
+
+    def __init__(self, name: str, plugin: str, short_help: str) -> None:
+        super().__init__(name, short_help=short_help, help=short_help)
+        self.plugin = plugin
+
+
+class LazyGroup(click.Group):
+    """Lists declared plugin commands in ``--help``; resolving one imports its plugin."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple:
+        name, cmd, rest = super().resolve_command(ctx, args)
+        if isinstance(cmd, DeclaredCommand):
+            plugins_from(ctx).call_hook(cmd.plugin, "register_commands", cli=self)
+            cmd = self.commands.get(name or "")
+            if cmd is None or isinstance(cmd, DeclaredCommand):
+                raise HarnessError(f"plugin '{cmd.plugin}' declares command '{name}' but adds none")
+        return name, cmd, rest
+
+
+def add_declared_commands(plugins: Plugins) -> None:
+    for command, (plugin, short_help) in plugins.declared_commands().items():
+        if command not in cli.commands or isinstance(cli.commands[command], DeclaredCommand):
+            cli.add_command(DeclaredCommand(command, plugin, short_help))
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="harness")
 @click.option(
     "--plugin",
@@ -145,20 +172,33 @@ def list_(ctx: click.Context, kind: str | None) -> None:
     for name in kinds:
         click.echo(f"{name}s:")
         for entry in plugins[name]:
-            click.echo(f"  {entry.name}  [{entry.plugin}]  {entry.cls.description}")
-            extra = getattr(entry.cls, "describe_extra", None)
-            if extra is not None:
-                for line in extra():
-                    click.echo(f"      {line}")
-            for param, type_name, default in describe_params(entry.cls):
-                click.echo(f"      {param}: {type_name} = {default!r}")
+            info = component_info(entry)
+            click.echo(f"  {entry.name}  [{entry.plugin}]  {info['description']}")
+            for line in info["extra"]:
+                click.echo(f"      {line}")
+            if info.get("pretrained"):
+                names = ", ".join(info["pretrained"])
+                click.echo(f"      pretrained (--set {name}.pretrained=NAME): {names}")
+            for param, type_name, default, help_text in info["params"]:
+                described = f"  {help_text}" if help_text else ""
+                click.echo(f"      {param}: {type_name} = {default}{described}")
         click.echo("")
 
 
 @cli.command()
+@click.option(
+    "--manifest-for",
+    "distribution",
+    metavar="DIST",
+    help="Print the manifest of DIST's plugins (metadata read without importing them).",
+)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
 @click.pass_context
-def plugins(ctx: click.Context) -> None:
+def plugins(ctx: click.Context, distribution: str | None, output: Path | None) -> None:
     """List loaded plugins: package, version, hooks and what they register."""
+    if distribution is not None:
+        write_manifest(plugins_from(ctx), distribution, output)
+        return
     for row in plugins_from(ctx).describe():
         source = f"{row['package']} {row['version']}" if row["version"] else row["package"]
         click.echo(f"{row['name']}  ({source})")
@@ -187,7 +227,8 @@ def plugins(ctx: click.Context) -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["markdown", "csv", "latex"]),
+    type=click.Choice(["markdown", "csv", "latex", "html", "json"]),
+    help="html: one self-contained page (sortable tables, figures); json: for programs.",
     default="markdown",
     show_default=True,
 )
@@ -195,7 +236,7 @@ def plugins(ctx: click.Context) -> None:
     "--agg",
     type=click.Choice(["best", "mean", "both", "runs"]),
     default=None,
-    help="Seeds: best run, mean ± std, or every run (default: best).",
+    help="Seeds: best run, mean ± std, both, or every run (default: the spec's, else both).",
 )
 @click.option("--backbone", help="Only runs with this backbone.")
 @click.option("--method", help="Only runs with this method.")
@@ -217,9 +258,20 @@ def leaderboard(
 
     board = LeaderboardSpec.from_file(spec) if spec else LeaderboardSpec()
     board = board.with_options(**options)
-    text = render_leaderboard(
-        board, ResultStore(store or default_store(DEFAULT_OUT)), plugins_from(ctx), fmt
-    )
+    results = ResultStore(store or default_store(DEFAULT_OUT))
+    if fmt == "html":
+        from harness.leaderboard import build_tables
+        from harness.leaderboard_html import render_html
+
+        records = results.records()
+        where = f" --store {store}" if store else ""
+        spec_arg = f" --spec {spec}" if spec else ""
+        commands = [f"harness sweep {spec}{where}"] if spec else []
+        commands.append(f"harness leaderboard{spec_arg}{where} --format html")
+        tables = build_tables(board, records, plugins_from(ctx))
+        text = render_html(board, tables, records, commands)
+    else:
+        text = render_leaderboard(board, results, plugins_from(ctx), fmt)
     if spec and fmt == "markdown":
         where = f" --store {store}" if store else ""
         commands = f"harness sweep {spec}{where}\n     harness leaderboard --spec {spec}{where}"
@@ -230,6 +282,25 @@ def leaderboard(
         write_text_atomic(output, text)
     else:
         click.echo(text)
+
+
+def write_manifest(loaded: Plugins, distribution: str, output: Path | None) -> None:
+    import json
+    from importlib.metadata import PackageNotFoundError
+
+    from harness.plugins import build_manifest
+
+    try:
+        manifest = build_manifest(loaded, distribution)
+    except PackageNotFoundError:
+        raise HarnessError(f"distribution '{distribution}' is not installed") from None
+    text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    from harness.store import write_text_atomic
+
+    write_text_atomic(output, text)
 
 
 def add_protocol_flags(plugins: Plugins) -> None:
@@ -274,13 +345,28 @@ def scan_global_options(argv: list[str]) -> tuple[list[str], list[str], bool]:
     return env_specs + specs, blocked, debug
 
 
+def first_command(argv: list[str]) -> str | None:
+    """The sub-command's name: the first argument that is neither a global option nor its value."""
+    i = 0
+    while i < len(argv):
+        if argv[i] in ("--plugin", "--block"):
+            i += 2
+            continue
+        if not argv[i].startswith("-"):
+            return argv[i]
+        i += 1
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     specs, blocked, debug = scan_global_options(argv)
     try:
-        loaded = load_plugins(specs, blocked)
+        loaded = load_plugins(specs, blocked, lazy=True)
         loaded.pm.hook.register_commands(cli=cli)
-        add_protocol_flags(loaded)
+        add_declared_commands(loaded)
+        if first_command(argv) == "run":  # protocol flags need the protocols imported
+            add_protocol_flags(loaded)
         cli.main(argv, prog_name="harness", standalone_mode=False, obj={"plugins": loaded})
     except HarnessError as err:
         if debug:

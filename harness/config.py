@@ -227,6 +227,10 @@ def resolve_single(values: dict[str, Any], section: str, registry) -> Component:
     if not isinstance(name, str) or not name:
         raise UsageError(f"{section}.name must be a non-empty string")
     entry = registry.get(name)
+    if section == "backbone" and "pretrained" in values:  # a published checkpoint by name
+        from harness.pretrained import apply_pretrained
+
+        values = apply_pretrained(entry.cls, values)
     return Component(entry, build_dataclass(entry.cls.Config, values, section))
 
 

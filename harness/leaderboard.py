@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,17 @@ def select_columns(
     return [c for c in columns if c.key in present]
 
 
+def no_columns_message(spec: LeaderboardSpec, plugins: Plugins, records: list[RunRecord]) -> str:
+    protocol = plugins["protocol"].get(spec.protocol).cls
+    stored = {k.split("/")[0] for r in records for k in metrics_of(r, spec.protocol)}
+    families = sorted({c.key.split("/")[0] for c in protocol.columns} | stored)
+    wanted = f"metric '{spec.metric}'" if spec.metric else f"columns {', '.join(spec.columns)}"
+    return (
+        f"protocol '{spec.protocol}' reports no {wanted} in the stored runs; "
+        f"choose --metric from: {', '.join(families) or 'none'}"
+    )
+
+
 def metrics_of(record: RunRecord, protocol: str) -> dict[str, float]:
     prefix = f"{protocol}/"
     return {k[len(prefix) :]: v for k, v in record.metrics.items() if k.startswith(prefix)}
@@ -266,6 +278,8 @@ class Table:
 def build_tables(spec: LeaderboardSpec, records: list[RunRecord], plugins: Plugins) -> list[Table]:
     columns = select_columns(spec, plugins, records)
     groups = grouped_runs(spec, records)
+    if groups and not columns:
+        raise UsageError(no_columns_message(spec, plugins, records))
     protocol = plugins["protocol"].get(spec.protocol).cls
     primary = protocol.primary or (columns[0].key if columns else None)
     lower_better = not next(
@@ -298,7 +312,7 @@ def _aggregate(agg, groups, columns, protocol, primary, lower_better) -> Table:
         label_rows.append({**labels, "seeds": len(runs)})
         if agg == "mean":
             value_rows.append(frame.mean())
-            error_rows.append(frame.std(ddof=1) if len(runs) > 1 else frame.iloc[0] * 0.0)
+            error_rows.append(frame.std(ddof=1) if len(runs) > 1 else frame.iloc[0] * math.nan)
         else:
             ranking = frame[primary] if primary in frame else frame.iloc[:, 0]
             best = ranking.idxmin() if lower_better else ranking.idxmax()
@@ -351,11 +365,11 @@ def csv_frame(table: Table) -> pd.DataFrame:
     """Plain numbers (and std columns) for CSV; the aggregation is a column."""
     frame = table.labels.copy()
     frame.insert(0, "aggregate", table.title)
-    for column in table.columns:
-        frame[header(column)] = table.values[column.key].round(6)
+    for column in table.columns:  # metric keys as headers: no arrows or spaces
+        frame[column.key] = table.values[column.key].round(6)
         if table.errors is not None and (table.error_kind == "std" or column.error_key):
             name = "std" if table.error_kind == "std" else column.error_key
-            frame[f"{header(column)} {name}"] = table.errors[column.key].round(6)
+            frame[f"{column.key}_{name}"] = table.errors[column.key].round(6)
     return frame
 
 
@@ -372,8 +386,15 @@ def render(
     spec: LeaderboardSpec,
     tables: list[Table],
     fmt: str,
-    options: dict[str, list[str]] | None = None,
+    records: Sequence[RunRecord] = (),
+    options: list[tuple[str, list[str]]] | None = None,
 ) -> str:
+    if fmt in ("json", "html"):
+        from harness import leaderboard_html
+
+        if fmt == "json":
+            return leaderboard_html.render_json(spec, tables)
+        return leaderboard_html.render_html(spec, tables, records)
     if not tables or tables[0].labels.empty:
         return f"no stored runs with protocol '{spec.protocol}' match this leaderboard"
     if fmt == "csv":
@@ -398,7 +419,7 @@ def render_leaderboard(
         for labels, runs in grouped_runs(spec, records)
         if (opts := non_default_options(runs, plugins))
     ]
-    return render(spec, build_tables(spec, records, plugins), fmt, options)
+    return render(spec, build_tables(spec, records, plugins), fmt, records, options)
 
 
 # -- options away from their defaults (the seed methods' defaults are the papers') --------

@@ -7,6 +7,7 @@ import platform
 import random
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -302,12 +303,38 @@ def git_commit() -> str:
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
-def environment() -> dict[str, Any]:
+KEY_PACKAGES = ("torch", "torchaudio", "numpy", "scipy", "scikit-learn", "timm")
+
+
+def package_versions(names: tuple[str, ...] = KEY_PACKAGES) -> dict[str, str | None]:
+    """Installed versions of ``names`` (None for a package that is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def generator_version(dataset_cls: type | None) -> Any:
+    """A generating data set's ``GENERATOR_VERSION`` (class or module attribute), else None."""
+    if dataset_cls is None:
+        return None
+    module = sys.modules.get(dataset_cls.__module__)
+    return getattr(dataset_cls, "GENERATOR_VERSION", getattr(module, "GENERATOR_VERSION", None))
+
+
+def environment(dataset_cls: type | None = None) -> dict[str, Any]:
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),
         "threads": torch.get_num_threads(),
+        "packages": package_versions(),
+        "data_generator_version": generator_version(dataset_cls),
     }
 
 
@@ -337,7 +364,7 @@ def run_experiment(cfg: RunConfig, out_dir: Path, store: ResultStore) -> RunResu
         run_dir=str(final_dir),
         harness_version=harness.__version__,
         git_commit=git_commit(),
-        environment=environment(),
+        environment=environment(cfg.dataset.entry.cls),
         duration_s=round(time.perf_counter() - started, 2),
     )
     with staged_dir(final_dir) as tmp:

@@ -98,7 +98,7 @@ def test_list_shows_plugin_description_and_parameters():
 def test_plugins_lists_builtins_and_local_files():
     result = run_cli("--plugin", str(TOY_PLUGIN), "plugins")
     assert result.returncode == 0, result.stderr
-    assert "icl  (harness" in result.stdout
+    assert "icl  (audio-tuning-harness" in result.stdout
     assert "hooks: register_methods" in result.stdout
     assert f"{TOY_PLUGIN}  (local)" in result.stdout
     assert "provides: backbone:toy, method:interrupting, dataset:toy-tones" in result.stdout

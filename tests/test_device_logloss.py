@@ -69,3 +69,15 @@ def test_table_shows_both_metrics(predictions):
     table = render_table(metrics, DEVICES)
     assert "Real A" in table and "Unseen Avg." in table
     assert f"{metrics['logloss/a']:.3f}" in table and f"{metrics['acc/overall']:.3f}" in table
+
+
+def test_console_table_fits_100_columns():
+    devices = [*DEVICES, *(f"phone-{i}" for i in range(8))]
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(3), size=4 * len(devices))
+    labels = rng.integers(0, 3, size=len(probs))
+    per_clip = [d for d in devices for _ in range(4)]
+    table = render_table(device_metrics(probs, labels, per_clip), devices)
+    assert max(len(line) for line in table.splitlines()) <= 100
+    overall = next(line for line in table.splitlines() if line.startswith("| Overall"))
+    assert f"{device_metrics(probs, labels, per_clip)['logloss/overall']:.3f}" in overall

@@ -87,8 +87,22 @@ def test_csv_has_numbers_and_latex_bold(plugins):
     tables = build_tables(LeaderboardSpec(agg="mean"), RECORDS, plugins)
     csv = render(LeaderboardSpec(), tables, "csv")
     header, *rows = csv.splitlines()
-    assert "Real A ↓" in header and "Real A ↓ std" in header
+    assert "logloss/a" in header.split(",") and "logloss/a_std" in header.split(",")
+    assert all(c.isascii() and " " not in c for c in header.split(",")[1:])
     assert rows[1].startswith("Mean ± std over seeds,passt,icl,multidir,")
     assert ",1.0,0.141421," in rows[1]  # device A: mean of 0.9 and 1.1, sample std
     tex = render(LeaderboardSpec(), tables, "latex")
     assert "\\textbf{" in tex and "$\\pm$" in tex
+
+
+def test_metric_the_protocol_does_not_report_is_a_one_line_error(plugins):
+    import dataclasses
+
+    probe = [
+        dataclasses.replace(r, metrics={**r.metrics, "device-probe/accuracy": 0.5}) for r in RECORDS
+    ]
+    spec = LeaderboardSpec(protocol="device-probe", metric="logloss")
+    with pytest.raises(UsageError, match=r"^protocol 'device-probe' reports no metric 'logloss'"):
+        build_tables(spec, probe, plugins)
+    [best] = build_tables(LeaderboardSpec(protocol="device-probe", agg="best"), probe, plugins)
+    assert list(best.values["accuracy"]) == [0.5, 0.5, 0.5]

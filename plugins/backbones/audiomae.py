@@ -541,6 +541,26 @@ class AudioMAE(Backbone):
         return bool(torch.allclose(pos[0].float(), expected, atol=1e-4))
 
 
+# -- published checkpoints (--set backbone.pretrained=NAME; harness.pretrained) -----------
+
+from harness.pretrained import Pretrained  # noqa: E402  (kept with its registry)
+
+# facebookresearch/AudioMAE README: the pre-trained base encoder on Google Drive; no sha256
+# is published, so the first download's hash is recorded and checked on every later use.
+# Drive may answer a large file with a confirmation page: the error then names the file to
+# place by hand.
+PRETRAINED = {
+    "audiomae-base-as2m": Pretrained(
+        "https://drive.usercontent.google.com/download?id=1ni_DV4dRf7GxM8k-Eirx71WP9Gg89wwu"
+        "&export=download&confirm=t&name=/pretrained.pth",
+        layout="audiomae",
+        config={"size": "base"},
+        page="https://drive.google.com/file/d/1ni_DV4dRf7GxM8k-Eirx71WP9Gg89wwu/view",
+        description="AudioMAE ViT-B/16, self-supervised on AudioSet-2M (pretrained.pth)",
+    ),
+}
+
+
 @hookimpl
 def register_backbones(register) -> None:
     register(AudioMAE)

@@ -508,6 +508,36 @@ KEY_PREFIXES = (
 )
 
 
+# -- published checkpoints (--set backbone.pretrained=NAME; harness.pretrained) -----------
+
+from harness.pretrained import Pretrained  # noqa: E402  (kept with its registry)
+
+# microsoft/unilm beats/README.md links (a read-only container SAS valid to 2033); no sha256
+# is published, so the first download's hash is recorded and checked on every later use.
+_BEATS_SAS = (
+    "?sv=2020-08-04&st=2023-03-01T07%3A51%3A05Z&se=2033-03-02T07%3A51%3A00Z&sr=c&sp=rl"
+    "&sig=QJXmSJG9DbMKf48UDIU1MfzIro8HQOf3sqlNXiflY1I%3D"
+)
+_BEATS_SHARE = "https://valle.blob.core.windows.net/share/BEATs"
+_BEATS_PAGE = "https://github.com/microsoft/unilm/tree/master/beats"
+PRETRAINED = {
+    "beats-iter3": Pretrained(
+        f"{_BEATS_SHARE}/BEATs_iter3.pt{_BEATS_SAS}",
+        layout="beats",
+        config={"size": "base"},
+        page=_BEATS_PAGE,
+        description="BEATs iter3, self-supervised on AudioSet-2M",
+    ),
+    "beats-iter3-plus-as2m": Pretrained(
+        f"{_BEATS_SHARE}/BEATs_iter3_plus_AS2M.pt{_BEATS_SAS}",
+        layout="beats",
+        config={"size": "base"},
+        page=_BEATS_PAGE,
+        description="BEATs iter3+, self-supervised on AudioSet-2M",
+    ),
+}
+
+
 @hookimpl
 def register_backbones(register) -> None:
     register(Beats)

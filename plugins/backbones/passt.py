@@ -525,6 +525,45 @@ def count_parameters(cls: type[PaSST], size: str) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+# -- published checkpoints (--set backbone.pretrained=NAME; harness.pretrained) -----------
+
+from harness.pretrained import Pretrained  # noqa: E402  (kept with its registry)
+
+# Releases of kkoutini/PaSST that fit this module (stride 10, 128 mel bins); no sha256 is
+# published, so the first download's hash is recorded and checked on every later use.
+_PASST_RELEASES = "https://github.com/kkoutini/PaSST/releases/download"
+PRETRAINED = {
+    "passt-s-ap476-swa": Pretrained(
+        f"{_PASST_RELEASES}/v0.0.1-audioset/passt-s-f128-p16-s10-ap.476-swa.pt",
+        layout="passt",
+        config={"size": "base"},
+        page="https://github.com/kkoutini/PaSST/releases/tag/v0.0.1-audioset",
+        description="PaSST-S, AudioSet, 10 s, SWA (mAP .476)",
+    ),
+    "passt-s-kd-ap486": Pretrained(
+        f"{_PASST_RELEASES}/v.0.0.9/passt-s-kd-ap.486.pt",
+        layout="passt",
+        config={"size": "base"},
+        page="https://github.com/kkoutini/PaSST/releases/tag/v.0.0.9",
+        description="PaSST-S with knowledge distillation, AudioSet, 10 s (mAP .486)",
+    ),
+    "passt-s-20s-ap474-swa": Pretrained(
+        f"{_PASST_RELEASES}/v0.0.5/passt-s-f128-20sec-p16-s10-ap.474-swa.pt",
+        layout="passt",
+        config={"size": "base", "input_tdim": 2000},
+        page="https://github.com/kkoutini/PaSST/releases/tag/v0.0.5",
+        description="PaSST-S, AudioSet, 20 s clips, SWA (mAP .474)",
+    ),
+    "passt-s-30s-ap473-swa": Pretrained(
+        f"{_PASST_RELEASES}/v0.0.5/passt-s-f128-30sec-p16-s10-ap.473-swa.pt",
+        layout="passt",
+        config={"size": "base", "input_tdim": 3000},
+        page="https://github.com/kkoutini/PaSST/releases/tag/v0.0.5",
+        description="PaSST-S, AudioSet, 30 s clips, SWA (mAP .473)",
+    ),
+}
+
+
 @hookimpl
 def register_backbones(register) -> None:
     register(PaSST)

@@ -100,6 +100,8 @@ def dirs(
     bands = quantile_bands(responses, COVERAGE)
     output = output or Path(f"dirs-{aug_name}.png")
     title = f"{aug_name}: {len(bank)} responses, {len(bank.values('microphone'))} microphones"
+    if not config.path:
+        title += " (synthetic embedded bank, not measured)"
     save_figure(draw_bands(freqs, bands, title), output)
     click.echo(f"wrote {output} ({describe_source(config, bank)})")
 
@@ -121,7 +123,7 @@ def aug_settings(aug_name: str, assignments: tuple[str, ...]) -> dict[str, Any]:
 
 
 def describe_source(config: Any, bank: IRBank) -> str:
-    source = config.path or "embedded bank"
+    source = config.path or "synthetic embedded bank"
     return f"{source}, {bank.length} samples at {bank.sample_rate} Hz"
 
 
@@ -207,34 +209,52 @@ def devices(
     click.echo(f"wrote {output} ({len(table.labels)} rows)")
 
 
+DEVICE_GROUP_KEYS = ("real", "seen", "unseen", "other", "overall")
+
+
+def device_columns(table: Any) -> list[Any]:
+    """Per-device columns only: group averages and the overall value are not devices."""
+    return [c for c in table.columns if c.key.split("/")[-1] not in DEVICE_GROUP_KEYS]
+
+
+def seed_count(n: Any) -> str:
+    return f"{int(n)} seed" + ("" if int(n) == 1 else "s")
+
+
 def draw_devices(table: Any, metric: str) -> Any:
-    """One line per leaderboard row over the devices, with the seeds' std as error bars."""
+    """Grouped bars: a bar per leaderboard row and device, the seeds' std as error bars."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    columns = [c for c in table.columns if c.label not in ("Avg.", "Overall")]
-    figure = Figure(figsize=(7.5, 4.0), dpi=120)
+    columns = device_columns(table)
+    figure = Figure(figsize=(max(7.5, 0.7 * len(columns) + 2.5), 4.2), dpi=120)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     x = np.arange(len(columns))
-    for i in range(len(table.labels)):
+    rows = len(table.labels)
+    width = 0.8 / max(rows, 1)
+    keys = [c.key for c in columns]
+    seeds = sorted({int(n) for n in table.labels["seeds"]}) if "seeds" in table.labels else []
+    for i in range(rows):
         labels = table.labels.iloc[i]
         name = labels.get("row") or " ".join(
             str(labels[k]) for k in ("method", "aug", "params") if labels.get(k)
         )
-        keys = [c.key for c in columns]
-        axes.errorbar(
-            x + (i - len(table.labels) / 2) * 0.04,
+        errors = table.errors.loc[i, keys].fillna(0.0) if table.errors is not None else None
+        axes.bar(
+            x + (i - (rows - 1) / 2) * width,
             table.values.loc[i, keys],
-            yerr=table.errors.loc[i, keys],
-            marker="o",
-            capsize=3,
-            label=name,
+            width=width,
+            yerr=errors,
+            capsize=2,
+            label=f"{name} ({seed_count(labels['seeds'])})" if "seeds" in labels else name,
         )
-    axes.set_xticks(x, [c.label for c in columns])
-    axes.set_xlabel("device (real A-C, simulated S1-S3, unseen S4-S6)")
+    axes.set_xticks(x, [c.key.split("/")[-1].upper() for c in columns])
+    axes.set_xlabel("recording device (real A-C, simulated S1-S3, unseen S4-S6)")
     axes.set_ylabel("log-loss" if metric == "logloss" else "accuracy")
-    axes.grid(True, alpha=0.3)
+    spread = "one seed per row: no error bars" if seeds == [1] else "error bars: std over seeds"
+    axes.set_title(f"Mean over seeds per device; {spread}", fontsize="medium")
+    axes.grid(True, axis="y", alpha=0.3)
     axes.legend(fontsize="small")
     figure.tight_layout()
     return figure

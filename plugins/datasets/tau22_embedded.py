@@ -98,8 +98,8 @@ import scipy.fft as sfft
 
 from harness import hookimpl
 from harness.api import Dataset, DataSplits
-from harness.cache import build_once, cache_root
-from harness.progress import progress
+from harness.cache import DONE_MARKER, build_once, cache_root
+from harness.progress import note, progress
 from harness_plugins.datasets.tau22 import DEVICE_ORDER, FOLD_DIR, META_FILE, load_tau22
 
 GENERATOR_VERSION = 1
@@ -1109,7 +1109,18 @@ def generate(cache: Path, seed: int, sizes: Sizes) -> Path:
     folder = cache / f"tau22-embedded-v{GENERATOR_VERSION}-seed{seed}-{sizes.tag}"
     info = {"generator_version": GENERATOR_VERSION, "seed": seed, **asdict(sizes)}
     recordings = make_plan(sizes, seed)
-    return build_once(folder, lambda tmp: write_dataset(tmp, recordings, seed, info))
+    fresh = not (folder / DONE_MARKER).is_file()
+    built = build_once(folder, lambda tmp: write_dataset(tmp, recordings, seed, info))
+    if fresh:
+        note(generation_summary(built))
+    return built
+
+
+def generation_summary(folder: Path) -> str:
+    """``generated N clips (X MB) into FOLDER`` for the log after a first build."""
+    clips = list(folder.rglob("*.wav"))
+    size = sum(p.stat().st_size for p in clips)
+    return f"generated {len(clips)} clips ({size / 1e6:.1f} MB) into {folder}"
 
 
 class Tau22Embedded(Dataset):

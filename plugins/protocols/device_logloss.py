@@ -104,17 +104,20 @@ class DeviceLogLoss(Protocol):
 
 
 def render_table(metrics: dict[str, float], devices: list[str]) -> str:
-    """Rows log-loss and accuracy, columns grouped as Table 3."""
+    """One row per device or group average (Table 3's order), columns log-loss and accuracy.
+
+    Transposed against Table 3 so that it fits a 100-column terminal for any device count.
+    """
     ordered = [d for d in TAU_DEVICES if d in devices] + [
         d for d in devices if d not in TAU_DEVICES
     ]
-    columns = table_columns(ordered, "logloss")
-    headers = [f"{c.group} {c.label}".strip() for c in columns]
     rows = []
-    for metric, title in METRICS.items():
-        keys = [c.key.replace("logloss/", f"{metric}/", 1) for c in columns]
-        rows.append([title, *(f"{metrics[k]:.3f}" for k in keys)])
-    return tabulate(rows, headers=["", *headers], tablefmt="github", disable_numparse=True)
+    for column in table_columns(ordered, "logloss"):
+        keys = [column.key.replace("logloss/", f"{metric}/", 1) for metric in METRICS]
+        label = f"{column.group} {column.label}".strip()
+        rows.append([label, *(f"{metrics[k]:.3f}" for k in keys)])
+    headers = ["device", *METRICS.values()]
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
 @hookimpl

@@ -1,0 +1,130 @@
+"""The Python API for notebooks: the objects the command line uses, as functions.
+
+::
+
+    import harness.notebook as hn
+
+    result = hn.run(backbone="passt", method="icl", aug="multidir", epochs=1,
+                    sets=["backbone.size=tiny", "dataset.scale=0.05"], out="runs")
+    result.record.metrics["device-logloss/logloss/overall"]
+    print(result.tables["device-logloss"])
+    frame = hn.runs_frame("runs/results.sqlite")   # one column per metric
+    print(hn.leaderboard("leaderboards/device_generalization.toml", "runs/results.sqlite"))
+
+Configurations resolve exactly as ``harness run`` resolves them (defaults < ``config``
+file < keyword flags < ``sets``), runs are stored in the same SQLite store, and
+leaderboards are rendered by the same code as ``harness leaderboard``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.config import RunConfig
+from harness.leaderboard import LeaderboardSpec, Table, build_tables, render
+from harness.plugins import Plugins, load_plugins
+from harness.store import ResultStore, RunRecord
+
+__all__ = [
+    "ResultStore",
+    "RunConfig",
+    "Table",
+    "configure",
+    "leaderboard",
+    "plugins",
+    "run",
+    "runs_frame",
+]
+
+FLAGS = ("backbone", "method", "aug", "dataset", "protocol", "epochs", "batch_size", "seed")
+
+_loaded: dict[tuple[tuple[str, ...], tuple[str, ...]], Plugins] = {}
+
+
+def plugins(extra: Iterable[str] = (), blocked: Iterable[str] = ()) -> Plugins:
+    """The installed plugins plus ``extra`` files or modules (loaded once per combination)."""
+    key = (tuple(extra), tuple(blocked))
+    if key not in _loaded:
+        _loaded[key] = load_plugins(*key)
+    return _loaded[key]
+
+
+def configure(
+    config: str | Path | None = None,
+    sets: Sequence[str] = (),
+    plugin_specs: Iterable[str] = (),
+    device: str | None = None,
+    **flags: Any,
+) -> RunConfig:
+    """A resolved, validated run configuration, as ``harness run`` would build it.
+
+    ``flags`` are the command's flags (``backbone``, ``method``, ``aug``, ``dataset``,
+    ``protocol``, ``epochs``, ``batch_size``, ``seed``); ``sets`` are ``--set`` assignments.
+    """
+    from harness.cli import raw_config
+    from harness.config import resolve
+    from harness.errors import UsageError
+
+    unknown = set(flags) - set(FLAGS)
+    if unknown:
+        raise UsageError(f"unknown run option '{sorted(unknown)[0]}' (use sets=['key=value'])")
+    raw = raw_config(str(config) if config else None, {**flags, "device": device}, tuple(sets))
+    return resolve(raw, plugins(plugin_specs))
+
+
+def run(
+    config: RunConfig | str | Path | None = None,
+    *,
+    out: str | Path = "runs",
+    store: str | Path | None = None,
+    sets: Sequence[str] = (),
+    **flags: Any,
+):
+    """Train, evaluate and store one run; returns its ``RunResult`` (``record``, ``tables``).
+
+    ``config`` is a :class:`RunConfig` from :func:`configure`, or a TOML file.
+    """
+    from harness.runner import run_experiment
+
+    cfg = config if isinstance(config, RunConfig) else configure(config, sets, **flags)
+    out = Path(out)
+    return run_experiment(cfg, out, ResultStore(store or out / "results.sqlite"))
+
+
+def runs_frame(store: str | Path, **filters: str | None) -> pd.DataFrame:
+    """The store as a DataFrame: one row per run, record fields, then one column per metric."""
+    records = ResultStore(store).records(**filters)
+    skip = ("config", "metrics", "environment")
+    fields = [f.name for f in dataclasses.fields(RunRecord) if f.name not in skip]
+    rows = [{**{f: getattr(r, f) for f in fields}, **r.metrics} for r in records]
+    frame = pd.DataFrame(rows)
+    metric_columns = sorted({k for r in records for k in r.metrics})
+    return frame.reindex(columns=[*fields, *metric_columns])
+
+
+def leaderboard(
+    spec: str | Path | LeaderboardSpec | None,
+    store: str | Path,
+    fmt: str = "markdown",
+    plugin_specs: Iterable[str] = (),
+    **options: str | None,
+) -> str | list[Table]:
+    """A leaderboard from a spec file (or :class:`LeaderboardSpec`) and a store.
+
+    ``fmt``: ``markdown``, ``csv``, ``latex``, ``json``, ``html`` (text), or ``tables`` for
+    the :class:`Table` objects themselves (``labels``, ``values``, ``errors`` frames).
+    ``options`` are ``harness leaderboard``'s (``protocol``, ``metric``, ``agg``, filters).
+    """
+    if isinstance(spec, LeaderboardSpec):
+        board = spec
+    else:
+        board = LeaderboardSpec.from_file(Path(spec)) if spec else LeaderboardSpec()
+    board = board.with_options(**options)
+    records = ResultStore(store).records()
+    tables = build_tables(board, records, plugins(plugin_specs))
+    return tables if fmt == "tables" else render(board, tables, fmt, records)
