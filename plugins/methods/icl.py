@@ -69,7 +69,7 @@ class InverseContrastive(CrossEntropy):
         z = F.normalize(encoded.embedding, dim=-1) if self.config.normalize else encoded.embedding
         icl = inverse_contrastive_loss(z, batch.device, self.config.alpha, self.config.beta)
         loss = ce + self.config.lambda_icl * icl
-        return StepOutput(loss, {"ce": ce.item(), "icl": icl.item()})
+        return StepOutput(loss, {"ce": ce.detach(), "icl": icl.detach()})
 
 
 @hookimpl

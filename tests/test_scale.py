@@ -1,0 +1,199 @@
+"""The DataLoader path, the decoded-audio cache, precision and DDP (issue 8)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from harness.api import Clip
+from harness.audio_cache import FULL_SCALE, ROUNDING, CachedWaves, cached_audio
+from harness.cache import DONE_MARKER
+from harness.data import Loader, load_clips, resolve_workers, split_audio
+from harness.errors import UsageError
+from harness.runner import check_precision
+
+from .conftest import run_cli, toy_run_args
+
+FILE_RATE, RATE = 22050, 16000
+
+
+def write_clips(folder: Path, count: int = 10, seed: int = 0) -> list[Clip]:
+    """Noise clips of varying length (some shorter than the clip length) at 22.05 kHz."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    clips = []
+    for i in range(count):
+        n = int(FILE_RATE * (0.3 + 0.05 * i))
+        wave = (0.9 * rng.uniform(-1, 1, n)).astype(np.float32)
+        path = folder / f"clip{i}.wav"
+        sf.write(path, wave, FILE_RATE, subtype="FLOAT")
+        clips.append(Clip(path, i % 3, "ab"[i % 2]))
+    return clips
+
+
+def epochs_of(loader: Loader, generator: torch.Generator, epochs: int = 2):
+    return [[(b.index.clone(), b.wave.clone()) for b in loader.epoch(generator)] for _ in range(epochs)]
+
+
+def test_loader_gives_the_in_memory_clips_in_the_same_order(tmp_path):
+    clips = write_clips(tmp_path / "wav")
+    memory = load_clips(clips, RATE, 0.5, ["a", "b"])
+    lazy = split_audio(clips, RATE, 0.5, ["a", "b"])
+    reference = Loader(memory, 4, torch.device("cpu"), drop_last=True)
+    streamed = Loader(lazy, 4, torch.device("cpu"), drop_last=True, workers=2)
+    ref = epochs_of(reference, torch.Generator().manual_seed(3))
+    got = epochs_of(streamed, torch.Generator().manual_seed(3))
+    assert [len(e) for e in got] == [2, 2]  # 10 clips, batch 4, last partial batch dropped
+    assert not torch.equal(ref[0][0][0], ref[1][0][0])  # a fresh permutation per epoch
+    for ref_epoch, got_epoch in zip(ref, got, strict=True):
+        for (ref_idx, ref_wave), (idx, wave) in zip(ref_epoch, got_epoch, strict=True):
+            assert torch.equal(idx, ref_idx)
+            # per-clip resampling with the same kernel as the in-memory batch resampling
+            torch.testing.assert_close(wave, ref_wave, atol=1e-6, rtol=0)
+    in_order = Loader(lazy, 4, torch.device("cpu"), workers=1)
+    labels = torch.cat([b.label for b in in_order.epoch()])
+    assert labels.tolist() == [c.label for c in clips]
+
+
+def test_cache_equals_direct_decoding_within_int16_rounding(tmp_path):
+    clips = write_clips(tmp_path / "wav")
+    lazy = split_audio(clips, RATE, 0.5, [])
+    direct = load_clips(clips, RATE, 0.5, [])
+    cached = cached_audio(lazy, str(tmp_path / "cache"), workers=0)
+    source = cached.wave
+    assert isinstance(source, CachedWaves)
+    for i in range(len(clips)):
+        row = source.read(i)
+        # int16 rounding: |x - round(x * 32767 / s) * s / 32767| <= 0.5 * s / 32767
+        bound = ROUNDING * float(source.scales[i]) + 1e-7
+        assert np.abs(row - direct.wave[i].numpy()).max() <= bound
+    assert source.scales.min() >= 1.0
+    # each row uses the int16 range (the quantisation is not coarser than it must be)
+    assert np.abs(np.frombuffer(open(source.folder / "waves.npy", "rb").read()[128:], np.int16)).max() > FULL_SCALE // 2
+
+
+def test_cache_is_rebuilt_when_a_file_changes(tmp_path):
+    clips = write_clips(tmp_path / "wav")
+    first = cached_audio(split_audio(clips, RATE, 0.5, []), str(tmp_path / "cache")).wave
+    sf.write(clips[2].path, np.zeros(FILE_RATE // 2, np.float32), FILE_RATE, subtype="FLOAT")
+    second = cached_audio(split_audio(clips, RATE, 0.5, []), str(tmp_path / "cache")).wave
+    assert second.folder != first.folder
+    assert np.abs(first.read(2)).max() > 0.1 and np.abs(second.read(2)).max() == 0
+    np.testing.assert_array_equal(first.read(3), second.read(3))
+    again = cached_audio(split_audio(clips, RATE, 0.5, []), str(tmp_path / "cache")).wave
+    assert again.folder == second.folder
+
+
+def build_in_process(args) -> str:
+    clips, folder = args
+    audio = cached_audio(split_audio(clips, RATE, 0.5, []), folder, workers=0)
+    return str(audio.wave.folder)
+
+
+def test_two_processes_building_at_once_give_one_valid_cache(tmp_path):
+    clips = write_clips(tmp_path / "wav", count=24)
+    folder = str(tmp_path / "cache")
+    with mp.get_context("spawn").Pool(2) as pool:
+        built = pool.map(build_in_process, [(clips, folder)] * 2)
+    assert built[0] == built[1]
+    entries = os.listdir(folder)
+    assert entries == [Path(built[0]).name]  # no temporary folder left behind
+    source = CachedWaves(Path(built[0]))
+    assert (source.folder / DONE_MARKER).is_file()
+    direct = load_clips(clips, RATE, 0.5, [])
+    assert json.loads((source.folder / "index.json").read_text())["shape"] == [24, 8000]
+    for i in range(24):
+        assert np.abs(source.read(i) - direct.wave[i].numpy()).max() <= ROUNDING * 2
+
+
+def test_segmented_clips_from_the_cache_keep_their_length(tmp_path):
+    clips = write_clips(tmp_path / "wav", count=4)
+    merged = [Clip(clips[0].path, 0, "a", segments=tuple(c.path for c in clips))]
+    cached = cached_audio(split_audio(merged, RATE, 2.0, []), str(tmp_path / "cache")).wave
+    direct = load_clips(merged, RATE, 2.0, [])
+    assert cached.shape == (1, 32000)
+    bound = ROUNDING * float(cached.scales[0]) + 1e-7
+    assert np.abs(cached.read(0) - direct.wave[0].numpy()).max() <= bound
+
+
+def test_workers_auto_and_negative():
+    assert 0 <= resolve_workers(None) <= 8
+    assert resolve_workers(3) == 3
+    with pytest.raises(UsageError, match="run.workers"):
+        resolve_workers(-1)
+
+
+def test_bf16_refused_on_a_gpu_without_it(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    with pytest.raises(UsageError, match="bf16.*Tesla T4"):
+        check_precision(torch.device("cuda"), "bf16")
+    check_precision(torch.device("cuda"), "fp16")
+    check_precision(torch.device("cpu"), "bf16")
+
+
+def assert_refused(result, text: str, store: Path) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and text in lines[0], result.stderr
+    assert not store.exists()
+
+
+def test_bad_scale_settings_are_one_line_errors(tmp_path):
+    store = tmp_path / "runs" / "results.sqlite"
+    result = run_cli(*toy_run_args(tmp_path, "--set", "run.workers=-1"))
+    assert_refused(result, "workers must be 0 or more", store)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = run_cli(*toy_run_args(tmp_path, "--set", f"run.audio_cache={blocker}/cache"))
+    assert_refused(result, f"{blocker}/cache is not writable", store)
+    if not torch.cuda.is_available():
+        result = run_cli(*toy_run_args(tmp_path, "--nproc", "2"))
+        assert_refused(result, "--nproc 2 needs 2 GPUs but 0 are present", store)
+
+
+def metrics_of(store: Path) -> list[dict]:
+    with sqlite3.connect(store) as db:
+        return [json.loads(row[0]) for row in db.execute("SELECT metrics FROM runs")]
+
+
+def test_bf16_with_accumulation_and_clipping_trains_on_cpu(tmp_path):
+    result = run_cli(
+        *toy_run_args(
+            tmp_path,
+            "--device",
+            "cpu",
+            "--set",
+            "run.precision=bf16",
+            "--set",
+            "run.grad_accum=2",
+            "--set",
+            "run.grad_clip=1.0",
+            "--set",
+            "run.sync_every=1",
+        )
+    )
+    assert result.returncode == 0, result.stderr
+    (metrics,) = metrics_of(tmp_path / "runs" / "results.sqlite")
+    assert all(np.isfinite(v) for v in metrics.values())
+
+
+def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
+    result = run_cli(*toy_run_args(tmp_path, "--device", "cpu", "--set", "run.lr=1e30"))
+    assert result.returncode == 2, result.stderr
+    assert "training diverged: the loss was not finite" in result.stderr
+    assert not (tmp_path / "runs" / "results.sqlite").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 with the scaler needs CUDA")
+def test_fp16_with_the_scaler_trains_on_cuda(tmp_path):
+    result = run_cli(*toy_run_args(tmp_path, "--device", "cuda", "--set", "run.precision=fp16"))
+    assert result.returncode == 0, result.stderr
