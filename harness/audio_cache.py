@@ -169,4 +169,6 @@ def cached_audio(
     if built:
         size = (folder / "waves.npy").stat().st_size
         note(f"{desc}: decoded-audio cache ready, {size / 1e9:.2f} GB in {folder}")
-    return ClipAudio(audio.clips, CachedWaves(folder), audio.labels, audio.devices, audio.sample_rate)
+    return ClipAudio(
+        audio.clips, CachedWaves(folder), audio.labels, audio.devices, audio.sample_rate
+    )

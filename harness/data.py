@@ -150,7 +150,7 @@ class ClipAudio:
 
     @property
     def in_memory(self) -> bool:
-        return isinstance(self.wave, Tensor) or isinstance(self.wave, TensorWaves)
+        return isinstance(self.wave, Tensor | TensorWaves)
 
     def materialize(self) -> Tensor:
         """All waveforms as one ``[N, T]`` tensor (only for small splits)."""
@@ -256,7 +256,11 @@ class OrderSampler(Sampler[list[int]]):
         return num_batches(self.n, self.batch_size, self.drop_last)
 
     def __iter__(self) -> Iterator[list[int]]:
-        stop = self.n - self.n % self.batch_size if self.drop_last and self.n >= self.batch_size else self.n
+        stop = (
+            self.n - self.n % self.batch_size
+            if self.drop_last and self.n >= self.batch_size
+            else self.n
+        )
         for start in range(0, stop, self.batch_size):
             # rank r takes every world-th clip of the global batch (DistributedSampler's stride)
             yield self.order[start : start + self.batch_size][self.rank :: self.world].tolist()

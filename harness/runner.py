@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 import harness
+from harness import distributed
 from harness.api import (
     Augmentation,
     Backbone,
@@ -29,10 +30,9 @@ from harness.api import (
     Stage,
     Task,
 )
+from harness.audio_cache import cache_folder, cached_audio, check_writable
 from harness.checkpoints import load_backbone_checkpoint
 from harness.config import RunConfig
-from harness import distributed
-from harness.audio_cache import cache_folder, cached_audio, check_writable
 from harness.data import ClipAudio, Loader, resolve_workers, split_audio
 from harness.errors import DataError, HarnessError, UsageError
 from harness.progress import note, progress

@@ -40,7 +40,9 @@ def write_clips(folder: Path, count: int = 10, seed: int = 0) -> list[Clip]:
 
 
 def epochs_of(loader: Loader, generator: torch.Generator, epochs: int = 2):
-    return [[(b.index.clone(), b.wave.clone()) for b in loader.epoch(generator)] for _ in range(epochs)]
+    return [
+        [(b.index.clone(), b.wave.clone()) for b in loader.epoch(generator)] for _ in range(epochs)
+    ]
 
 
 def test_loader_gives_the_in_memory_clips_in_the_same_order(tmp_path):
@@ -77,7 +79,8 @@ def test_cache_equals_direct_decoding_within_int16_rounding(tmp_path):
         assert np.abs(row - direct.wave[i].numpy()).max() <= bound
     assert source.scales.min() >= 1.0
     # each row uses the int16 range (the quantisation is not coarser than it must be)
-    assert np.abs(np.frombuffer(open(source.folder / "waves.npy", "rb").read()[128:], np.int16)).max() > FULL_SCALE // 2
+    raw = np.frombuffer((source.folder / "waves.npy").read_bytes()[source.offset :], np.int16)
+    assert np.abs(raw).max() > FULL_SCALE // 2
 
 
 def test_cache_is_rebuilt_when_a_file_changes(tmp_path):
@@ -162,7 +165,7 @@ def test_bad_scale_settings_are_one_line_errors(tmp_path):
 
 def metrics_of(store: Path) -> list[dict]:
     with sqlite3.connect(store) as db:
-        return [json.loads(row[0]) for row in db.execute("SELECT metrics FROM runs")]
+        return [json.loads(row[0]) for row in db.execute("SELECT metrics_json FROM runs")]
 
 
 def test_bf16_with_accumulation_and_clipping_trains_on_cpu(tmp_path):
