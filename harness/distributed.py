@@ -87,6 +87,20 @@ def main_first() -> Iterator[None]:
         dist.barrier()
 
 
+def sum_over_ranks(value: Tensor) -> Tensor:
+    if current().active:
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value
+
+
+def mean_over_ranks(value: Tensor) -> Tensor:
+    ranks = current()
+    if ranks.active:
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        value = value / ranks.world
+    return value
+
+
 def gather_rows(local: Tensor, index: Tensor, total: int, device: torch.device) -> Tensor:
     """Rows computed on each rank (``local[k]`` is row ``index[k]``) as one ``[total, ...]``
     CPU tensor on every rank."""

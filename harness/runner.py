@@ -8,6 +8,7 @@ import random
 import shutil
 import subprocess
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -109,12 +110,20 @@ class Accumulator:
         self.steps += 1
 
     def nonfinite(self) -> int:
-        return int(self.bad.item())
+        """Non-finite losses in the window, summed over the ranks (so all of them stop)."""
+        return int(distributed.sum_over_ranks(self.bad.clone()).item())
 
     def means(self) -> tuple[float, dict[str, float]]:
+        """Mean loss and logs over the steps (and over the ranks, which then agree)."""
         n = max(self.steps, 1)
-        logs = {k: float(v) / n for k, v in self.logs.items()}
-        return float(self.loss.item()) / n if self.steps else math.nan, logs
+        keys = sorted(self.logs)
+        values = torch.stack(
+            [self.loss]
+            + [torch.as_tensor(self.logs[k], dtype=torch.float32, device=self.device) for k in keys]
+        )
+        values = distributed.mean_over_ranks(values).cpu() / n
+        loss = float(values[0]) if self.steps else math.nan
+        return loss, {k: float(v) for k, v in zip(keys, values[1:].tolist(), strict=True)}
 
 
 class Experiment:
@@ -151,7 +160,8 @@ class Experiment:
                     f"protocol '{protocol.name}' needs a classifier, "
                     f"but method '{self.method.name}' trains none"
                 )
-        self.splits: DataSplits = cfg.dataset.build().load()
+        with distributed.main_first():  # a data set generated on first use: rank 0 writes it
+            self.splits: DataSplits = cfg.dataset.build().load()
         for protocol in self.protocols:
             protocol.check(self.splits, self.method)
         self.task = Task(
@@ -166,7 +176,8 @@ class Experiment:
 
     def log(self, message: str) -> None:
         self.log_lines.append(message)
-        note(message)
+        if self.ranks.is_main:
+            note(message)
 
     def audio(self, split: str) -> ClipAudio:
         if split not in self._audio:
@@ -278,12 +289,14 @@ class Experiment:
         module = TrainStep(self.method, self.backbone)
         if not self.ranks.active:
             return module
-        return nn.parallel.DistributedDataParallel(
-            module,
-            device_ids=[self.device.index] if self.device.type == "cuda" else None,
-            find_unused_parameters=True,
-            broadcast_buffers=False,  # each rank keeps its own queues (e.g. NNCLR's)
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # broadcast_buffers' new name
+            return nn.parallel.DistributedDataParallel(
+                module,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True,  # a method's step may leave a head unused
+                broadcast_buffers=False,  # each rank keeps its own queues (e.g. NNCLR's)
+            )
 
     def train_stage(self, stage: Stage, generator: torch.Generator) -> None:
         run = self.cfg.run

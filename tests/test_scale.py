@@ -200,3 +200,22 @@ def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
 def test_fp16_with_the_scaler_trains_on_cuda(tmp_path):
     result = run_cli(*toy_run_args(tmp_path, "--device", "cuda", "--set", "run.precision=fp16"))
     assert result.returncode == 0, result.stderr
+
+
+def test_two_gloo_processes_match_one_process_and_store_one_row(tmp_path):
+    """DDP splits each global batch of 8 over 2 ranks (4 clips each, the same clips as one
+    process's batch) and averages the gradients, so the runs agree up to float rounding in
+    the gradient reduction: metrics within 1e-4."""
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    one = run_cli(*toy_run_args(tmp_path / "one", "--device", "cpu"))
+    assert one.returncode == 0, one.stderr
+    two = run_cli(*toy_run_args(tmp_path / "two", "--device", "cpu", "--nproc", "2"))
+    assert two.returncode == 0, two.stderr
+    assert two.stdout.count("stored run") == 1
+    (single,) = metrics_of(tmp_path / "one" / "runs" / "results.sqlite")
+    (ddp,) = metrics_of(tmp_path / "two" / "runs" / "results.sqlite")
+    assert len(list((tmp_path / "two" / "runs").glob("2*"))) == 1
+    assert single.keys() == ddp.keys()
+    for key in single:
+        assert ddp[key] == pytest.approx(single[key], abs=1e-4), key
