@@ -31,8 +31,8 @@ from torch.utils.data import DataLoader
 
 from harness.api import Clip
 from harness.cache import build_once, cache_root
-from harness.data import ClipAudio, ClipDataset, DecodedWaves, WaveSource
-from harness.errors import UsageError
+from harness.data import ClipAudio, ClipDataset, DecodedWaves, WaveSource, worker_message
+from harness.errors import DataError, UsageError
 from harness.progress import note, progress
 
 FORMAT = 1
@@ -162,7 +162,10 @@ def cached_audio(
     def build(tmp: Path) -> None:
         gigabytes = len(source) * source.length * 2 / 1e9
         note(f"{desc}: decoding {len(source)} clips into {folder} ({gigabytes:.2f} GB int16)")
-        write_cache(tmp, audio, workers, desc)
+        try:
+            write_cache(tmp, audio, workers, desc)
+        except DataError as err:  # re-raised from a worker with its traceback in the text
+            raise DataError(worker_message(err)) from None
         built["yes"] = True
 
     build_once(folder, build)
