@@ -33,7 +33,7 @@ from harness.api import Clip
 from harness.cache import build_once, cache_root
 from harness.data import ClipAudio, ClipDataset, DecodedWaves, WaveSource, worker_message
 from harness.errors import DataError, UsageError
-from harness.progress import note, progress
+from harness.progress import enabled, note, progress
 
 FORMAT = 1
 FULL_SCALE = 32767
@@ -161,7 +161,8 @@ def cached_audio(
 
     def build(tmp: Path) -> None:
         gigabytes = len(source) * source.length * 2 / 1e9
-        note(f"{desc}: decoding {len(source)} clips into {folder} ({gigabytes:.2f} GB int16)")
+        if enabled():  # with progress bars off (HARNESS_PROGRESS=0) the build is silent
+            note(f"{desc}: decoding {len(source)} clips into {folder} ({gigabytes:.2f} GB int16)")
         try:
             write_cache(tmp, audio, workers, desc)
         except DataError as err:  # re-raised from a worker with its traceback in the text
@@ -169,7 +170,7 @@ def cached_audio(
         built["yes"] = True
 
     build_once(folder, build)
-    if built:
+    if built and enabled():
         size = (folder / "waves.npy").stat().st_size
         note(f"{desc}: decoded-audio cache ready, {size / 1e9:.2f} GB in {folder}")
     return ClipAudio(
