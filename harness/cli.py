@@ -133,6 +133,9 @@ def launch_torchrun(nproc: int, device: str, argv: list[str]) -> None:
 
     check_nproc(nproc, device)
     args = strip_nproc(argv)
+    if "OMP_NUM_THREADS" not in os.environ:  # share the cores (torchrun would set 1 and warn)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        os.environ["OMP_NUM_THREADS"] = str(max(1, cores // nproc))
     parsed = get_args_parser().parse_args(
         ["--standalone", "--nproc_per_node", str(nproc), "-m", "harness", *args]
     )

@@ -87,6 +87,19 @@ class TrainStep(nn.Module):
         return output.loss, output.logs
 
 
+def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
+    """DistributedDataParallel that averages gradients and leaves each rank's buffers (such
+    as NNCLR's support queue) its own."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # broadcast_buffers' new name
+        return nn.parallel.DistributedDataParallel(
+            module,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True,  # a method's step may leave a head unused
+            broadcast_buffers=False,
+        )
+
+
 class Accumulator:
     """Sums of the loss and the methods' logs on the device, read only when asked."""
 
@@ -287,16 +300,7 @@ class Experiment:
     def train_module(self) -> nn.Module:
         """The training step as a module: DDP-wrapped when several processes train."""
         module = TrainStep(self.method, self.backbone)
-        if not self.ranks.active:
-            return module
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # broadcast_buffers' new name
-            return nn.parallel.DistributedDataParallel(
-                module,
-                device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=True,  # a method's step may leave a head unused
-                broadcast_buffers=False,  # each rank keeps its own queues (e.g. NNCLR's)
-            )
+        return wrap_ddp(module, self.device) if self.ranks.active else module
 
     def train_stage(self, stage: Stage, generator: torch.Generator) -> None:
         run = self.cfg.run

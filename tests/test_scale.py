@@ -219,3 +219,52 @@ def test_two_gloo_processes_match_one_process_and_store_one_row(tmp_path):
     assert single.keys() == ddp.keys()
     for key in single:
         assert ddp[key] == pytest.approx(single[key], abs=1e-4), key
+
+
+class Queueing(torch.nn.Module):
+    """A linear layer and a FIFO buffer of what it saw, like NNCLR's support queue."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 1)
+        self.register_buffer("queue", torch.zeros(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.queue = torch.cat([self.queue[len(x) :], x[:, 0].detach()])
+        return self.linear(x).mean()
+
+
+def ddp_rank(rank: int, init_file: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from harness.runner import wrap_ddp
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    model = wrap_ddp(Queueing(), torch.device("cpu"))
+    x = torch.full((2, 2), float(rank + 1))  # each rank sees only its own clips
+    model(x).backward()
+    model(x).backward()
+    torch.save({"queue": model.module.queue, "grad": model.module.linear.weight.grad}, out)
+    dist.destroy_process_group()
+
+
+def test_ddp_keeps_each_ranks_queue_and_averages_gradients(tmp_path):
+    """Across ranks a method's cross-sample state stays local (NNCLR's queue holds the
+    rank's own embeddings; DDP broadcasts no buffers), while gradients are averaged."""
+    ctx = mp.get_context("spawn")
+    procs = [
+        ctx.Process(target=ddp_rank, args=(r, str(tmp_path / "init"), str(tmp_path / f"{r}.pt")))
+        for r in range(2)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    results = [torch.load(tmp_path / f"{r}.pt", weights_only=True) for r in range(2)]
+    assert results[0]["queue"].tolist() == [1.0] * 4
+    assert results[1]["queue"].tolist() == [2.0] * 4
+    # d mean(w.x + b) / dw = mean(x) per rank: 1 and 2; averaged 1.5, two backward passes
+    for r in range(2):
+        assert results[r]["grad"].tolist() == [[3.0, 3.0]]
