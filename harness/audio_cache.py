@@ -121,6 +121,7 @@ def write_cache(tmp: Path, audio: ClipAudio, workers: int, desc: str) -> None:
         batch_size=BUILD_BATCH,
         num_workers=workers,
         prefetch_factor=4 if workers else None,
+        generator=torch.Generator(),  # leaves the global RNG as it was
     )
     scales = np.ones(n, dtype=np.float32)
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int16)), "fortran_order": False}

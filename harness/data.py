@@ -304,6 +304,7 @@ class Loader:
             pin_memory=torch_device.type == "cuda",
             persistent_workers=workers > 0,
             prefetch_factor=PREFETCH_FACTOR if workers > 0 else None,
+            generator=torch.Generator(),  # workers' seeds: never a draw from the global RNG
         )
 
     def __len__(self) -> int:

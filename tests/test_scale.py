@@ -268,3 +268,43 @@ def test_ddp_keeps_each_ranks_queue_and_averages_gradients(tmp_path):
     # d mean(w.x + b) / dw = mean(x) per rank: 1 and 2; averaged 1.5, two backward passes
     for r in range(2):
         assert results[r]["grad"].tolist() == [[3.0, 3.0]]
+
+
+def toy_experiment(tmp_path: Path, **run):
+    from harness.config import resolve
+    from harness.plugins import load_plugins
+    from harness.runner import Experiment
+
+    from .conftest import TOY_PLUGIN
+
+    (tmp_path / "tones").mkdir(exist_ok=True)
+    raw = {
+        "backbone": {"name": "toy"},
+        "dataset": {"name": "toy-tones", "root": str(tmp_path / "tones")},
+        "method": {"name": "icl"},
+        "run": {"epochs": 2, "batch_size": 6, "device": "cpu", "lr": 0.01, **run},
+    }
+    return Experiment(resolve(raw, load_plugins([str(TOY_PLUGIN)])))
+
+
+def train_and_evaluate(experiment) -> dict[str, float]:
+    experiment.setup()
+    experiment.train()
+    metrics, _ = experiment.evaluate()
+    experiment.close()
+    return metrics
+
+
+def test_dataloader_run_gives_the_in_memory_metrics(tmp_path):
+    """Workers decoding clips give the metrics of in-memory waveforms exactly (the toy files
+    are at the backbone's rate: no resampling); the int16 cache within rounding."""
+    streamed = train_and_evaluate(toy_experiment(tmp_path, audio_cache="off", workers=1))
+    memory = toy_experiment(tmp_path, audio_cache="off")
+    for split in ("train", "eval"):
+        lazy = memory.audio(split)
+        memory._audio[split] = load_clips(lazy.clips, lazy.sample_rate, 0.5, memory.splits.devices)
+    in_memory = train_and_evaluate(memory)
+    assert streamed and streamed == in_memory
+    cached = train_and_evaluate(toy_experiment(tmp_path, audio_cache=str(tmp_path / "c")))
+    for key, value in in_memory.items():
+        assert cached[key] == pytest.approx(value, abs=1e-3), key
