@@ -73,9 +73,7 @@ def test_peak_memory_does_not_grow_with_the_data(benchmark, tmp_path):
         generate(scale, env)
         args = ["run", *RUN, "--set", f"dataset.scale={scale}", "--out", str(tmp_path / "runs")]
         if scale == 4:
-            peaks[scale] = benchmark.pedantic(
-                peak_rss_mb, args=(args, env), rounds=1, iterations=1
-            )
+            peaks[scale] = benchmark.pedantic(peak_rss_mb, args=(args, env), rounds=1, iterations=1)
         else:
             peaks[scale] = peak_rss_mb(args, env)
         shutil.rmtree(tmp_path / "cache" / "audio")
