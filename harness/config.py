@@ -44,7 +44,8 @@ class RunSettings:
     threads: int = 0
     """CPU threads for torch (0: torch's default)."""
     workers: int | None = None
-    """DataLoader worker processes decoding audio (None: auto, ``min(8, CPUs - 1)``)."""
+    """DataLoader worker processes per training process (``none``: auto,
+    ``min(8, CPUs / processes - 1)``)."""
     audio_cache: str = "auto"
     """Decoded-audio cache: ``auto`` (under the harness cache folder), ``off``, or a folder."""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"

@@ -266,11 +266,12 @@ class OrderSampler(Sampler[list[int]]):
             yield self.order[start : start + self.batch_size][self.rank :: self.world].tolist()
 
 
-def resolve_workers(setting: int | None) -> int:
-    """``run.workers``: ``None`` (auto) is ``min(8, CPUs - 1)``, at least 0."""
+def resolve_workers(setting: int | None, processes: int = 1) -> int:
+    """``run.workers``: ``None`` (auto) is ``min(8, CPUs / processes - 1)``, at least 0
+    (``processes``: training processes sharing the machine's CPUs)."""
     if setting is None:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        return max(0, min(MAX_AUTO_WORKERS, (cpus or 1) - 1))
+        return max(0, min(MAX_AUTO_WORKERS, (cpus or 1) // max(1, processes) - 1))
     if setting < 0:
         raise UsageError(f"bad value for run.workers: {setting} (must be 0 or more)")
     return setting

@@ -158,7 +158,7 @@ class Experiment:
                 )
             self.device = torch.device("cuda", self.ranks.local_rank)
         check_precision(self.device, cfg.run.precision)
-        self.workers = resolve_workers(cfg.run.workers)
+        self.workers = resolve_workers(cfg.run.workers, self.ranks.world)
         cache = cache_folder(cfg.run.audio_cache)
         if cache is not None:
             check_writable(cache)
