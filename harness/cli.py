@@ -345,8 +345,7 @@ def main(argv: list[str] | None = None) -> None:
     except HarnessError as err:
         if debug:
             raise
-        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank fails alike
-            click.echo(f"harness: error: {err}", err=True)
+        click.echo(f"harness: error: {err}", err=True)
         sys.exit(err.exit_code)
     except click.exceptions.Abort:
         click.echo("harness: interrupted; nothing was stored", err=True)
