@@ -144,7 +144,9 @@ class StepOutput:
     """The loss of one training step and scalars to log."""
 
     loss: Tensor
-    logs: dict[str, float] = field(default_factory=dict)
+    logs: dict[str, Tensor | float] = field(default_factory=dict)
+    """Scalars to log; pass detached tensors, not ``.item()`` (the core reads them in bulk,
+    so the step never waits for the GPU)."""
 
 
 @dataclass(frozen=True)

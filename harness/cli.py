@@ -111,6 +111,13 @@ def cli(
     type=click.Path(dir_okay=False, path_type=Path),
     help="SQLite results store (default: OUT/results.sqlite, or $HARNESS_STORE).",
 )
+@click.option(
+    "--nproc",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Processes (GPUs) to train with; launches torchrun (DDP; gloo with --device cpu).",
+)
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -118,6 +125,7 @@ def run(
     assignments: tuple[str, ...],
     out: Path,
     store: Path | None,
+    nproc: int,
     **flags: Any,
 ) -> None:
     """Train and evaluate one combination, store the run, and print its tables."""
@@ -131,10 +139,60 @@ def run(
     ]
     raw = raw_config(config_file, flags, (*assignments, *protocol_sets))
     cfg = resolve(raw, plugins_from(ctx))
+    if nproc != 1 and "LOCAL_RANK" not in os.environ:
+        launch_torchrun(nproc, cfg.run.device, ctx.find_root().obj.get("argv", sys.argv[1:]))
+        return
     result = run_experiment(cfg, out, ResultStore(store or default_store(out)))
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # rank 0 prints the tables and the stored run
     for name, table in result.tables.items():
         click.echo(f"\n{name}\n{table}")
     click.echo(f"\nstored run {result.record.run_id} in {result.record.run_dir}")
+
+
+def launch_torchrun(nproc: int, device: str, argv: list[str]) -> None:
+    """Run this command again in ``nproc`` processes under ``torch.distributed.run``."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser
+    from torch.distributed.run import run as torchrun
+
+    from harness.distributed import check_nproc
+
+    check_nproc(nproc, device)
+    args = strip_nproc(argv)
+    if "OMP_NUM_THREADS" not in os.environ:  # share the cores (torchrun would set 1 and warn)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        os.environ["OMP_NUM_THREADS"] = str(max(1, cores // nproc))
+    parsed = get_args_parser().parse_args(
+        ["--standalone", "--nproc_per_node", str(nproc), "-m", "harness", *args]
+    )
+    try:
+        torchrun(parsed)
+    except ChildFailedError as err:
+        codes = [f.exitcode for f in err.failures.values()]
+        code = next((c for c in codes if c > 0), 1)
+        raise ProcessFailed(
+            f"a training process exited with code {code} (see above)", code
+        ) from None
+
+
+class ProcessFailed(HarnessError):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.exit_code = code
+
+
+def strip_nproc(argv: list[str]) -> list[str]:
+    """``argv`` without ``--nproc N`` / ``--nproc=N``."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
 
 
 def raw_config(
@@ -367,7 +425,9 @@ def main(argv: list[str] | None = None) -> None:
         add_declared_commands(loaded)
         if first_command(argv) == "run":  # protocol flags need the protocols imported
             add_protocol_flags(loaded)
-        cli.main(argv, prog_name="harness", standalone_mode=False, obj={"plugins": loaded})
+        cli.main(
+            argv, prog_name="harness", standalone_mode=False, obj={"plugins": loaded, "argv": argv}
+        )
     except HarnessError as err:
         if debug:
             raise

@@ -31,8 +31,8 @@ class RunSettings:
     batch_size: int = 32
     eval_batch_size: int = 128
     seed: int = 0
-    device: str = "cpu"
-    """``cpu``, ``cuda``, ``cuda:N`` or ``auto``."""
+    device: str = "auto"
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when present)."""
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
@@ -43,6 +43,22 @@ class RunSettings:
     plateau_factor: float = 0.5
     threads: int = 0
     """CPU threads for torch (0: torch's default)."""
+    workers: int | None = None
+    """DataLoader worker processes per training process (``none``: auto,
+    ``min(8, CPUs / processes - 1)``)."""
+    audio_cache: str = "auto"
+    """Decoded-audio cache: ``auto`` (under the harness cache folder), ``off``, or a folder."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Autocast dtype of the backbone and method (the front-end stays fp32); fp16 adds a
+    gradient scaler."""
+    compile: bool = False
+    """``torch.compile`` the backbone."""
+    grad_accum: int = 1
+    """Micro-batches whose gradients add up to one optimizer step."""
+    grad_clip: float = 0.0
+    """Clip the gradients' global norm to this (0: off)."""
+    sync_every: int = 50
+    """Steps between reads of the accumulated loss (the step never waits for the GPU)."""
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -50,6 +66,18 @@ class RunSettings:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        self.check_scale_settings()
+
+    def check_scale_settings(self) -> None:
+        if self.workers is not None and self.workers < 0:
+            raise ValueError(f"workers must be 0 or more (or none for auto), got {self.workers}")
+        for name in ("grad_accum", "sync_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.grad_clip < 0:
+            raise ValueError(f"grad_clip must be 0 (off) or positive, got {self.grad_clip}")
+        if not self.audio_cache:
+            raise ValueError("audio_cache must be auto, off or a folder")
 
 
 DEFAULTS: dict[str, Any] = {

@@ -1,7 +1,18 @@
-"""Turning a data set's clips into waveform tensors and batches on the training device."""
+"""Turning a data set's clips into waveform tensors and batches on the training device.
+
+A split is a :class:`ClipAudio`: its clips, labels and device indices, and a
+:class:`WaveSource` that yields one clip's waveform at a time (decoded from its
+files, read from the decoded-audio cache, or taken from an in-memory tensor).
+:func:`batches` reads a split through a ``torch.utils.data.DataLoader``: worker
+processes decode, resample, crop and pad single clips; the main process moves
+whole batches to the training device, where augmentations and the front-end run.
+Nothing here holds a whole split in memory unless the source is a tensor.
+"""
 
 from __future__ import annotations
 
+import math
+import os
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -9,13 +20,113 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import Dataset as TorchDataset
 
 from harness.api import Batch, Clip
 from harness.audio import fit_length, read_audio, resample
-from harness.errors import DataError
+from harness.errors import DataError, UsageError
 from harness.progress import progress
 
+try:  # the two halves of torchaudio.functional.resample
+    from torchaudio.functional.functional import _apply_sinc_resample_kernel as _apply_kernel
+    from torchaudio.functional.functional import _get_sinc_resample_kernel as _sinc_kernel
+except ImportError:  # pragma: no cover - another torchaudio layout: rebuild the kernel per clip
+    _sinc_kernel = _apply_kernel = None
+
 RESAMPLE_CHUNK = 256
+MAX_AUTO_WORKERS = 8
+PREFETCH_FACTOR = 4
+
+
+class WaveSource:
+    """Waveforms of a split, one clip at a time (``[T]`` float32 at one sample rate)."""
+
+    length: int
+    """Samples per clip."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def read(self, i: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def subset(self, rows: np.ndarray) -> WaveSource:
+        """The clips ``rows`` (indices into this source), in that order."""
+        return SubsetWaves(self, rows)
+
+    def __getitem__(self, index) -> WaveSource:
+        """``source[mask_or_indices]``: a lazy subset, as ``tensor[keep]`` would be."""
+        rows = np.arange(len(self))[np.asarray(index.cpu() if isinstance(index, Tensor) else index)]
+        return self.subset(np.atleast_1d(rows))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self), self.length)
+
+
+class TensorWaves(WaveSource):
+    """Waveforms already in memory (``[N, T]``)."""
+
+    def __init__(self, wave: Tensor) -> None:
+        self.wave = wave
+        self.length = int(wave.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.wave.shape[0])
+
+    def read(self, i: int) -> np.ndarray:
+        return self.wave[i].numpy()
+
+
+class SubsetWaves(WaveSource):
+    def __init__(self, parent: WaveSource, rows: np.ndarray) -> None:
+        self.parent = parent
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.length = parent.length
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def read(self, i: int) -> np.ndarray:
+        return self.parent.read(int(self.rows[i]))
+
+
+class DecodedWaves(WaveSource):
+    """Each clip read from its files, cropped or padded and resampled on demand.
+
+    The same arithmetic as :func:`load_clips`: crop or pad at the file's rate to
+    ``clip_seconds``, resample, then crop or zero-fill to the clip length.
+    """
+
+    def __init__(self, clips: list[Clip], sample_rate: int, clip_seconds: float) -> None:
+        self.clips = clips
+        self.sample_rate = sample_rate
+        self.clip_seconds = clip_seconds
+        self.length = round(clip_seconds * sample_rate)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def read(self, i: int) -> np.ndarray:
+        samples, rate = read_clip(self.clips[i])
+        samples = fit_length(samples, round(self.clip_seconds * rate))
+        wave = torch.from_numpy(np.ascontiguousarray(samples))[None]
+        if rate != self.sample_rate:
+            wave = self.resample(wave, rate)
+        return fit_length(wave[0].numpy(), self.length).astype(np.float32, copy=False)
+
+    def resample(self, wave: Tensor, rate: int) -> Tensor:
+        """:func:`torchaudio.functional.resample` with its kernel computed once per process
+        and rate (the function rebuilds it on every call); the same values."""
+        if _sinc_kernel is None:
+            return resample(wave, rate, self.sample_rate)
+        kernels = self.__dict__.setdefault("_kernels", {})
+        gcd = math.gcd(rate, self.sample_rate)
+        if rate not in kernels:
+            kernels[rate] = _sinc_kernel(rate, self.sample_rate, gcd, dtype=wave.dtype)
+        kernel, width = kernels[rate]
+        return _apply_kernel(wave, rate, self.sample_rate, gcd, kernel, width)
 
 
 @dataclass
@@ -23,8 +134,8 @@ class ClipAudio:
     """The waveforms of one split, all of one length, at one sample rate."""
 
     clips: list[Clip]
-    wave: Tensor
-    """``[N, T]`` float32 on the CPU."""
+    wave: Tensor | WaveSource
+    """``[N, T]`` float32 on the CPU, or a lazy :class:`WaveSource` (indexing gives a subset)."""
     labels: Tensor
     devices: Tensor
     """Device indices into the task's device list (-1 when unknown)."""
@@ -32,6 +143,40 @@ class ClipAudio:
 
     def __len__(self) -> int:
         return len(self.clips)
+
+    @property
+    def source(self) -> WaveSource:
+        return self.wave if isinstance(self.wave, WaveSource) else TensorWaves(self.wave)
+
+    @property
+    def in_memory(self) -> bool:
+        return isinstance(self.wave, Tensor | TensorWaves)
+
+    def materialize(self) -> Tensor:
+        """All waveforms as one ``[N, T]`` tensor (only for small splits)."""
+        if isinstance(self.wave, Tensor):
+            return self.wave
+        return torch.from_numpy(np.stack([self.wave.read(i) for i in range(len(self.wave))]))
+
+
+def split_audio(
+    clips: list[Clip], sample_rate: int, clip_seconds: float, devices: list[str]
+) -> ClipAudio:
+    """A split whose clips are decoded lazily (in the DataLoader's workers)."""
+    if not clips:
+        raise DataError("the split has no clips")
+    return ClipAudio(
+        clips=clips,
+        wave=DecodedWaves(clips, sample_rate, clip_seconds),
+        labels=torch.tensor([c.label for c in clips], dtype=torch.long),
+        devices=device_indices(clips, devices),
+        sample_rate=sample_rate,
+    )
+
+
+def device_indices(clips: list[Clip], devices: list[str]) -> Tensor:
+    device_index = {d: k for k, d in enumerate(devices)}
+    return torch.tensor([device_index.get(c.device, -1) for c in clips], dtype=torch.long)
 
 
 def load_clips(
@@ -41,7 +186,10 @@ def load_clips(
     devices: list[str],
     desc: str = "loading audio",
 ) -> ClipAudio:
-    """Read every clip, resample it once to ``sample_rate`` and crop or pad it."""
+    """Read every clip into memory, resample it once to ``sample_rate`` and crop or pad it.
+
+    The in-memory path (small splits, tests, plots); runs use :func:`split_audio`.
+    """
     if not clips:
         raise DataError(f"{desc}: the split has no clips")
     by_rate: dict[int, list[tuple[int, np.ndarray]]] = defaultdict(list)
@@ -57,12 +205,11 @@ def load_clips(
             resampled = resample(stacked, rate, sample_rate)
             n = min(length, resampled.shape[1])
             wave[[i for i, _ in chunk], :n] = resampled[:, :n]
-    device_index = {d: k for k, d in enumerate(devices)}
     return ClipAudio(
         clips=clips,
         wave=wave,
         labels=torch.tensor([c.label for c in clips], dtype=torch.long),
-        devices=torch.tensor([device_index.get(c.device, -1) for c in clips], dtype=torch.long),
+        devices=device_indices(clips, devices),
         sample_rate=sample_rate,
     )
 
@@ -78,25 +225,134 @@ def read_clip(clip: Clip) -> tuple[np.ndarray, int]:
     return np.concatenate([samples for samples, _ in parts]), rates.pop()
 
 
+# -- the DataLoader path ------------------------------------------------------
+
+
+class ClipDataset(TorchDataset):
+    """Map-style dataset: item ``i`` is ``(waveform [T] float32, i)``."""
+
+    def __init__(self, source: WaveSource) -> None:
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        return torch.from_numpy(np.ascontiguousarray(self.source.read(int(i)))), int(i)
+
+
+class OrderSampler(Sampler[list[int]]):
+    """Batches of an order the main process sets before each pass (a fresh permutation
+    per epoch, or ``0..N-1``), optionally this rank's share of each global batch."""
+
+    def __init__(
+        self, n: int, batch_size: int, drop_last: bool, rank: int = 0, world: int = 1
+    ) -> None:
+        self.n, self.batch_size, self.drop_last = n, batch_size, drop_last
+        self.rank, self.world = rank, world
+        self.order = torch.arange(n)
+
+    def __len__(self) -> int:
+        return num_batches(self.n, self.batch_size, self.drop_last)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        stop = (
+            self.n - self.n % self.batch_size
+            if self.drop_last and self.n >= self.batch_size
+            else self.n
+        )
+        for start in range(0, stop, self.batch_size):
+            # rank r takes every world-th clip of the global batch (DistributedSampler's stride)
+            yield self.order[start : start + self.batch_size][self.rank :: self.world].tolist()
+
+
+def resolve_workers(setting: int | None, processes: int = 1) -> int:
+    """``run.workers``: ``None`` (auto) is ``min(8, CPUs / processes - 1)``, at least 0
+    (``processes``: training processes sharing the machine's CPUs)."""
+    if setting is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return max(0, min(MAX_AUTO_WORKERS, (cpus or 1) // max(1, processes) - 1))
+    if setting < 0:
+        raise UsageError(f"bad value for run.workers: {setting} (must be 0 or more)")
+    return setting
+
+
+class Loader:
+    """A split's DataLoader, kept with its worker processes for every pass over it.
+
+    Iterating yields :class:`Batch` objects on ``torch_device``. In-memory splits are
+    read in the main process (workers would only copy tensors).
+    """
+
+    def __init__(
+        self,
+        audio: ClipAudio,
+        batch_size: int,
+        torch_device: torch.device,
+        drop_last: bool = False,
+        workers: int = 0,
+        rank: int = 0,
+        world: int = 1,
+    ) -> None:
+        self.audio = audio
+        self.torch_device = torch_device
+        self.sampler = OrderSampler(len(audio), batch_size, drop_last, rank, world)
+        workers = 0 if audio.in_memory else workers
+        self.loader = DataLoader(
+            ClipDataset(audio.source),
+            batch_sampler=self.sampler,
+            num_workers=workers,
+            pin_memory=torch_device.type == "cuda",
+            persistent_workers=workers > 0,
+            prefetch_factor=PREFETCH_FACTOR if workers > 0 else None,
+            generator=torch.Generator(),  # workers' seeds: never a draw from the global RNG
+        )
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def epoch(self, generator: torch.Generator | None = None) -> Iterator[Batch]:
+        """One pass: shuffled by ``generator`` (one ``randperm`` draw), else in order."""
+        n = len(self.audio)
+        self.sampler.order = (
+            torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+        )
+        device = self.torch_device
+        try:
+            for wave, idx in self.loader:
+                yield Batch(
+                    wave=wave.to(device, non_blocking=True),
+                    label=self.audio.labels[idx].to(device, non_blocking=True),
+                    device=self.audio.devices[idx].to(device, non_blocking=True),
+                    index=idx.to(device, non_blocking=True),
+                )
+        except DataError as err:
+            raise DataError(worker_message(err)) from None
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self.epoch()
+
+
+def worker_message(err: Exception) -> str:
+    """The original one-line message of an error re-raised from a DataLoader worker."""
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return str(err)
+    last = lines[-1]
+    _, sep, message = last.partition("Error: ")
+    return message if sep else last
+
+
 def batches(
     audio: ClipAudio,
     batch_size: int,
     torch_device: torch.device,
     generator: torch.Generator | None = None,
     drop_last: bool = False,
+    workers: int = 0,
 ) -> Iterator[Batch]:
-    """Batches in order, or shuffled by ``generator``."""
-    n = len(audio)
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    stop = n - n % batch_size if drop_last and n >= batch_size else n
-    for start in range(0, stop, batch_size):
-        idx = order[start : start + batch_size]
-        yield Batch(
-            wave=audio.wave[idx].to(torch_device, non_blocking=True),
-            label=audio.labels[idx].to(torch_device),
-            device=audio.devices[idx].to(torch_device),
-            index=idx.to(torch_device),
-        )
+    """Batches in order, or shuffled by ``generator`` (one ``randperm`` per call)."""
+    return Loader(audio, batch_size, torch_device, drop_last, workers).epoch(generator)
 
 
 def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:

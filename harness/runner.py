@@ -9,6 +9,8 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,9 +18,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 import harness
+from harness import distributed
 from harness.api import (
     Augmentation,
     Backbone,
@@ -29,10 +32,11 @@ from harness.api import (
     Stage,
     Task,
 )
+from harness.audio_cache import cache_folder, cached_audio, check_writable
 from harness.checkpoints import load_backbone_checkpoint
 from harness.config import RunConfig
-from harness.data import ClipAudio, batches, load_clips, num_batches
-from harness.errors import HarnessError, UsageError
+from harness.data import ClipAudio, Loader, resolve_workers, split_audio
+from harness.errors import DataError, HarnessError, UsageError
 from harness.progress import note, progress
 from harness.store import ResultStore, RunRecord, staged_dir, write_json
 
@@ -61,6 +65,81 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_precision(device: torch.device, precision: str) -> None:
+    """Refuse a precision the device cannot compute in."""
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        name = torch.cuda.get_device_name(device)
+        raise UsageError(f"run.precision is bf16 but the device {device} ({name}) has no bf16")
+
+
+class TrainStep(nn.Module):
+    """The method and backbone as one module, so DDP synchronises both one's gradients."""
+
+    def __init__(self, method: Method, backbone: Backbone) -> None:
+        super().__init__()
+        self.method = method
+        self.backbone = backbone
+
+    def forward(self, batch: Batch) -> tuple[Tensor, dict[str, Any]]:
+        output = self.method.training_step(batch, self.backbone)
+        return output.loss, output.logs
+
+
+def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
+    """DistributedDataParallel that averages gradients and leaves each rank's buffers (such
+    as NNCLR's support queue) its own."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # broadcast_buffers' new name
+        return nn.parallel.DistributedDataParallel(
+            module,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True,  # a method's step may leave a head unused
+            broadcast_buffers=False,
+        )
+
+
+class Accumulator:
+    """Sums of the loss and the methods' logs on the device, read only when asked."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss = torch.zeros((), device=self.device)
+        self.bad = torch.zeros((), device=self.device, dtype=torch.long)
+        self.logs: dict[str, Tensor | float] = {}
+        self.steps = 0
+
+    def add(self, loss: Tensor, logs: dict[str, Any]) -> None:
+        loss = loss.detach().float()
+        self.bad += (~torch.isfinite(loss)).long()
+        self.loss += torch.nan_to_num(loss, nan=0.0, posinf=0.0, neginf=0.0)
+        for key, value in logs.items():
+            value = value.detach().float() if isinstance(value, Tensor) else float(value)
+            self.logs[key] = self.logs.get(key, 0.0) + value
+        self.steps += 1
+
+    def nonfinite(self) -> int:
+        """Non-finite losses in the window, summed over the ranks (so all of them stop)."""
+        return int(distributed.sum_over_ranks(self.bad.clone()).item())
+
+    def means(self) -> tuple[float, dict[str, float]]:
+        """Mean loss and logs over the steps (and over the ranks, which then agree)."""
+        n = max(self.steps, 1)
+        keys = sorted(self.logs)
+        values = torch.stack(
+            [self.loss]
+            + [torch.as_tensor(self.logs[k], dtype=torch.float32, device=self.device) for k in keys]
+        )
+        values = distributed.mean_over_ranks(values).cpu() / n
+        loss = float(values[0]) if self.steps else math.nan
+        return loss, {k: float(v) for k, v in zip(keys, values[1:].tolist(), strict=True)}
+
+
 class Experiment:
     """One configured run: data, model, method, augmentations and protocols."""
 
@@ -70,7 +149,21 @@ class Experiment:
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
         seed_everything(cfg.run.seed)
+        self.ranks = distributed.env_ranks()
         self.device = pick_device(cfg.run.device)
+        if self.ranks.active and self.device.type == "cuda":
+            if self.ranks.local_rank >= torch.cuda.device_count():
+                raise UsageError(
+                    f"process {self.ranks.local_rank} has no GPU "
+                    f"({torch.cuda.device_count()} present)"
+                )
+            self.device = torch.device("cuda", self.ranks.local_rank)
+        check_precision(self.device, cfg.run.precision)
+        self.workers = resolve_workers(cfg.run.workers, self.ranks.world)
+        cache = cache_folder(cfg.run.audio_cache)
+        if cache is not None:
+            check_writable(cache)
+        distributed.init(self.ranks, self.device)
         self.backbone: Backbone = cfg.backbone.build()
         self.method: Method = cfg.method.build()
         self.augs: list[Augmentation] = [a.build() for a in cfg.augs]
@@ -81,7 +174,8 @@ class Experiment:
                     f"protocol '{protocol.name}' needs a classifier, "
                     f"but method '{self.method.name}' trains none"
                 )
-        self.splits: DataSplits = cfg.dataset.build().load()
+        with distributed.main_first():  # a data set generated on first use: rank 0 writes it
+            self.splits: DataSplits = cfg.dataset.build().load()
         for protocol in self.protocols:
             protocol.check(self.splits, self.method)
         self.task = Task(
@@ -91,11 +185,13 @@ class Experiment:
             self.backbone.time_axis,
         )
         self._audio: dict[str, ClipAudio] = {}
+        self._loaders: dict[tuple, Loader] = {}
         self._embeddings: dict[str, Tensor] = {}
 
     def log(self, message: str) -> None:
         self.log_lines.append(message)
-        note(message)
+        if self.ranks.is_main:
+            note(message)
 
     def audio(self, split: str) -> ClipAudio:
         if split not in self._audio:
@@ -103,14 +199,44 @@ class Experiment:
             seconds = self.splits.clip_seconds
             if split == "train" and self.splits.train_clip_seconds:
                 seconds = self.splits.train_clip_seconds
-            self._audio[split] = load_clips(
-                clips,
-                self.backbone.sample_rate,
-                seconds,
-                self.splits.devices,
-                desc=f"loading {split} audio",
-            )
+            try:
+                audio = split_audio(clips, self.backbone.sample_rate, seconds, self.splits.devices)
+            except DataError as err:
+                raise DataError(f"{split} split: {err}") from None
+            with distributed.main_first():
+                audio = cached_audio(
+                    audio, self.cfg.run.audio_cache, self.workers, desc=f"{split} audio"
+                )
+            self._audio[split] = audio
         return self._audio[split]
+
+    def loader(self, split: str, batch_size: int, train: bool) -> Loader:
+        """The split's DataLoader (kept with its workers); under DDP this rank's share."""
+        key = (split, batch_size, train)
+        if key not in self._loaders:
+            ranks = self.ranks
+            if train and batch_size % ranks.world:
+                raise UsageError(
+                    f"batch size {batch_size} does not split evenly over {ranks.world} processes"
+                )
+            self._loaders[key] = Loader(
+                self.audio(split),
+                batch_size,
+                self.device,
+                drop_last=train,
+                workers=self.workers,
+                rank=ranks.rank,
+                world=ranks.world,
+            )
+        return self._loaders[key]
+
+    def autocast(self):
+        dtype = AMP_DTYPES.get(self.cfg.run.precision)
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
+    def close(self) -> None:
+        self._loaders.clear()
+        distributed.close()
 
     # -- training -------------------------------------------------------------
 
@@ -127,6 +253,8 @@ class Experiment:
             aug.to(self.device)
         self.method.setup(self.backbone, self.task)
         self.method.to(self.device)
+        if self.cfg.run.compile:
+            self.backbone.compile()
 
     def train(self) -> None:
         """Train in the method's stages (one stage with the run's settings by default)."""
@@ -170,46 +298,85 @@ class Experiment:
             group["base_lr"] = group["lr"]
         return optimizer
 
+    def train_module(self) -> nn.Module:
+        """The training step as a module: DDP-wrapped when several processes train."""
+        module = TrainStep(self.method, self.backbone)
+        return wrap_ddp(module, self.device) if self.ranks.active else module
+
     def train_stage(self, stage: Stage, generator: torch.Generator) -> None:
         run = self.cfg.run
-        train_audio = self.audio("train")
+        loader = self.loader("train", stage.batch_size, train=True)
         optimizer = self.build_optimizer(stage)
+        model = self.train_module()
+        scaler = torch.amp.GradScaler(self.device.type, enabled=run.precision == "fp16")
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, patience=run.plateau_patience, factor=run.plateau_factor
         )
-        steps_per_epoch = num_batches(len(train_audio), stage.batch_size, drop_last=True)
+        accum = run.grad_accum
+        steps_per_epoch = len(loader) // accum
+        if steps_per_epoch == 0:
+            raise UsageError(
+                f"run.grad_accum {accum} exceeds the {len(loader)} batches of an epoch"
+            )
         warmup_steps = run.warmup_epochs * steps_per_epoch
         step = 0
         for epoch in range(stage.epochs):
             self.backbone.train()
             self.method.train()
-            losses = []
+            sums = Accumulator(self.device)
+            window = Accumulator(self.device)
             started = time.perf_counter()
-            batch_iter = batches(
-                train_audio, stage.batch_size, self.device, generator, drop_last=True
-            )
-            for batch in progress(
-                batch_iter, desc=f"epoch {epoch + 1}/{stage.epochs}", total=steps_per_epoch
+            batch_iter = loader.epoch(generator)
+            for micro, batch in enumerate(
+                progress(batch_iter, desc=f"epoch {epoch + 1}/{stage.epochs}", total=len(loader))
             ):
-                if step < warmup_steps:
+                if micro >= steps_per_epoch * accum:
+                    continue  # micro-batches that would not fill an optimizer step
+                last = (micro + 1) % accum == 0
+                if step < warmup_steps and micro % accum == 0:
                     for group in optimizer.param_groups:
                         group["lr"] = group["base_lr"] * (step + 1) / warmup_steps
-                output = self.method.training_step(self.prepare(batch, train=True), self.backbone)
-                if not torch.isfinite(output.loss):
-                    raise HarnessError(
-                        f"training diverged: loss is {output.loss.item()} at epoch {epoch + 1}"
+                prepared = self.prepare(batch, train=True)
+                sync = model.no_sync() if self.ranks.active and not last else nullcontext()
+                with sync:
+                    with self.autocast():
+                        loss, logs = model(prepared)
+                    scaler.scale(loss.float() / accum).backward()
+                sums.add(loss, logs)
+                window.add(loss, logs)
+                if not last:
+                    continue
+                if run.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(
+                        [p for g in optimizer.param_groups for p in g["params"]], run.grad_clip
                     )
+                scaler.step(optimizer)
+                scaler.update()
                 optimizer.zero_grad(set_to_none=True)
-                output.loss.backward()
-                optimizer.step()
-                losses.append(output.loss.item())
                 step += 1
-            mean_loss = float(np.mean(losses)) if losses else math.nan
+                if step % run.sync_every == 0:
+                    self.check_finite(window, epoch, step)
+            self.check_finite(window, epoch, step)
+            mean_loss, logs = sums.means()
             if step >= warmup_steps:
                 plateau.step(mean_loss)
+            extra = "".join(f", {k} {v:.4f}" for k, v in logs.items())
             self.log(
-                f"epoch {epoch + 1}/{stage.epochs}: loss {mean_loss:.4f}, "
+                f"epoch {epoch + 1}/{stage.epochs}: loss {mean_loss:.4f}{extra}, "
                 f"lr {optimizer.param_groups[-1]['lr']:.2e}, {time.perf_counter() - started:.1f}s"
+            )
+
+    def check_finite(self, window: Accumulator, epoch: int, step: int) -> None:
+        """Stop a diverging run: reads the device-side count of non-finite losses."""
+        bad = window.nonfinite()
+        steps = window.steps
+        window.reset()
+        if bad:
+            raise HarnessError(
+                f"training diverged: the loss was not finite in {bad} of the last {steps} "
+                f"batches (epoch {epoch + 1}, optimizer step {step}); "
+                "try a lower run.lr, run.grad_clip, or run.precision=fp32"
             )
 
     def prepare(self, batch: Batch, train: bool) -> Batch:
@@ -238,20 +405,25 @@ class Experiment:
     def _forward_split(self, split: str, what: str) -> Tensor:
         self.backbone.eval()
         self.method.eval()
-        audio = self.audio(split)
-        size = self.cfg.run.eval_batch_size
-        outputs = []
-        for batch in progress(
-            batches(audio, size, self.device),
-            desc=f"{what} {split}",
-            total=num_batches(len(audio), size),
-        ):
-            encoded = self.backbone(self.prepare(batch, train=False).features)
-            if what == "predicting":
-                outputs.append(torch.softmax(self.method.logits(encoded).float(), dim=-1).cpu())
-            else:
-                outputs.append(encoded.embedding.float().cpu())
-        return torch.cat(outputs)
+        loader = self.loader(split, self.cfg.run.eval_batch_size, train=False)
+        outputs, indices = [], []
+        for batch in progress(loader.epoch(), desc=f"{what} {split}", total=len(loader)):
+            prepared = self.prepare(batch, train=False)
+            with self.autocast():
+                encoded = self.backbone(prepared.features)
+                if what == "predicting":
+                    out = torch.softmax(self.method.logits(encoded).float(), dim=-1)
+                else:
+                    out = encoded.embedding.float()
+            outputs.append(out.float())
+            indices.append(batch.index)
+        local = torch.cat(outputs) if outputs else torch.zeros(0)
+        index = torch.cat(indices) if indices else torch.zeros(0, dtype=torch.long)
+        if not self.ranks.active:
+            return local.cpu()
+        if not outputs:  # this rank got no clips: the shape still has to match
+            raise HarnessError(f"{split} split has fewer clips than processes")
+        return distributed.gather_rows(local, index, len(loader.audio), self.device)
 
     def predict(self, split: str) -> Tensor:
         return self._forward_split(split, "predicting")
@@ -345,9 +517,12 @@ def run_experiment(cfg: RunConfig, out_dir: Path, store: ResultStore) -> RunResu
     config_hash = cfg.config_hash()
     run_id = f"{created:%Y%m%d-%H%M%S}-{config_hash[:8]}"
     experiment = Experiment(cfg)
-    experiment.setup()
-    experiment.train()
-    metrics, tables = experiment.evaluate()
+    try:
+        experiment.setup()
+        experiment.train()
+        metrics, tables = experiment.evaluate()
+    finally:
+        experiment.close()
     final_dir = out_dir / run_id
     record = RunRecord(
         run_id=run_id,
@@ -367,6 +542,8 @@ def run_experiment(cfg: RunConfig, out_dir: Path, store: ResultStore) -> RunResu
         environment=environment(cfg.dataset.entry.cls),
         duration_s=round(time.perf_counter() - started, 2),
     )
+    if not experiment.ranks.is_main:
+        return RunResult(record, {})  # rank 0 writes the one run folder and store row
     with staged_dir(final_dir) as tmp:
         write_run_folder(tmp, record, experiment, tables)
     try:

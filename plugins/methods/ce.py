@@ -38,7 +38,7 @@ class CrossEntropy(Method):
 
     def training_step(self, batch: Batch, backbone: Backbone) -> StepOutput:
         loss = self.classification_loss(backbone(batch.features), batch)
-        return StepOutput(loss, {"ce": loss.item()})
+        return StepOutput(loss, {"ce": loss.detach()})
 
 
 @hookimpl

@@ -94,7 +94,7 @@ class InverseContrastive(CrossEntropy):
         devices = batch.device_classes()
         icl = inverse_contrastive_loss(z, devices, self.config.alpha, self.config.beta)
         loss = ce + self.config.lambda_icl * icl
-        return StepOutput(loss, {"ce": ce.item(), "icl": icl.item()})
+        return StepOutput(loss, {"ce": ce.detach(), "icl": icl.detach()})
 
 
 @hookimpl

@@ -138,7 +138,7 @@ class MaskedAutoencoder(Method):
     def training_step(self, batch: Batch, backbone: Backbone) -> StepOutput:
         pred, target, mask = self.reconstruct(batch.features, backbone)
         loss = masked_patch_loss(pred, target, mask, self.config.norm_pix_loss)
-        return StepOutput(loss, {"mae": loss.item()})
+        return StepOutput(loss, {"mae": loss.detach()})
 
 
 @hookimpl

@@ -1,0 +1,310 @@
+"""The DataLoader path, the decoded-audio cache, precision and DDP (issue 8)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from harness.api import Clip
+from harness.audio_cache import FULL_SCALE, ROUNDING, CachedWaves, cached_audio
+from harness.cache import DONE_MARKER
+from harness.data import Loader, load_clips, resolve_workers, split_audio
+from harness.errors import UsageError
+from harness.runner import check_precision
+
+from .conftest import run_cli, toy_run_args
+
+FILE_RATE, RATE = 22050, 16000
+
+
+def write_clips(folder: Path, count: int = 10, seed: int = 0) -> list[Clip]:
+    """Noise clips of varying length (some shorter than the clip length) at 22.05 kHz."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    clips = []
+    for i in range(count):
+        n = int(FILE_RATE * (0.3 + 0.05 * i))
+        wave = (0.9 * rng.uniform(-1, 1, n)).astype(np.float32)
+        path = folder / f"clip{i}.wav"
+        sf.write(path, wave, FILE_RATE, subtype="FLOAT")
+        clips.append(Clip(path, i % 3, "ab"[i % 2]))
+    return clips
+
+
+def epochs_of(loader: Loader, generator: torch.Generator, epochs: int = 2):
+    return [
+        [(b.index.clone(), b.wave.clone()) for b in loader.epoch(generator)] for _ in range(epochs)
+    ]
+
+
+def test_loader_gives_the_in_memory_clips_in_the_same_order(tmp_path):
+    clips = write_clips(tmp_path / "wav")
+    memory = load_clips(clips, RATE, 0.5, ["a", "b"])
+    lazy = split_audio(clips, RATE, 0.5, ["a", "b"])
+    reference = Loader(memory, 4, torch.device("cpu"), drop_last=True)
+    streamed = Loader(lazy, 4, torch.device("cpu"), drop_last=True, workers=2)
+    ref = epochs_of(reference, torch.Generator().manual_seed(3))
+    got = epochs_of(streamed, torch.Generator().manual_seed(3))
+    assert [len(e) for e in got] == [2, 2]  # 10 clips, batch 4, last partial batch dropped
+    assert not torch.equal(ref[0][0][0], ref[1][0][0])  # a fresh permutation per epoch
+    for ref_epoch, got_epoch in zip(ref, got, strict=True):
+        for (ref_idx, ref_wave), (idx, wave) in zip(ref_epoch, got_epoch, strict=True):
+            assert torch.equal(idx, ref_idx)
+            # per-clip resampling with the same kernel as the in-memory batch resampling
+            torch.testing.assert_close(wave, ref_wave, atol=1e-6, rtol=0)
+    in_order = Loader(lazy, 4, torch.device("cpu"), workers=1)
+    labels = torch.cat([b.label for b in in_order.epoch()])
+    assert labels.tolist() == [c.label for c in clips]
+
+
+def test_cache_equals_direct_decoding_within_int16_rounding(tmp_path):
+    clips = write_clips(tmp_path / "wav")
+    lazy = split_audio(clips, RATE, 0.5, [])
+    direct = load_clips(clips, RATE, 0.5, [])
+    cached = cached_audio(lazy, str(tmp_path / "cache"), workers=0)
+    source = cached.wave
+    assert isinstance(source, CachedWaves)
+    for i in range(len(clips)):
+        row = source.read(i)
+        # int16 rounding: |x - round(x * 32767 / s) * s / 32767| <= 0.5 * s / 32767
+        bound = ROUNDING * float(source.scales[i]) + 1e-7
+        assert np.abs(row - direct.wave[i].numpy()).max() <= bound
+    assert source.scales.min() >= 1.0
+    # each row uses the int16 range (the quantisation is not coarser than it must be)
+    raw = np.frombuffer((source.folder / "waves.npy").read_bytes()[source.offset :], np.int16)
+    assert np.abs(raw).max() > FULL_SCALE // 2
+
+
+def test_cache_is_rebuilt_when_a_file_changes(tmp_path):
+    clips = write_clips(tmp_path / "wav")
+    first = cached_audio(split_audio(clips, RATE, 0.5, []), str(tmp_path / "cache")).wave
+    sf.write(clips[2].path, np.zeros(FILE_RATE // 2, np.float32), FILE_RATE, subtype="FLOAT")
+    second = cached_audio(split_audio(clips, RATE, 0.5, []), str(tmp_path / "cache")).wave
+    assert second.folder != first.folder
+    assert np.abs(first.read(2)).max() > 0.1 and np.abs(second.read(2)).max() == 0
+    np.testing.assert_array_equal(first.read(3), second.read(3))
+    again = cached_audio(split_audio(clips, RATE, 0.5, []), str(tmp_path / "cache")).wave
+    assert again.folder == second.folder
+
+
+def build_in_process(args) -> str:
+    clips, folder = args
+    audio = cached_audio(split_audio(clips, RATE, 0.5, []), folder, workers=0)
+    return str(audio.wave.folder)
+
+
+def test_two_processes_building_at_once_give_one_valid_cache(tmp_path):
+    clips = write_clips(tmp_path / "wav", count=24)
+    folder = str(tmp_path / "cache")
+    with mp.get_context("spawn").Pool(2) as pool:
+        built = pool.map(build_in_process, [(clips, folder)] * 2)
+    assert built[0] == built[1]
+    entries = os.listdir(folder)
+    assert entries == [Path(built[0]).name]  # no temporary folder left behind
+    source = CachedWaves(Path(built[0]))
+    assert (source.folder / DONE_MARKER).is_file()
+    direct = load_clips(clips, RATE, 0.5, [])
+    assert json.loads((source.folder / "index.json").read_text())["shape"] == [24, 8000]
+    for i in range(24):
+        assert np.abs(source.read(i) - direct.wave[i].numpy()).max() <= ROUNDING * 2
+
+
+def test_segmented_clips_from_the_cache_keep_their_length(tmp_path):
+    clips = write_clips(tmp_path / "wav", count=4)
+    merged = [Clip(clips[0].path, 0, "a", segments=tuple(c.path for c in clips))]
+    cached = cached_audio(split_audio(merged, RATE, 2.0, []), str(tmp_path / "cache")).wave
+    direct = load_clips(merged, RATE, 2.0, [])
+    assert cached.shape == (1, 32000)
+    bound = ROUNDING * float(cached.scales[0]) + 1e-7
+    assert np.abs(cached.read(0) - direct.wave[0].numpy()).max() <= bound
+
+
+def test_workers_auto_and_negative():
+    assert 0 <= resolve_workers(None) <= 8
+    assert resolve_workers(3) == 3
+    with pytest.raises(UsageError, match="run.workers"):
+        resolve_workers(-1)
+
+
+def test_bf16_refused_on_a_gpu_without_it(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    with pytest.raises(UsageError, match="bf16.*Tesla T4"):
+        check_precision(torch.device("cuda"), "bf16")
+    check_precision(torch.device("cuda"), "fp16")
+    check_precision(torch.device("cpu"), "bf16")
+
+
+def assert_refused(result, text: str, store: Path) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and text in lines[0], result.stderr
+    assert not store.exists()
+
+
+def test_bad_scale_settings_are_one_line_errors(tmp_path):
+    store = tmp_path / "runs" / "results.sqlite"
+    result = run_cli(*toy_run_args(tmp_path, "--set", "run.workers=-1"))
+    assert_refused(result, "workers must be 0 or more", store)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = run_cli(*toy_run_args(tmp_path, "--set", f"run.audio_cache={blocker}/cache"))
+    assert_refused(result, f"{blocker}/cache is not writable", store)
+    if not torch.cuda.is_available():
+        result = run_cli(*toy_run_args(tmp_path, "--nproc", "2"))
+        assert_refused(result, "--nproc 2 needs 2 GPUs but 0 are present", store)
+
+
+def metrics_of(store: Path) -> list[dict]:
+    with sqlite3.connect(store) as db:
+        return [json.loads(row[0]) for row in db.execute("SELECT metrics_json FROM runs")]
+
+
+def test_bf16_with_accumulation_and_clipping_trains_on_cpu(tmp_path):
+    result = run_cli(
+        *toy_run_args(
+            tmp_path,
+            "--device",
+            "cpu",
+            "--set",
+            "run.precision=bf16",
+            "--set",
+            "run.grad_accum=2",
+            "--set",
+            "run.grad_clip=1.0",
+            "--set",
+            "run.sync_every=1",
+        )
+    )
+    assert result.returncode == 0, result.stderr
+    (metrics,) = metrics_of(tmp_path / "runs" / "results.sqlite")
+    assert all(np.isfinite(v) for v in metrics.values())
+
+
+def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
+    result = run_cli(*toy_run_args(tmp_path, "--device", "cpu", "--set", "run.lr=1e30"))
+    assert result.returncode == 2, result.stderr
+    assert "training diverged: the loss was not finite" in result.stderr
+    assert not (tmp_path / "runs" / "results.sqlite").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 with the scaler needs CUDA")
+def test_fp16_with_the_scaler_trains_on_cuda(tmp_path):
+    result = run_cli(*toy_run_args(tmp_path, "--device", "cuda", "--set", "run.precision=fp16"))
+    assert result.returncode == 0, result.stderr
+
+
+def test_two_gloo_processes_match_one_process_and_store_one_row(tmp_path):
+    """DDP splits each global batch of 8 over 2 ranks (4 clips each, the same clips as one
+    process's batch) and averages the gradients, so the runs agree up to float rounding in
+    the gradient reduction: metrics within 1e-4."""
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    one = run_cli(*toy_run_args(tmp_path / "one", "--device", "cpu"))
+    assert one.returncode == 0, one.stderr
+    two = run_cli(*toy_run_args(tmp_path / "two", "--device", "cpu", "--nproc", "2"))
+    assert two.returncode == 0, two.stderr
+    assert two.stdout.count("stored run") == 1
+    (single,) = metrics_of(tmp_path / "one" / "runs" / "results.sqlite")
+    (ddp,) = metrics_of(tmp_path / "two" / "runs" / "results.sqlite")
+    assert len(list((tmp_path / "two" / "runs").glob("2*"))) == 1
+    assert single.keys() == ddp.keys()
+    for key in single:
+        assert ddp[key] == pytest.approx(single[key], abs=1e-4), key
+
+
+class Queueing(torch.nn.Module):
+    """A linear layer and a FIFO buffer of what it saw, like NNCLR's support queue."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 1)
+        self.register_buffer("queue", torch.zeros(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.queue = torch.cat([self.queue[len(x) :], x[:, 0].detach()])
+        return self.linear(x).mean()
+
+
+def ddp_rank(rank: int, init_file: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from harness.runner import wrap_ddp
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    model = wrap_ddp(Queueing(), torch.device("cpu"))
+    x = torch.full((2, 2), float(rank + 1))  # each rank sees only its own clips
+    model(x).backward()
+    model(x).backward()
+    torch.save({"queue": model.module.queue, "grad": model.module.linear.weight.grad}, out)
+    dist.destroy_process_group()
+
+
+def test_ddp_keeps_each_ranks_queue_and_averages_gradients(tmp_path):
+    """Across ranks a method's cross-sample state stays local (NNCLR's queue holds the
+    rank's own embeddings; DDP broadcasts no buffers), while gradients are averaged."""
+    ctx = mp.get_context("spawn")
+    procs = [
+        ctx.Process(target=ddp_rank, args=(r, str(tmp_path / "init"), str(tmp_path / f"{r}.pt")))
+        for r in range(2)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    results = [torch.load(tmp_path / f"{r}.pt", weights_only=True) for r in range(2)]
+    assert results[0]["queue"].tolist() == [1.0] * 4
+    assert results[1]["queue"].tolist() == [2.0] * 4
+    # d mean(w.x + b) / dw = mean(x) per rank: 1 and 2; averaged 1.5, two backward passes
+    for r in range(2):
+        assert results[r]["grad"].tolist() == [[3.0, 3.0]]
+
+
+def toy_experiment(tmp_path: Path, **run):
+    from harness.config import resolve
+    from harness.plugins import load_plugins
+    from harness.runner import Experiment
+
+    from .conftest import TOY_PLUGIN
+
+    (tmp_path / "tones").mkdir(exist_ok=True)
+    raw = {
+        "backbone": {"name": "toy"},
+        "dataset": {"name": "toy-tones", "root": str(tmp_path / "tones")},
+        "method": {"name": "icl"},
+        "run": {"epochs": 2, "batch_size": 6, "device": "cpu", "lr": 0.01, **run},
+    }
+    return Experiment(resolve(raw, load_plugins([str(TOY_PLUGIN)])))
+
+
+def train_and_evaluate(experiment) -> dict[str, float]:
+    experiment.setup()
+    experiment.train()
+    metrics, _ = experiment.evaluate()
+    experiment.close()
+    return metrics
+
+
+def test_dataloader_run_gives_the_in_memory_metrics(tmp_path):
+    """Workers decoding clips give the metrics of in-memory waveforms exactly (the toy files
+    are at the backbone's rate: no resampling); the int16 cache within rounding."""
+    streamed = train_and_evaluate(toy_experiment(tmp_path, audio_cache="off", workers=1))
+    memory = toy_experiment(tmp_path, audio_cache="off")
+    for split in ("train", "eval"):
+        lazy = memory.audio(split)
+        memory._audio[split] = load_clips(lazy.clips, lazy.sample_rate, 0.5, memory.splits.devices)
+    in_memory = train_and_evaluate(memory)
+    assert streamed and streamed == in_memory
+    cached = train_and_evaluate(toy_experiment(tmp_path, audio_cache=str(tmp_path / "c")))
+    for key, value in in_memory.items():
+        assert cached[key] == pytest.approx(value, abs=1e-3), key
