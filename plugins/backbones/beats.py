@@ -45,12 +45,12 @@ from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-import torchaudio.compliance.kaldi as kaldi
 from torch import Tensor, nn
 
 from harness import hookimpl
 from harness.api import Backbone, Encoded
 from harness.errors import DataError, UsageError
+from harness.fbank import KaldiFbank as Fbank
 
 __all__ = ["SIZES", "Beats", "BeatsArch", "BeatsFbank", "relative_position_bucket"]
 
@@ -146,25 +146,15 @@ class BeatsFbank(nn.Module):
     """BEATs' preprocessing: waveforms ``[B, T]`` at 16 kHz to fbank ``[B, 1, T', 128]``.
 
     The fbank is torchaudio's ``compliance.kaldi.fbank`` with BEATs' arguments (and kaldi's
-    defaults: povey window, DC removal, pre-emphasis 0.97, 512-point FFT, power spectrum, mel
-    bins from 20 Hz to Nyquist, log floored at float epsilon, no dither, snipped edges), computed
-    for the whole batch at once instead of clip by clip.
+    defaults: povey window, no dither, snipped edges), computed for the whole batch at once by
+    :class:`harness.fbank.KaldiFbank` instead of clip by clip.
     """
 
     window_size = 400  # 25 ms
-    window_shift = 160  # 10 ms
-    fft_size = 512
-    preemphasis = 0.97
 
     def __init__(self) -> None:
         super().__init__()
-        banks, _ = kaldi.get_mel_banks(
-            NUM_MEL_BINS, self.fft_size, float(SAMPLE_RATE), 20.0, 0.0, 100.0, -500.0, 1.0
-        )
-        # kaldi's banks cover fft_size / 2 bins; the Nyquist bin gets weight zero
-        self.register_buffer("mel_banks", F.pad(banks, (0, 1)).T.contiguous(), persistent=False)
-        window = torch.hann_window(self.window_size, periodic=False).pow(0.85)  # povey
-        self.register_buffer("window", window, persistent=False)
+        self.kaldi = Fbank(SAMPLE_RATE, NUM_MEL_BINS, window="povey", wave_scale=2.0**15)
 
     def forward(self, wave: Tensor) -> Tensor:
         if wave.ndim != 2 or wave.shape[-1] < self.window_size:
@@ -172,15 +162,7 @@ class BeatsFbank(nn.Module):
                 f"beats front-end needs waveforms [B, T] with T >= {self.window_size} samples, "
                 f"got shape {tuple(wave.shape)}"
             )
-        # power spectra of int16-range audio overflow half precision: always float32
-        with torch.autocast(wave.device.type, enabled=False):
-            frames = (wave.float() * 2**15).unfold(-1, self.window_size, self.window_shift)
-            frames = frames - frames.mean(dim=-1, keepdim=True)
-            previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
-            frames = (frames - self.preemphasis * previous) * self.window
-            power = torch.fft.rfft(frames, n=self.fft_size).abs().pow(2.0)
-            fbank = (power @ self.mel_banks).clamp(min=torch.finfo(torch.float32).eps).log()
-        return ((fbank - FBANK_MEAN) / (2 * FBANK_STD)).unsqueeze(1)
+        return ((self.kaldi(wave) - FBANK_MEAN) / (2 * FBANK_STD)).unsqueeze(1)
 
 
 # -- encoder modules ----------------------------------------------------------

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from harness import hookimpl
 from harness.api import Backbone, Batch, Method, StepOutput, Task
 from harness.errors import UsageError
-from harness_plugins.backbones.audiomae import Block, init_vit_weights, sincos_pos_embed_2d
+from harness.layers import init_mae_weights, sincos_pos_embed_2d, vit_block
 
 __all__ = ["MaskedAutoencoder", "masked_patch_loss"]
 
@@ -103,11 +103,11 @@ class MaskedAutoencoder(Method):
         patch_values = backbone.patch_size**2
         self.decoder_embed = nn.Linear(backbone.embed_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.decoder_blocks = nn.ModuleList(Block(dim, heads) for _ in range(depth))
+        self.decoder_blocks = nn.ModuleList(vit_block(dim, heads) for _ in range(depth))
         self.decoder_norm = nn.LayerNorm(dim, eps=1e-6)
         self.decoder_pred = nn.Linear(dim, patch_values)
         nn.init.normal_(self.mask_token, std=0.02)
-        self.apply(init_vit_weights)
+        self.apply(init_mae_weights)
 
     def decoder_pos_embed(self, grid: tuple[int, int], device: torch.device) -> Tensor:
         """The fixed sin-cos table ``[1, 1 + rows * cols, dim]`` (cached per grid)."""
