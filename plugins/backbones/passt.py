@@ -47,6 +47,7 @@ from torch import Tensor, nn
 
 from harness import hookimpl
 from harness.api import Backbone, Encoded
+from harness.checkpoints import block_count, check_size
 from harness.errors import DataError, UsageError
 from harness.layers import vit_block
 
@@ -405,6 +406,9 @@ class PaSST(Backbone):
             tokens, freq, time = image_positions_to_passt(state.pop("pos_embed"), grid)
             state.update(new_pos_embed=tokens, freq_new_pos_embed=freq, time_new_pos_embed=time)
             state = {k: v for k, v in state.items() if not k.startswith(("head.", "head_dist."))}
+        if proj is not None and block_count(state):
+            sizes = {name: (s.embed_dim, s.depth) for name, s in SIZES.items()}
+            check_size("passt", self.config.size, (proj.shape[0], block_count(state)), sizes)
         return state
 
     # -- heads and description ---------------------------------------------------
