@@ -1,4 +1,5 @@
-"""MaskSpec: the ViT encoder of "Masked Spectrogram Prediction for Self-Supervised Audio Pre-Training".
+"""MaskSpec: the ViT encoder of "Masked Spectrogram Prediction for Self-Supervised Audio
+Pre-Training".
 
 Paper: D. Chong, H. Wang, P. Zhou, Q. Zeng, ICASSP 2023 (arXiv:2204.12768). Reference code:
 WangHelin1997/MaskSpec (``models/models_vit.py``, ``models/models_mae.py``); the encoder is a timm
