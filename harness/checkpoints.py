@@ -1,6 +1,8 @@
 """Loading backbone checkpoints (``--set backbone.checkpoint=PATH``), shared by every backbone.
 
-A checkpoint file is read with ``torch.load(weights_only=True)`` and may hold a
+A checkpoint file is read with ``torch.load(weights_only=True)``, which also accepts an
+``argparse.Namespace`` (AudioMAE and MAE store their training ``args`` as one) and no other
+pickled class, and may hold a
 raw state dict or one wrapped as ``{'model': ...}``, ``{'state_dict': ...}``
 (Lightning), ``{'module': ...}`` or ``{'net': ...}``. Then:
 
@@ -25,6 +27,7 @@ raw state dict or one wrapped as ``{'model': ...}``, ``{'state_dict': ...}``
 
 from __future__ import annotations
 
+import argparse
 import pickle
 import re
 import zipfile
@@ -40,6 +43,8 @@ from harness.errors import DataError
 
 WRAPPER_KEYS = ("model", "state_dict", "module", "net")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.", "net.", "model.", "backbone.")
+SAFE_GLOBALS = [argparse.Namespace]
+"""The one class beyond tensors and containers that ``weights_only`` loading accepts."""
 LISTED_KEYS = 6
 """Keys named per category in a mismatch message before the rest is counted."""
 
@@ -101,7 +106,9 @@ def read_checkpoint(path: Path) -> Any:
     if not path.is_file():
         raise DataError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # AudioMAE's save_model stores ``args`` as an argparse.Namespace: allow exactly that class
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DataError(f"cannot read checkpoint {path}: {reason}") from None

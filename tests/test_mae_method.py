@@ -13,7 +13,11 @@ from torch import Tensor, nn
 from harness.api import Backbone, Batch, Encoded, Task
 from harness.checkpoints import load_backbone_checkpoint
 from harness.errors import UsageError
-from harness_plugins.backbones.audiomae import AudioMAE, random_masking, sincos_pos_embed_2d
+from harness_plugins.backbones.audiomae import (
+    AudioMAE,
+    audiomae_sincos,
+    random_masking,
+)
 from harness_plugins.methods.mae import MaskedAutoencoder, masked_patch_loss
 from tests.conftest import TOY_PLUGIN, run_cli
 
@@ -79,7 +83,7 @@ def test_decoder_puts_mask_tokens_at_hidden_positions():
     out = backbone.forward_masked(torch.randn(2, 1, 64, 128), 0.8)
     with torch.no_grad():
         x = method.decode(out.latent, out.ids_restore, out.grid)
-        x = x - sincos_pos_embed_2d(method.mask_token.shape[-1], out.grid)[1:]
+        x = x - audiomae_sincos(method.mask_token.shape[-1], out.grid, backbone.pos_layout)[1:]
         embedded = method.decoder_embed(out.latent)
     for row in range(2):
         for patch in range(out.mask.shape[1]):

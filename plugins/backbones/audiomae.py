@@ -36,9 +36,14 @@ fine-tuned files (``fc_norm``, ``head``), and this backbone's own ``backbone.pt`
 ``fc_norm`` (pretraining) or without ``norm`` (fine-tuned) leaves that LayerNorm at its initial
 values, as AudioMAE's fine-tuning does. A fine-tuned ``head`` is kept for
 :meth:`AudioMAE.build_head` when it fits the task's class count (see :mod:`harness.checkpoints`).
-A ``pos_embed`` for another grid is replaced by this model's table when it is the fixed sin-cos
-table of its own grid (AudioMAE trains it neither in pretraining nor in fine-tuning, so every
-published file qualifies); otherwise it is left in place and reported as a shape mismatch.
+Positions: the official AudioMAE builds its fixed sin-cos table for the grid ``(8, T / 16)``
+(``PatchEmbed_org.patch_hw``) and adds it to time-major tokens; ``pos_layout="official"``
+(default) builds that table, so encoders move between this backbone and the official code either
+way; ``"time-major"`` is the token grid's own table (an option). A checkpoint's ``pos_embed`` that
+is a sin-cos table of either layout sets the layout, and for another grid (e.g.
+``target_length=2048`` loading a 1024-frame file) is recomputed for this grid (exact: the table is
+a fixed function of the grid; AudioMAE trains it neither in pretraining nor in fine-tuning); any
+other table of another shape is reported as a shape mismatch.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ __all__ = [
     "AudioMAE",
     "KaldiFbank",
     "MaskedEncoding",
+    "audiomae_sincos",
     "init_vit_weights",
     "random_masking",
     "sincos_pos_embed_2d",
@@ -106,7 +112,23 @@ SIZES: dict[str, Size] = {
 }
 
 
-# -- masking -------------------------------------------------------------------
+# -- positions and masking -----------------------------------------------------
+
+POS_LAYOUTS = ("official", "time-major")
+
+
+def audiomae_sincos(dim: int, grid: tuple[int, int], layout: str = "official") -> Tensor:
+    """The fixed sin-cos table ``[1 + rows * cols, dim]`` of a ``(time rows, freq cols)`` grid.
+
+    ``official``: the table the official AudioMAE builds from ``PatchEmbed_org.patch_hw``
+    ``= (cols, rows)`` (``(8, 64)`` for 1024 frames) and adds to the time-major tokens: token
+    ``n`` gets the column code of ``n % rows`` and the row code of ``n // rows``.
+    ``time-major``: the table of the token grid itself (token ``t * cols + f`` encodes ``f``
+    and ``t``). Both are MAE's ``get_2d_sincos_pos_embed`` on a row-major grid.
+    """
+    if layout == "official":
+        return sincos_pos_embed_2d(dim, (grid[1], grid[0]))
+    return sincos_pos_embed_2d(dim, grid)
 
 
 def keep_random(x: Tensor, dim: int, keep: int) -> Tensor:
@@ -222,6 +244,10 @@ class AudioMAE(Backbone):
         """Stochastic depth at the top block (AudioMAE fine-tuning: 0.1)."""
         norm_mean: float = AUDIOSET_MEAN
         norm_std: float = AUDIOSET_STD
+        pos_layout: Literal["official", "time-major"] = "official"
+        """Sin-cos table order: the official AudioMAE's ``(8, T / 16)`` table (default, what the
+        published encoders were trained with) or the token grid's own; a loaded checkpoint's
+        table sets it."""
 
         def __post_init__(self) -> None:
             if self.target_length < 0 or self.target_length % PATCH:
@@ -244,7 +270,10 @@ class AudioMAE(Backbone):
         self.max_grid = (self.max_frames // PATCH, MEL_BINS // PATCH)
         self.patch_embed = PatchEmbed(spec.dim, PATCH, flatten=False)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, spec.dim))
-        self.register_buffer("pos_embed", sincos_pos_embed_2d(spec.dim, self.max_grid)[None])
+        self.pos_layout = config.pos_layout
+        table = audiomae_sincos(spec.dim, self.max_grid, self.pos_layout)
+        self.register_buffer("pos_embed", table[None])
+        self._tables: dict[tuple[int, str, torch.device], Tensor] = {}
         rates = torch.linspace(0, config.drop_path, spec.depth).tolist()
         self.blocks = nn.ModuleList(vit_block(spec.dim, spec.heads, drop_path=r) for r in rates)
         self.norm = nn.LayerNorm(spec.dim, eps=LN_EPS)
@@ -304,7 +333,22 @@ class AudioMAE(Backbone):
                 f"audiomae got {features.shape[2]} frames; it takes {PATCH} to {self.max_frames} "
                 "(set backbone.target_length for longer input)"
             )
-        return tokens + self.pos_embed[:, 1 : 1 + tokens.shape[1]], grid
+        return tokens + self.positions(grid)[:, 1:], grid
+
+    def positions(self, grid: tuple[int, int]) -> Tensor:
+        """``[1, 1 + N, D]`` for a grid of ``grid[0] <= max`` time rows: ``pos_embed`` for the
+        full grid; for fewer rows the first rows of it (``time-major``, equal to that grid's
+        table) or the official table of that grid (``official``, as the official code builds
+        for a shorter ``target_length``)."""
+        if grid[0] == self.max_grid[0]:
+            return self.pos_embed
+        if self.pos_layout == "time-major":
+            return self.pos_embed[:, : 1 + grid[0] * grid[1]]
+        key = (grid[0], self.pos_layout, self.pos_embed.device)
+        if key not in self._tables:
+            table = audiomae_sincos(self.embed_dim, grid, self.pos_layout)
+            self._tables[key] = table[None].to(self.pos_embed.device)
+        return self._tables[key]
 
     def with_cls(self, tokens: Tensor) -> Tensor:
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
@@ -368,11 +412,20 @@ class AudioMAE(Backbone):
                     state.update({k: v for k, v in own.items() if k.startswith(prefix)})
                     self.load_notes.append(f"{prefix.rstrip('.')} absent: freshly initialised")
         pos = state.get("pos_embed")
-        if pos is not None and pos.shape != self.pos_embed.shape and self.is_own_sincos(pos):
-            state["pos_embed"] = own["pos_embed"]
+        layout = self.sincos_layout(pos) if pos is not None else None
+        if layout is not None and layout != self.pos_layout:
             self.load_notes.append(
-                f"pos_embed: sin-cos table for {pos.shape[1] - 1} patches recomputed for "
-                f"{self.pos_embed.shape[1] - 1}"
+                f"pos_embed: the checkpoint's sin-cos table is in the {layout} layout "
+                f"(backbone.pos_layout was {self.pos_layout}); the encoder uses it"
+            )
+            self.pos_layout = layout
+            self._tables.clear()
+        if layout is not None and pos.shape != self.pos_embed.shape:
+            table = audiomae_sincos(self.embed_dim, self.max_grid, layout)[None]
+            state["pos_embed"] = table
+            self.load_notes.append(
+                f"pos_embed: {layout} sin-cos table for {pos.shape[1] - 1} patches recomputed "
+                f"for {table.shape[1] - 1}"
             )
         return state
 
@@ -392,13 +445,18 @@ class AudioMAE(Backbone):
             f"backbone size '{self.config.size}' has {self.embed_dim} and {self.num_layers}{hint}"
         )
 
-    def is_own_sincos(self, pos: Tensor) -> bool:
-        """Whether ``pos`` ``[1, 1 + rows * 8, D]`` is the fixed sin-cos table of its grid."""
+    def sincos_layout(self, pos: Tensor) -> str | None:
+        """The layout of ``pos`` ``[1, 1 + rows * 8, D]`` when it is a fixed sin-cos table
+        (``official`` or ``time-major``), else None (a trained table, or another shape)."""
         cols = self.max_grid[1]
         if pos.ndim != 3 or pos.shape[-1] != self.embed_dim or (pos.shape[1] - 1) % cols:
-            return False
-        expected = sincos_pos_embed_2d(self.embed_dim, ((pos.shape[1] - 1) // cols, cols))
-        return bool(torch.allclose(pos[0].float(), expected, atol=1e-4))
+            return None
+        grid = ((pos.shape[1] - 1) // cols, cols)
+        for layout in (self.pos_layout, *POS_LAYOUTS):
+            expected = audiomae_sincos(self.embed_dim, grid, layout)
+            if torch.allclose(pos[0].float(), expected, atol=1e-4):
+                return layout
+        return None
 
 
 @hookimpl

@@ -31,7 +31,8 @@ from torch import Tensor, nn
 from harness import hookimpl
 from harness.api import Backbone, Batch, Method, StepOutput, Task
 from harness.errors import UsageError
-from harness.layers import init_mae_weights, sincos_pos_embed_2d, vit_block
+from harness.layers import init_mae_weights, vit_block
+from harness_plugins.backbones.audiomae import audiomae_sincos
 
 __all__ = ["MaskedAutoencoder", "masked_patch_loss"]
 
@@ -84,6 +85,7 @@ class MaskedAutoencoder(Method):
     def __init__(self, config: Any) -> None:
         super().__init__(config)
         self._pos_cache: dict[tuple[tuple[int, int], torch.device], Tensor] = {}
+        self.pos_layout = "time-major"
 
     def setup(self, backbone: Backbone, task: Task) -> None:
         missing = [attr for attr in CONTRACT if not hasattr(backbone, attr)]
@@ -92,6 +94,7 @@ class MaskedAutoencoder(Method):
                 f"method 'mae' needs a masked-autoencoder backbone (e.g. audiomae) with "
                 f"{', '.join(CONTRACT)}; backbone '{backbone.name}' lacks {', '.join(missing)}"
             )
+        self.pos_layout = getattr(backbone, "pos_layout", "time-major")
         default_dim, default_depth, default_heads = backbone.mae_decoder
         dim = self.config.decoder_dim or default_dim
         depth = self.config.decoder_depth or default_depth
@@ -113,7 +116,7 @@ class MaskedAutoencoder(Method):
         """The fixed sin-cos table ``[1, 1 + rows * cols, dim]`` (cached per grid)."""
         key = (grid, device)
         if key not in self._pos_cache:
-            table = sincos_pos_embed_2d(self.mask_token.shape[-1], grid)
+            table = audiomae_sincos(self.mask_token.shape[-1], grid, self.pos_layout)
             self._pos_cache[key] = table[None].to(device)
         return self._pos_cache[key]
 
