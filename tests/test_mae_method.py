@@ -264,3 +264,62 @@ def test_cli_mae_with_a_classifier_protocol_is_refused(tmp_path):
     result = run_cli(*pretrain_args(tmp_path, "--method", "mae", "--protocol", "device-logloss"))
     assert result.returncode == 2
     assert "needs a classifier" in result.stderr
+
+
+def test_paper_preset_builds_the_official_local_attention_decoder():
+    from harness.api import Task
+
+    backbone = AudioMAE(AudioMAE.Config(size="base"))
+    method = MaskedAutoencoder(MaskedAutoencoder.Config(preset="paper"))
+    method.setup(backbone, Task(["a"], [], 16000, -2))
+    assert method.decoder_mode == 1 and len(method.decoder_blocks) == 16
+    block = {
+        k.split(".", 2)[2]: tuple(v.shape)
+        for k, v in method.state_dict().items()
+        if k.startswith("decoder_blocks.1.")
+    }
+    assert block == {  # the official decoder_mode=1 layout at base (512 dims, 16 heads)
+        "attn.logit_scale": (16,),
+        "attn.qkv.weight": (1536, 512),
+        "attn.qkv.bias": (1536,),
+        "attn.proj.weight": (512, 512),
+        "attn.proj.bias": (512,),
+        "attn.meta_mlp.fc1.weight": (384, 2),
+        "attn.meta_mlp.fc1.bias": (384,),
+        "attn.meta_mlp.fc2.weight": (16, 384),
+        "attn.meta_mlp.fc2.bias": (16,),
+        "norm1.weight": (512,),
+        "norm1.bias": (512,),
+        "mlp.fc1.weight": (2048, 512),
+        "mlp.fc1.bias": (2048,),
+        "mlp.fc2.weight": (512, 2048),
+        "mlp.fc2.bias": (512,),
+        "norm2.weight": (512,),
+        "norm2.bias": (512,),
+    }
+    shifts = [tuple(b.shift_size) for b in method.decoder_blocks]
+    assert shifts[:2] == [(0, 0), (2, 0)] and all(
+        b.window_size == (4, 4) for b in method.decoder_blocks
+    )
+    light = MaskedAutoencoder(MaskedAutoencoder.Config())
+    light.setup(backbone, Task(["a"], [], 16000, -2))
+    assert light.decoder_mode == 0 and len(light.decoder_blocks) == 8
+
+
+def test_local_decoder_attends_within_windows_and_reconstructs_every_patch():
+    from harness.api import Task
+
+    backbone = AudioMAE(AudioMAE.Config(size="tiny"))
+    method = MaskedAutoencoder(MaskedAutoencoder.Config(decoder_mode=1, decoder_depth=1))
+    method.setup(backbone, Task(["a"], [], 16000, -2))
+    block = method.decoder_blocks[0].eval()  # unshifted
+    x = torch.randn(1, 8, 8, 64)
+    y = x.clone()
+    y[0, 0, 0] += 1.0  # a patch in the first (4, 4) window
+    with torch.no_grad():
+        a, b = block(x), block(y)
+    changed = (a - b).abs().amax(dim=-1)[0] > 1e-6
+    assert changed[:4, :4].any() and not changed[4:].any() and not changed[:, 4:].any()
+    with torch.no_grad():
+        pred, target, mask = method.reconstruct(torch.randn(2, 1, 128, 128), backbone)
+    assert pred.shape == target.shape == (2, 64, 256)

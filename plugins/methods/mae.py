@@ -14,16 +14,24 @@ Works with any backbone that offers the masked-encoder contract documented in
     harness run --backbone audiomae --method mae --protocol none
     harness run --backbone audiomae --set backbone.checkpoint=runs/<id>/backbone.pt ...
 
+Decoder: ``preset="small"`` (default) is the light global-attention decoder (official
+``decoder_mode=0``); ``preset="paper"`` (or ``decoder_mode=1``) is the decoder of the AudioMAE paper
+and of its official AudioSet recipe: twice as many blocks (16 at base), timm's Swin-V2 blocks with
+local window attention (4, 4) over the patch grid, every second block shifted by (2, 0), and
+scaled-cosine attention. Key names are the official ones (``decoder_blocks.N.attn.qkv``,
+``attn.logit_scale``, ``attn.meta_mlp.fc1``, ``norm1``, ``mlp.fc1``, ``norm2``).
+
 The method keeps AudioMAE's decoder key names (``decoder_embed``, ``mask_token``,
 ``decoder_blocks.N``, ``decoder_norm``, ``decoder_pred``) in ``method.pt``. The published AudioSet
-checkpoint was pretrained with the shifted-window local decoder (``--decoder_mode 1``); its decoder
-weights do not fit this global-attention decoder, and the encoder does not need them.
+checkpoint was pretrained with the shifted-window local decoder (``--decoder_mode 1``), which
+``preset="paper"`` builds.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -73,10 +81,19 @@ class MaskedAutoencoder(Method):
         """0: the backbone's default (base: 8)."""
         decoder_heads: int = 0
         """0: the backbone's default (base: 16)."""
+        preset: Literal["small", "paper"] = "small"
+        """``paper``: AudioMAE's AudioSet recipe, the local-attention decoder (``decoder_mode``
+        1); ``small``: the light global-attention decoder (``decoder_mode`` 0)."""
+        decoder_mode: int | None = None
+        """0: global attention (official ``decoder_mode=0``); 1: 16 Swin-V2 blocks with local
+        window attention (4, 4), every second block shifted by (2, 0), scaled-cosine attention
+        (official ``decoder_mode=1``, the paper's); None: from ``preset``."""
 
         def __post_init__(self) -> None:
             if not 0.0 < self.mask_ratio < 1.0:
                 raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
+            if self.decoder_mode not in (None, 0, 1):
+                raise ValueError(f"decoder_mode must be 0 or 1, got {self.decoder_mode}")
             for name in ("decoder_dim", "decoder_depth", "decoder_heads"):
                 value = getattr(self, name)
                 if value < 0:
@@ -96,8 +113,10 @@ class MaskedAutoencoder(Method):
             )
         self.pos_layout = getattr(backbone, "pos_layout", "time-major")
         default_dim, default_depth, default_heads = backbone.mae_decoder
+        mode = self.decoder_mode
         dim = self.config.decoder_dim or default_dim
-        depth = self.config.decoder_depth or default_depth
+        # the official local decoder has twice the global one's blocks (base: 16 vs 8)
+        depth = self.config.decoder_depth or default_depth * (2 if mode == 1 else 1)
         heads = self.config.decoder_heads or default_heads
         if dim % heads or dim % 4:
             raise UsageError(
@@ -106,11 +125,21 @@ class MaskedAutoencoder(Method):
         patch_values = backbone.patch_size**2
         self.decoder_embed = nn.Linear(backbone.embed_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.decoder_blocks = nn.ModuleList(vit_block(dim, heads) for _ in range(depth))
+        if mode == 1:
+            grid = getattr(backbone, "max_grid", (64, 8))
+            self.decoder_blocks = nn.ModuleList(swin_blocks(dim, heads, depth, grid))
+        else:
+            self.decoder_blocks = nn.ModuleList(vit_block(dim, heads) for _ in range(depth))
         self.decoder_norm = nn.LayerNorm(dim, eps=1e-6)
         self.decoder_pred = nn.Linear(dim, patch_values)
         nn.init.normal_(self.mask_token, std=0.02)
         self.apply(init_mae_weights)
+
+    @property
+    def decoder_mode(self) -> int:
+        if self.config.decoder_mode is not None:
+            return self.config.decoder_mode
+        return 1 if self.config.preset == "paper" else 0
 
     def decoder_pos_embed(self, grid: tuple[int, int], device: torch.device) -> Tensor:
         """The fixed sin-cos table ``[1, 1 + rows * cols, dim]`` (cached per grid)."""
@@ -128,6 +157,11 @@ class MaskedAutoencoder(Method):
         patches = torch.cat([x[:, 1:], self.mask_token.expand(batch, hidden, -1)], dim=1)
         patches = patches.gather(1, ids_restore[..., None].expand(-1, -1, dim))
         x = torch.cat([x[:, :1], patches], dim=1) + self.decoder_pos_embed(grid, x.device)
+        if self.decoder_mode == 1:  # windows over the patch grid; the class token is dropped
+            x = x[:, 1:].reshape(batch, grid[0], grid[1], dim)
+            for block in self.decoder_blocks:
+                x = block(x)
+            return self.decoder_pred(self.decoder_norm(x.reshape(batch, -1, dim)))
         for block in self.decoder_blocks:
             x = block(x)
         return self.decoder_pred(self.decoder_norm(x))[:, 1:]
@@ -142,6 +176,38 @@ class MaskedAutoencoder(Method):
         pred, target, mask = self.reconstruct(batch.features, backbone)
         loss = masked_patch_loss(pred, target, mask, self.config.norm_pix_loss)
         return StepOutput(loss, {"mae": loss.item()})
+
+
+def swin_blocks(dim: int, heads: int, depth: int, grid: tuple[int, int]) -> list[nn.Module]:
+    """The official ``decoder_mode=1`` blocks: timm's Swin-V2 (CR) block (post-norm,
+    scaled-cosine attention, log-spaced continuous position bias), window (4, 4), every second
+    block shifted by (2, 0); masks are built for other grids as needed."""
+    from timm.models.swin_transformer_v2_cr import SwinTransformerV2CrBlock
+
+    class FixedShiftBlock(SwinTransformerV2CrBlock):
+        """timm >= 1.0 replaces any non-zero shift by half the window on both axes; the official
+        decoder shifts by (2, 0) (time only), as timm's block did when AudioMAE was written."""
+
+        def _calc_window_shift(self, target_window_size):
+            window, _ = super()._calc_window_shift(target_window_size)
+            shift = tuple(
+                0 if f <= w else s
+                for f, w, s in zip(self.feat_size, window, self.target_shift_size, strict=True)
+            )
+            return window, shift
+
+    return [
+        FixedShiftBlock(
+            dim=dim,
+            num_heads=heads,
+            feat_size=grid,
+            window_size=(4, 4),
+            shift_size=(0, 0) if index % 2 == 0 else (2, 0),
+            dynamic_mask=True,
+            norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        )
+        for index in range(depth)
+    ]
 
 
 @hookimpl
