@@ -321,5 +321,5 @@ def test_local_decoder_attends_within_windows_and_reconstructs_every_patch():
     changed = (a - b).abs().amax(dim=-1)[0] > 1e-6
     assert changed[:4, :4].any() and not changed[4:].any() and not changed[:, 4:].any()
     with torch.no_grad():
-        pred, target, mask = method.reconstruct(torch.randn(2, 1, 128, 128), backbone)
+        pred, target, _mask = method.reconstruct(torch.randn(2, 1, 128, 128), backbone)
     assert pred.shape == target.shape == (2, 64, 256)
