@@ -173,6 +173,10 @@ class Experiment:
         run = self.cfg.run
         train_audio = self.audio("train")
         optimizer = self.build_optimizer(stage)
+        if not any(group["params"] for group in optimizer.param_groups):
+            # e.g. a parameter-free backbone (logmel-stats) under a method without heads
+            self.log(f"stage '{stage.name}': no trainable parameters, nothing to train; skipped")
+            return
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, patience=run.plateau_patience, factor=run.plateau_factor
         )

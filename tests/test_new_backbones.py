@@ -375,3 +375,49 @@ def test_base_sizes_are_the_published_vit_b(module, cls, params) -> None:
     assert count_parameters(backbone, backbone.Config(size="base")) == pytest.approx(
         params, rel=2e-3
     )
+
+
+def test_new_backbones_are_listed() -> None:
+    from harness.plugins import load_plugins
+
+    names = load_plugins()["backbone"].names()
+    assert {"mae-ast", "maskspec", "m2d", "logmel-stats"} <= set(names)
+
+
+def test_logmel_stats_hand_computed_and_frontend_is_kaldi() -> None:
+    import torchaudio.compliance.kaldi as kaldi
+
+    from harness_plugins.backbones.logmel_stats import LogMelStats
+
+    model = LogMelStats(LogMelStats.Config(n_mels=2))
+    # two bands over three frames: band 0 = 1, 2, 6 (mean 3, var (4 + 1 + 9) / 3), band 1 = 4, 4, 4
+    features = torch.tensor([[[[1.0, 4.0], [2.0, 4.0], [6.0, 4.0]]]])
+    out = model(features).embedding
+    assert torch.allclose(out, torch.tensor([[3.0, 4.0, math.sqrt(14 / 3), 0.0]]), atol=1e-6)
+    assert not list(model.parameters()) and model.embed_dim == 4
+    wave = torch.randn(1, 16000, generator=torch.Generator().manual_seed(8)) * 0.1
+    expected = kaldi.fbank(
+        wave, sample_frequency=16000, num_mel_bins=64, window_type="hanning", use_energy=False
+    )
+    front = LogMelStats(LogMelStats.Config()).frontend()(wave)
+    assert (front[0, 0] - expected).abs().max() < 1e-3
+
+
+def test_stage_without_trainable_parameters_is_skipped_not_a_crash(tmp_path) -> None:
+    """A parameter-free backbone whose method's heads are frozen: the stage is skipped."""
+    from harness.api import Stage
+    from harness.runner import Experiment
+
+    class Stub:
+        def __init__(self) -> None:
+            self.log_lines: list[str] = []
+
+        def log(self, message: str) -> None:
+            self.log_lines.append(message)
+
+    stub = Stub()
+    stub.cfg = type("C", (), {"run": type("R", (), {"weight_decay": 0.0})()})()
+    stub.build_optimizer = lambda stage: torch.optim.Adam([{"params": []}], lr=1e-3)
+    stub.audio = lambda split: []
+    Experiment.train_stage(stub, Stage("head", 1, 1e-3, 4), torch.Generator())
+    assert any("no trainable parameters" in line for line in stub.log_lines)
