@@ -279,7 +279,7 @@ def test_paper_preset_builds_the_official_local_attention_decoder():
         if k.startswith("decoder_blocks.1.")
     }
     assert block == {  # the official decoder_mode=1 layout at base (512 dims, 16 heads)
-        "attn.logit_scale": (16,),
+        "attn.tau": (16,),
         "attn.qkv.weight": (1536, 512),
         "attn.qkv.bias": (1536,),
         "attn.proj.weight": (512, 512),
@@ -323,3 +323,39 @@ def test_local_decoder_attends_within_windows_and_reconstructs_every_patch():
     with torch.no_grad():
         pred, target, _mask = method.reconstruct(torch.randn(2, 1, 128, 128), backbone)
     assert pred.shape == target.shape == (2, 64, 256)
+
+
+def test_local_decoder_block_equals_the_official_equations():
+    """One shifted block against its equations written out: roll by (-2, 0), (4, 4) windows,
+    cosine attention / tau + meta-MLP bias, the -100 border mask, roll back, post-norms."""
+    from harness_plugins.methods.mae import SwinDecoderBlock
+
+    torch.manual_seed(0)
+    block = SwinDecoderBlock(32, 4, (4, 4), (2, 0)).eval()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    x = torch.randn(2, 8, 8, 32)
+    with torch.no_grad():
+        out = block(x)
+        attn = block.attn
+        y = torch.roll(x, shifts=(-2, 0), dims=(1, 2))
+        labels = torch.zeros(8, 8)
+        labels[4:6], labels[6:] = 1, 2  # rows [0, -4), [-4, -2), [-2, end); columns one group
+        result = torch.zeros_like(x)
+        for b in range(2):
+            for r0 in (0, 4):
+                for c0 in (0, 4):
+                    tokens = y[b, r0 : r0 + 4, c0 : c0 + 4].reshape(16, 32)
+                    lab = labels[r0 : r0 + 4, c0 : c0 + 4].reshape(16)
+                    q, k, v = attn.qkv(tokens).view(16, 3, 4, 8).permute(1, 2, 0, 3)
+                    cos = (q / q.norm(dim=-1, keepdim=True)) @ (k / k.norm(dim=-1, keepdim=True)).mT
+                    logits = cos / attn.tau.clamp(min=0.01)[:, None, None]
+                    logits = logits + attn.position_bias((4, 4))[0]
+                    logits = logits + (lab[None, :] != lab[:, None]).float() * -100.0
+                    o = (logits.softmax(-1) @ v).transpose(0, 1).reshape(16, 32)
+                    result[b, r0 : r0 + 4, c0 : c0 + 4] = attn.proj(o).view(4, 4, 32)
+        result = torch.roll(result, shifts=(2, 0), dims=(1, 2))
+        h = x + block.norm1(result)
+        expected = h + block.norm2(block.mlp(h))
+    assert (out - expected).abs().max() < 1e-5

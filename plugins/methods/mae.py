@@ -18,8 +18,10 @@ Decoder: ``preset="small"`` (default) is the light global-attention decoder (off
 ``decoder_mode=0``); ``preset="paper"`` (or ``decoder_mode=1``) is the decoder of the AudioMAE paper
 and of its official AudioSet recipe: twice as many blocks (16 at base), timm's Swin-V2 blocks with
 local window attention (4, 4) over the patch grid, every second block shifted by (2, 0), and
-scaled-cosine attention. Key names are the official ones (``decoder_blocks.N.attn.qkv``,
-``attn.logit_scale``, ``attn.meta_mlp.fc1``, ``norm1``, ``mlp.fc1``, ``norm2``).
+scaled-cosine attention, in the layout of the official ``timm_patch/swin_transformer.py`` (timm's
+current Swin-V2 block differs: ``logit_scale`` for ``tau``, half-window shifts on both axes). Key
+names are the official ones (``decoder_blocks.N.attn.qkv``, ``attn.tau``, ``attn.meta_mlp.fc1``,
+``norm1``, ``mlp.fc1``, ``norm2``).
 
 The method keeps AudioMAE's decoder key names (``decoder_embed``, ``mask_token``,
 ``decoder_blocks.N``, ``decoder_norm``, ``decoder_pred``) in ``method.pt``. The published AudioSet
@@ -30,7 +32,6 @@ checkpoint was pretrained with the shifted-window local decoder (``--decoder_mod
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -39,7 +40,7 @@ from torch import Tensor, nn
 from harness import hookimpl
 from harness.api import Backbone, Batch, Method, StepOutput, Task
 from harness.errors import UsageError
-from harness.layers import init_mae_weights, vit_block
+from harness.layers import Mlp, init_mae_weights, vit_block
 from harness_plugins.backbones.audiomae import audiomae_sincos
 
 __all__ = ["MaskedAutoencoder", "masked_patch_loss"]
@@ -126,8 +127,7 @@ class MaskedAutoencoder(Method):
         self.decoder_embed = nn.Linear(backbone.embed_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         if mode == 1:
-            grid = getattr(backbone, "max_grid", (64, 8))
-            self.decoder_blocks = nn.ModuleList(swin_blocks(dim, heads, depth, grid))
+            self.decoder_blocks = nn.ModuleList(swin_blocks(dim, heads, depth))
         else:
             self.decoder_blocks = nn.ModuleList(vit_block(dim, heads) for _ in range(depth))
         self.decoder_norm = nn.LayerNorm(dim, eps=1e-6)
@@ -178,34 +178,126 @@ class MaskedAutoencoder(Method):
         return StepOutput(loss, {"mae": loss.item()})
 
 
-def swin_blocks(dim: int, heads: int, depth: int, grid: tuple[int, int]) -> list[nn.Module]:
-    """The official ``decoder_mode=1`` blocks: timm's Swin-V2 (CR) block (post-norm,
-    scaled-cosine attention, log-spaced continuous position bias), window (4, 4), every second
-    block shifted by (2, 0); masks are built for other grids as needed."""
-    from timm.models.swin_transformer_v2_cr import SwinTransformerV2CrBlock
+class WindowAttention(nn.Module):
+    """Scaled-cosine window attention with a log-spaced continuous position bias (Swin V2 CR),
+    in the official AudioMAE layout: ``qkv``, ``proj``, ``meta_mlp.fc1``/``fc2`` (hidden 384,
+    ReLU, dropout 0.1) and the per-head temperature ``tau`` (``cos / max(tau, 0.01)``)."""
 
-    class FixedShiftBlock(SwinTransformerV2CrBlock):
-        """timm >= 1.0 replaces any non-zero shift by half the window on both axes; the official
-        decoder shifts by (2, 0) (time only), as timm's block did when AudioMAE was written."""
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        if dim % heads:
+            raise UsageError(f"decoder dims {dim} not divisible by {heads} heads")
+        self.heads = heads
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+        self.meta_mlp = Mlp(2, 384, heads, act_layer=nn.ReLU, drop=0.1)
+        self.tau = nn.Parameter(torch.ones(heads))
 
-        def _calc_window_shift(self, target_window_size):
-            window, _ = super()._calc_window_shift(target_window_size)
-            shift = tuple(
-                0 if f <= w else s
-                for f, w, s in zip(self.feat_size, window, self.target_shift_size, strict=True)
-            )
-            return window, shift
+    def position_bias(self, window: tuple[int, int]) -> Tensor:
+        """``[1, H, w * w', w * w']`` from the signed log of the relative coordinates."""
+        coords = torch.stack(
+            torch.meshgrid(torch.arange(window[0]), torch.arange(window[1]), indexing="ij")
+        ).flatten(1)
+        relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0).reshape(-1, 2)
+        relative = relative.float().to(self.tau.device)
+        log_coords = torch.sign(relative) * torch.log1p(relative.abs())
+        area = window[0] * window[1]
+        return self.meta_mlp(log_coords).transpose(1, 0).reshape(1, self.heads, area, area)
 
-    return [
-        FixedShiftBlock(
-            dim=dim,
-            num_heads=heads,
-            feat_size=grid,
-            window_size=(4, 4),
-            shift_size=(0, 0) if index % 2 == 0 else (2, 0),
-            dynamic_mask=True,
-            norm_layer=partial(nn.LayerNorm, eps=1e-6),
+    def forward(self, x: Tensor, window: tuple[int, int], mask: Tensor | None) -> Tensor:
+        windows, length, dim = x.shape
+        qkv = self.qkv(x).view(windows, length, 3, self.heads, dim // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        denom = q.norm(dim=-1, keepdim=True) @ k.norm(dim=-1, keepdim=True).transpose(-2, -1)
+        attn = q @ k.transpose(-2, -1) / denom.clamp(min=1e-6)
+        attn = attn / self.tau.clamp(min=0.01).reshape(1, self.heads, 1, 1)
+        attn = attn + self.position_bias(window)
+        if mask is not None:
+            count = mask.shape[0]
+            attn = attn.view(windows // count, count, self.heads, length, length)
+            attn = (attn + mask[None, :, None]).view(-1, self.heads, length, length)
+        out = attn.softmax(dim=-1) @ v
+        return self.proj(out.transpose(1, 2).reshape(windows, length, dim))
+
+
+class SwinDecoderBlock(nn.Module):
+    """The official ``decoder_mode=1`` block (AudioMAE's ``timm_patch`` Swin V2 CR block):
+    post-norm residual branches ``x + norm1(window_attn(x))``, ``x + norm2(mlp(x))``, cyclic
+    shift by ``shift`` with the -100 mask across shifted borders. A window or shift larger than
+    the grid is clamped per forward (the official rule), so shorter clips work too."""
+
+    def __init__(self, dim: int, heads: int, window: tuple[int, int], shift: tuple[int, int]):
+        super().__init__()
+        self.window_size = window
+        self.shift_size = shift
+        self.attn = WindowAttention(dim, heads)
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, 4 * dim)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self._masks: dict[tuple, Tensor | None] = {}
+
+    def layout(self, grid: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+        window = tuple(min(f, w) for f, w in zip(grid, self.window_size, strict=True))
+        shift = tuple(
+            0 if f <= w else s for f, w, s in zip(grid, window, self.shift_size, strict=True)
         )
+        return window, shift
+
+    def mask(self, grid: tuple[int, int], window, shift, device) -> Tensor | None:
+        key = (grid, window, shift, device)
+        if key not in self._masks:
+            if not any(shift):
+                self._masks[key] = None
+            else:
+                img = torch.zeros(1, grid[0], grid[1], 1)
+                count = 0
+                for h in (
+                    slice(0, -window[0]),
+                    slice(-window[0], -shift[0]),
+                    slice(-shift[0], None),
+                ):
+                    # the official slices; with a zero shift the last one is the whole axis
+                    for w in (
+                        slice(0, -window[1]),
+                        slice(-window[1], -shift[1]),
+                        slice(-shift[1], None),
+                    ):
+                        img[:, h, w, :] = count
+                        count += 1
+                parts = partition(img, window).view(-1, window[0] * window[1])
+                diff = parts.unsqueeze(1) - parts.unsqueeze(2)
+                self._masks[key] = diff.masked_fill(diff != 0, -100.0).to(device)
+        return self._masks[key]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x`` ``[B, rows, cols, D]`` -> the same shape."""
+        batch, rows, cols, dim = x.shape
+        if rows % min(rows, self.window_size[0]) or cols % min(cols, self.window_size[1]):
+            raise UsageError(f"decoder grid {rows} x {cols} is not a multiple of the window")
+        window, shift = self.layout((rows, cols))
+        y = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2)) if any(shift) else x
+        windows = partition(y, window).view(-1, window[0] * window[1], dim)
+        mask = self.mask((rows, cols), window, shift, x.device)
+        y = self.attn(windows, window, mask).view(-1, window[0], window[1], dim)
+        y = y.view(batch, rows // window[0], cols // window[1], window[0], window[1], dim)
+        y = y.permute(0, 1, 3, 2, 4, 5).reshape(batch, rows, cols, dim)
+        if any(shift):
+            y = torch.roll(y, shifts=shift, dims=(1, 2))
+        x = x + self.norm1(y)
+        return x + self.norm2(self.mlp(x))
+
+
+def partition(x: Tensor, window: tuple[int, int]) -> Tensor:
+    """``[B, H, W, C]`` -> ``[B * windows, w, w', C]`` (row-major windows)."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // window[0], window[0], w // window[1], window[1], c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window[0], window[1], c)
+
+
+def swin_blocks(dim: int, heads: int, depth: int) -> list[nn.Module]:
+    """The official ``decoder_mode=1`` stack: window (4, 4), every second block shifted (2, 0)."""
+    return [
+        SwinDecoderBlock(dim, heads, (4, 4), (0, 0) if index % 2 == 0 else (2, 0))
         for index in range(depth)
     ]
 
