@@ -406,9 +406,10 @@ class PaSST(Backbone):
             tokens, freq, time = image_positions_to_passt(state.pop("pos_embed"), grid)
             state.update(new_pos_embed=tokens, freq_new_pos_embed=freq, time_new_pos_embed=time)
             state = {k: v for k, v in state.items() if not k.startswith(("head.", "head_dist."))}
-        if proj is not None and block_count(state):
-            sizes = {name: (s.embed_dim, s.depth) for name, s in SIZES.items()}
-            check_size("passt", self.config.size, (proj.shape[0], block_count(state)), sizes)
+        sizes = {name: (s.embed_dim, s.depth) for name, s in SIZES.items()}
+        found = (proj.shape[0], block_count(state)) if proj is not None else None
+        if found in sizes.values():  # another size: name it (other shapes: the key report)
+            check_size("passt", self.config.size, found, sizes)
         return state
 
     # -- heads and description ---------------------------------------------------

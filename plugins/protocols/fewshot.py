@@ -138,7 +138,13 @@ def cached_embed(ctx: EvalContext, split: str, backbone_hash: str | None = None)
 def trainable_parameters(*modules: torch.nn.Module) -> int:
     """#TP of seed 003's Table 2: parameters the run's last stage trained (``requires_grad``),
     backbone and method heads together, each shared tensor once."""
-    seen = {id(p): p.numel() for m in modules for p in m.parameters() if p.requires_grad}
+    seen = {
+        id(p): p.numel()
+        for m in modules
+        if isinstance(m, torch.nn.Module)
+        for p in m.parameters()
+        if p.requires_grad
+    }
     return sum(seen.values())
 
 
