@@ -95,7 +95,10 @@ def test_frontend_matches_kaldi_fbank_per_clip(seconds):
     assert out.shape == (4, 1, length, 128)
     for clip, wave in enumerate(waves):
         expected = (reference_fbank(wave) - AUDIOSET_MEAN) / (2 * AUDIOSET_STD)
-        assert (out[clip, 0, :frames] - expected).abs().max().item() < 1e-4
+        # float32 batch vs clip-by-clip kernels differ by ~1e-3 in log-mel, below the float32
+        # reference's own error against float64 (2.2e-3 in log = 2.5e-4 here); per clip the two
+        # are bit-identical (harness.fbank)
+        assert (out[clip, 0, :frames] - expected).abs().max().item() < 3e-4
     pad_value = (0.0 - AUDIOSET_MEAN) / (2 * AUDIOSET_STD)  # AudioMAE pads the fbank with zeros
     assert torch.allclose(out[:, 0, frames:], torch.full_like(out[:, 0, frames:], pad_value))
 

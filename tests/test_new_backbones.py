@@ -421,3 +421,16 @@ def test_stage_without_trainable_parameters_is_skipped_not_a_crash(tmp_path) -> 
     stub.audio = lambda split: []
     Experiment.train_stage(stub, Stage("head", 1, 1e-3, 4), torch.Generator())
     assert any("no trainable parameters" in line for line in stub.log_lines)
+
+
+def test_core_fbank_is_bit_identical_to_torchaudio_per_clip() -> None:
+    import torchaudio.compliance.kaldi as kaldi
+
+    from harness.fbank import KaldiFbank
+
+    wave = torch.randn(1, 24000, generator=torch.Generator().manual_seed(9)) * 0.1
+    for window in ("hanning", "povey"):
+        expected = kaldi.fbank(
+            wave, sample_frequency=16000, num_mel_bins=128, window_type=window, use_energy=False
+        )
+        assert torch.equal(KaldiFbank(window=window)(wave)[0], expected)
