@@ -335,6 +335,8 @@ class Fewshot(Protocol):
         Column("ci", "95% CI", group="ci"),
         Column("tp_m", "#TP (M)", group="tp"),
     ]
+    primary: ClassVar[str | None] = "acc"
+    """Runs are ranked by accuracy whatever the column order (``#TP`` may come first)."""
     default_dataset = "fewshot-embedded"
     cli_flags: ClassVar[dict[str, str]] = {"--sweep-n": "sweep_n", "--sweep-k": "sweep_k"}
 
