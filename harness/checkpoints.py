@@ -1,6 +1,8 @@
 """Loading backbone checkpoints (``--set backbone.checkpoint=PATH``), shared by every backbone.
 
-A checkpoint file is read with ``torch.load(weights_only=True)`` and may hold a
+A checkpoint file is read with ``torch.load(weights_only=True)``, which also accepts an
+``argparse.Namespace`` (AudioMAE and MAE store their training ``args`` as one) and no other
+pickled class, and may hold a
 raw state dict or one wrapped as ``{'model': ...}``, ``{'state_dict': ...}``
 (Lightning), ``{'module': ...}`` or ``{'net': ...}``. Then:
 
@@ -25,6 +27,7 @@ raw state dict or one wrapped as ``{'model': ...}``, ``{'state_dict': ...}``
 
 from __future__ import annotations
 
+import argparse
 import pickle
 import re
 import zipfile
@@ -40,6 +43,8 @@ from harness.errors import DataError
 
 WRAPPER_KEYS = ("model", "state_dict", "module", "net")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.", "net.", "model.", "backbone.")
+SAFE_GLOBALS = [argparse.Namespace]
+"""The one class beyond tensors and containers that ``weights_only`` loading accepts."""
 LISTED_KEYS = 6
 """Keys named per category in a mismatch message before the rest is counted."""
 
@@ -103,7 +108,9 @@ def read_checkpoint(path: Path) -> Any:
     if not path.is_file():
         raise DataError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # AudioMAE's save_model stores ``args`` as an argparse.Namespace: allow exactly that class
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DataError(f"cannot read checkpoint {path}: {reason}") from None
@@ -253,3 +260,26 @@ def index_ranges(indices: list[int]) -> str:
 def limited(items: list[str]) -> str:
     shown = ", ".join(items[:LISTED_KEYS])
     return shown if len(items) <= LISTED_KEYS else f"{shown} and {len(items) - LISTED_KEYS} more"
+
+
+def block_count(state: Mapping[str, Tensor], prefix: str = "blocks.") -> int:
+    """Number of numbered sub-modules under ``prefix`` (``blocks.0.`` ... ``blocks.11.``)."""
+    return len({k[len(prefix) :].split(".")[0] for k in state if k.startswith(prefix)})
+
+
+def check_size(
+    backbone: str, chosen: str, found: tuple[int, int], sizes: Mapping[str, tuple[int, int]]
+) -> None:
+    """Refuse a checkpoint of another size with one line naming the size that fits.
+
+    ``found`` and the values of ``sizes`` are ``(embedding dims, blocks)``.
+    """
+    ours = sizes[chosen]
+    if found == ours:
+        return
+    fits = [name for name, shape in sizes.items() if shape == found]
+    hint = f"; set backbone.size={fits[0]}" if fits else f"; no {backbone} size has this shape"
+    raise DataError(
+        f"checkpoint holds a {backbone} encoder with {found[0]} dims and {found[1]} blocks, "
+        f"backbone size '{chosen}' has {ours[0]} and {ours[1]}{hint}"
+    )

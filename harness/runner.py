@@ -307,6 +307,10 @@ class Experiment:
         run = self.cfg.run
         loader = self.loader("train", stage.batch_size, train=True)
         optimizer = self.build_optimizer(stage)
+        if not any(group["params"] for group in optimizer.param_groups):
+            # e.g. a parameter-free backbone (logmel-stats) under a method without heads
+            self.log(f"stage '{stage.name}': no trainable parameters, nothing to train; skipped")
+            return
         model = self.train_module()
         scaler = torch.amp.GradScaler(self.device.type, enabled=run.precision == "fp16")
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(

@@ -95,7 +95,10 @@ def test_frontend_matches_kaldi_fbank_per_clip(seconds):
     assert out.shape == (4, 1, length, 128)
     for clip, wave in enumerate(waves):
         expected = (reference_fbank(wave) - AUDIOSET_MEAN) / (2 * AUDIOSET_STD)
-        assert (out[clip, 0, :frames] - expected).abs().max().item() < 1e-4
+        # float32 batch vs clip-by-clip kernels differ by ~1e-3 in log-mel, below the float32
+        # reference's own error against float64 (2.2e-3 in log = 2.5e-4 here); per clip the two
+        # are bit-identical (harness.fbank)
+        assert (out[clip, 0, :frames] - expected).abs().max().item() < 3e-4
     pad_value = (0.0 - AUDIOSET_MEAN) / (2 * AUDIOSET_STD)  # AudioMAE pads the fbank with zeros
     assert torch.allclose(out[:, 0, frames:], torch.full_like(out[:, 0, frames:], pad_value))
 
@@ -129,7 +132,7 @@ def timm_audiomae(model: AudioMAE, frames: int) -> nn.Module:
         norm_layer=partial(nn.LayerNorm, eps=1e-6),
     )
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("norm.")}
-    state["pos_embed"] = state["pos_embed"][:, : 1 + frames // 16 * 8]
+    state["pos_embed"] = model.positions((frames // 16, 8))
     reference.load_state_dict(state, strict=True)
     return reference.eval()
 
@@ -303,3 +306,70 @@ def test_backbone_pt_round_trip(tmp_path):
     with torch.no_grad():
         assert torch.equal(source(features).embedding, target(features).embedding)
     assert target.set_aside == []
+
+
+# -- official AudioMAE details (issue 10 item 4) ---------------------------------------
+
+
+def official_table(dim: int, patch_hw: tuple[int, int]) -> torch.Tensor:
+    """The official ``get_2d_sincos_pos_embed_flexible(dim, patch_hw, cls_token=True)``, written
+    out: meshgrid(w, h), first half of the channels from the w index, second from h."""
+    h, w = patch_hw
+    grid_w, grid_h = torch.meshgrid(torch.arange(w), torch.arange(h), indexing="xy")
+    half = dim // 2
+    omega = 1.0 / 10000 ** (torch.arange(half // 2, dtype=torch.float64) / (half / 2))
+
+    def code(pos: torch.Tensor) -> torch.Tensor:
+        angles = pos.reshape(-1, 1).double() * omega
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    table = torch.cat([code(grid_w), code(grid_h)], dim=1)
+    return torch.cat([torch.zeros(1, dim, dtype=table.dtype), table]).float()
+
+
+def test_official_pos_embed_orders_the_grid_as_8_by_64():
+    model = make()
+    expected = official_table(model.embed_dim, (8, 64))  # PatchEmbed_org.patch_hw for 1024 x 128
+    assert torch.allclose(model.pos_embed[0], expected, atol=1e-6)
+    own = make(pos_layout="time-major").pos_embed[0]
+    assert (own - expected).abs().max() > 1.0  # the two layouts differ by up to 2.0 per entry
+    # a shorter input gets the official table of its own grid, as the official code builds it
+    assert torch.allclose(model.positions((32, 8))[0], official_table(96, (8, 32)), atol=1e-6)
+
+
+def test_official_layout_file_loads_at_target_length_2048(tmp_path):
+    source = make()
+    state = source.state_dict()
+    assert state["pos_embed"].shape == (1, 513, 96)
+    torch.save({"model": state}, tmp_path / "official.pth")
+    target = make(target_length=2048)
+    load_backbone_checkpoint(target, tmp_path / "official.pth")
+    assert target.pos_embed.shape == (1, 1025, 96)
+    assert torch.allclose(target.pos_embed[0], official_table(96, (8, 128)), atol=1e-6)
+    assert any("recomputed for 1024" in n for n in target.load_notes)
+    with torch.no_grad():
+        assert target(torch.randn(1, 1, 2048, 128)).embedding.shape == (1, 96)
+
+
+def test_checkpoint_table_sets_the_layout(tmp_path):
+    source = make(pos_layout="time-major")
+    torch.save(source.state_dict(), tmp_path / "own.pt")
+    target = make()
+    load_backbone_checkpoint(target, tmp_path / "own.pt")
+    assert target.pos_layout == "time-major"
+    assert any("time-major layout" in n for n in target.load_notes)
+
+
+def test_args_namespace_is_allowed_any_other_class_refused(tmp_path):
+    import argparse
+    import fractions
+
+    state = make().state_dict()
+    torch.save(
+        {"model": state, "args": argparse.Namespace(model="mae_vit_base"), "epoch": 3},
+        tmp_path / "official.pth",
+    )
+    load_backbone_checkpoint(make(), tmp_path / "official.pth")
+    torch.save({"model": state, "args": fractions.Fraction(1, 3)}, tmp_path / "other.pth")
+    with pytest.raises(DataError, match="cannot read checkpoint"):
+        load_backbone_checkpoint(make(), tmp_path / "other.pth")

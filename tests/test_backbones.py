@@ -103,8 +103,25 @@ def test_eval_is_deterministic_and_embed_matches_forward(backbone) -> None:
     assert torch.equal(first.embedding, again)
 
 
+def is_parameter_free(model: Backbone) -> bool:
+    """A floor baseline (e.g. logmel-stats): no parameters, no blocks, nothing to freeze."""
+    return model.num_layers == 0
+
+
+def test_parameter_free_backbones_have_nothing_to_train(backbone) -> None:
+    model, _ = backbone
+    if not is_parameter_free(model):
+        assert list(model.parameters()), "a backbone with blocks must have parameters"
+        return
+    assert not list(model.parameters())
+    model.freeze_all_but_top(0)
+    assert model.param_groups(lr=1.0, layer_decay=0.5) == []
+
+
 def test_layers_and_layer_of(backbone) -> None:
     model, _ = backbone
+    if is_parameter_free(model):
+        pytest.skip("no blocks")
     layers = model.num_layers
     assert layers == len(model.blocks) >= 1
     seen = {model.layer_of(name) for name, _ in model.named_parameters()}
@@ -119,6 +136,8 @@ def test_layers_and_layer_of(backbone) -> None:
 @pytest.mark.parametrize("top", [0, 1, "all"])
 def test_freeze_all_but_top(backbone, case, top) -> None:
     model, features = backbone
+    if is_parameter_free(model):
+        pytest.skip("no blocks")
     n = model.num_layers if top == "all" else top
     model.freeze_all_but_top(n)
     lowest = model.num_layers - n + 1
@@ -143,6 +162,8 @@ def test_freeze_all_but_top(backbone, case, top) -> None:
 
 def test_param_groups_with_layer_decay(backbone) -> None:
     model, _ = backbone
+    if is_parameter_free(model):
+        pytest.skip("no blocks")
     model.freeze_all_but_top(1)
     groups = model.param_groups(lr=1.0, layer_decay=0.5, weight_decay=0.05)
     top = model.num_layers + 1
@@ -164,3 +185,32 @@ def test_param_groups_with_layer_decay(backbone) -> None:
     assert layers == set(range(top + 1)) or layers == set(range(top))
     optimizer = torch.optim.AdamW(model.param_groups(lr=1e-3, layer_decay=0.75))
     assert len(optimizer.param_groups) >= model.num_layers
+
+
+SIZED = [
+    (entry.name, sizes_of(entry.cls))
+    for entry in REGISTRY
+    if len(sizes_of(entry.cls)) > 1 and "checkpoint" in entry.cls.Config.__dataclass_fields__
+]
+
+
+@pytest.mark.parametrize(("name", "sizes"), SIZED, ids=[name for name, _ in SIZED])
+def test_checkpoint_of_another_size_names_the_right_size(tmp_path, name, sizes) -> None:
+    """Every sized backbone: a checkpoint of its smallest size refuses to load into the next
+    size with one line naming the size that fits."""
+    from harness.checkpoints import load_backbone_checkpoint
+    from harness.errors import HarnessError
+
+    cls = REGISTRY.get(name).cls
+    small, other = sizes[0], sizes[1]
+    with torch.device("cpu"):
+        source = cls(build_dataclass(cls.Config, {"size": small}, "backbone"))
+    export = getattr(source, "published_checkpoint", None)
+    path = tmp_path / "other-size.pt"
+    torch.save(export() if export else source.state_dict(), path)
+    target = cls(build_dataclass(cls.Config, {"size": other}, "backbone"))
+    with pytest.raises(HarnessError) as err:
+        load_backbone_checkpoint(target, path, num_classes=CLASSES)
+    message = str(err.value)
+    assert "\n" not in message
+    assert f"backbone.size={small}" in message, message

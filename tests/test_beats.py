@@ -230,8 +230,8 @@ def test_checkpoint_cfg_of_another_size_is_a_readable_error() -> None:
 
 def test_checkpoint_cfg_of_unknown_architecture_is_a_readable_error() -> None:
     model = Beats(Beats.Config(size="tiny"))
-    cfg = model.published_cfg() | {"relative_position_embedding": False, "max_distance": 1280}
-    with pytest.raises(UsageError, match=r"max_distance=1280 .*no beats size"):
+    cfg = model.published_cfg() | {"relative_position_embedding": False, "conv_pos": 64}
+    with pytest.raises(UsageError, match=r"conv_pos=64 .*no beats size"):
         model.adapt_state_dict({"cfg": cfg, "model": {}})
     with pytest.raises(UsageError, match=r"relative_position_embedding=False"):
         model.check_checkpoint({"cfg": cfg, "model": {}})
@@ -277,3 +277,51 @@ def test_registered_with_typed_config() -> None:
     assert config.size == "small" and config.checkpoint == "/x/y.pt"
     with pytest.raises(UsageError, match="huge"):
         build_dataclass(Beats.Config, {"size": "huge"}, "backbone")
+
+
+# -- published-model details: max_distance from cfg, padding mask ---------------------
+
+
+def test_checkpoint_with_max_distance_1280_builds_it_and_matches_speechbrain(tmp_path) -> None:
+    model = make("tiny", seed=5)
+    exported = model.published_checkpoint()
+    exported["cfg"]["max_distance"] = 1280  # unilm's class default
+    path = tmp_path / "beats_1280.pt"
+    torch.save(exported, path)
+    reference = sb_beats.BEATs(ckp_path=str(path), freeze=True)
+    ours = Beats(Beats.Config(size="tiny")).eval()
+    load_backbone_checkpoint(ours, path)
+    assert ours.rel_pos_bias.max_distance == 1280 and ours.arch.max_distance == 1280
+    wave = waveform(1, 10.0)  # 62 x 8 = 496 tokens: offsets beyond 400 fall in other buckets
+    with torch.no_grad():
+        expected = reference.extract_features(wave, torch.ones(1))[0]
+    assert (encode(ours, wave).tokens - expected).abs().max().item() < 1e-4
+    # at 800 the far offsets land in other buckets, so the output differs
+    at_800 = make("tiny", seed=5)
+    assert (encode(at_800, wave).tokens - expected).abs().max().item() > 1e-3
+
+
+def test_padded_batch_matches_speechbrain_with_wav_lens(tmp_path) -> None:
+    from harness_plugins.backbones.beats import forward_padding_mask
+
+    model = make("tiny", seed=6)
+    path = tmp_path / "beats.pt"
+    torch.save(model.published_checkpoint(), path)
+    reference = sb_beats.BEATs(ckp_path=str(path), freeze=True)
+    wave = waveform(2, 4.0)
+    wave[1, 40000:] = 0.0  # clip 2 is 2.5 s, zero-padded to 4 s
+    lens = torch.tensor([1.0, 40000 / 64000])
+    sample_mask = torch.arange(64000)[None, :] >= (lens * 64000)[:, None]
+    with torch.no_grad():
+        expected = reference.extract_features(wave, lens)[0]
+        features = model.frontend()(wave)
+        ours = model(features, padding_mask=sample_mask)
+        unpadded = model(features)
+    assert (ours.tokens - expected).abs().max().item() < 1e-4
+    assert not torch.allclose(unpadded.tokens[1], expected[1], atol=1e-3)  # the mask matters
+    tokens = forward_padding_mask(
+        ours.tokens.shape[1], forward_padding_mask(features.shape[2], sample_mask)
+    )
+    keep = ~tokens[1]
+    assert 0 < keep.sum() < keep.numel()
+    assert torch.allclose(ours.embedding[1], ours.tokens[1][keep].mean(dim=0), atol=1e-6)

@@ -353,7 +353,7 @@ def test_registered_as_a_protocol():
     pm.register(fewshot, name="fewshot")
     entry = Plugins(pm)["protocol"].get("fewshot")
     assert entry.cls is Fewshot
-    assert [c.key for c in Fewshot.columns] == ["acc", "ci"]
+    assert [c.key for c in Fewshot.columns] == ["acc", "ci", "tp_m"]
 
 
 # -- on-disk embedding cache --------------------------------------------------
@@ -561,3 +561,15 @@ def test_cli_malformed_esc50_exits_2_and_stores_nothing(tmp_path, monkeypatch, c
     csv_path = tmp_path / "esc" / "meta" / "esc50.csv"
     assert err == [f"harness: error: {csv_path}: missing field 'category' in the header"]
     assert stored_runs(tmp_path) == 0 and run_folders(tmp_path) == []
+
+
+def test_trainable_parameters_count_what_requires_grad_once() -> None:
+    from torch import nn
+
+    from harness_plugins.protocols.fewshot import trainable_parameters
+
+    shared = nn.Linear(3, 2)  # 8 parameters
+    frozen = nn.Linear(4, 4)  # 20, frozen
+    frozen.requires_grad_(False)
+    backbone, head = nn.Sequential(shared, frozen), nn.Sequential(shared, nn.Linear(2, 1))  # +3
+    assert trainable_parameters(backbone, head, None) == 8 + 3

@@ -390,7 +390,7 @@ def fewshot_record(
     ("name", "methods"),
     [
         ("fewshot_mixing", ["nnclr", "nnclr-mixup-ls", "nnclr-tcutmix", "nnclr-tfcutmix"]),
-        ("fewshot_backbones", ["nnclr", "nnclr", "nnclr", "mae", "nnclr-tcutmix"]),
+        ("fewshot_backbones", ["nnclr"] * 7 + ["mae", "nnclr-tcutmix"]),
     ],
 )
 def test_each_spec_row_matches_exactly_one_planned_sweep_config(plugins, name, methods) -> None:

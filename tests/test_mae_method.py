@@ -13,7 +13,11 @@ from torch import Tensor, nn
 from harness.api import Backbone, Batch, Encoded, Task
 from harness.checkpoints import load_backbone_checkpoint
 from harness.errors import UsageError
-from harness_plugins.backbones.audiomae import AudioMAE, random_masking, sincos_pos_embed_2d
+from harness_plugins.backbones.audiomae import (
+    AudioMAE,
+    audiomae_sincos,
+    random_masking,
+)
 from harness_plugins.methods.mae import MaskedAutoencoder, masked_patch_loss
 from tests.conftest import TOY_PLUGIN, run_cli
 
@@ -79,7 +83,7 @@ def test_decoder_puts_mask_tokens_at_hidden_positions():
     out = backbone.forward_masked(torch.randn(2, 1, 64, 128), 0.8)
     with torch.no_grad():
         x = method.decode(out.latent, out.ids_restore, out.grid)
-        x = x - sincos_pos_embed_2d(method.mask_token.shape[-1], out.grid)[1:]
+        x = x - audiomae_sincos(method.mask_token.shape[-1], out.grid, backbone.pos_layout)[1:]
         embedded = method.decoder_embed(out.latent)
     for row in range(2):
         for patch in range(out.mask.shape[1]):
@@ -260,3 +264,98 @@ def test_cli_mae_with_a_classifier_protocol_is_refused(tmp_path):
     result = run_cli(*pretrain_args(tmp_path, "--method", "mae", "--protocol", "device-logloss"))
     assert result.returncode == 2
     assert "needs a classifier" in result.stderr
+
+
+def test_paper_preset_builds_the_official_local_attention_decoder():
+    from harness.api import Task
+
+    backbone = AudioMAE(AudioMAE.Config(size="base"))
+    method = MaskedAutoencoder(MaskedAutoencoder.Config(preset="paper"))
+    method.setup(backbone, Task(["a"], [], 16000, -2))
+    assert method.decoder_mode == 1 and len(method.decoder_blocks) == 16
+    block = {
+        k.split(".", 2)[2]: tuple(v.shape)
+        for k, v in method.state_dict().items()
+        if k.startswith("decoder_blocks.1.")
+    }
+    assert block == {  # the official decoder_mode=1 layout at base (512 dims, 16 heads)
+        "attn.tau": (16,),
+        "attn.qkv.weight": (1536, 512),
+        "attn.qkv.bias": (1536,),
+        "attn.proj.weight": (512, 512),
+        "attn.proj.bias": (512,),
+        "attn.meta_mlp.fc1.weight": (384, 2),
+        "attn.meta_mlp.fc1.bias": (384,),
+        "attn.meta_mlp.fc2.weight": (16, 384),
+        "attn.meta_mlp.fc2.bias": (16,),
+        "norm1.weight": (512,),
+        "norm1.bias": (512,),
+        "mlp.fc1.weight": (2048, 512),
+        "mlp.fc1.bias": (2048,),
+        "mlp.fc2.weight": (512, 2048),
+        "mlp.fc2.bias": (512,),
+        "norm2.weight": (512,),
+        "norm2.bias": (512,),
+    }
+    shifts = [tuple(b.shift_size) for b in method.decoder_blocks]
+    assert shifts[:2] == [(0, 0), (2, 0)] and all(
+        b.window_size == (4, 4) for b in method.decoder_blocks
+    )
+    light = MaskedAutoencoder(MaskedAutoencoder.Config())
+    light.setup(backbone, Task(["a"], [], 16000, -2))
+    assert light.decoder_mode == 0 and len(light.decoder_blocks) == 8
+
+
+def test_local_decoder_attends_within_windows_and_reconstructs_every_patch():
+    from harness.api import Task
+
+    backbone = AudioMAE(AudioMAE.Config(size="tiny"))
+    method = MaskedAutoencoder(MaskedAutoencoder.Config(decoder_mode=1, decoder_depth=1))
+    method.setup(backbone, Task(["a"], [], 16000, -2))
+    block = method.decoder_blocks[0].eval()  # unshifted
+    x = torch.randn(1, 8, 8, 64)
+    y = x.clone()
+    y[0, 0, 0] += 1.0  # a patch in the first (4, 4) window
+    with torch.no_grad():
+        a, b = block(x), block(y)
+    changed = (a - b).abs().amax(dim=-1)[0] > 1e-6
+    assert changed[:4, :4].any() and not changed[4:].any() and not changed[:, 4:].any()
+    with torch.no_grad():
+        pred, target, _mask = method.reconstruct(torch.randn(2, 1, 128, 128), backbone)
+    assert pred.shape == target.shape == (2, 64, 256)
+
+
+def test_local_decoder_block_equals_the_official_equations():
+    """One shifted block against its equations written out: roll by (-2, 0), (4, 4) windows,
+    cosine attention / tau + meta-MLP bias, the -100 border mask, roll back, post-norms."""
+    from harness_plugins.methods.mae import SwinDecoderBlock
+
+    torch.manual_seed(0)
+    block = SwinDecoderBlock(32, 4, (4, 4), (2, 0)).eval()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    x = torch.randn(2, 8, 8, 32)
+    with torch.no_grad():
+        out = block(x)
+        attn = block.attn
+        y = torch.roll(x, shifts=(-2, 0), dims=(1, 2))
+        labels = torch.zeros(8, 8)
+        labels[4:6], labels[6:] = 1, 2  # rows [0, -4), [-4, -2), [-2, end); columns one group
+        result = torch.zeros_like(x)
+        for b in range(2):
+            for r0 in (0, 4):
+                for c0 in (0, 4):
+                    tokens = y[b, r0 : r0 + 4, c0 : c0 + 4].reshape(16, 32)
+                    lab = labels[r0 : r0 + 4, c0 : c0 + 4].reshape(16)
+                    q, k, v = attn.qkv(tokens).view(16, 3, 4, 8).permute(1, 2, 0, 3)
+                    cos = (q / q.norm(dim=-1, keepdim=True)) @ (k / k.norm(dim=-1, keepdim=True)).mT
+                    logits = cos / attn.tau.clamp(min=0.01)[:, None, None]
+                    logits = logits + attn.position_bias((4, 4))[0]
+                    logits = logits + (lab[None, :] != lab[:, None]).float() * -100.0
+                    o = (logits.softmax(-1) @ v).transpose(0, 1).reshape(16, 32)
+                    result[b, r0 : r0 + 4, c0 : c0 + 4] = attn.proj(o).view(4, 4, 32)
+        result = torch.roll(result, shifts=(2, 0), dims=(1, 2))
+        h = x + block.norm1(result)
+        expected = h + block.norm2(block.mlp(h))
+    assert (out - expected).abs().max() < 1e-5

@@ -294,14 +294,24 @@ def test_checkpoint_mismatch_names_missing_unexpected_and_shapes(tmp_path) -> No
 
 
 def test_checkpoint_of_a_deeper_model_summarises_blocks(tmp_path) -> None:
-    path = tmp_path / "small.pt"
-    torch.save(PaSST(PaSST.Config(size="small")).state_dict(), path)
+    from harness.layers import vit_block
+
+    deeper = PaSST(PaSST.Config(size="tiny"))  # tiny's width with 12 blocks: no passt size
+    deeper.blocks.extend(vit_block(96, 3) for _ in range(9))
+    path = tmp_path / "deeper.pt"
+    torch.save(deeper.state_dict(), path)
     with pytest.raises(DataError) as err:
         load_backbone_checkpoint(PaSST(PaSST.Config(size="tiny")), path)
     message = str(err.value)
     assert "\n" not in message
     assert "unexpected keys (108): blocks.{3..11}.* (108 tensors)" in message
-    assert "cls_token checkpoint [1, 1, 384] vs model [1, 1, 96]" in message
+
+
+def test_checkpoint_of_another_size_names_it(tmp_path) -> None:
+    path = tmp_path / "small.pt"
+    torch.save(PaSST(PaSST.Config(size="small")).state_dict(), path)
+    with pytest.raises(DataError, match="384 dims and 12 blocks.*set backbone.size=small"):
+        load_backbone_checkpoint(PaSST(PaSST.Config(size="tiny")), path)
 
 
 def test_checkpoint_head_kept_or_replaced_by_class_count(tmp_path) -> None:

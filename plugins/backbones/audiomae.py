@@ -36,9 +36,14 @@ fine-tuned files (``fc_norm``, ``head``), and this backbone's own ``backbone.pt`
 ``fc_norm`` (pretraining) or without ``norm`` (fine-tuned) leaves that LayerNorm at its initial
 values, as AudioMAE's fine-tuning does. A fine-tuned ``head`` is kept for
 :meth:`AudioMAE.build_head` when it fits the task's class count (see :mod:`harness.checkpoints`).
-A ``pos_embed`` for another grid is replaced by this model's table when it is the fixed sin-cos
-table of its own grid (AudioMAE trains it neither in pretraining nor in fine-tuning, so every
-published file qualifies); otherwise it is left in place and reported as a shape mismatch.
+Positions: the official AudioMAE builds its fixed sin-cos table for the grid ``(8, T / 16)``
+(``PatchEmbed_org.patch_hw``) and adds it to time-major tokens; ``pos_layout="official"``
+(default) builds that table, so encoders move between this backbone and the official code either
+way; ``"time-major"`` is the token grid's own table (an option). A checkpoint's ``pos_embed`` that
+is a sin-cos table of either layout sets the layout, and for another grid (e.g.
+``target_length=2048`` loading a 1024-frame file) is recomputed for this grid (exact: the table is
+a fixed function of the grid; AudioMAE trains it neither in pretraining nor in fine-tuning); any
+other table of another shape is reported as a shape mismatch.
 """
 
 from __future__ import annotations
@@ -48,21 +53,23 @@ from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-import torchaudio.compliance.kaldi as kaldi
 from torch import Tensor, nn
 
 from harness import hookimpl
 from harness.api import Backbone, Encoded
 from harness.errors import DataError, UsageError
+from harness.fbank import KaldiFbank as Fbank
+from harness.layers import PatchEmbed, random_masking, sincos_pos_embed_2d, vit_block
+from harness.layers import init_mae_weights as init_vit_weights
 
 __all__ = [
     "AUDIOSET_MEAN",
     "AUDIOSET_STD",
     "SIZES",
     "AudioMAE",
-    "Block",
     "KaldiFbank",
     "MaskedEncoding",
+    "audiomae_sincos",
     "init_vit_weights",
     "random_masking",
     "sincos_pos_embed_2d",
@@ -75,10 +82,6 @@ MAX_FRAMES = 1024
 """AudioMAE's AudioSet input length (10.24 s); the published positional table covers it."""
 AUDIOSET_MEAN = -4.2677393
 AUDIOSET_STD = 4.5689974
-WINDOW = 400  # 25 ms at 16 kHz
-HOP = 160  # 10 ms
-N_FFT = 512  # window rounded up to a power of two, as kaldi does
-PREEMPHASIS = 0.97
 LN_EPS = 1e-6
 SET_ASIDE_PREFIXES = ("decoder_", "mask_token")
 """Checkpoint keys of the MAE decoder, which the encoder does not use."""
@@ -109,49 +112,23 @@ SIZES: dict[str, Size] = {
 }
 
 
-# -- positional embedding and masking -----------------------------------------
+# -- positions and masking -----------------------------------------------------
+
+POS_LAYOUTS = ("official", "time-major")
 
 
-def sincos_1d(dim: int, positions: Tensor) -> Tensor:
-    """``[M, dim]``: sines then cosines of ``positions * 10000 ** (-2i / dim)``."""
-    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2))
-    angles = positions.double().reshape(-1, 1) * omega
-    return torch.cat([angles.sin(), angles.cos()], dim=1)
+def audiomae_sincos(dim: int, grid: tuple[int, int], layout: str = "official") -> Tensor:
+    """The fixed sin-cos table ``[1 + rows * cols, dim]`` of a ``(time rows, freq cols)`` grid.
 
-
-def sincos_pos_embed_2d(dim: int, grid: tuple[int, int], cls_token: bool = True) -> Tensor:
-    """AudioMAE's fixed 2-D table ``[(1 +) rows * cols, dim]`` for a time-major grid.
-
-    The first half of the channels encodes the column (frequency) index, the second the row
-    (time) index; the class token's row is zeros.
+    ``official``: the table the official AudioMAE builds from ``PatchEmbed_org.patch_hw``
+    ``= (cols, rows)`` (``(8, 64)`` for 1024 frames) and adds to the time-major tokens: token
+    ``n`` gets the column code of ``n % rows`` and the row code of ``n // rows``.
+    ``time-major``: the table of the token grid itself (token ``t * cols + f`` encodes ``f``
+    and ``t``). Both are MAE's ``get_2d_sincos_pos_embed`` on a row-major grid.
     """
-    if dim % 4:
-        raise UsageError(f"sin-cos positional embedding needs dims divisible by 4, got {dim}")
-    rows, cols = grid
-    row = torch.arange(rows).repeat_interleave(cols)
-    col = torch.arange(cols).repeat(rows)
-    table = torch.cat([sincos_1d(dim // 2, col), sincos_1d(dim // 2, row)], dim=1)
-    if cls_token:
-        table = torch.cat([torch.zeros(1, dim, dtype=table.dtype), table])
-    return table.float()
-
-
-def random_masking(x: Tensor, mask_ratio: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Keep a random ``int(N * (1 - mask_ratio))`` tokens of each row of ``x`` ``[B, N, D]``.
-
-    Returns the kept tokens ``[B, K, D]``, the mask ``[B, N]`` (1 = removed) and ``ids_restore``
-    ``[B, N]`` that puts ``cat(kept, removed)`` back into the original order.
-    """
-    batch, length, dim = x.shape
-    keep = int(length * (1 - mask_ratio))
-    if not 0.0 <= mask_ratio < 1.0 or keep < 1:
-        raise UsageError(f"mask ratio {mask_ratio} keeps no patch of {length}")
-    ids_shuffle = torch.rand(batch, length, device=x.device).argsort(dim=1)
-    ids_restore = ids_shuffle.argsort(dim=1)
-    kept = x.gather(1, ids_shuffle[:, :keep, None].expand(-1, -1, dim))
-    mask = torch.ones(batch, length, device=x.device)
-    mask[:, :keep] = 0
-    return kept, mask.gather(1, ids_restore), ids_restore
+    if layout == "official":
+        return sincos_pos_embed_2d(dim, (grid[1], grid[0]))
+    return sincos_pos_embed_2d(dim, grid)
 
 
 def keep_random(x: Tensor, dim: int, keep: int) -> Tensor:
@@ -186,7 +163,8 @@ class KaldiFbank(nn.Module):
 
     Equal to ``torchaudio.compliance.kaldi.fbank(wave - wave.mean(), htk_compat=True,
     sample_frequency=16000, use_energy=False, window_type='hanning', num_mel_bins=128,
-    dither=0.0, frame_shift=10)`` per clip, computed for the whole batch.
+    dither=0.0, frame_shift=10)`` per clip, computed for the whole batch by
+    :class:`harness.fbank.KaldiFbank`.
     """
 
     def __init__(
@@ -201,11 +179,7 @@ class KaldiFbank(nn.Module):
         self.max_frames = max_frames
         self.mean = mean
         self.std = std
-        banks, _ = kaldi.get_mel_banks(
-            MEL_BINS, N_FFT, float(SAMPLE_RATE), 20.0, 0.0, 100.0, -500.0, 1.0
-        )
-        self.register_buffer("mel_banks", F.pad(banks.float(), (0, 1)), persistent=False)
-        self.register_buffer("window", torch.hann_window(WINDOW, periodic=False), persistent=False)
+        self.kaldi = Fbank(SAMPLE_RATE, MEL_BINS, window="hanning", pad_short=True)
 
     def frames_for(self, num_frames: int) -> int:
         """Output length: ``target_length``, or ``num_frames`` rounded up to a power of two."""
@@ -214,18 +188,9 @@ class KaldiFbank(nn.Module):
         return min(self.max_frames, max(PATCH, 1 << max(0, num_frames - 1).bit_length()))
 
     def fbank(self, wave: Tensor) -> Tensor:
-        """Log-mel fbank ``[B, M, 128]`` (kaldi's ``snip_edges`` framing)."""
+        """Log-mel fbank ``[B, M, 128]`` of the clips with their mean removed."""
         wave = wave.float()
-        wave = wave - wave.mean(dim=-1, keepdim=True)
-        if wave.shape[-1] < WINDOW:
-            wave = F.pad(wave, (0, WINDOW - wave.shape[-1]))
-        frames = wave.unfold(-1, WINDOW, HOP)
-        frames = frames - frames.mean(dim=-1, keepdim=True)
-        previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
-        frames = (frames - PREEMPHASIS * previous) * self.window
-        power = torch.fft.rfft(frames, n=N_FFT).abs().pow(2)
-        energies = power @ self.mel_banks.T
-        return energies.clamp_min(torch.finfo(torch.float32).eps).log()
+        return self.kaldi(wave - wave.mean(dim=-1, keepdim=True))
 
     def forward(self, wave: Tensor) -> Tensor:
         fbank = self.fbank(wave)
@@ -234,91 +199,6 @@ class KaldiFbank(nn.Module):
             fbank = F.pad(fbank, (0, 0, 0, length - fbank.shape[1]))
         fbank = fbank[:, :length]
         return ((fbank - self.mean) / (2 * self.std)).unsqueeze(1)
-
-
-class PatchEmbed(nn.Module):
-    """16x16 patches of ``[B, 1, T, F]`` -> tokens ``[B, (T/16) * (F/16), D]``, time-major."""
-
-    def __init__(self, dim: int, patch: int = PATCH, in_chans: int = 1) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch, stride=patch)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
-        x = self.proj(x)
-        grid = (x.shape[2], x.shape[3])
-        return x.flatten(2).transpose(1, 2), grid
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention with PyTorch's fused scaled-dot-product attention."""
-
-    def __init__(self, dim: int, heads: int) -> None:
-        super().__init__()
-        if dim % heads:
-            raise UsageError(f"attention dims {dim} not divisible by {heads} heads")
-        self.heads = heads
-        self.qkv = nn.Linear(dim, dim * 3, bias=True)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        batch, length, dim = x.shape
-        qkv = self.qkv(x).reshape(batch, length, 3, self.heads, dim // self.heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        x = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(x.transpose(1, 2).reshape(batch, length, dim))
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: drop the residual branch of whole samples during training."""
-
-    def __init__(self, prob: float = 0.0) -> None:
-        super().__init__()
-        self.prob = prob
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.prob == 0.0:
-            return x
-        keep = 1.0 - self.prob
-        survive = x.new_empty(x.shape[0], *([1] * (x.ndim - 1))).bernoulli_(keep)
-        return x * survive / keep
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block (timm/AudioMAE layout and key names)."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
-        self.attn = Attention(dim, heads)
-        self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        self.drop_path = DropPath(drop_path)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
-
-
-def init_vit_weights(module: nn.Module) -> None:
-    """MAE's initialisation: xavier-uniform linear layers with zero bias, unit LayerNorms."""
-    if isinstance(module, nn.Linear):
-        nn.init.xavier_uniform_(module.weight)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
 
 
 class LinearHead(nn.Module):
@@ -364,6 +244,10 @@ class AudioMAE(Backbone):
         """Stochastic depth at the top block (AudioMAE fine-tuning: 0.1)."""
         norm_mean: float = AUDIOSET_MEAN
         norm_std: float = AUDIOSET_STD
+        pos_layout: Literal["official", "time-major"] = "official"
+        """Sin-cos table order: the official AudioMAE's ``(8, T / 16)`` table (default, what the
+        published encoders were trained with) or the token grid's own; a loaded checkpoint's
+        table sets it."""
 
         def __post_init__(self) -> None:
             if self.target_length < 0 or self.target_length % PATCH:
@@ -384,11 +268,14 @@ class AudioMAE(Backbone):
         self.mae_decoder = spec.decoder
         self.max_frames = max(MAX_FRAMES, config.target_length)
         self.max_grid = (self.max_frames // PATCH, MEL_BINS // PATCH)
-        self.patch_embed = PatchEmbed(spec.dim)
+        self.patch_embed = PatchEmbed(spec.dim, PATCH, flatten=False)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, spec.dim))
-        self.register_buffer("pos_embed", sincos_pos_embed_2d(spec.dim, self.max_grid)[None])
+        self.pos_layout = config.pos_layout
+        table = audiomae_sincos(spec.dim, self.max_grid, self.pos_layout)
+        self.register_buffer("pos_embed", table[None])
+        self._tables: dict[tuple[int, str, torch.device], Tensor] = {}
         rates = torch.linspace(0, config.drop_path, spec.depth).tolist()
-        self.blocks = nn.ModuleList(Block(spec.dim, spec.heads, drop_path=r) for r in rates)
+        self.blocks = nn.ModuleList(vit_block(spec.dim, spec.heads, drop_path=r) for r in rates)
         self.norm = nn.LayerNorm(spec.dim, eps=LN_EPS)
         self.fc_norm = nn.LayerNorm(spec.dim, eps=LN_EPS)
         self.set_aside: list[str] = []
@@ -438,13 +325,30 @@ class AudioMAE(Backbone):
         if features.ndim != 4 or features.shape[1] != 1 or features.shape[-1] != MEL_BINS:
             shape = tuple(features.shape)
             raise UsageError(f"audiomae expects fbank features [B, 1, T, {MEL_BINS}], got {shape}")
-        tokens, grid = self.patch_embed(features)
+        x = self.patch_embed(features)
+        grid = (x.shape[2], x.shape[3])
+        tokens = x.flatten(2).transpose(1, 2)
         if not 1 <= grid[0] <= self.max_grid[0]:
             raise UsageError(
                 f"audiomae got {features.shape[2]} frames; it takes {PATCH} to {self.max_frames} "
                 "(set backbone.target_length for longer input)"
             )
-        return tokens + self.pos_embed[:, 1 : 1 + tokens.shape[1]], grid
+        return tokens + self.positions(grid)[:, 1:], grid
+
+    def positions(self, grid: tuple[int, int]) -> Tensor:
+        """``[1, 1 + N, D]`` for a grid of ``grid[0] <= max`` time rows: ``pos_embed`` for the
+        full grid; for fewer rows the first rows of it (``time-major``, equal to that grid's
+        table) or the official table of that grid (``official``, as the official code builds
+        for a shorter ``target_length``)."""
+        if grid[0] == self.max_grid[0]:
+            return self.pos_embed
+        if self.pos_layout == "time-major":
+            return self.pos_embed[:, : 1 + grid[0] * grid[1]]
+        key = (grid[0], self.pos_layout, self.pos_embed.device)
+        if key not in self._tables:
+            table = audiomae_sincos(self.embed_dim, grid, self.pos_layout)
+            self._tables[key] = table[None].to(self.pos_embed.device)
+        return self._tables[key]
 
     def with_cls(self, tokens: Tensor) -> Tensor:
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
@@ -508,11 +412,20 @@ class AudioMAE(Backbone):
                     state.update({k: v for k, v in own.items() if k.startswith(prefix)})
                     self.load_notes.append(f"{prefix.rstrip('.')} absent: freshly initialised")
         pos = state.get("pos_embed")
-        if pos is not None and pos.shape != self.pos_embed.shape and self.is_own_sincos(pos):
-            state["pos_embed"] = own["pos_embed"]
+        layout = self.sincos_layout(pos) if pos is not None else None
+        if layout is not None and layout != self.pos_layout:
             self.load_notes.append(
-                f"pos_embed: sin-cos table for {pos.shape[1] - 1} patches recomputed for "
-                f"{self.pos_embed.shape[1] - 1}"
+                f"pos_embed: the checkpoint's sin-cos table is in the {layout} layout "
+                f"(backbone.pos_layout was {self.pos_layout}); the encoder uses it"
+            )
+            self.pos_layout = layout
+            self._tables.clear()
+        if layout is not None and pos.shape != self.pos_embed.shape:
+            table = audiomae_sincos(self.embed_dim, self.max_grid, layout)[None]
+            state["pos_embed"] = table
+            self.load_notes.append(
+                f"pos_embed: {layout} sin-cos table for {pos.shape[1] - 1} patches recomputed "
+                f"for {table.shape[1] - 1}"
             )
         return state
 
@@ -532,13 +445,18 @@ class AudioMAE(Backbone):
             f"backbone size '{self.config.size}' has {self.embed_dim} and {self.num_layers}{hint}"
         )
 
-    def is_own_sincos(self, pos: Tensor) -> bool:
-        """Whether ``pos`` ``[1, 1 + rows * 8, D]`` is the fixed sin-cos table of its grid."""
+    def sincos_layout(self, pos: Tensor) -> str | None:
+        """The layout of ``pos`` ``[1, 1 + rows * 8, D]`` when it is a fixed sin-cos table
+        (``official`` or ``time-major``), else None (a trained table, or another shape)."""
         cols = self.max_grid[1]
         if pos.ndim != 3 or pos.shape[-1] != self.embed_dim or (pos.shape[1] - 1) % cols:
-            return False
-        expected = sincos_pos_embed_2d(self.embed_dim, ((pos.shape[1] - 1) // cols, cols))
-        return bool(torch.allclose(pos[0].float(), expected, atol=1e-4))
+            return None
+        grid = ((pos.shape[1] - 1) // cols, cols)
+        for layout in (self.pos_layout, *POS_LAYOUTS):
+            expected = audiomae_sincos(self.embed_dim, grid, layout)
+            if torch.allclose(pos[0].float(), expected, atol=1e-4):
+                return layout
+        return None
 
 
 # -- published checkpoints (--set backbone.pretrained=NAME; harness.pretrained) -----------

@@ -40,17 +40,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-import torchaudio.compliance.kaldi as kaldi
 from torch import Tensor, nn
 
 from harness import hookimpl
 from harness.api import Backbone, Encoded
 from harness.errors import DataError, UsageError
+from harness.fbank import KaldiFbank as Fbank
 
 __all__ = ["SIZES", "Beats", "BeatsArch", "BeatsFbank", "relative_position_bucket"]
 
@@ -135,6 +135,8 @@ TRAINING_ONLY_CFG: dict[str, Any] = {
     "predictor_dropout": 0.0,
     "predictor_class": 527,
 }
+RESIZABLE_CFG = ("max_distance",)
+"""``cfg`` keys the model follows instead of checking (no tensor depends on them)."""
 SET_ASIDE_PREFIXES = ("predictor.", "quantize.", "quantize_layer.", "tokenizer.")
 PUBLISHED_MARKER = "encoder.layers."
 
@@ -146,25 +148,15 @@ class BeatsFbank(nn.Module):
     """BEATs' preprocessing: waveforms ``[B, T]`` at 16 kHz to fbank ``[B, 1, T', 128]``.
 
     The fbank is torchaudio's ``compliance.kaldi.fbank`` with BEATs' arguments (and kaldi's
-    defaults: povey window, DC removal, pre-emphasis 0.97, 512-point FFT, power spectrum, mel
-    bins from 20 Hz to Nyquist, log floored at float epsilon, no dither, snipped edges), computed
-    for the whole batch at once instead of clip by clip.
+    defaults: povey window, no dither, snipped edges), computed for the whole batch at once by
+    :class:`harness.fbank.KaldiFbank` instead of clip by clip.
     """
 
     window_size = 400  # 25 ms
-    window_shift = 160  # 10 ms
-    fft_size = 512
-    preemphasis = 0.97
 
     def __init__(self) -> None:
         super().__init__()
-        banks, _ = kaldi.get_mel_banks(
-            NUM_MEL_BINS, self.fft_size, float(SAMPLE_RATE), 20.0, 0.0, 100.0, -500.0, 1.0
-        )
-        # kaldi's banks cover fft_size / 2 bins; the Nyquist bin gets weight zero
-        self.register_buffer("mel_banks", F.pad(banks, (0, 1)).T.contiguous(), persistent=False)
-        window = torch.hann_window(self.window_size, periodic=False).pow(0.85)  # povey
-        self.register_buffer("window", window, persistent=False)
+        self.kaldi = Fbank(SAMPLE_RATE, NUM_MEL_BINS, window="povey", wave_scale=2.0**15)
 
     def forward(self, wave: Tensor) -> Tensor:
         if wave.ndim != 2 or wave.shape[-1] < self.window_size:
@@ -172,15 +164,7 @@ class BeatsFbank(nn.Module):
                 f"beats front-end needs waveforms [B, T] with T >= {self.window_size} samples, "
                 f"got shape {tuple(wave.shape)}"
             )
-        # power spectra of int16-range audio overflow half precision: always float32
-        with torch.autocast(wave.device.type, enabled=False):
-            frames = (wave.float() * 2**15).unfold(-1, self.window_size, self.window_shift)
-            frames = frames - frames.mean(dim=-1, keepdim=True)
-            previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
-            frames = (frames - self.preemphasis * previous) * self.window
-            power = torch.fft.rfft(frames, n=self.fft_size).abs().pow(2.0)
-            fbank = (power @ self.mel_banks).clamp(min=torch.finfo(torch.float32).eps).log()
-        return ((fbank - FBANK_MEAN) / (2 * FBANK_STD)).unsqueeze(1)
+        return ((self.kaldi(wave) - FBANK_MEAN) / (2 * FBANK_STD)).unsqueeze(1)
 
 
 # -- encoder modules ----------------------------------------------------------
@@ -272,8 +256,11 @@ class GatedRelPosAttention(nn.Module):
         b, n, _ = x.shape
         return x.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, x: Tensor, position_bias: Tensor) -> Tensor:
-        """``x`` ``[B, N, D]``, ``position_bias`` ``[H, N, N]``."""
+    def forward(
+        self, x: Tensor, position_bias: Tensor, key_padding: Tensor | None = None
+    ) -> Tensor:
+        """``x`` ``[B, N, D]``, ``position_bias`` ``[H, N, N]``, ``key_padding`` ``[B, N]``
+        (True: padded, never attended)."""
         b, n, d = x.shape
         q = self.heads(self.q_proj(x))
         k = self.heads(self.k_proj(x))
@@ -281,7 +268,10 @@ class GatedRelPosAttention(nn.Module):
         gates = self.grep_linear(q).view(b, self.num_heads, n, 2, 4).sum(-1).sigmoid()
         gate_a, gate_b = gates.chunk(2, dim=-1)
         gate = gate_a * (gate_b * self.grep_a - 1.0) + 2.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=gate * position_bias)
+        bias = gate * position_bias
+        if key_padding is not None:
+            bias = bias.masked_fill(key_padding[:, None, None, :], float("-inf"))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return self.out_proj(out.transpose(1, 2).reshape(b, n, d))
 
 
@@ -298,8 +288,11 @@ class BeatsBlock(nn.Module):
         self.fc2 = nn.Linear(arch.encoder_ffn_embed_dim, dim)
         self.final_layer_norm = nn.LayerNorm(dim)
 
-    def forward(self, x: Tensor, position_bias: Tensor) -> Tensor:
-        x = self.self_attn_layer_norm(x * self.alpha + self.self_attn(x, position_bias))
+    def forward(
+        self, x: Tensor, position_bias: Tensor, key_padding: Tensor | None = None
+    ) -> Tensor:
+        attended = self.self_attn(x, position_bias, key_padding)
+        x = self.self_attn_layer_norm(x * self.alpha + attended)
         return self.final_layer_norm(x * self.alpha + self.fc2(F.gelu(self.fc1(x))))
 
 
@@ -332,10 +325,17 @@ class Beats(Backbone):
         """``base`` is the published encoder (12 layers, 768 dims, 12 heads)."""
         checkpoint: str = ""
         """A published BEATs checkpoint ``{'cfg', 'model'}`` or a harness-saved backbone."""
+        max_distance: int = 800
+        """Relative-position distance of the last bucket (published iter3: 800; unilm's class
+        default: 1280); a loaded checkpoint's ``cfg`` sets it."""
+
+        def __post_init__(self) -> None:
+            if self.max_distance < 2:
+                raise ValueError(f"max_distance must be at least 2, got {self.max_distance}")
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
-        arch = SIZES[config.size]
+        arch = replace(SIZES[config.size], max_distance=config.max_distance)
         self.arch = arch
         self.embed_dim = arch.encoder_embed_dim
         patch = arch.input_patch_size
@@ -403,8 +403,14 @@ class Beats(Backbone):
     def frontend(self) -> nn.Module:
         return BeatsFbank()
 
-    def forward(self, features: Tensor) -> Encoded:
-        """Normalized fbank ``[B, 1, T, 128]`` to tokens ``[B, T // 16 * 8, D]`` and their mean."""
+    def forward(self, features: Tensor, padding_mask: Tensor | None = None) -> Encoded:
+        """Normalized fbank ``[B, 1, T, 128]`` to tokens ``[B, T // 16 * 8, D]`` and their mean.
+
+        ``padding_mask`` ``[B, T']`` (True: padding) over waveform samples or fbank frames, as
+        BEATs' ``extract_features`` takes it: reduced to tokens by :func:`forward_padding_mask`,
+        padded tokens are zeroed before the positional convolution, never attended, and left
+        out of the embedding's mean.
+        """
         patch = self.arch.input_patch_size
         if features.ndim != 4 or features.shape[-2] < patch or features.shape[-1] != NUM_MEL_BINS:
             raise DataError(
@@ -413,11 +419,20 @@ class Beats(Backbone):
             )
         x = self.patch_embedding(features).flatten(2).transpose(1, 2)
         x = self.post_extract_proj(self.layer_norm(x))
+        mask = None
+        if padding_mask is not None:
+            if padding_mask.shape[1] != features.shape[2]:
+                padding_mask = forward_padding_mask(features.shape[2], padding_mask)
+            mask = forward_padding_mask(x.shape[1], padding_mask)
+            x = x.masked_fill(mask[..., None], 0.0)
         x = self.embed_norm(x + self.pos_conv(x))
         position_bias = self.rel_pos_bias(x.shape[1])
         for block in self.blocks:
-            x = block(x, position_bias)
-        return Encoded(embedding=x.mean(dim=1), tokens=x)
+            x = block(x, position_bias, mask)
+        if mask is None:
+            return Encoded(embedding=x.mean(dim=1), tokens=x)
+        keep = (~mask).to(x.dtype)[..., None]
+        return Encoded(embedding=(x * keep).sum(1) / keep.sum(1).clamp_min(1.0), tokens=x)
 
     # -- checkpoints ------------------------------------------------------------
 
@@ -445,11 +460,24 @@ class Beats(Backbone):
             return from_published_keys(kept)
         return kept
 
+    def follow_max_distance(self, cfg: Mapping[str, Any]) -> None:
+        """Build the relative-position buckets with the checkpoint's ``max_distance``."""
+        distance = cfg.get("max_distance")
+        if isinstance(distance, int) and distance != self.arch.max_distance:
+            if distance < 2:
+                raise UsageError(f"beats checkpoint cfg has max_distance={distance}, need >= 2")
+            self.arch = replace(self.arch, max_distance=distance)
+            self.rel_pos_bias.max_distance = distance
+
     def check_cfg(self, cfg: Mapping[str, Any]) -> None:
-        """Raise a :class:`UsageError` when an architecture key of ``cfg`` differs from ours."""
+        """Raise a :class:`UsageError` when an architecture key of ``cfg`` differs from ours.
+
+        ``max_distance`` changes no tensor shape: the model takes the checkpoint's value.
+        """
         ours = asdict(self.arch)
-        differing = [k for k in ours if k in cfg and cfg[k] != ours[k]]
+        differing = [k for k in ours if k in cfg and cfg[k] != ours[k] and k not in RESIZABLE_CFG]
         if not differing:
+            self.follow_max_distance(cfg)
             return
         details = ", ".join(
             f"{k}={cfg[k]!r} (size '{self.config.size}': {ours[k]!r})" for k in differing
@@ -457,7 +485,9 @@ class Beats(Backbone):
         matching = [
             name
             for name, arch in SIZES.items()
-            if all(cfg[k] == v for k, v in asdict(arch).items() if k in cfg)
+            if all(
+                cfg[k] == v for k, v in asdict(arch).items() if k in cfg and k not in RESIZABLE_CFG
+            )
         ]
         hint = (
             f"; use --set backbone.size={matching[0]}"
@@ -465,6 +495,15 @@ class Beats(Backbone):
             else "; no beats size has this architecture"
         )
         raise UsageError(f"beats checkpoint cfg does not match: {details}{hint}")
+
+
+def forward_padding_mask(length: int, padding_mask: Tensor) -> Tensor:
+    """BEATs' reduction of a padding mask ``[B, M]`` to ``length`` steps: trailing entries that
+    do not fill a step are dropped, and a step is padding when all its entries are."""
+    extra = padding_mask.shape[1] % length
+    if extra:
+        padding_mask = padding_mask[:, :-extra]
+    return padding_mask.reshape(padding_mask.shape[0], length, -1).all(-1)
 
 
 def to_published_keys(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -12,8 +12,8 @@ offset in training, from the start in evaluation), and *patchout* during
 training only: whole frequency rows and time columns of the patch grid
 (structured) and single patches (unstructured) are dropped, which shortens the
 sequence and regularises. The clip embedding is the mean of the two tokens after
-the final norm. Attention runs through PyTorch's fused
-``scaled_dot_product_attention``.
+the final norm. The transformer blocks are timm's (:mod:`harness.layers`); attention runs
+through PyTorch's fused ``scaled_dot_product_attention``.
 
 Parameter names follow the published key layout (``cls_token``, ``dist_token``,
 ``new_pos_embed``, ``freq_new_pos_embed``, ``time_new_pos_embed``,
@@ -47,7 +47,9 @@ from torch import Tensor, nn
 
 from harness import hookimpl
 from harness.api import Backbone, Encoded
+from harness.checkpoints import block_count, check_size
 from harness.errors import DataError, UsageError
+from harness.layers import vit_block
 
 __all__ = ["SIZES", "PaSST", "PasstHead", "PasstMel", "PasstSize"]
 
@@ -163,69 +165,6 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.proj(x)
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention with a fused qkv projection and fused SDPA."""
-
-    def __init__(self, dim: int, num_heads: int, attn_drop: float = 0.0) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"embedding dim {dim} is not divisible by {num_heads} heads")
-        self.num_heads = num_heads
-        self.attn_drop = attn_drop
-        self.qkv = nn.Linear(dim, dim * 3)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        batch, tokens, dim = x.shape
-        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, dim // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        dropout = self.attn_drop if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
-        return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: drop a residual branch per example with probability ``p`` in training."""
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block (LayerNorm eps 1e-6, as published)."""
-
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, drop_path: float) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 class PasstHead(nn.Module):
@@ -349,7 +288,7 @@ class PaSST(Backbone):
         self.freq_new_pos_embed = nn.Parameter(torch.zeros(1, dim, grid_length(N_MELS), 1))
         self.time_new_pos_embed = nn.Parameter(torch.zeros(1, dim, 1, grid_length(self.input_tdim)))
         rates = [config.drop_path_rate * i / max(size.depth - 1, 1) for i in range(size.depth)]
-        self.blocks = nn.ModuleList(Block(dim, size.num_heads, 4.0, rate) for rate in rates)
+        self.blocks = nn.ModuleList(vit_block(dim, size.num_heads, 4.0, rate) for rate in rates)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.pretrained_head_state: dict[str, Tensor] | None = None
         self.reset_parameters()
@@ -467,6 +406,10 @@ class PaSST(Backbone):
             tokens, freq, time = image_positions_to_passt(state.pop("pos_embed"), grid)
             state.update(new_pos_embed=tokens, freq_new_pos_embed=freq, time_new_pos_embed=time)
             state = {k: v for k, v in state.items() if not k.startswith(("head.", "head_dist."))}
+        sizes = {name: (s.embed_dim, s.depth) for name, s in SIZES.items()}
+        found = (proj.shape[0], block_count(state)) if proj is not None else None
+        if found in sizes.values():  # another size: name it (other shapes: the key report)
+            check_size("passt", self.config.size, found, sizes)
         return state
 
     # -- heads and description ---------------------------------------------------

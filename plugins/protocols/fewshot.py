@@ -135,6 +135,19 @@ def cached_embed(ctx: EvalContext, split: str, backbone_hash: str | None = None)
     return embeddings
 
 
+def trainable_parameters(*modules: torch.nn.Module) -> int:
+    """#TP of seed 003's Table 2: parameters the run's last stage trained (``requires_grad``),
+    backbone and method heads together, each shared tensor once."""
+    seen = {
+        id(p): p.numel()
+        for m in modules
+        if isinstance(m, torch.nn.Module)
+        for p in m.parameters()
+        if p.requires_grad
+    }
+    return sum(seen.values())
+
+
 def labeled_embeddings(
     ctx: EvalContext, split: str, who: str, backbone_hash: str | None = None
 ) -> tuple[Tensor, Tensor]:
@@ -320,7 +333,10 @@ class Fewshot(Protocol):
     columns: ClassVar[list[Column]] = [
         Column("acc", "accuracy (%)", group="acc", higher_is_better=True, error_key="ci"),
         Column("ci", "95% CI", group="ci"),
+        Column("tp_m", "#TP (M)", group="tp"),
     ]
+    primary: ClassVar[str | None] = "acc"
+    """Runs are ranked by accuracy whatever the column order (``#TP`` may come first)."""
     default_dataset = "fewshot-embedded"
     cli_flags: ClassVar[dict[str, str]] = {"--sweep-n": "sweep_n", "--sweep-k": "sweep_k"}
 
@@ -424,6 +440,7 @@ class Fewshot(Protocol):
             "acc": scores[0].accuracy,
             "ci": scores[0].ci,
             "classes": scores[0].classes,
+            "tp_m": trainable_parameters(ctx.backbone, ctx.method) / 1e6,
         }
         for s in scores:
             metrics[f"acc_{s.n_way}way{s.k_shot}shot"] = s.accuracy
