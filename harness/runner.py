@@ -305,12 +305,12 @@ class Experiment:
 
     def train_stage(self, stage: Stage, generator: torch.Generator) -> None:
         run = self.cfg.run
-        loader = self.loader("train", stage.batch_size, train=True)
         optimizer = self.build_optimizer(stage)
         if not any(group["params"] for group in optimizer.param_groups):
             # e.g. a parameter-free backbone (logmel-stats) under a method without heads
             self.log(f"stage '{stage.name}': no trainable parameters, nothing to train; skipped")
             return
+        loader = self.loader("train", stage.batch_size, train=True)
         model = self.train_module()
         scaler = torch.amp.GradScaler(self.device.type, enabled=run.precision == "fp16")
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
