@@ -74,6 +74,7 @@ from scipy.fft import next_fast_len
 from torch import Tensor
 
 from harness.api import Augmentation, Batch, Task
+from harness.config import domain_map, non_negative, unit
 from harness.errors import DataError, UsageError
 from harness.plugins import unknown_name_message
 from harness.progress import progress
@@ -465,6 +466,12 @@ class IRConfig:
     """Where the truncated segment starts: ``onset`` (0.5 ms before it) or ``start`` of the file."""
     normalize: Normalize = "energy"
     """Per-response scaling after truncation: ``energy`` (unit L2 norm), ``peak`` or ``none``."""
+
+    domains = domain_map(
+        p=unit("Probability that an eligible training clip is convolved."),
+        length=non_negative("Truncate to this many samples with a Kaiser window (0: full length)."),
+        beta=non_negative("Kaiser window beta."),
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.p <= 1.0:

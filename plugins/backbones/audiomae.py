@@ -53,6 +53,7 @@ from torch import Tensor, nn
 
 from harness import hookimpl
 from harness.api import Backbone, Encoded
+from harness.config import Domain, at_least, between, domain_map, positive
 from harness.errors import DataError, UsageError
 
 __all__ = [
@@ -364,6 +365,15 @@ class AudioMAE(Backbone):
         """Stochastic depth at the top block (AudioMAE fine-tuning: 0.1)."""
         norm_mean: float = AUDIOSET_MEAN
         norm_std: float = AUDIOSET_STD
+
+        domains = domain_map(
+            target_length=at_least(0, "Frames (0: the size's default; else a multiple of 16)."),
+            mask_t_prob=between(0, 1, "Share of time patches masked.", open_high=True),
+            mask_f_prob=between(0, 1, "Share of frequency patches masked.", open_high=True),
+            drop_path=between(0, 1, "Stochastic-depth rate.", open_high=True),
+            norm_mean=Domain(help="Mean of the fbank normalisation."),
+            norm_std=positive("Standard deviation of the fbank normalisation."),
+        )
 
         def __post_init__(self) -> None:
             if self.target_length < 0 or self.target_length % PATCH:

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from harness.config import Domain
 from harness.errors import DataError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif")
@@ -91,3 +92,9 @@ def audio_files(folder: Path) -> list[Path]:
 def check_positive(name: str, value: float) -> None:
     if value <= 0:
         raise ValueError(f"{name} must be positive, got {value}")
+
+
+MAX_CLIP_SECONDS = 3600.0
+CLIP_SECONDS = Domain(
+    gt=0, le=MAX_CLIP_SECONDS, help="Seconds per clip (longer clips are cropped, shorter padded)."
+)

@@ -17,8 +17,10 @@ from typing import Literal
 
 from harness import hookimpl
 from harness.api import Clip, Dataset, DataSplits
+from harness.config import domain_map
 from harness.errors import DataError
 from harness_plugins.datasets._common import (
+    CLIP_SECONDS,
     audio_files,
     check_positive,
     require_clips,
@@ -58,6 +60,10 @@ class SpeechCommands(Dataset):
         root: Path = Path("data/speech_commands_v0.02")
         eval_split: Literal["test", "validation"] = "test"
         clip_seconds: float = 1.0
+
+        domains = domain_map(
+            clip_seconds=CLIP_SECONDS,
+        )
 
         def __post_init__(self) -> None:
             check_positive("clip_seconds", self.clip_seconds)

@@ -35,6 +35,7 @@ import numpy as np
 
 from harness import hookimpl
 from harness.api import Clip, Dataset, DataSplits
+from harness.config import domain_map, non_negative
 from harness.errors import DataError, UsageError
 
 META_FILE = "meta.csv"
@@ -278,6 +279,11 @@ class Tau22(Dataset):
         """Keep a fixed random subset of this many training clips (0: all)."""
         max_eval_clips: int = 0
         """Keep a fixed random subset of this many evaluation clips (0: all)."""
+
+        domains = domain_map(
+            max_train_clips=non_negative("Keep this many training clips (0: all)."),
+            max_eval_clips=non_negative("Keep this many evaluation clips (0: all)."),
+        )
 
         def __post_init__(self) -> None:
             for name in ("max_train_clips", "max_eval_clips"):

@@ -14,8 +14,10 @@ from typing import Literal
 
 from harness import hookimpl
 from harness.api import Clip, Dataset, DataSplits
+from harness.config import domain_map
 from harness.errors import DataError
 from harness_plugins.datasets._common import (
+    CLIP_SECONDS,
     check_audio_exists,
     check_positive,
     require_clips,
@@ -52,6 +54,10 @@ class VoxCeleb1(Dataset):
         root: Path = Path("data/voxceleb1")
         eval_split: Literal["test", "val"] = "test"
         clip_seconds: float = 3.0
+
+        domains = domain_map(
+            clip_seconds=CLIP_SECONDS,
+        )
 
         def __post_init__(self) -> None:
             check_positive("clip_seconds", self.clip_seconds)

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from harness import hookimpl
 from harness.api import Backbone, Batch, StepOutput
+from harness.config import domain_map, non_negative, positive
 from harness_plugins.methods.ce import CrossEntropy
 
 
@@ -55,6 +56,12 @@ class InverseContrastive(CrossEntropy):
         lambda_icl: float = 0.5
         normalize: bool = True
         """Use unit-norm embeddings, so distances lie in [0, 2] and alpha in 0-1.5 is meaningful."""
+
+        domains = domain_map(
+            alpha=non_negative("Threshold of the same-device barrier."),
+            beta=positive("Barrier strength (indicator function as beta -> 0)."),
+            lambda_icl=non_negative("Weight of the ICL term in the training loss."),
+        )
 
         def __post_init__(self) -> None:
             super().__post_init__()

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from harness import hookimpl
 from harness.api import Backbone, Batch, Method, StepOutput, Task
+from harness.config import Domain, domain_map, non_negative
 from harness.errors import UsageError
 from harness_plugins.backbones.audiomae import Block, init_vit_weights, sincos_pos_embed_2d
 
@@ -72,6 +73,13 @@ class MaskedAutoencoder(Method):
         """0: the backbone's default (base: 8)."""
         decoder_heads: int = 0
         """0: the backbone's default (base: 16)."""
+
+        domains = domain_map(
+            mask_ratio=Domain(gt=0, lt=1, help="Share of patches hidden from the encoder."),
+            decoder_dim=non_negative("Decoder width (0: the paper's default)."),
+            decoder_depth=non_negative("Decoder blocks (0: the paper's default)."),
+            decoder_heads=non_negative("Decoder attention heads (0: the paper's default)."),
+        )
 
         def __post_init__(self) -> None:
             if not 0.0 < self.mask_ratio < 1.0:

@@ -45,6 +45,7 @@ from harness.api import (
     ProtocolResult,
 )
 from harness.cache import DONE_MARKER, build_once, cache_root
+from harness.config import at_least, domain_map
 from harness.errors import DataError, UsageError
 
 Distance = Literal["euclidean", "cosine"]
@@ -344,6 +345,15 @@ class Fewshot(Protocol):
         """Also evaluate these K (with every N of ``sweep_n``), e.g. 1,5,10."""
         cache: bool = True
         """Keep embeddings on disk, keyed by the backbone's weights and the clips."""
+
+        domains = domain_map(
+            n_way=at_least(2, "Classes per episode (N)."),
+            k_shot=at_least(1, "Support clips per class (K)."),
+            queries=at_least(1, "Query clips per class and episode."),
+            episodes=at_least(1, "Episodes averaged."),
+            sweep_n=at_least(2, "Also evaluate these N (with every K of sweep_k)."),
+            sweep_k=at_least(1, "Also evaluate these K (with every N of sweep_n)."),
+        )
 
         def __post_init__(self) -> None:
             for n in (self.n_way, *self.sweep_n):
