@@ -13,3 +13,9 @@ class UsageError(HarnessError):
 
 class DataError(HarnessError):
     """A data set, audio file or impulse-response file that cannot be used."""
+
+
+class Interrupted(HarnessError):
+    """The user interrupted a command (Ctrl-C); the message says what was kept."""
+
+    exit_code = 130

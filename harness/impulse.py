@@ -74,6 +74,7 @@ from scipy.fft import next_fast_len
 from torch import Tensor
 
 from harness.api import Augmentation, Batch, Task
+from harness.audio import check_samples, wav_data_shortfall
 from harness.config import domain_map, non_negative, unit
 from harness.errors import DataError, UsageError
 from harness.plugins import unknown_name_message
@@ -187,8 +188,12 @@ def read_ir(path: Path) -> tuple[np.ndarray, int]:
             f"truncated impulse-response file {path}: header says {info.frames} frames, "
             f"found {data.shape[0]}"
         )
-    if not np.isfinite(data).all():
-        raise DataError(f"impulse-response file {path} contains NaN or infinite samples")
+    missing = wav_data_shortfall(path)
+    if missing:
+        raise DataError(
+            f"truncated impulse-response file {path}: {missing} bytes of audio data missing"
+        )
+    check_samples(data, path, "impulse-response file")
     return data[:, 0], rate
 
 

@@ -39,7 +39,7 @@ def test_record_round_trips(tmp_path):
 def test_duplicate_run_id_is_rejected_and_store_keeps_one_row(tmp_path):
     store = ResultStore(tmp_path / "s.sqlite")
     store.add(make_record())
-    with pytest.raises(Exception, match="UNIQUE"):
+    with pytest.raises(HarnessError, match="already holds a run with id r1"):
         store.add(make_record())
     assert len(store.records()) == 1
 

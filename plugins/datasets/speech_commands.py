@@ -23,6 +23,7 @@ from harness_plugins.datasets._common import (
     CLIP_SECONDS,
     audio_files,
     check_positive,
+    read_text,
     require_clips,
     require_dir,
     require_file,
@@ -36,7 +37,7 @@ def read_list(path: Path, classes: set[str], dataset: str) -> set[str]:
     require_file(path, dataset)
     entries = set()
     root = path.parent
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text(path, dataset).splitlines(), start=1):
         entry = line.strip()
         if not entry:
             continue

@@ -20,6 +20,7 @@ from harness_plugins.datasets._common import (
     CLIP_SECONDS,
     check_audio_exists,
     check_positive,
+    read_text,
     require_clips,
     require_dir,
     require_file,
@@ -32,7 +33,7 @@ def read_iden_split(path: Path, dataset: str) -> list[tuple[str, str, str]]:
     """``(split, speaker, relative path)`` for each line of ``iden_split.txt``."""
     require_file(path, dataset)
     entries = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text(path, dataset).splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.split()
