@@ -6,7 +6,6 @@ import math
 import os
 import platform
 import random
-import secrets
 import subprocess
 import tempfile
 import time
@@ -38,7 +37,7 @@ from harness.data import ClipAudio, batches, load_clips, num_batches
 from harness.errors import HarnessError, UsageError
 from harness.faults import checkpoint
 from harness.progress import note, progress
-from harness.store import ResultStore, RunRecord, commit_run, recover, write_json
+from harness.store import ResultStore, RunRecord, commit_run, new_run_id, recover, write_json
 
 
 @dataclass
@@ -314,11 +313,6 @@ def environment() -> dict[str, Any]:
     }
 
 
-def new_run_id(created: datetime, config_hash: str) -> str:
-    """``<UTC time to the microsecond>-<config hash>-<random>``: unique across processes."""
-    return f"{created:%Y%m%d-%H%M%S-%f}-{config_hash[:8]}-{secrets.token_hex(4)}"
-
-
 def check_output_folder(out_dir: Path) -> None:
     """Preflight: ``out_dir`` accepts a file, or can be created (nothing is created here)."""
     if out_dir.is_dir():
@@ -369,6 +363,8 @@ def run_experiment(cfg: RunConfig, out_dir: Path, store: ResultStore) -> RunResu
     run_id = new_run_id(created, config_hash)
     experiment = Experiment(cfg)
     check_audio_headers(experiment.splits)
+    for split in ("train", "eval"):  # read (and check) every sample before the first step
+        experiment.audio(split)
     experiment.setup()
     experiment.train()
     metrics, tables = experiment.evaluate()

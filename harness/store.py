@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +214,11 @@ class ResultStore:
         with self._connect() as conn:
             row = conn.execute("SELECT 1 FROM runs WHERE config_hash = ? LIMIT 1", (config_hash,))
             return row.fetchone() is not None
+
+
+def new_run_id(created: datetime, config_hash: str) -> str:
+    """``<UTC time to the microsecond>-<config hash>-<random>``: unique across processes."""
+    return f"{created:%Y%m%d-%H%M%S-%f}-{config_hash[:8]}-{secrets.token_hex(4)}"
 
 
 @contextmanager
