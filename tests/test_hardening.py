@@ -437,3 +437,21 @@ def test_sweep_validates_every_cell_first_and_reports_them(tmp_path):
     result = run_cli("--plugin", str(TOY_PLUGIN), "sweep", str(sweep), "--out", str(tmp_path / "r"))
     assert_one_line_error(result, "run.lr: nan", "and 1 more invalid run(s)", "nothing was run")
     assert not (tmp_path / "r").exists()
+
+
+def test_interrupted_sweep_reports_the_runs_it_stored(tmp_path):
+    sweep = tmp_path / "s.toml"
+    sweep.write_text(
+        '[sweep]\nseeds = [0]\n[sweep.base]\nbackbone = { name = "toy" }\n'
+        f'dataset = {{ name = "toy-tones", root = "{tmp_path / "tones"}" }}\n'
+        "run = { epochs = 1, batch_size = 8 }\n"
+        '[[sweep.grid]]\nmethod = ["ce", "interrupting"]\n'
+    )
+    make_tones(tmp_path / "tones")
+    result = run_cli("--plugin", str(TOY_PLUGIN), "sweep", str(sweep), "--out", str(tmp_path / "r"))
+    assert result.returncode == 130, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "interrupted at run 2/2" in last and "1 run(s) stored before it" in last
+    assert "nothing was stored" not in result.stderr
+    with sqlite3.connect(tmp_path / "r" / "results.sqlite") as conn:
+        assert conn.execute("SELECT method FROM runs").fetchall() == [("ce",)]
