@@ -146,6 +146,13 @@ def is_numeric_hint(hint: Any) -> bool:
     return any(is_numeric_hint(a) for a in typing.get_args(hint) if a is not Ellipsis)
 
 
+def finite(value: Any) -> bool:
+    """False for NaN or infinity, also inside a sequence."""
+    if isinstance(value, list | tuple):
+        return all(map(finite, value))
+    return not isinstance(value, float) or math.isfinite(value)
+
+
 def check_domains(cls: type, values: dict[str, Any], where: str) -> None:
     """Raise a UsageError naming the first value outside its field's domain."""
     known = field_domains(cls)
@@ -423,11 +430,13 @@ def build_dataclass(cls: type, values: dict[str, Any], where: str) -> Any:
                 unknown_key_message(f"{where}.{key}", [f"{where}.{f}" for f in fields])
             )
         kwargs[key] = coerce(value, hints[key], f"{where}.{key}")
-    check_domains(cls, kwargs, where)
     try:
-        return cls(**kwargs)
+        built = cls(**kwargs)  # the component's own checks (and messages) come first
     except (ValueError, TypeError) as err:
+        check_domains(cls, {k: v for k, v in kwargs.items() if not finite(v)}, where)
         raise UsageError(f"bad value in {where}: {err}") from None
+    check_domains(cls, kwargs, where)
+    return built
 
 
 def unknown_key_message(key: str, known: list[str]) -> str:

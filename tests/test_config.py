@@ -46,7 +46,7 @@ def test_unknown_key_names_it_with_a_suggestion(plugins):
 def test_bad_value_names_key_and_value(plugins):
     with pytest.raises(UsageError, match=r"run\.epochs: 'ten' is not an integer"):
         resolve(toy_raw(run={"epochs": "ten"}), plugins)
-    with pytest.raises(UsageError, match=r"run\.epochs: 0 must be >= 1"):
+    with pytest.raises(UsageError, match=r"run: epochs must be at least 1"):
         resolve(toy_raw(run={"epochs": 0}), plugins)
 
 

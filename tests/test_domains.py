@@ -60,7 +60,8 @@ def test_help_texts_are_one_line():
     [
         ("lr", "nan", r"run\.lr: nan must be a finite number"),
         ("lr", "inf", r"run\.lr: inf must be a finite number"),
-        ("lr", "0", r"run\.lr: 0\.0 must be in \(0, 10\]"),
+        ("lr", "0", r"run: lr must be positive, got 0\.0"),
+        ("lr", "11", r"run\.lr: 11\.0 must be in \(0, 10\]"),
         ("plateau_factor", "2", r"run\.plateau_factor: 2\.0 must be in \(0, 1\)"),
         ("betas", "0.9,1.0", r"run\.betas: 1\.0 must be in \[0, 1\)"),
         ("betas", "-0.1,0.9", r"run\.betas: -0\.1 must be in \[0, 1\)"),
