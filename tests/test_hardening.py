@@ -455,3 +455,23 @@ def test_interrupted_sweep_reports_the_runs_it_stored(tmp_path):
     assert "nothing was stored" not in result.stderr
     with sqlite3.connect(tmp_path / "r" / "results.sqlite") as conn:
         assert conn.execute("SELECT method FROM runs").fetchall() == [("ce",)]
+
+
+def test_a_run_with_a_nan_metric_fails_and_stores_nothing(tmp_path, monkeypatch):
+    from harness.config import resolve
+    from harness.runner import Experiment, run_experiment
+
+    make_tones(tmp_path / "tones")
+    raw = {
+        "backbone": {"name": "toy"},
+        "dataset": {"name": "toy-tones", "root": str(tmp_path / "tones")},
+        "run": {"epochs": 1, "batch_size": 8},
+    }
+    cfg = resolve(raw, load_plugins([str(TOY_PLUGIN)]))
+    monkeypatch.setattr(
+        Experiment, "evaluate", lambda self: ({"p/acc": 0.5, "p/logloss": math.nan}, {})
+    )
+    out, store = tmp_path / "runs", ResultStore(tmp_path / "runs" / "s.sqlite")
+    with pytest.raises(HarnessError, match=r"non-finite metrics \(p/logloss=nan\)"):
+        run_experiment(cfg, out, store)
+    assert store.records() == [] and (not out.exists() or list(out.iterdir()) == [])
