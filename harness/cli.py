@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -361,6 +362,46 @@ def write_manifest(loaded: Plugins, distribution: str, output: Path | None) -> N
     write_text_atomic(output, text)
 
 
+@cli.group()
+def store() -> None:
+    """Inspect and repair the results store and its run folders."""
+
+
+@store.command("check")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_OUT,
+    show_default=True,
+    help="Folder of the run folders.",
+)
+@click.option(
+    "--store",
+    "store_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite results store (default: OUT/results.sqlite, or $HARNESS_STORE).",
+)
+@click.option("--repair", is_flag=True, help="Fix what can be fixed (see the list printed).")
+def store_check(out: Path, store_path: Path | None, repair: bool) -> None:
+    """Report inconsistencies between run folders and rows (temporary folders too)."""
+    from harness.cache import clean_stale_cache
+    from harness.store import ResultStore, check_store
+
+    results = ResultStore(store_path or default_store(out))
+    problems = check_store(out, results, repair)
+    if repair:
+        problems += [f"stale cache folder (removed): {p}" for p in clean_stale_cache()]
+    for line in problems:
+        click.echo(line)
+    open_problems = [p for p in problems if "not recoverable" in p or "integrity_check" in p]
+    if not problems:
+        click.echo(f"store {results.path} and run folders in {out}: consistent")
+    elif not repair:
+        raise HarnessError(f"{len(problems)} problem(s) found; run with --repair to fix them")
+    elif open_problems:
+        raise HarnessError(f"{len(open_problems)} problem(s) could not be repaired")
+
+
 def add_protocol_flags(plugins: Plugins) -> None:
     """Give ``harness run`` the extra flags protocols declare (e.g. ``--sweep-n``)."""
     existing = {opt for param in run.params for opt in param.opts}
@@ -416,18 +457,42 @@ def first_command(argv: list[str]) -> str | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    specs, blocked, debug = scan_global_options(argv)
+
+def setup_plugins(specs: list[str], blocked: list[str], debug: bool, argv: list[str]) -> Plugins:
+    """Load the plugins and their commands; a plugin that raises is a one-line error naming it."""
     try:
         loaded = load_plugins(specs, blocked, lazy=True)
         loaded.pm.hook.register_commands(cli=cli)
         add_declared_commands(loaded)
         if first_command(argv) == "run":  # protocol flags need the protocols imported
             add_protocol_flags(loaded)
+    except (HarnessError, SystemExit):
+        raise
+    except Exception as err:
+        if debug:
+            raise
+        frames = traceback.extract_tb(err.__traceback__)
+        where = frames[-1].filename if frames else "?"
+        message = " ".join(str(err).split()) or type(err).__name__
+        raise HarnessError(
+            f"a plugin failed while loading ({where}): {type(err).__name__}: {message}"
+        ) from None
+    return loaded
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    specs, blocked, debug = scan_global_options(argv)
+    try:
+        loaded = setup_plugins(specs, blocked, debug, argv)
         cli.main(
             argv, prog_name="harness", standalone_mode=False, obj={"plugins": loaded, "argv": argv}
         )
+    except SystemExit as err:
+        if debug:
+            raise
+        click.echo(f"harness: error: plugin code called sys.exit({err.code!r})", err=True)
+        sys.exit(2)
     except HarnessError as err:
         if debug:
             raise

@@ -12,6 +12,8 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
+import re
 import tomllib
 import types
 import typing
@@ -21,6 +23,143 @@ from typing import Any, Literal
 
 from harness.errors import UsageError
 from harness.plugins import Entry, Plugins
+
+# -- field domains ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Domain:
+    """The values one config field accepts, and its one-line help for listings.
+
+    A component's ``Config`` lists its fields' domains in a class attribute
+    ``domains = domain_map(field=Domain(...), ...)``; :func:`build_dataclass` checks
+    every value against it. Numbers must be finite unless ``finite=False``;
+    a sequence's items are each checked; ``None`` (an optional field left unset)
+    always passes. A float field without an entry still has to be finite.
+    """
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    finite: bool = True
+    pattern: str | None = None
+    """For strings: a regular expression the whole value must match."""
+    help: str = ""
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` is outside the domain (``"must be ..."``), or None."""
+        if value is None or isinstance(value, bool):
+            return None
+        if isinstance(value, list | tuple):
+            return next((p for p in map(self.problem, value) if p), None)
+        if isinstance(value, str):
+            if self.pattern and not re.fullmatch(self.pattern, value):
+                return f"{value!r} must match {self.pattern}"
+            return None
+        if not isinstance(value, int | float):
+            return None
+        if (self.finite or math.isnan(value)) and not math.isfinite(value):
+            return f"{value!r} must be a finite number"
+        inside = (
+            (self.ge is None or value >= self.ge)
+            and (self.gt is None or value > self.gt)
+            and (self.le is None or value <= self.le)
+            and (self.lt is None or value < self.lt)
+        )
+        if not inside:
+            where = self.describe()
+            return f"{value!r} must be {where if where[0] in '<>' else 'in ' + where}"
+        return None
+
+    def describe(self) -> str:
+        """The accepted range in interval notation, e.g. ``(0, 1]`` or ``>= 1``."""
+        low = self.ge if self.ge is not None else self.gt
+        high = self.le if self.le is not None else self.lt
+        if low is not None and high is not None:
+            left = "[" if self.ge is not None else "("
+            right = "]" if self.le is not None else ")"
+            return f"{left}{_num(low)}, {_num(high)}{right}"
+        if low is not None:
+            return f"{'>=' if self.ge is not None else '>'} {_num(low)}"
+        if high is not None:
+            return f"{'<=' if self.le is not None else '<'} {_num(high)}"
+        return "finite" if self.finite else "any number"
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+FINITE = Domain()
+
+
+def domain_map(**fields: Domain) -> types.MappingProxyType:
+    """A read-only ``{field: Domain}`` mapping for a Config's ``domains`` attribute."""
+    return types.MappingProxyType(fields)
+
+
+def positive(help: str = "") -> Domain:
+    return Domain(gt=0, help=help)
+
+
+def non_negative(help: str = "") -> Domain:
+    return Domain(ge=0, help=help)
+
+
+def at_least(low: float, help: str = "") -> Domain:
+    return Domain(ge=low, help=help)
+
+
+def between(low: float, high: float, help: str = "", open_high: bool = False) -> Domain:
+    """``[low, high]``, or ``[low, high)`` with ``open_high``."""
+    if open_high:
+        return Domain(ge=low, lt=high, help=help)
+    return Domain(ge=low, le=high, help=help)
+
+
+def unit(help: str = "") -> Domain:
+    """A probability or fraction in [0, 1]."""
+    return Domain(ge=0, le=1, help=help)
+
+
+def field_domains(cls: type) -> dict[str, Domain]:
+    """Every field's domain, ``domains`` of base classes included (subclasses win)."""
+    merged: dict[str, Domain] = {}
+    for klass in reversed(cls.__mro__):
+        merged.update(klass.__dict__.get("domains", {}))
+    return merged
+
+
+def field_help(cls: type, name: str) -> str:
+    """The one-line help of a Config field ('' when none)."""
+    domain = field_domains(cls).get(name)
+    return domain.help if domain else ""
+
+
+def is_numeric_hint(hint: Any) -> bool:
+    """Whether a field's type holds numbers (int, float, optional or sequences of them)."""
+    if hint is bool:
+        return False
+    if hint in (int, float):
+        return True
+    return any(is_numeric_hint(a) for a in typing.get_args(hint) if a is not Ellipsis)
+
+
+def finite(value: Any) -> bool:
+    """False for NaN or infinity, also inside a sequence."""
+    if isinstance(value, list | tuple):
+        return all(map(finite, value))
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+def check_domains(cls: type, values: dict[str, Any], where: str) -> None:
+    """Raise a UsageError naming the first value outside its field's domain."""
+    known = field_domains(cls)
+    for key, value in values.items():
+        problem = known.get(key, FINITE).problem(value)
+        if problem:
+            raise UsageError(f"bad value for {where}.{key}: {problem}")
 
 
 @dataclass
@@ -59,6 +198,24 @@ class RunSettings:
     """Clip the gradients' global norm to this (0: off)."""
     sync_every: int = 50
     """Steps between reads of the accumulated loss (the step never waits for the GPU)."""
+
+    domains = domain_map(
+        epochs=at_least(1, "Training epochs."),
+        batch_size=at_least(1, "Training batch size."),
+        eval_batch_size=at_least(1, "Batch size for evaluation."),
+        seed=Domain(ge=0, lt=2**63, help="Random seed of torch, numpy and Python."),
+        device=Domain(
+            pattern=r"cpu|auto|mps|cuda(:\d+)?", help="Torch device: cpu, cuda, cuda:N or auto."
+        ),
+        lr=Domain(gt=0, le=10, help="Peak learning rate of Adam."),
+        betas=between(0, 1, "Adam's beta1, beta2 (each in [0, 1)).", open_high=True),
+        eps=non_negative("Adam's epsilon."),
+        weight_decay=non_negative("Adam's (L2) weight decay."),
+        warmup_epochs=non_negative("Epochs of linear learning-rate warmup."),
+        plateau_patience=non_negative("Epochs without improvement before the lr drops."),
+        plateau_factor=Domain(gt=0, lt=1, help="Factor of the lr drop on a plateau."),
+        threads=non_negative("CPU threads for torch (0: torch's default)."),
+    )
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -166,14 +323,22 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise UsageError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as err:
         raise UsageError(f"config file {path} is not valid TOML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise UsageError(f"config file {path} is not UTF-8 text: {err.reason}") from None
+    except OSError as err:
+        raise UsageError(f"cannot read config file {path}: {err.strerror or err}") from None
 
 
-def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """Deep-merge ``update`` into a copy of ``base``."""
+def merge(base: dict[str, Any], update: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """Deep-merge ``update`` into a copy of ``base``; a table never replaces a value or back."""
     out = dict(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
+        old = out.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            out[key] = merge(old, value, f"{where}{key}.")
+        elif isinstance(value, dict) != isinstance(old, dict) and old is not None:
+            table, other = (key, old) if isinstance(value, dict) else (key, value)
+            raise UsageError(f"config key '{where}{table}' must be a table, got {other!r}")
         else:
             out[key] = value
     return out
@@ -298,9 +463,12 @@ def build_dataclass(cls: type, values: dict[str, Any], where: str) -> Any:
             )
         kwargs[key] = coerce(value, hints[key], f"{where}.{key}")
     try:
-        return cls(**kwargs)
+        built = cls(**kwargs)  # the component's own checks (and messages) come first
     except (ValueError, TypeError) as err:
+        check_domains(cls, {k: v for k, v in kwargs.items() if not finite(v)}, where)
         raise UsageError(f"bad value in {where}: {err}") from None
+    check_domains(cls, kwargs, where)
+    return built
 
 
 def unknown_key_message(key: str, known: list[str]) -> str:
@@ -334,6 +502,8 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
             raise UsageError(f"bad value for {key}: {value!r} is not a string")
         return value
     if hint is Path:
+        if not isinstance(value, str | Path) or "\0" in str(value):
+            raise UsageError(f"bad value for {key}: {value!r} is not a path")
         return Path(value)
     return value
 

@@ -6,6 +6,10 @@ class HarnessError(Exception):
 
     exit_code = 2
 
+    def __str__(self) -> str:
+        # One line, always: a value quoted in the message may itself hold line breaks.
+        return super().__str__().replace("\r", "\\r").replace("\n", "\\n")
+
 
 class UsageError(HarnessError):
     """An unknown name, key or value given on the command line or in a config file."""
@@ -13,3 +17,9 @@ class UsageError(HarnessError):
 
 class DataError(HarnessError):
     """A data set, audio file or impulse-response file that cannot be used."""
+
+
+class Interrupted(HarnessError):
+    """The user interrupted a command (Ctrl-C); the message says what was kept."""
+
+    exit_code = 130

@@ -74,6 +74,8 @@ from scipy.fft import next_fast_len
 from torch import Tensor
 
 from harness.api import Augmentation, Batch, Task
+from harness.audio import check_samples, wav_data_shortfall
+from harness.config import domain_map, non_negative, unit
 from harness.errors import DataError, UsageError
 from harness.plugins import unknown_name_message
 from harness.progress import progress
@@ -187,8 +189,12 @@ def read_ir(path: Path) -> tuple[np.ndarray, int]:
             f"truncated impulse-response file {path}: header says {info.frames} frames, "
             f"found {data.shape[0]}"
         )
-    if not np.isfinite(data).all():
-        raise DataError(f"impulse-response file {path} contains NaN or infinite samples")
+    missing = wav_data_shortfall(path)
+    if missing:
+        raise DataError(
+            f"truncated impulse-response file {path}: {missing} bytes of audio data missing"
+        )
+    check_samples(data, path, "impulse-response file")
     return data[:, 0], rate
 
 
@@ -470,6 +476,12 @@ class IRConfig:
     """The device class a convolved clip gets (see :meth:`ImpulseResponseAugmentation.setup`):
     ``microphone`` (recording device x microphone), ``response`` (recording device x impulse
     response) or ``keep`` (its recording device's class)."""
+
+    domains = domain_map(
+        p=unit("Probability that an eligible training clip is convolved."),
+        length=non_negative("Truncate to this many samples with a Kaiser window (0: full length)."),
+        beta=non_negative("Kaiser window beta."),
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.p <= 1.0:

@@ -289,11 +289,18 @@ def build_tables(spec: LeaderboardSpec, records: list[RunRecord], plugins: Plugi
     return [_aggregate(agg, groups, columns, spec.protocol, primary, lower_better) for agg in aggs]
 
 
+def numeric_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Metric rows as floats; anything missing, non-numeric or non-finite becomes NaN (a dash)."""
+    frame = pd.DataFrame(rows)
+    frame = frame.apply(pd.to_numeric, errors="coerce").astype(float)
+    return frame.where(frame.abs() != math.inf)
+
+
 def _aggregate(agg, groups, columns, protocol, primary, lower_better) -> Table:
     label_rows, value_rows, error_rows = [], [], []
     own_errors = any(c.error_key for c in columns)
     for labels, runs in groups:
-        metrics = pd.DataFrame([metrics_of(r, protocol) for r in runs])
+        metrics = numeric_frame([metrics_of(r, protocol) for r in runs])
         frame = metrics.reindex(columns=[c.key for c in columns])
         errors = pd.DataFrame(
             {
@@ -314,8 +321,11 @@ def _aggregate(agg, groups, columns, protocol, primary, lower_better) -> Table:
             value_rows.append(frame.mean())
             error_rows.append(frame.std(ddof=1) if len(runs) > 1 else frame.iloc[0] * math.nan)
         else:
-            ranking = frame[primary] if primary in frame else frame.iloc[:, 0]
-            best = ranking.idxmin() if lower_better else ranking.idxmax()
+            ranking = (frame[primary] if primary in frame else frame.iloc[:, 0]).dropna()
+            if ranking.empty:
+                best = frame.index[0]  # no finite score to rank by: show the first run
+            else:
+                best = ranking.idxmin() if lower_better else ranking.idxmax()
             value_rows.append(frame.loc[best])
             if own_errors:
                 error_rows.append(errors.loc[best])

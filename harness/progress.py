@@ -9,6 +9,8 @@ from typing import TypeVar
 
 from tqdm.auto import tqdm
 
+from harness.faults import KILL_ENV, checkpoint
+
 T = TypeVar("T")
 
 
@@ -18,6 +20,18 @@ def enabled() -> bool:
 
 def progress(items: Iterable[T], desc: str, total: int | None = None, **kw) -> Iterator[T]:
     """Iterate ``items`` with a progress bar named ``desc``."""
+    if os.environ.get(KILL_ENV):
+        return _with_kill_hook(progress_bar(items, desc, total, **kw), desc)
+    return progress_bar(items, desc, total, **kw)
+
+
+def _with_kill_hook(items: Iterator[T], desc: str) -> Iterator[T]:
+    for item in items:
+        yield item
+        checkpoint(desc)
+
+
+def progress_bar(items: Iterable[T], desc: str, total: int | None = None, **kw) -> Iterator[T]:
     return iter(
         tqdm(
             items, desc=desc, total=total, disable=not enabled(), leave=False, mininterval=0.5, **kw

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import os
 import platform
 import random
-import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from contextlib import nullcontext
@@ -32,13 +33,16 @@ from harness.api import (
     Stage,
     Task,
 )
+from harness.audio import check_header
 from harness.audio_cache import cache_folder, cached_audio, check_writable
+from harness.cache import clean_stale_cache
 from harness.checkpoints import load_backbone_checkpoint
 from harness.config import RunConfig
 from harness.data import ClipAudio, Loader, resolve_workers, split_audio
 from harness.errors import DataError, HarnessError, UsageError
+from harness.faults import checkpoint
 from harness.progress import note, progress
-from harness.store import ResultStore, RunRecord, staged_dir, write_json
+from harness.store import ResultStore, RunRecord, commit_run, new_run_id, recover, write_json
 
 
 @dataclass
@@ -514,19 +518,66 @@ def environment(dataset_cls: type | None = None) -> dict[str, Any]:
     }
 
 
+def check_output_folder(out_dir: Path) -> None:
+    """Preflight: ``out_dir`` accepts a file, or can be created (nothing is created here)."""
+    if out_dir.is_dir():
+        try:
+            with tempfile.TemporaryFile(dir=out_dir):
+                pass
+        except OSError as err:
+            raise HarnessError(f"output folder {out_dir} is not writable: {err}") from None
+        return
+    ancestor = out_dir.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if out_dir.exists() or not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise HarnessError(f"output folder {out_dir} cannot be created (check {ancestor})")
+
+
+def check_audio_headers(splits: DataSplits) -> None:
+    """Preflight: every file of every split opens and its header's data is all there."""
+    seen: set[Path] = set()
+    for split in ("train", "eval", *getattr(splits, "extra_splits", ())):
+        for clip in getattr(splits, split, None) or ():
+            for path in clip.segments or (clip.path,):
+                if path not in seen:
+                    seen.add(path)
+                    check_header(path)
+
+
+def check_metrics(metrics: dict[str, float]) -> None:
+    """No NaN or infinite metric may be stored: the run fails instead, naming them."""
+    bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+    if bad:
+        listed = ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
+        raise HarnessError(f"run failed: non-finite metrics ({listed}); nothing was stored")
+
+
 def run_experiment(cfg: RunConfig, out_dir: Path, store: ResultStore) -> RunResult:
-    """Train, evaluate, and store one run atomically."""
+    """Check cheaply, train, evaluate, and store one run (folder and row) as one unit."""
     started = time.perf_counter()
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one process tidies up
+        recover(out_dir, store)
+        clean_stale_cache()
+    check_output_folder(out_dir)
+    if store.path.exists():
+        store.check_writable()
+    else:
+        check_output_folder(store.path.parent)
     created = datetime.now(UTC)
     config_hash = cfg.config_hash()
-    run_id = f"{created:%Y%m%d-%H%M%S}-{config_hash[:8]}"
+    run_id = new_run_id(created, config_hash)
     experiment = Experiment(cfg)
     try:
+        check_audio_headers(experiment.splits)
+        for split in ("train", "eval"):  # read (and check) every sample before the first step
+            experiment.audio(split)
         experiment.setup()
         experiment.train()
         metrics, tables = experiment.evaluate()
     finally:
         experiment.close()
+    check_metrics(metrics)
     final_dir = out_dir / run_id
     record = RunRecord(
         run_id=run_id,
@@ -548,13 +599,9 @@ def run_experiment(cfg: RunConfig, out_dir: Path, store: ResultStore) -> RunResu
     )
     if not experiment.ranks.is_main:
         return RunResult(record, {})  # rank 0 writes the one run folder and store row
-    with staged_dir(final_dir) as tmp:
-        write_run_folder(tmp, record, experiment, tables)
-    try:
-        store.add(record)
-    except BaseException:
-        shutil.rmtree(final_dir, ignore_errors=True)
-        raise
+    commit_run(
+        final_dir, store, record, lambda tmp: write_run_folder(tmp, record, experiment, tables)
+    )
     return RunResult(record, tables)
 
 
@@ -562,6 +609,7 @@ def write_run_folder(
     folder: Path, record: RunRecord, experiment: Experiment, tables: dict[str, str]
 ) -> None:
     write_json(folder / "config.json", record.config)
+    checkpoint("staging")
     write_json(folder / "metrics.json", record.metrics)
     write_json(folder / "record.json", {k: v for k, v in record.__dict__.items() if k != "config"})
     torch.save(experiment.backbone.state_dict(), folder / "backbone.pt")

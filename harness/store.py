@@ -1,24 +1,33 @@
 """Run folders and the SQLite results store.
 
-A run's folder is written under a temporary name and renamed into place only
-when complete; its row is inserted in one transaction after that. A failed or
-interrupted run therefore leaves neither a half-written folder nor a record.
+A run's folder and its row are one recoverable unit (:func:`commit_run`): the
+folder is written under a temporary name that names its process, the row is
+inserted in one transaction (the commit point), then the folder is renamed into
+place. A failed run leaves neither folder nor row; a killed one leaves at most a
+temporary folder of a dead process, which the next command removes (before the
+commit point) or renames into place (after it): :func:`recover`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import sqlite3
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from harness.cache import owned_temp_dir, stale_temp_dirs, temp_owner
 from harness.errors import HarnessError
+from harness.faults import checkpoint
+
+COMPLETE_MARKER = ".complete"
+"""Written last into a staged run folder: everything but the rename is done."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -84,21 +93,35 @@ class RunRecord:
     duration_s: float
 
     def row(self) -> tuple:
-        values = {
-            **self.__dict__,
-            "config_json": json.dumps(self.config, sort_keys=True),
-            "metrics_json": json.dumps(self.metrics, sort_keys=True),
-            "environment_json": json.dumps(self.environment, sort_keys=True),
-        }
+        try:
+            values = {
+                **self.__dict__,
+                "config_json": json.dumps(self.config, sort_keys=True, allow_nan=False),
+                "metrics_json": json.dumps(self.metrics, sort_keys=True, allow_nan=False),
+                "environment_json": json.dumps(self.environment, sort_keys=True),
+            }
+        except ValueError:
+            bad = sorted(k for k, v in self.metrics.items() if not _finite(v))
+            raise HarnessError(
+                f"run {self.run_id}: non-finite value in its record (metrics: {', '.join(bad)})"
+            ) from None
         return tuple(values[c] for c in COLUMNS)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> RunRecord:
         data = dict(row)
-        data["config"] = json.loads(data.pop("config_json"))
-        data["metrics"] = json.loads(data.pop("metrics_json"))
-        data["environment"] = json.loads(data.pop("environment_json"))
+        try:
+            data["config"] = json.loads(data.pop("config_json"))
+            data["metrics"] = json.loads(data.pop("metrics_json"))
+            data["environment"] = json.loads(data.pop("environment_json"))
+        except (TypeError, ValueError) as err:
+            run_id = data.get("run_id")
+            raise HarnessError(f"stored run {run_id} has an unreadable record: {err}") from None
         return cls(**data)
+
+
+def _finite(value: Any) -> bool:
+    return not isinstance(value, float) or (value == value and abs(value) != float("inf"))
 
 
 class ResultStore:
@@ -109,14 +132,15 @@ class ResultStore:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            conn = sqlite3.connect(self.path, timeout=30)
-        except sqlite3.Error as err:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=60)
+        except (sqlite3.Error, OSError) as err:
             raise HarnessError(f"cannot open results store {self.path}: {err}") from None
         conn.row_factory = sqlite3.Row
         try:
             conn.executescript(SCHEMA)
+            self._check_schema(conn)
             with conn:
                 yield conn
         except sqlite3.DatabaseError as err:
@@ -124,12 +148,50 @@ class ResultStore:
         finally:
             conn.close()
 
+    def _check_schema(self, conn: sqlite3.Connection) -> None:
+        present = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+        missing = [c for c in COLUMNS if c not in present]
+        if missing:
+            raise HarnessError(
+                f"results store {self.path} has another schema: table 'runs' lacks "
+                f"{', '.join(missing)}"
+            )
+
+    def check_writable(self) -> None:
+        """Preflight: the store opens, has the right schema and takes a write lock."""
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+
     def add(self, record: RunRecord) -> None:
         placeholders = ", ".join("?" for _ in COLUMNS)
+        row = record.row()
         with self._connect() as conn:
-            conn.execute(
-                f"INSERT INTO runs ({', '.join(COLUMNS)}) VALUES ({placeholders})", record.row()
-            )
+            try:
+                conn.execute(
+                    f"INSERT INTO runs ({', '.join(COLUMNS)}) VALUES ({placeholders})", row
+                )
+            except sqlite3.IntegrityError:
+                raise HarnessError(
+                    f"results store {self.path} already holds a run with id {record.run_id}"
+                ) from None
+            checkpoint("insert")
+
+    def delete(self, run_id: str) -> None:
+        with self._connect() as conn:
+            conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+
+    def run_ids(self) -> dict[str, str]:
+        """``{run_id: run_dir}`` of every stored run."""
+        if not self.path.exists():
+            return {}
+        with self._connect() as conn:
+            return dict(conn.execute("SELECT run_id, run_dir FROM runs").fetchall())
+
+    def integrity(self) -> str:
+        """SQLite's ``PRAGMA integrity_check`` result (``ok`` when sound)."""
+        with self._connect() as conn:
+            return "; ".join(r[0] for r in conn.execute("PRAGMA integrity_check").fetchall())
 
     def records(self, **filters: str | None) -> list[RunRecord]:
         """All runs, oldest first; ``filters`` match columns exactly (None: any)."""
@@ -154,19 +216,145 @@ class ResultStore:
             return row.fetchone() is not None
 
 
+def new_run_id(created: datetime, config_hash: str) -> str:
+    """``<UTC time to the microsecond>-<config hash>-<random>``: unique across processes."""
+    return f"{created:%Y%m%d-%H%M%S-%f}-{config_hash[:8]}-{secrets.token_hex(4)}"
+
+
 @contextmanager
 def staged_dir(final: Path) -> Iterator[Path]:
     """A temporary folder beside ``final`` that becomes ``final`` only if the block succeeds."""
-    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise HarnessError(f"cannot create output folder {final.parent}: {err}") from None
     if final.exists():
         raise HarnessError(f"run folder already exists: {final}")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    tmp = owned_temp_dir(final.parent, final.name)
     try:
         yield tmp
-        os.replace(tmp, final)
+        _rename_into_place(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _rename_into_place(tmp: Path, final: Path) -> None:
+    if final.exists():
+        raise HarnessError(f"run folder already exists: {final}")
+    try:
+        os.rename(tmp, final)
+    except OSError as err:
+        raise HarnessError(f"cannot move run folder into place at {final}: {err}") from None
+
+
+def commit_run(
+    final: Path, store: ResultStore, record: RunRecord, write: Callable[[Path], None]
+) -> None:
+    """Write a run's folder with ``write(tmp)`` and store its row, as one recoverable unit."""
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise HarnessError(f"cannot create output folder {final.parent}: {err}") from None
+    if final.exists():
+        raise HarnessError(f"run folder already exists: {final}")
+    tmp = owned_temp_dir(final.parent, final.name)
+    try:
+        write(tmp)
+        (tmp / COMPLETE_MARKER).write_text(f"{record.run_id}\n")
+        store.add(record)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    checkpoint("commit")
+    try:
+        _rename_into_place(tmp, final)
+    except BaseException:
+        store.delete(record.run_id)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@dataclass
+class Recovery:
+    """What :func:`recover` did (or, with ``repair=False``, found)."""
+
+    finished: list[Path]
+    """Complete run folders of committed runs, renamed into place."""
+    removed: list[Path]
+    """Temporary folders of dead processes whose run was never committed."""
+
+
+def recover(out_dir: Path, store: ResultStore, repair: bool = True) -> Recovery:
+    """Finish or undo what killed processes left in ``out_dir`` (live processes' folders stay)."""
+    result = Recovery([], [])
+    stale = stale_temp_dirs([out_dir])
+    if not stale:
+        return result
+    stored = store.run_ids()
+    for tmp in stale:
+        run_id = temp_owner(tmp)[0]  # type: ignore[index]
+        final = out_dir / run_id
+        if run_id in stored and (tmp / COMPLETE_MARKER).is_file() and not final.exists():
+            result.finished.append(final)
+            if repair:
+                os.rename(tmp, final)
+        else:
+            result.removed.append(tmp)
+            if repair:
+                shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def record_from_folder(folder: Path) -> RunRecord:
+    """The record a run folder holds (``record.json`` and ``config.json``)."""
+    try:
+        data = json.loads((folder / "record.json").read_text())
+        data["config"] = json.loads((folder / "config.json").read_text())
+        data["run_dir"] = str(folder)
+        return RunRecord(**{k: data[k] for k in RunRecord.__dataclass_fields__})
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise HarnessError(f"run folder {folder} holds no complete record: {err}") from None
+
+
+def check_store(out_dir: Path, store: ResultStore, repair: bool = False) -> list[str]:
+    """Problems between ``out_dir``'s run folders and ``store`` (fixed with ``repair``)."""
+    problems = []
+    integrity = store.integrity() if store.path.exists() else "ok"
+    if integrity != "ok":
+        problems.append(f"store {store.path}: integrity_check: {integrity}")
+    recovery = recover(out_dir, store, repair)
+    verb = "renamed into place" if repair else "to rename into place"
+    problems += [f"committed run left staged ({verb}): {p}" for p in recovery.finished]
+    verb = "removed" if repair else "to remove"
+    problems += [f"temporary folder of a dead process ({verb}): {p}" for p in recovery.removed]
+    stored = store.run_ids()
+    folders = (
+        sorted(p for p in out_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if out_dir.is_dir()
+        else []
+    )
+    for folder in folders:
+        if folder.name in stored or not (folder / "record.json").is_file():
+            continue
+        try:
+            record = record_from_folder(folder)
+        except HarnessError as err:
+            problems.append(f"run folder without a row, not recoverable: {err}")
+            continue
+        problems.append(
+            f"run folder without a row ({'stored' if repair else 'to store'}): {folder}"
+        )
+        if repair:
+            store.add(record)
+    names = {p.name for p in folders} | {p.name for p in recovery.finished}
+    here = out_dir.resolve()
+    for run_id, run_dir in sorted(stored.items()):
+        if Path(run_dir).resolve().parent != here:
+            continue  # a run of another output folder sharing this store
+        if run_id not in names and not Path(run_dir).is_dir():
+            problems.append(f"row without a run folder (left as is): {run_id} ({run_dir})")
+    return problems
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -65,3 +65,23 @@ def toy_run_args(tmp_path: Path, *extra: str) -> list[str]:
         str(tmp_path / "runs"),
         *extra,
     ]
+
+
+# Property-based fuzzing (tests/test_fuzz.py): a fixed, derandomized profile by default, so
+# every run (and CI) draws the same cases; HYPOTHESIS_PROFILE=explore draws new ones.
+try:
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile(
+        "ci",
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
+    settings.register_profile(
+        "explore", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    )
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+except ImportError:  # hypothesis is a test extra; only the fuzz tests need it
+    pass

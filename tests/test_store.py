@@ -3,7 +3,7 @@
 import pytest
 
 from harness.errors import HarnessError
-from harness.store import ResultStore, RunRecord, staged_dir
+from harness.store import COLUMNS, COMPLETE_MARKER, ResultStore, RunRecord, staged_dir
 
 
 def make_record(run_id="r1", config_hash="h1"):
@@ -39,7 +39,7 @@ def test_record_round_trips(tmp_path):
 def test_duplicate_run_id_is_rejected_and_store_keeps_one_row(tmp_path):
     store = ResultStore(tmp_path / "s.sqlite")
     store.add(make_record())
-    with pytest.raises(Exception, match="UNIQUE"):
+    with pytest.raises(HarnessError, match="already holds a run with id r1"):
         store.add(make_record())
     assert len(store.records()) == 1
 
@@ -62,3 +62,120 @@ def test_corrupt_store_is_a_one_line_error(tmp_path):
     path.write_bytes(b"not a database" * 100)
     with pytest.raises(HarnessError, match=f"results store {path} is not usable"):
         ResultStore(path).records()
+
+
+def test_row_json_is_sorted_and_refuses_non_finite_values(tmp_path):
+    record = make_record()
+    record.config = {"b": 1, "a": {"d": 2, "c": 3}}
+    record.metrics = {"z": 1.0, "y": 2.0}
+    record.environment = {"q": 1, "p": 2}
+    row = dict(zip(COLUMNS, record.row(), strict=True))
+    assert row["config_json"] == '{"a": {"c": 3, "d": 2}, "b": 1}'
+    assert row["metrics_json"] == '{"y": 2.0, "z": 1.0}'
+    assert row["environment_json"] == '{"p": 2, "q": 1}'
+    record.metrics = {"ok": 1.0, "bad": float("nan"), "worse": float("-inf")}
+    with pytest.raises(HarnessError, match=r"run r1: non-finite value .*metrics: bad, worse\)$"):
+        record.row()
+    record.metrics = {"ok": 1.0}
+    record.config = {"x": float("inf")}
+    with pytest.raises(HarnessError, match=r"run r1: non-finite value in its record"):
+        record.row()
+
+
+def test_records_filter_order_and_missing_store(tmp_path):
+    store = ResultStore(tmp_path / "s.sqlite")
+    assert store.records() == [] and not store.has_config("h1") and store.run_ids() == {}
+    assert not (tmp_path / "s.sqlite").exists()
+    later, earlier = make_record("b"), make_record("c", config_hash="h2")
+    later.created, earlier.created = "2026-01-02T00:00:00", "2026-01-01T00:00:00"
+    later.method = "icl"
+    same_time = make_record("a", config_hash="h3")
+    same_time.created = "2026-01-02T00:00:00"
+    for record in (later, earlier, same_time):
+        store.add(record)
+    assert [r.run_id for r in store.records()] == ["c", "a", "b"]
+    assert [r.run_id for r in store.records(method="icl")] == ["b"]
+    assert [r.run_id for r in store.records(method=None, config_hash="h2")] == ["c"]
+    with pytest.raises(HarnessError, match="cannot filter runs by bogus"):
+        store.records(bogus="x")
+    assert store.run_ids() == {r: "/tmp/x" for r in ("a", "b", "c")}
+    store.delete("b")
+    assert set(store.run_ids()) == {"a", "c"} and store.integrity() == "ok"
+
+
+def test_recover_renames_committed_and_removes_uncommitted_dead_folders(tmp_path):
+    from harness.store import recover
+
+    out, store = tmp_path / "runs", ResultStore(tmp_path / "s.sqlite")
+    store.add(make_record("done"))
+    committed = out / ".done.vm~999999~1.aaaa"
+    uncommitted = out / ".lost.vm~999999~1.bbbb"
+    incomplete = out / ".done2.vm~999999~1.cccc"
+    for folder in (committed, uncommitted, incomplete):
+        folder.mkdir(parents=True)
+    (committed / COMPLETE_MARKER).write_text("done\n")
+    (committed / "metrics.json").write_text("{}")
+    (uncommitted / COMPLETE_MARKER).write_text("lost\n")
+    from harness.cache import host_name
+
+    for folder in (committed, uncommitted, incomplete):
+        folder.rename(folder.with_name(folder.name.replace(".vm~", f".{host_name()}~")))
+    dry = recover(out, store, repair=False)
+    assert [p.name for p in dry.finished] == ["done"] and len(dry.removed) == 2
+    assert len(list(out.iterdir())) == 3  # nothing changed without repair
+    done = recover(out, store)
+    assert [p.name for p in done.finished] == ["done"]
+    assert sorted(p.name for p in out.iterdir()) == ["done"]
+    assert (out / "done" / "metrics.json").is_file()
+    assert recover(out, store).finished == [] and recover(tmp_path / "none", store).removed == []
+
+
+def test_check_store_lists_each_kind_of_problem_and_repairs_them(tmp_path):
+    import json
+
+    from harness.cache import host_name
+    from harness.store import check_store
+
+    out, store = tmp_path / "runs", ResultStore(tmp_path / "runs" / "s.sqlite")
+    store.add(make_record("kept"))  # its folder was deleted by hand
+    rec = make_record("kept")
+    rec.run_id, rec.run_dir = "gone", str(out / "gone")
+    store.add(rec)
+    staged = out / f".staged.{host_name()}~999999~1.x"
+    staged.mkdir(parents=True)
+    (staged / COMPLETE_MARKER).write_text("staged\n")
+    rec2 = make_record("staged")
+    rec2.run_dir = str(out / "staged")
+    store.add(rec2)
+    dead = out / f".dead.{host_name()}~999999~1.y"
+    dead.mkdir()
+    orphan = out / "orphan"
+    orphan.mkdir()
+    record = make_record("orphan")
+    (orphan / "config.json").write_text(json.dumps(record.config))
+    fields = {k: v for k, v in record.__dict__.items() if k != "config"}
+    (orphan / "record.json").write_text(json.dumps(fields))
+    broken = out / "broken"
+    broken.mkdir()
+    (broken / "record.json").write_text("{")
+    (out / "notarun").mkdir()
+    expected = [
+        f"committed run left staged (to rename into place): {out / 'staged'}",
+        f"temporary folder of a dead process (to remove): {dead}",
+        f"run folder without a row, not recoverable: run folder {broken} holds no complete",
+        f"run folder without a row (to store): {orphan}",
+        f"row without a run folder (left as is): gone ({out / 'gone'})",
+    ]
+    problems = check_store(out, store)
+    assert len(problems) == len(expected)
+    for line, start in zip(problems, expected, strict=True):
+        assert line.startswith(start), (line, start)
+    repaired = check_store(out, store, repair=True)
+    assert repaired[0].startswith("committed run left staged (renamed into place)")
+    assert repaired[1].startswith("temporary folder of a dead process (removed)")
+    assert repaired[3] == f"run folder without a row (stored): {orphan}"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "broken", "notarun", "orphan", "s.sqlite", "staged"
+    ]  # fmt: skip
+    assert {"orphan", "staged"} <= set(store.run_ids())
+    assert [p for p in check_store(out, store) if "broken" not in p and "gone" not in p] == []

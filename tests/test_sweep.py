@@ -78,7 +78,7 @@ def test_interrupted_sweep_resumes_without_duplicates(tmp_path):
     second = write_sweep(tmp_path / "b.toml", '["ce", "icl"]', f'["{data}"]')
     result = sweep_cli(tmp_path, second)
     assert result.returncode == 0, result.stderr
-    assert "2 run, 2 already stored, 0 failed" in result.stdout
+    assert "2 stored, 2 already stored, 0 failed" in result.stdout
     counts = count_runs(tmp_path)
     assert len(counts) == 4 and all(n == 1 for _, n in counts)
 
@@ -91,7 +91,7 @@ def test_failed_run_does_not_stop_the_sweep(tmp_path):
     )
     result = sweep_cli(tmp_path, sweep_file)
     assert result.returncode == 2
-    assert "1 run, 0 already stored, 1 failed" in result.stdout
+    assert "1 stored, 0 already stored, 1 failed" in result.stdout
     assert "toy data root not found" in result.stderr
     assert sum(n for _, n in count_runs(tmp_path)) == 1
 

@@ -27,6 +27,7 @@ from torch.distributions import Beta
 
 from harness import hookimpl
 from harness.api import Augmentation, Batch, Task
+from harness.config import domain_map, positive, unit
 
 __all__ = ["FreqMixStyle", "frequency_statistics", "mix_frequency_statistics"]
 
@@ -74,6 +75,12 @@ class FreqMixStyle(Augmentation):
         """Both parameters of the Beta distribution of the mixing weight."""
         eps: float = 1e-6
         """Added to the variance before the square root."""
+
+        domains = domain_map(
+            p=unit("Probability that a batch is mixed."),
+            alpha=positive("Beta(alpha, alpha) of the mixing weights."),
+            eps=positive("Added to the variance before the square root."),
+        )
 
         def __post_init__(self) -> None:
             if not 0.0 <= self.p <= 1.0:

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from harness import hookimpl
+from harness.config import between, domain_map, positive
 from harness.impulse import (
     PRE_ROLL_SECONDS,
     Align,
@@ -94,6 +95,12 @@ class MultiDirConfig(IRConfig):
     """Highest incidence angle (degrees) to use."""
     distances: list[float] = field(default_factory=list)
     """Use only these source distances in cm (empty: all)."""
+
+    domains = domain_map(
+        angle_min=between(0, 360, "Lowest incidence angle in degrees."),
+        angle_max=between(0, 360, "Highest incidence angle in degrees."),
+        distances=positive("Only these source distances in cm (empty: all)."),
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from harness import hookimpl
 from harness.api import Augmentation, Batch, Task
+from harness.config import Domain, domain_map
 
 
 class RandomWindow(Augmentation):
@@ -32,6 +33,10 @@ class RandomWindow(Augmentation):
     class Config:
         seconds: float = 1.0
         """Window length in seconds."""
+
+        domains = domain_map(
+            seconds=Domain(gt=0, le=3600, help="Length of the random window in seconds."),
+        )
 
         def __post_init__(self) -> None:
             if self.seconds <= 0:

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from harness import hookimpl
 from harness.api import Augmentation, Batch, Task
+from harness.config import Domain, domain_map, non_negative
 
 __all__ = ["SpecAugment", "mask_along_axis"]
 
@@ -79,6 +80,14 @@ class SpecAugment(Augmentation):
         """Time masks per example."""
         mask_value: float = 0.0
         """Value written into masked cells (normalised feature units)."""
+
+        domains = domain_map(
+            freq_mask=non_negative("Widest frequency mask in bins."),
+            time_mask=non_negative("Widest time mask in frames."),
+            freq_masks=non_negative("Frequency masks per example."),
+            time_masks=non_negative("Time masks per example."),
+            mask_value=Domain(help="Value written into masked cells (normalised feature units)."),
+        )
 
         def __post_init__(self) -> None:
             for name in ("freq_mask", "time_mask", "freq_masks", "time_masks"):

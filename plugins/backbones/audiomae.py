@@ -57,6 +57,7 @@ from torch import Tensor, nn
 
 from harness import hookimpl
 from harness.api import Backbone, Encoded
+from harness.config import Domain, at_least, between, domain_map, positive
 from harness.errors import DataError, UsageError
 from harness.fbank import KaldiFbank as Fbank
 from harness.layers import PatchEmbed, random_masking, sincos_pos_embed_2d, vit_block
@@ -248,6 +249,15 @@ class AudioMAE(Backbone):
         """Sin-cos table order: the official AudioMAE's ``(8, T / 16)`` table (default, what the
         published encoders were trained with) or the token grid's own; a loaded checkpoint's
         table sets it."""
+
+        domains = domain_map(
+            target_length=at_least(0, "Frames (0: the size's default; else a multiple of 16)."),
+            mask_t_prob=between(0, 1, "Share of time patches masked.", open_high=True),
+            mask_f_prob=between(0, 1, "Share of frequency patches masked.", open_high=True),
+            drop_path=between(0, 1, "Stochastic-depth rate.", open_high=True),
+            norm_mean=Domain(help="Mean of the fbank normalisation."),
+            norm_std=positive("Standard deviation of the fbank normalisation."),
+        )
 
         def __post_init__(self) -> None:
             if self.target_length < 0 or self.target_length % PATCH:

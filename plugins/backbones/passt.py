@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from harness import hookimpl
 from harness.api import Backbone, Encoded
 from harness.checkpoints import block_count, check_size
+from harness.config import at_least, between, domain_map, non_negative
 from harness.errors import DataError, UsageError
 from harness.layers import vit_block
 
@@ -255,6 +256,16 @@ class PaSST(Backbone):
         """Training jitter of the mel range's lower edge in Hz (1: none)."""
         fmax_aug_range: int = 1000
         """Training jitter of the upper edge in Hz (1000: +-500 Hz, as in the device paper)."""
+
+        domains = domain_map(
+            s_patchout_f=non_negative("Frequency rows dropped per training batch (Patchout)."),
+            s_patchout_t=non_negative("Time columns dropped per training batch (Patchout)."),
+            u_patchout=non_negative("Random patches dropped per training example."),
+            input_tdim=non_negative("Input frames (0: the size's default)."),
+            drop_path_rate=between(0, 1, "Stochastic-depth rate.", open_high=True),
+            fmin_aug_range=at_least(1, "Jitter of the mel filterbank's lowest edge (1: none)."),
+            fmax_aug_range=at_least(1, "Jitter of the mel filterbank's highest edge (1: none)."),
+        )
 
         def __post_init__(self) -> None:
             for key in ("s_patchout_f", "s_patchout_t", "u_patchout", "input_tdim"):

@@ -465,7 +465,11 @@ def run_encoder(folder: Path, cfg: Any) -> Encoder:
     import torch
 
     backbone = cfg.backbone.build()
-    state = torch.load(folder / "backbone.pt", map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(folder / "backbone.pt", map_location="cpu", weights_only=True)
+    except Exception as err:  # unreadable: missing, truncated, not a torch file
+        detail = " ".join(str(err).split())[:200] or type(err).__name__
+        raise UsageError(f"cannot read {folder / 'backbone.pt'}: {detail}") from None
     try:
         backbone.load_state_dict(state)
     except RuntimeError as err:

@@ -30,7 +30,7 @@ from harness.config import (
     read_toml,
     resolve,
 )
-from harness.errors import HarnessError, UsageError
+from harness.errors import HarnessError, Interrupted, UsageError
 from harness.plugins import Plugins
 
 NAME_AXES = set(SINGLE_KINDS) | set(LIST_KINDS)
@@ -99,12 +99,15 @@ def plan(
     if "sweep" not in data or not isinstance(data["sweep"], dict):
         raise UsageError(f"{path} has no [sweep] table")
     extra = parse_set(overrides)
-    runs = []
+    runs, invalid = [], []
     for label, raw in expand(data["sweep"], str(path)):
         try:
             runs.append(SweepRun(label, resolve(merge(with_recipe(raw, recipe), extra), plugins)))
-        except UsageError as err:
-            raise UsageError(f"{path}: run '{label}': {err}") from None
+        except HarnessError as err:
+            invalid.append(f"run '{label}': {err}")
+    if invalid:
+        more = f" (and {len(invalid) - 1} more invalid run(s))" if len(invalid) > 1 else ""
+        raise UsageError(f"{path}: {invalid[0]}{more}; nothing was run")
     return runs
 
 
@@ -157,7 +160,7 @@ def sweep(
     recipe = read_toml(config_file) if config_file else {}
     runs = plan(sweep_file, plugins_from(ctx), list(assignments), recipe)
     results = ResultStore(store or default_store(out))
-    failed, skipped = [], 0
+    failed, skipped, stored = [], 0, []
     for i, run in enumerate(runs, 1):
         prefix = f"[{i}/{len(runs)}] {run.label}"
         if results.has_config(run.config.config_hash()):
@@ -170,13 +173,22 @@ def sweep(
         note(f"{prefix}: running")
         try:
             result = run_experiment(run.config, out, results)
-        except HarnessError as err:
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"sweep {sweep_file} interrupted at run {i}/{len(runs)} ({run.label}), which "
+                f"was not stored; {len(stored)} run(s) stored before it"
+                + (f" ({', '.join(stored)})" if stored else "")
+                + f", {skipped} already stored, {len(failed)} failed"
+            ) from None
+        except Exception as err:  # a failing run is reported and the sweep goes on
             failed.append(run.label)
-            note(f"{prefix}: failed: {err}")
+            kind = "" if isinstance(err, HarnessError) else f"{type(err).__name__}: "
+            note(f"{prefix}: failed: {kind}{' '.join(str(err).split())}")
             continue
+        stored.append(result.record.run_id)
         note(f"{prefix}: stored {result.record.run_id}")
     done = len(runs) - skipped - len(failed)
-    verb = "to run" if dry_run else "run"
+    verb = "to run" if dry_run else "stored"
     click.echo(f"sweep {sweep_file}: {done} {verb}, {skipped} already stored, {len(failed)} failed")
     if failed:
         raise HarnessError(f"{len(failed)} sweep run(s) failed: {'; '.join(failed)}")

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from harness.config import Domain
 from harness.errors import DataError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif")
@@ -31,10 +33,34 @@ def require_file(path: Path, dataset: str) -> Path:
     return path
 
 
+@contextmanager
+def text_errors(path: Path) -> Iterator[None]:
+    """Undecodable bytes, malformed CSV and unreadable files become a DataError naming ``path``."""
+    try:
+        yield
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except csv.Error as err:
+        raise DataError(f"{path}: malformed CSV: {err}") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read: {err.strerror or err}") from None
+
+
+def read_text(path: Path, dataset: str) -> str:
+    """A UTF-8 text file's content (a DataError when missing or not UTF-8)."""
+    require_file(path, dataset)
+    with text_errors(path):
+        return path.read_text(encoding="utf-8")
+
+
 def read_csv(path: Path, fields: Iterable[str], dataset: str) -> list[tuple[int, dict[str, str]]]:
     """``(line number, row)`` of a CSV file whose header and rows have every one of ``fields``."""
     require_file(path, dataset)
-    fields = list(fields)
+    with text_errors(path):
+        return _read_csv(path, list(fields))
+
+
+def _read_csv(path: Path, fields: list[str]) -> list[tuple[int, dict[str, str]]]:
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         header = reader.fieldnames or []
@@ -53,10 +79,12 @@ def read_csv(path: Path, fields: Iterable[str], dataset: str) -> list[tuple[int,
 def read_json(path: Path, dataset: str) -> Any:
     require_file(path, dataset)
     try:
-        with path.open(encoding="utf-8") as fh:
+        with text_errors(path), path.open(encoding="utf-8") as fh:
             return json.load(fh)
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: not valid JSON: {err}") from None
+    except RecursionError:
+        raise DataError(f"{path}: not valid JSON: nested too deeply") from None
 
 
 def parse_int(value: str, path: Path, where: str) -> int:
@@ -91,3 +119,9 @@ def audio_files(folder: Path) -> list[Path]:
 def check_positive(name: str, value: float) -> None:
     if value <= 0:
         raise ValueError(f"{name} must be positive, got {value}")
+
+
+MAX_CLIP_SECONDS = 3600.0
+CLIP_SECONDS = Domain(
+    gt=0, le=MAX_CLIP_SECONDS, help="Seconds per clip (longer clips are cropped, shorter padded)."
+)

@@ -15,8 +15,10 @@ from pathlib import Path
 
 from harness import hookimpl
 from harness.api import Clip, Dataset, DataSplits
+from harness.config import domain_map
 from harness.errors import DataError
 from harness_plugins.datasets._common import (
+    CLIP_SECONDS,
     check_audio_exists,
     check_positive,
     read_json,
@@ -51,6 +53,10 @@ class AudioSet(Dataset):
         eval_json: Path | None = None
         """Clips of the eval split (default: the train clips)."""
         clip_seconds: float = 10.0
+
+        domains = domain_map(
+            clip_seconds=CLIP_SECONDS,
+        )
 
         def __post_init__(self) -> None:
             check_positive("clip_seconds", self.clip_seconds)

@@ -15,8 +15,10 @@ from pathlib import Path
 
 from harness import hookimpl
 from harness.api import Clip, Dataset, DataSplits
+from harness.config import between, domain_map
 from harness.errors import DataError
 from harness_plugins.datasets._common import (
+    CLIP_SECONDS,
     check_audio_exists,
     check_positive,
     parse_int,
@@ -91,6 +93,11 @@ class Esc50(Dataset):
         clip_seconds: float = 5.0
         esc10: bool = False
         """Only the ESC-10 subset (10 classes)."""
+
+        domains = domain_map(
+            fold=between(1, 5, "Eval fold (1-5); the other four folds train."),
+            clip_seconds=CLIP_SECONDS,
+        )
 
         def __post_init__(self) -> None:
             if self.fold not in FOLDS:

@@ -36,6 +36,7 @@ import soundfile as sf
 from harness import hookimpl
 from harness.api import Dataset, DataSplits
 from harness.cache import build_once, cache_root
+from harness.config import Domain, at_least, between, domain_map, non_negative
 from harness.progress import note, progress
 from harness_plugins.datasets.audioset import read_audioset_json
 from harness_plugins.datasets.esc50 import FOLDS, read_esc50, split_by_fold
@@ -463,6 +464,17 @@ class FewshotEmbedded(Dataset):
         """Train split: the unlabeled pool (tuning) or the labeled clips outside ``fold``."""
         fold: int = 0
         """Eval fold 1-5, or 0 for every labeled clip (few-shot evaluation)."""
+
+        domains = domain_map(
+            classes=at_least(2, "Labeled sound classes."),
+            clips_per_class=at_least(1, "Labeled clips per class."),
+            pool_clips=at_least(1, "Clips of the unlabeled pool."),
+            pool_classes=at_least(1, "Sound classes the pool's clips come from."),
+            seconds=Domain(gt=0, le=60, help="Seconds per generated clip."),
+            sample_rate=between(1000, 192000, "Sample rate of the generated clips (Hz)."),
+            seed=non_negative("Seed of the generator (the data set itself), not of the run."),
+            fold=between(0, 5, "Eval fold 1-5, or 0 for every labeled clip."),
+        )
 
         def __post_init__(self) -> None:
             for name in ("classes", "clips_per_class", "pool_clips", "pool_classes", "sample_rate"):

@@ -15,8 +15,15 @@ from pathlib import Path
 
 from harness import hookimpl
 from harness.api import Clip, Dataset, DataSplits
+from harness.config import Domain, domain_map, non_negative
 from harness.errors import DataError
-from harness_plugins.datasets._common import audio_files, check_positive, require_clips, require_dir
+from harness_plugins.datasets._common import (
+    CLIP_SECONDS,
+    audio_files,
+    check_positive,
+    require_clips,
+    require_dir,
+)
 
 
 def clips_by_class(root: Path, dataset: str) -> dict[str, list[Path]]:
@@ -43,6 +50,12 @@ class Folder(Dataset):
         """Share of each class's clips drawn into the eval split when no ``eval_root``."""
         seed: int = 0
         clip_seconds: float = 5.0
+
+        domains = domain_map(
+            eval_fraction=Domain(gt=0, le=1, help="Share of the clips held out for evaluation."),
+            seed=non_negative("Seed of the train/eval split."),
+            clip_seconds=CLIP_SECONDS,
+        )
 
         def __post_init__(self) -> None:
             check_positive("clip_seconds", self.clip_seconds)

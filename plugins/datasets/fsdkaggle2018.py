@@ -16,7 +16,9 @@ from pathlib import Path
 
 from harness import hookimpl
 from harness.api import Clip, Dataset, DataSplits
+from harness.config import domain_map
 from harness_plugins.datasets._common import (
+    CLIP_SECONDS,
     check_audio_exists,
     check_positive,
     read_csv,
@@ -39,6 +41,10 @@ class FsdKaggle2018(Dataset):
         clip_seconds: float = 5.0
         verified_only: bool = False
         """Train only on clips whose label was manually verified."""
+
+        domains = domain_map(
+            clip_seconds=CLIP_SECONDS,
+        )
 
         def __post_init__(self) -> None:
             check_positive("clip_seconds", self.clip_seconds)

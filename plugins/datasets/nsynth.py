@@ -17,8 +17,10 @@ from typing import Literal
 
 from harness import hookimpl
 from harness.api import Clip, Dataset, DataSplits
+from harness.config import domain_map
 from harness.errors import DataError
 from harness_plugins.datasets._common import (
+    CLIP_SECONDS,
     check_audio_exists,
     check_positive,
     read_json,
@@ -58,6 +60,10 @@ class NSynth(Dataset):
         eval_dirs: list[str] = field(default_factory=lambda: ["nsynth-test"])
         label_field: Literal["instrument_str", "instrument_family_str"] = "instrument_str"
         clip_seconds: float = 4.0
+
+        domains = domain_map(
+            clip_seconds=CLIP_SECONDS,
+        )
 
         def __post_init__(self) -> None:
             check_positive("clip_seconds", self.clip_seconds)

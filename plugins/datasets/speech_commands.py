@@ -17,10 +17,13 @@ from typing import Literal
 
 from harness import hookimpl
 from harness.api import Clip, Dataset, DataSplits
+from harness.config import domain_map
 from harness.errors import DataError
 from harness_plugins.datasets._common import (
+    CLIP_SECONDS,
     audio_files,
     check_positive,
+    read_text,
     require_clips,
     require_dir,
     require_file,
@@ -34,7 +37,7 @@ def read_list(path: Path, classes: set[str], dataset: str) -> set[str]:
     require_file(path, dataset)
     entries = set()
     root = path.parent
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text(path, dataset).splitlines(), start=1):
         entry = line.strip()
         if not entry:
             continue
@@ -58,6 +61,10 @@ class SpeechCommands(Dataset):
         root: Path = Path("data/speech_commands_v0.02")
         eval_split: Literal["test", "validation"] = "test"
         clip_seconds: float = 1.0
+
+        domains = domain_map(
+            clip_seconds=CLIP_SECONDS,
+        )
 
         def __post_init__(self) -> None:
             check_positive("clip_seconds", self.clip_seconds)

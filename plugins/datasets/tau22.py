@@ -35,7 +35,9 @@ import numpy as np
 
 from harness import hookimpl
 from harness.api import Clip, Dataset, DataSplits
+from harness.config import domain_map, non_negative
 from harness.errors import DataError, UsageError
+from harness_plugins.datasets._common import text_errors
 
 META_FILE = "meta.csv"
 FOLD_DIR = "evaluation_setup"
@@ -91,6 +93,11 @@ def read_table(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict[str
     """``(line number, row)`` of a tab-separated table whose header has all of ``columns``."""
     if not path.is_file():
         raise DataError(f"TAU22 table not found: {path}")
+    with text_errors(path):
+        return _read_table(path, columns)
+
+
+def _read_table(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh, delimiter="\t")
         header = [name.strip() for name in next(reader, [])]
@@ -278,6 +285,11 @@ class Tau22(Dataset):
         """Keep a fixed random subset of this many training clips (0: all)."""
         max_eval_clips: int = 0
         """Keep a fixed random subset of this many evaluation clips (0: all)."""
+
+        domains = domain_map(
+            max_train_clips=non_negative("Keep this many training clips (0: all)."),
+            max_eval_clips=non_negative("Keep this many evaluation clips (0: all)."),
+        )
 
         def __post_init__(self) -> None:
             for name in ("max_train_clips", "max_eval_clips"):

@@ -99,6 +99,7 @@ import scipy.fft as sfft
 from harness import hookimpl
 from harness.api import Dataset, DataSplits
 from harness.cache import DONE_MARKER, build_once, cache_root
+from harness.config import Domain, at_least, domain_map, non_negative
 from harness.progress import note, progress
 from harness_plugins.datasets.tau22 import DEVICE_ORDER, FOLD_DIR, META_FILE, load_tau22
 
@@ -1150,6 +1151,15 @@ class Tau22Embedded(Dataset):
         """Train on 10 s recordings (use with --aug random-window)."""
         cache: str = ""
         """Folder for generated data (default: $HARNESS_CACHE or ~/.cache/harness)."""
+
+        domains = domain_map(
+            seed=non_negative("Seed of the generator (the data set itself), not of the run."),
+            scale=Domain(gt=0, le=100, help="Multiplies every clip count (0.1: a tenth)."),
+            train_clips_a=at_least(1, "Training clips of device a."),
+            train_clips_per_device=at_least(1, "Training clips of each other seen device."),
+            eval_recordings=at_least(1, "Evaluation recordings per scene."),
+            eval_clips_per_device=at_least(1, "Evaluation clips per device."),
+        )
 
         def __post_init__(self) -> None:
             if self.scale <= 0:

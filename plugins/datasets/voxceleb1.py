@@ -14,10 +14,13 @@ from typing import Literal
 
 from harness import hookimpl
 from harness.api import Clip, Dataset, DataSplits
+from harness.config import domain_map
 from harness.errors import DataError
 from harness_plugins.datasets._common import (
+    CLIP_SECONDS,
     check_audio_exists,
     check_positive,
+    read_text,
     require_clips,
     require_dir,
     require_file,
@@ -30,7 +33,7 @@ def read_iden_split(path: Path, dataset: str) -> list[tuple[str, str, str]]:
     """``(split, speaker, relative path)`` for each line of ``iden_split.txt``."""
     require_file(path, dataset)
     entries = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text(path, dataset).splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.split()
@@ -52,6 +55,10 @@ class VoxCeleb1(Dataset):
         root: Path = Path("data/voxceleb1")
         eval_split: Literal["test", "val"] = "test"
         clip_seconds: float = 3.0
+
+        domains = domain_map(
+            clip_seconds=CLIP_SECONDS,
+        )
 
         def __post_init__(self) -> None:
             check_positive("clip_seconds", self.clip_seconds)

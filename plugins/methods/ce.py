@@ -9,6 +9,7 @@ from torch import Tensor
 
 from harness import hookimpl
 from harness.api import Backbone, Batch, Encoded, Method, StepOutput, Task
+from harness.config import between, domain_map
 
 
 class CrossEntropy(Method):
@@ -20,6 +21,10 @@ class CrossEntropy(Method):
     @dataclass
     class Config:
         label_smoothing: float = 0.0
+
+        domains = domain_map(
+            label_smoothing=between(0, 1, "Label-smoothing epsilon.", open_high=True),
+        )
 
         def __post_init__(self) -> None:
             if not 0.0 <= self.label_smoothing < 1.0:

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from harness import hookimpl
 from harness.api import Backbone, Batch, StepOutput
+from harness.config import domain_map, non_negative, positive
 from harness_plugins.methods.ce import CrossEntropy
 
 
@@ -79,6 +80,12 @@ class InverseContrastive(CrossEntropy):
         normalize: bool = False
         """Unit-norm embeddings before the distances (not in the paper): distances lie in
         [0, 2], so alpha thresholds a bounded distance and g is at most 4."""
+
+        domains = domain_map(
+            alpha=non_negative("Threshold of the same-device barrier."),
+            beta=positive("Barrier strength (indicator function as beta -> 0)."),
+            lambda_icl=non_negative("Weight of the ICL term in the training loss."),
+        )
 
         def __post_init__(self) -> None:
             super().__post_init__()

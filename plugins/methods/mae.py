@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from harness import hookimpl
 from harness.api import Backbone, Batch, Method, StepOutput, Task
+from harness.config import Domain, domain_map, non_negative
 from harness.errors import UsageError
 from harness.layers import Mlp, init_mae_weights, vit_block
 from harness_plugins.backbones.audiomae import audiomae_sincos
@@ -89,6 +90,13 @@ class MaskedAutoencoder(Method):
         """0: global attention (official ``decoder_mode=0``); 1: 16 Swin-V2 blocks with local
         window attention (4, 4), every second block shifted by (2, 0), scaled-cosine attention
         (official ``decoder_mode=1``, the paper's); None: from ``preset``."""
+
+        domains = domain_map(
+            mask_ratio=Domain(gt=0, lt=1, help="Share of patches hidden from the encoder."),
+            decoder_dim=non_negative("Decoder width (0: the paper's default)."),
+            decoder_depth=non_negative("Decoder blocks (0: the paper's default)."),
+            decoder_heads=non_negative("Decoder attention heads (0: the paper's default)."),
+        )
 
         def __post_init__(self) -> None:
             if not 0.0 < self.mask_ratio < 1.0:

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from harness import hookimpl
 from harness.api import Backbone, Batch, Encoded, Method, StepOutput, Task
+from harness.config import between, domain_map, positive
 
 __all__ = ["MixupLs", "mixup", "sample_lambda", "smooth_labels", "soft_cross_entropy"]
 
@@ -56,6 +57,11 @@ class MixupLs(Method):
         """Beta(alpha, alpha) concentration of the mixing coefficient."""
         smoothing: float = 0.1
         """Label-smoothing epsilon (0 disables it)."""
+
+        domains = domain_map(
+            alpha=positive("Beta(alpha, alpha) of the mixing coefficient."),
+            smoothing=between(0, 1, "Label-smoothing epsilon.", open_high=True),
+        )
 
         def __post_init__(self) -> None:
             if self.alpha <= 0:

@@ -80,7 +80,16 @@ from torch import Tensor, nn
 
 from harness import hookimpl
 from harness.api import Backbone, Batch, Method, Stage, StepOutput, Task
-from harness.config import RunSettings
+from harness.config import (
+    Domain,
+    RunSettings,
+    at_least,
+    between,
+    domain_map,
+    non_negative,
+    positive,
+    unit,
+)
 from harness.errors import UsageError
 from harness_plugins.methods.mae import CONTRACT as MAE_CONTRACT
 from harness_plugins.methods.mae import MaskedAutoencoder
@@ -460,6 +469,30 @@ class NnclrConfig:
     mae_mask_ratio: float = 0.8
     """Share of patches hidden from the encoder in the MAE warm-up (AudioMAE: 0.8)."""
 
+    domains = domain_map(
+        tau=positive("Temperature of the contrastive loss."),
+        k=at_least(1, "Nearest neighbours per lookup."),
+        queue_size=at_least(1, "Entries of the FIFO queue (at least the batch size)."),
+        proj_hidden=at_least(1, "Hidden width of the projector."),
+        pred_hidden=at_least(1, "Hidden width of the predictor."),
+        out_dim=at_least(1, "Width of the contrastive space."),
+        max_shift=unit("Views: largest circular time shift, as a fraction of the frames."),
+        gain_std=non_negative("Views: std of a per-clip offset added to the features."),
+        time_mask=unit("Views: largest time mask, as a fraction of the frames."),
+        freq_mask=unit("Views: largest frequency mask, as a fraction of the bins."),
+        head_epochs=non_negative("Stage 1 epochs (0 skips it; None: from the preset)."),
+        tune_epochs=non_negative("Stage 2 epochs (0 skips it; None: from the preset)."),
+        head_lr=Domain(gt=0, le=10, help="Stage 1 learning rate (None: from the preset)."),
+        tune_lr=Domain(gt=0, le=10, help="Stage 2 learning rate (None: from the preset)."),
+        head_batch_size=at_least(1, "Stage 1 batch size (None: from the preset)."),
+        tune_batch_size=at_least(1, "Stage 2 batch size (None: from the preset)."),
+        tune_blocks=non_negative("Backbone blocks retrained in stage 2 (None: the top half)."),
+        layer_decay=Domain(gt=0, le=1, help="Layer-wise learning-rate decay of stage 2."),
+        mae_warmup_epochs=non_negative("MAE warm-up epochs before the NNCLR stages (0: none)."),
+        mae_warmup_lr=Domain(gt=0, le=10, help="MAE warm-up learning rate (None: the run's)."),
+        mae_mask_ratio=Domain(gt=0, lt=1, help="Share of patches hidden in the MAE warm-up."),
+    )
+
     def __post_init__(self) -> None:
         positive = ("tau", "k", "queue_size", "proj_hidden", "pred_hidden", "out_dim")
         for name in positive:
@@ -500,6 +533,10 @@ class MixConfig(NnclrConfig):
     alpha: float = 1.0
     """Beta(alpha, alpha) of the mixing coefficient (the paper gives no value; 1.0 as CutMix)."""
 
+    domains = domain_map(
+        alpha=positive("Beta(alpha, alpha) of the mixing coefficient."),
+    )
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.alpha <= 0:
@@ -517,6 +554,10 @@ class CutMixConfig(MixConfig):
 class MixupLsConfig(MixConfig):
     smoothing: float = 0.1
     """Label-smoothing epsilon of the virtual labels (spread over the batch)."""
+
+    domains = domain_map(
+        smoothing=between(0, 1, "Label-smoothing epsilon of the virtual labels.", open_high=True),
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

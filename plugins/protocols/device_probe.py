@@ -52,6 +52,7 @@ from torch import Tensor, nn
 
 from harness import hookimpl
 from harness.api import Column, EmbeddingHead, Encoded, EvalContext, Protocol, ProtocolResult
+from harness.config import Domain, at_least, domain_map, non_negative
 from harness.errors import DataError, HarnessError
 
 __all__ = ["DeviceProbe", "balanced_class_weights", "probe_metrics"]
@@ -123,6 +124,15 @@ class DeviceProbe(Protocol):
         train_window: Literal["eval", "whole"] = "eval"
         """``eval``: training clips longer than the evaluation clips are cut into windows of
         the evaluation clip length; ``whole``: embed the whole training clips."""
+
+        domains = domain_map(
+            lr=Domain(gt=0, le=10, help="Learning rate of the probe."),
+            weight_decay=non_negative("Weight decay of the probe."),
+            batch_size=at_least(1, "Batch size of the probe."),
+            max_epochs=at_least(1, "Most epochs the probe trains."),
+            patience=at_least(1, "Epochs without a loss drop of min_delta before stopping."),
+            min_delta=non_negative("Smallest training-loss drop that counts as progress."),
+        )
 
         def __post_init__(self) -> None:
             for name in ("batch_size", "max_epochs", "patience"):

@@ -45,6 +45,7 @@ from harness.api import (
     ProtocolResult,
 )
 from harness.cache import DONE_MARKER, build_once, cache_root
+from harness.config import at_least, domain_map
 from harness.errors import DataError, UsageError
 
 Distance = Literal["euclidean", "cosine"]
@@ -112,8 +113,8 @@ def cached_embed(ctx: EvalContext, split: str, backbone_hash: str | None = None)
     folder = embedding_cache_dir(ctx, split, backbone_hash)
     count = len(getattr(ctx.splits, split))
     if (folder / DONE_MARKER).is_file():
-        stored = torch.load(folder / "embeddings.pt", weights_only=True)
-        if stored.ndim == 2 and stored.shape[0] == count:
+        stored = read_cached_embeddings(folder / "embeddings.pt")
+        if stored is not None and stored.ndim == 2 and stored.shape[0] == count:
             return stored
     embeddings = ctx.embed(split)
 
@@ -146,6 +147,26 @@ def trainable_parameters(*modules: torch.nn.Module) -> int:
         if p.requires_grad
     }
     return sum(seen.values())
+
+
+def read_cached_embeddings(path: Path) -> Tensor | None:
+    """A cached embedding matrix, or None (with a warning) when the entry cannot be used."""
+    try:
+        stored = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as err:  # any unreadable file: pickle, zip, EOF and OS errors alike
+        warnings.warn(
+            f"discarding unreadable embedding cache entry {path} ({type(err).__name__}); "
+            "rebuilding it",
+            stacklevel=3,
+        )
+        return None
+    if not isinstance(stored, Tensor) or not stored.is_floating_point():
+        warnings.warn(f"discarding embedding cache entry {path}: not a float tensor", stacklevel=3)
+        return None
+    if not torch.isfinite(stored).all():
+        warnings.warn(f"discarding embedding cache entry {path}: non-finite values", stacklevel=3)
+        return None
+    return stored
 
 
 def labeled_embeddings(
@@ -187,7 +208,11 @@ def read_class_file(path: Path, root: Path | None, classes: list[str]) -> list[s
         path = root / path
     if not path.is_file():
         raise DataError(f"fewshot: class split file not found: {path}")
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as err:
+        raise DataError(f"fewshot: cannot read class split file {path}: {err}") from None
+    names = [line.strip() for line in text.splitlines()]
     names = [n for n in names if n and not n.startswith("#")]
     if not names:
         raise DataError(f"fewshot: class split file {path} lists no classes")
@@ -360,6 +385,15 @@ class Fewshot(Protocol):
         """Also evaluate these K (with every N of ``sweep_n``), e.g. 1,5,10."""
         cache: bool = True
         """Keep embeddings on disk, keyed by the backbone's weights and the clips."""
+
+        domains = domain_map(
+            n_way=at_least(2, "Classes per episode (N)."),
+            k_shot=at_least(1, "Support clips per class (K)."),
+            queries=at_least(1, "Query clips per class and episode."),
+            episodes=at_least(1, "Episodes averaged."),
+            sweep_n=at_least(2, "Also evaluate these N (with every K of sweep_k)."),
+            sweep_k=at_least(1, "Also evaluate these K (with every N of sweep_n)."),
+        )
 
         def __post_init__(self) -> None:
             for n in (self.n_way, *self.sweep_n):

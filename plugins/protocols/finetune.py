@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from harness import hookimpl
 from harness.api import Backbone, Column, DataSplits, EvalContext, Method, Protocol, ProtocolResult
+from harness.config import Domain, at_least, between, domain_map, non_negative
 from harness.data import ClipAudio, batches, num_batches
 from harness.errors import HarnessError, UsageError
 from harness.progress import note, progress
@@ -90,6 +91,15 @@ class Finetune(Protocol):
         weight_decay: float = 0.05
         warmup_fraction: float = 0.1
         """Share of the steps with a linearly rising learning rate."""
+
+        domains = domain_map(
+            epochs=at_least(1, "Fine-tuning epochs."),
+            batch_size=at_least(1, "Fine-tuning batch size."),
+            lr=Domain(gt=0, le=10, help="Peak learning rate."),
+            layer_decay=Domain(gt=0, le=1, help="Layer-wise learning-rate decay."),
+            weight_decay=non_negative("Weight decay."),
+            warmup_fraction=between(0, 1, "Share of the steps with linear warmup.", open_high=True),
+        )
 
         def __post_init__(self) -> None:
             if self.epochs < 1 or self.batch_size < 1:

@@ -16,6 +16,7 @@ import numpy as np
 
 from harness import hookimpl
 from harness.api import Column, DataSplits, EvalContext, Method, Protocol, ProtocolResult
+from harness.config import at_least, domain_map, positive
 from harness.errors import UsageError
 from harness_plugins.protocols.fewshot import backbone_fingerprint, labeled_embeddings
 
@@ -73,6 +74,11 @@ class Linear(Protocol):
         max_iter: int = 1000
         cache: bool = True
         """Keep embeddings on disk, keyed by the backbone's weights and the clips."""
+
+        domains = domain_map(
+            c=positive("Inverse L2 regularisation strength of the logistic regression."),
+            max_iter=at_least(1, "Most solver iterations."),
+        )
 
         def __post_init__(self) -> None:
             if self.c <= 0:

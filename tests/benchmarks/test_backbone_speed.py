@@ -41,6 +41,7 @@ from torch import nn
 from harness.config import build_dataclass
 from harness.plugins import load_plugins
 from harness_plugins.backbones.passt import SIZES, PaSST
+from tests.benchmarks.claims import CLAIMS, assert_claim
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 if int(os.environ.get("HARNESS_BENCH_THREADS", "0")) > 0:
@@ -202,6 +203,7 @@ def test_passt_step_vs_hear21passt(benchmark, name: str) -> None:
         config=config.__dict__, reference_min_s=min(reference_times), speedup_vs_hear21passt=ratio
     )
     print(f"\n{name}: {ratio:.2f}x faster than hear21passt (min {min(reference_times):.3f} s)")
+    assert_claim(f"passt-vs-hear21passt-{name}", ratio, guard=0.9 if "patchout" in name else 1.0)
 
 
 @pytest.mark.parametrize("name", PATCHOUT)
@@ -215,6 +217,7 @@ def test_patchout_speedup(benchmark, name: str) -> None:
     benchmark.extra_info.update(config=config.__dict__, no_patchout_min_s=min(without_times))
     benchmark.extra_info["patchout_speedup"] = ratio
     print(f"\n{name}: patchout makes the step {ratio:.2f}x faster")
+    assert_claim(f"patchout-{name}", ratio, guard=1.2)
 
 
 # -- peak memory per step --------------------------------------------------------------
@@ -278,6 +281,8 @@ def test_peak_memory_per_step(benchmark, name: str) -> None:
         f"\n{name} peak memory per step ({DEVICE.type}): ours {peaks['ours']:.0f} MiB, "
         f"hear21passt {peaks['reference']:.0f} MiB ({ratio:.2f}x)"
     )
+    if f"memory-{name}" in CLAIMS:  # tiny: no memory claim in the README
+        assert_claim(f"memory-{name}", ratio, guard=1.0)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import torch
 from harness.api import Batch, Task
 from harness.impulse import convolve
 from harness_plugins.augmentations.multidir import MultiDir
+from tests.benchmarks.claims import assert_claim
 
 CLIPS, FRAMES, TAPS = 64, 32000, 1024
 
@@ -83,8 +84,7 @@ def test_batched_convolution(benchmark, data, threads) -> None:
     reference = scipy_loop(data["wave"], data["irs"])
     assert np.abs(out.numpy() - reference).max() <= 1e-5 * np.abs(reference).max()
     ratio = report(benchmark, f"batched convolve ({threads})", reference_seconds(data))
-    if threads == "1-thread":
-        assert ratio >= 1.0
+    assert_claim(f"dir-convolution-{threads}", ratio, guard=1.0)
 
 
 @pytest.mark.benchmark(group="dir-convolution")

@@ -1,0 +1,144 @@
+"""Tests that catch wiring bugs (issue 12, item 9): each fails on one planted bug.
+
+Planted and seen failing: ICL term dropped from the loss; ``targets`` for ``targets.T`` in
+NNCLR's swapped term; Overall as the mean of devices; a group pooled instead of the mean
+of its devices; TAU22's empty-field and ``filename``-column checks removed; command-line
+flags overriding ``--set``. (Interrupts in staging, the store-insert cleanup, and exact
+types after coercion are in test_hardening.py and test_domains.py.)
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import log_loss as sk_log_loss
+
+from harness.api import Encoded
+from harness.cli import raw_config
+from harness.config import resolve
+from harness.errors import DataError
+from harness.plugins import load_plugins
+from harness_plugins.protocols.device_logloss import device_metrics
+from tests.test_nnclr import hand_method, unit
+
+
+def test_icl_training_loss_is_ce_plus_lambda_times_the_hand_computed_icl_term():
+    from harness_plugins.methods.icl import InverseContrastive
+
+    method = InverseContrastive(
+        InverseContrastive.Config(alpha=0.2, beta=1.0, lambda_icl=0.5, normalize=False)
+    )
+    method.head = lambda encoded: encoded.embedding  # logits = embedding (2 classes)
+    z = torch.tensor([[0.0, 0.0], [3.0, 0.0], [4.0, 0.0]])
+    batch = SimpleNamespace(
+        features=z, label=torch.tensor([0, 1, 1]), device=torch.tensor([0, 0, 1])
+    )
+    out = method.training_step(batch, lambda x: Encoded(embedding=x, tokens=x[:, None]))
+    ce = (math.log(2) + math.log(math.exp(3) + 1) + math.log(math.exp(4) + 1)) / 3
+    icl = (2 * math.exp(0.2 - 3.0) + 2 * 16.0 + 2 * 1.0) / 6  # distances 3, 4, 1
+    assert out.loss.item() == pytest.approx(ce + 0.5 * icl, rel=1e-6)
+
+
+def soft_row(logits: list[float], targets: list[float]) -> float:
+    """``-sum_j t_j log softmax(logits)_j`` by hand."""
+    lse = math.log(sum(math.exp(v) for v in logits))
+    return sum(t * (lse - v) for t, v in zip(targets, logits, strict=True))
+
+
+def test_nnclr_swapped_term_uses_the_transposed_targets():
+    method = hand_method(symmetric=True)
+    z_anchor = unit([[0.9, 0.1], [0.2, 0.8]])
+    p_positive = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    z_positive = unit([[0.1, 0.9], [-0.9, 0.1]])
+    p_anchor = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    targets = torch.tensor([[0.7, 0.3], [0.2, 0.8]])  # asymmetric: T != T.T
+    forward = (soft_row([2, 1.2], [0.7, 0.3]) + soft_row([0, 1.6], [0.2, 0.8])) / 2
+    swapped = (soft_row([2, 0], [0.7, 0.2]) + soft_row([0, -2], [0.3, 0.8])) / 2
+    loss = method.contrastive_loss(z_anchor, p_anchor, z_positive, p_positive, targets)
+    assert loss.item() == pytest.approx((forward + swapped) / 2, rel=1e-6)
+
+
+def test_overall_pools_clips_and_groups_average_devices_with_unequal_sizes():
+    rng = np.random.default_rng(0)
+    counts = {"a": 40, "b": 5, "c": 15, "s1": 3}
+    devices = [d for d, n in counts.items() for _ in range(n)]
+    n = len(devices)
+    probs = rng.dirichlet(np.ones(3), size=n)
+    labels = rng.integers(0, 3, size=n)
+    metrics = device_metrics(probs, labels, devices)
+    per_device = {
+        d: sk_log_loss(
+            labels[np.array(devices) == d], probs[np.array(devices) == d], labels=range(3)
+        )
+        for d in counts
+    }
+    pooled = sk_log_loss(labels, probs, labels=range(3))
+    mean_of_devices = np.mean(list(per_device.values()))
+    assert metrics["logloss/overall"] == pytest.approx(pooled)
+    assert abs(pooled - mean_of_devices) > 1e-3  # the two readings differ on this data
+    real = [per_device[d] for d in ("a", "b", "c")]
+    real_pooled = sk_log_loss(labels[:60], probs[:60], labels=range(3))
+    assert metrics["logloss/real"] == pytest.approx(np.mean(real))
+    assert abs(np.mean(real) - real_pooled) > 1e-3
+
+
+def write_tau22(root, meta_rows, header=("filename", "scene_label", "identifier", "source_label")):
+    (root / "evaluation_setup").mkdir(parents=True)
+    lines = ["\t".join(header), *("\t".join(r) for r in meta_rows)]
+    (root / "meta.csv").write_text("\n".join(lines) + "\n")
+    fold = "filename\tscene_label\naudio/park-paris-1-2-0-a.wav\tpark\n"
+    (root / "evaluation_setup" / "fold1_train.csv").write_text(fold)
+    (root / "evaluation_setup" / "fold1_evaluate.csv").write_text(fold)
+
+
+def test_tau22_empty_field_is_an_error_naming_the_line(tmp_path):
+    from harness_plugins.datasets.tau22 import load_tau22
+
+    write_tau22(tmp_path, [("audio/park-paris-1-2-0-a.wav", "park", "", "a")])
+    with pytest.raises(DataError, match=r"meta\.csv: line 2: empty 'identifier'"):
+        load_tau22(tmp_path)
+
+
+def test_tau22_without_a_filename_column_is_an_error(tmp_path):
+    from harness_plugins.datasets.tau22 import load_tau22
+
+    header = ("file", "scene_label", "identifier", "source_label")
+    write_tau22(tmp_path, [("audio/park-paris-1-2-0-a.wav", "park", "p-1", "a")], header)
+    with pytest.raises(DataError, match=r"missing column 'filename'"):
+        load_tau22(tmp_path)
+
+
+def test_precedence_defaults_config_file_flags_set(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('[run]\nepochs = 5\nseed = 4\n[method]\nname = "icl"\nalpha = 0.3\n')
+    flags = {"epochs": 3, "method": "ce", "seed": None, "batch_size": None, "device": None}
+    plugins = load_plugins()
+    both = resolve(raw_config(str(config), flags, ("run.epochs=7", "method.name=icl")), plugins)
+    assert both.run.epochs == 7 and both.method.name == "icl"  # --set beats flags
+    assert both.method.config.alpha == 0.3 and both.run.seed == 4  # the file beats defaults
+    flag_only = resolve(raw_config(str(config), {**flags, "method": "icl"}, ()), plugins)
+    assert flag_only.run.epochs == 3  # flags beat the file
+    file_only = resolve(raw_config(str(config), {}, ()), plugins)
+    assert file_only.run.epochs == 5 and file_only.run.batch_size == 32  # file beats defaults
+
+
+def test_icl_loss_changes_with_lambda():
+    from harness_plugins.methods.icl import InverseContrastive
+
+    z = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.5, 0.5]])
+    batch = SimpleNamespace(
+        features=z, label=torch.tensor([0, 1, 0]), device=torch.tensor([0, 1, 0])
+    )
+    losses = []
+    for lam in (0.0, 1.0):
+        method = InverseContrastive(InverseContrastive.Config(lambda_icl=lam))
+        method.head = lambda encoded: encoded.embedding
+        out = method.training_step(batch, lambda x: Encoded(embedding=x, tokens=x[:, None]))
+        losses.append(out.loss.item())
+    assert losses[0] == pytest.approx(F.cross_entropy(z, batch.label).item())
+    assert losses[1] > losses[0]
