@@ -215,6 +215,10 @@ class RunSettings:
         plateau_patience=non_negative("Epochs without improvement before the lr drops."),
         plateau_factor=Domain(gt=0, lt=1, help="Factor of the lr drop on a plateau."),
         threads=non_negative("CPU threads for torch (0: torch's default)."),
+        workers=non_negative("DataLoader workers per process (none: auto)."),
+        grad_accum=at_least(1, "Micro-batches per optimizer step."),
+        grad_clip=non_negative("Clip the gradients' global norm to this (0: off)."),
+        sync_every=at_least(1, "Steps between reads of the accumulated loss."),
     )
 
     def __post_init__(self) -> None:
@@ -226,13 +230,6 @@ class RunSettings:
         self.check_scale_settings()
 
     def check_scale_settings(self) -> None:
-        if self.workers is not None and self.workers < 0:
-            raise ValueError(f"workers must be 0 or more (or none for auto), got {self.workers}")
-        for name in ("grad_accum", "sync_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.grad_clip < 0:
-            raise ValueError(f"grad_clip must be 0 (off) or positive, got {self.grad_clip}")
         if not self.audio_cache:
             raise ValueError("audio_cache must be auto, off or a folder")
 

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from harness import hookimpl
 from harness.api import Augmentation, Batch, Task
+from harness.config import Domain, between, domain_map, non_negative, positive
 from harness.errors import UsageError
 from harness.impulse import convolve
 from harness_plugins.commands.dirgen import (
@@ -60,6 +61,13 @@ class DirGenAugmentation(Augmentation):
         distance: float = 0.0
         """Source distance in cm (0: one of ``distances`` per clip)."""
         distances: list[float] = field(default_factory=lambda: [5.0, 20.0, 50.0])
+
+        domains = domain_map(
+            p=between(0, 1, "Probability that a clip is convolved."),
+            angle=Domain(lt=360, help="Incidence angle in degrees (negative: uniform)."),
+            distance=non_negative("Source distance in cm (0: one of distances per clip)."),
+            distances=positive("Source distances in cm to sample from."),
+        )
 
         def __post_init__(self) -> None:
             if not 0.0 <= self.p <= 1.0:

@@ -49,6 +49,7 @@ from torch import Tensor, nn
 
 from harness import hookimpl
 from harness.api import Backbone, Encoded
+from harness.config import at_least, domain_map
 from harness.errors import DataError, UsageError
 from harness.fbank import KaldiFbank as Fbank
 
@@ -328,6 +329,8 @@ class Beats(Backbone):
         max_distance: int = 800
         """Relative-position distance of the last bucket (published iter3: 800; unilm's class
         default: 1280); a loaded checkpoint's ``cfg`` sets it."""
+
+        domains = domain_map(max_distance=at_least(1, "Distance of the last relative bucket."))
 
         def __post_init__(self) -> None:
             if self.max_distance < 2:

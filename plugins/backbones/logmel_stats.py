@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from harness import hookimpl
 from harness.api import Backbone, Encoded
+from harness.config import at_least, domain_map
 from harness.errors import UsageError
 from harness.fbank import KaldiFbank
 
@@ -63,6 +64,8 @@ class LogMelStats(Backbone):
     class Config:
         n_mels: int = 64
         """Mel bands; the embedding has twice as many dims."""
+
+        domains = domain_map(n_mels=at_least(1, "Mel bands (the embedding has twice as many)."))
 
         def __post_init__(self) -> None:
             if not 1 <= self.n_mels <= 256:

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from harness import hookimpl
 from harness.api import Backbone, Encoded
 from harness.checkpoints import block_count, check_size
+from harness.config import Domain, at_least, between, domain_map, positive
 from harness.errors import DataError, UsageError
 from harness.layers import PatchEmbed, count_parameters, sincos_pos_embed_2d, vit_block
 
@@ -131,6 +132,13 @@ class M2D(Backbone):
         """Log-mel mean; a checkpoint's ``norm_stats`` replaces it."""
         norm_std: float = NORM_STD
         drop_path: float = 0.0
+
+        domains = domain_map(
+            input_frames=at_least(16, "Frames of the positional table (a chunk)."),
+            norm_mean=Domain(help="Log-mel mean (a checkpoint's norm_stats replaces it)."),
+            norm_std=positive("Log-mel standard deviation."),
+            drop_path=between(0, 1, "Stochastic depth rate.", open_high=True),
+        )
 
         def __post_init__(self) -> None:
             if self.input_frames < PATCH or self.input_frames % PATCH:

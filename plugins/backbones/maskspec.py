@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from harness import hookimpl
 from harness.api import Backbone, Encoded
 from harness.checkpoints import block_count, check_size
+from harness.config import between, domain_map
 from harness.errors import UsageError
 from harness.layers import PatchEmbed, count_parameters, vit_block
 from harness_plugins.backbones.passt import PasstMel
@@ -147,6 +148,8 @@ class MaskSpec(Backbone):
         stretch: bool = True
         """Stretch shorter input to 1000 frames as the reference does (False: crop the table)."""
         drop_path: float = 0.0
+
+        domains = domain_map(drop_path=between(0, 1, "Stochastic depth rate.", open_high=True))
 
         def __post_init__(self) -> None:
             if not 0.0 <= self.drop_path < 1.0:

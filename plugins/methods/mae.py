@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from harness import hookimpl
 from harness.api import Backbone, Batch, Method, StepOutput, Task
-from harness.config import Domain, domain_map, non_negative
+from harness.config import Domain, between, domain_map, non_negative
 from harness.errors import UsageError
 from harness.layers import Mlp, init_mae_weights, vit_block
 from harness_plugins.backbones.audiomae import audiomae_sincos
@@ -96,6 +96,7 @@ class MaskedAutoencoder(Method):
             decoder_dim=non_negative("Decoder width (0: the paper's default)."),
             decoder_depth=non_negative("Decoder blocks (0: the paper's default)."),
             decoder_heads=non_negative("Decoder attention heads (0: the paper's default)."),
+            decoder_mode=between(0, 1, "Decoder: 0 global attention, 1 local (Swin) attention."),
         )
 
         def __post_init__(self) -> None:
