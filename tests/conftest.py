@@ -14,6 +14,27 @@ TOY_PLUGIN = TESTS / "toy_plugin.py"
 SHARED = TESTS.parents[1] / "shared"
 
 
+def _drop_broken_lazy_modules() -> None:
+    """speechbrain registers lazy modules whose attribute access raises ImportError when an
+    optional dependency (k2) is absent; hypothesis scans ``sys.modules`` for ``__file__``
+    and would crash on them. Unimportable ones are dropped from ``sys.modules``."""
+    for name, module in list(sys.modules.items()):
+        if name.startswith("speechbrain"):
+            try:
+                getattr(module, "__file__", None)
+            except ImportError:
+                del sys.modules[name]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems() -> None:
+    _drop_broken_lazy_modules()
+
+
+def pytest_runtest_setup() -> None:
+    _drop_broken_lazy_modules()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("HARNESS_PROGRESS", "0")
