@@ -25,7 +25,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from harness.api import Batch, Clip
 from harness.audio import fit_length, read_audio, resample
-from harness.errors import DataError, UsageError
+from harness.errors import DataError, HarnessError, UsageError
 from harness.progress import progress
 
 try:  # the two halves of torchaudio.functional.resample
@@ -328,6 +328,11 @@ class Loader:
                 )
         except DataError as err:
             raise DataError(worker_message(err)) from None
+        except RuntimeError as err:
+            if "DataLoader worker" not in str(err):
+                raise
+            first = str(err).strip().splitlines()[0]
+            raise HarnessError(f"a data-loading worker process died: {first}") from None
 
     def __iter__(self) -> Iterator[Batch]:
         return self.epoch()

@@ -8,12 +8,14 @@ batch), ``predicting`` / ``embedding`` (the first evaluation batch), ``staging``
 (part of a run folder is written), ``insert`` (the store row is inserted but not
 committed), ``commit`` (the row is committed, the run folder not yet renamed).
 Progress-bar stages match the start of a bar's name (``epoch`` matches ``epoch 1/3``).
+In a DataLoader worker the hook kills the worker's parent, the harness process.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 
 KILL_ENV = "HARNESS_TEST_KILL_AT"
 
@@ -22,4 +24,10 @@ def checkpoint(stage: str) -> None:
     """SIGKILL this process if ``HARNESS_TEST_KILL_AT`` names ``stage`` (or a prefix of it)."""
     wanted = os.environ.get(KILL_ENV)
     if wanted and (stage == wanted or stage.startswith(f"{wanted} ")):
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getppid() if in_data_worker() else os.getpid(), signal.SIGKILL)
+
+
+def in_data_worker() -> bool:
+    """Whether this is a DataLoader worker process (whose parent is the harness process)."""
+    data = sys.modules.get("torch.utils.data")
+    return data is not None and data.get_worker_info() is not None

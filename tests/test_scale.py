@@ -153,7 +153,7 @@ def assert_refused(result, text: str, store: Path) -> None:
 def test_bad_scale_settings_are_one_line_errors(tmp_path):
     store = tmp_path / "runs" / "results.sqlite"
     result = run_cli(*toy_run_args(tmp_path, "--set", "run.workers=-1"))
-    assert_refused(result, "workers must be 0 or more", store)
+    assert_refused(result, "run.workers: -1 must be >= 0", store)
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     result = run_cli(*toy_run_args(tmp_path, "--set", f"run.audio_cache={blocker}/cache"))
@@ -189,8 +189,36 @@ def test_bf16_with_accumulation_and_clipping_trains_on_cpu(tmp_path):
     assert all(np.isfinite(v) for v in metrics.values())
 
 
+DIVERGING_METHOD = """
+import torch
+from harness import hookimpl
+from harness.api import StepOutput
+from harness_plugins.methods.ce import CrossEntropy
+
+
+class Diverging(CrossEntropy):
+    name = "diverging"
+    description = "Cross-entropy whose loss turns infinite from the third step on (tests)."
+    steps = 0
+
+    def training_step(self, batch, backbone):
+        out = super().training_step(batch, backbone)
+        self.steps += 1
+        return StepOutput(out.loss * (float("inf") if self.steps > 2 else 1.0), out.logs)
+
+
+@hookimpl
+def register_methods(register):
+    register(Diverging)
+"""
+
+
 def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
-    result = run_cli(*toy_run_args(tmp_path, "--device", "cpu", "--set", "run.lr=1e30"))
+    plugin = tmp_path / "diverging.py"
+    plugin.write_text(DIVERGING_METHOD)
+    args = toy_run_args(tmp_path, "--device", "cpu")
+    args[args.index("--method") + 1] = "diverging"
+    result = run_cli("--plugin", str(plugin), *args)
     assert result.returncode == 2, result.stderr
     assert "training diverged: the loss was not finite" in result.stderr
     assert not (tmp_path / "runs" / "results.sqlite").exists()

@@ -10,7 +10,6 @@ types after coercion are in test_hardening.py and test_domains.py.)
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import log_loss as sk_log_loss
 
-from harness.api import Encoded
+from harness.api import Batch, Encoded
 from harness.cli import raw_config
 from harness.config import resolve
 from harness.errors import DataError
@@ -35,8 +34,12 @@ def test_icl_training_loss_is_ce_plus_lambda_times_the_hand_computed_icl_term():
     )
     method.head = lambda encoded: encoded.embedding  # logits = embedding (2 classes)
     z = torch.tensor([[0.0, 0.0], [3.0, 0.0], [4.0, 0.0]])
-    batch = SimpleNamespace(
-        features=z, label=torch.tensor([0, 1, 1]), device=torch.tensor([0, 0, 1])
+    batch = Batch(
+        wave=z,
+        label=torch.tensor([0, 1, 1]),
+        device=torch.tensor([0, 0, 1]),
+        index=torch.arange(3),
+        features=z,
     )
     out = method.training_step(batch, lambda x: Encoded(embedding=x, tokens=x[:, None]))
     ce = (math.log(2) + math.log(math.exp(3) + 1) + math.log(math.exp(4) + 1)) / 3
@@ -131,8 +134,12 @@ def test_icl_loss_changes_with_lambda():
     from harness_plugins.methods.icl import InverseContrastive
 
     z = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.5, 0.5]])
-    batch = SimpleNamespace(
-        features=z, label=torch.tensor([0, 1, 0]), device=torch.tensor([0, 1, 0])
+    batch = Batch(
+        wave=z,
+        label=torch.tensor([0, 1, 0]),
+        device=torch.tensor([0, 1, 0]),
+        index=torch.arange(3),
+        features=z,
     )
     losses = []
     for lam in (0.0, 1.0):
