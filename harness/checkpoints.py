@@ -31,7 +31,7 @@ import argparse
 import pickle
 import re
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -283,3 +283,13 @@ def check_size(
         f"checkpoint holds a {backbone} encoder with {found[0]} dims and {found[1]} blocks, "
         f"backbone size '{chosen}' has {ours[0]} and {ours[1]}{hint}"
     )
+
+
+def swap_prefix(key: str, prefixes: Sequence[tuple[str, str]], reverse: bool = False) -> str:
+    """``key`` with its first matching prefix replaced: ``(ours, theirs)`` pairs map ours to
+    theirs, or theirs to ours with ``reverse`` (published checkpoint layouts)."""
+    for ours, theirs in prefixes:
+        old, new = (theirs, ours) if reverse else (ours, theirs)
+        if key.startswith(old):
+            return new + key[len(old) :]
+    return key

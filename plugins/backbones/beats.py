@@ -49,6 +49,7 @@ from torch import Tensor, nn
 
 from harness import hookimpl
 from harness.api import Backbone, Encoded
+from harness.checkpoints import swap_prefix
 from harness.config import at_least, domain_map
 from harness.errors import DataError, UsageError
 from harness.fbank import KaldiFbank as Fbank
@@ -518,11 +519,7 @@ def to_published_keys(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
             for i in range(num_layers):
                 out[f"encoder.layers.{i}.self_attn.relative_attention_bias.weight"] = value
             continue
-        for ours, theirs in KEY_PREFIXES:
-            if key.startswith(ours):
-                key = theirs + key[len(ours) :]
-                break
-        out[key] = value
+        out[swap_prefix(key, KEY_PREFIXES)] = value
     return out
 
 
@@ -534,11 +531,7 @@ def from_published_keys(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
             if key.startswith("encoder.layers.0."):
                 out["rel_pos_bias.weight"] = value
             continue
-        for ours, theirs in KEY_PREFIXES:
-            if key.startswith(theirs):
-                key = ours + key[len(theirs) :]
-                break
-        out[key] = value
+        out[swap_prefix(key, KEY_PREFIXES, reverse=True)] = value
     return out
 
 

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from harness import hookimpl
 from harness.api import Backbone, Encoded
-from harness.checkpoints import block_count, check_size
+from harness.checkpoints import block_count, check_size, swap_prefix
 from harness.errors import DataError, UsageError
 from harness.fbank import KaldiFbank
 from harness.layers import count_parameters, sincos_pos_embed_1d
@@ -283,22 +283,14 @@ class MaeAst(Backbone):
 def to_published_keys(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     out = {}
     for key, value in state.items():
-        for ours, theirs in KEY_PREFIXES:
-            if key.startswith(ours):
-                key = theirs + key[len(ours) :]
-                break
-        out[key] = value
+        out[swap_prefix(key, KEY_PREFIXES)] = value
     return out
 
 
 def from_published_keys(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     out = {}
     for key, value in state.items():
-        for ours, theirs in KEY_PREFIXES:
-            if key.startswith(theirs):
-                key = ours + key[len(theirs) :]
-                break
-        out[key] = value
+        out[swap_prefix(key, KEY_PREFIXES, reverse=True)] = value
     return out
 
 
