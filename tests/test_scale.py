@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing as mp
 import os
 import sqlite3
@@ -336,3 +337,39 @@ def test_dataloader_run_gives_the_in_memory_metrics(tmp_path):
     cached = train_and_evaluate(toy_experiment(tmp_path, audio_cache=str(tmp_path / "c")))
     for key, value in in_memory.items():
         assert cached[key] == pytest.approx(value, abs=1e-3), key
+
+
+def test_icl_pairs_stay_within_a_ranks_share():
+    """Under DDP rank r steps on clips r, r+W, ... of each global batch (``OrderSampler``), and a
+    method's step sees only that share: ICL's pairs are the pairs inside the share (the ranks'
+    losses are those of their shards by hand; pairs across ranks are not counted, so their
+    mean differs from the one-process loss over all pairs of the global batch)."""
+    from harness.data import OrderSampler
+    from harness_plugins.methods.icl import inverse_contrastive_loss
+
+    order = torch.randperm(8, generator=torch.Generator().manual_seed(3))
+    shards = []
+    for rank in range(2):
+        sampler = OrderSampler(8, 8, drop_last=True, rank=rank, world=2)
+        sampler.order = order
+        (shard,) = list(sampler)
+        shards.append(shard)
+    assert shards == [order[0::2].tolist(), order[1::2].tolist()]
+    z = torch.randn(8, 3, generator=torch.Generator().manual_seed(4))
+    devices = torch.tensor([0, 0, 1, 1, 2, 2, 0, 1])
+
+    def by_hand(rows: list[int]) -> float:
+        terms = []
+        for i in rows:
+            for j in rows:
+                if i != j:
+                    d = float((z[i] - z[j]).norm())
+                    terms.append(math.exp(0.2 - d) if devices[i] == devices[j] else d * d)
+        return sum(terms) / len(terms)
+
+    per_rank = [float(inverse_contrastive_loss(z[s], devices[s], 0.2, 1.0)) for s in shards]
+    for shard, loss in zip(shards, per_rank, strict=True):
+        assert loss == pytest.approx(by_hand(shard), rel=1e-5)
+    full = float(inverse_contrastive_loss(z, devices, 0.2, 1.0))
+    assert full == pytest.approx(by_hand(list(range(8))), rel=1e-5)
+    assert sum(per_rank) / 2 != pytest.approx(full, rel=1e-3)
