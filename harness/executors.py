@@ -12,6 +12,7 @@ import inspect
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -383,7 +384,7 @@ def sbatch_script(opts: ExecutorOptions, folder: Path, name: str, count: int) ->
     from submitit.slurm.slurm import _make_sbatch_string
 
     params = slurm_parameters(opts, name)
-    command = f"{shutil.which('python') or sys.executable} -u -m submitit.core._submit {folder}"
+    command = f"{shlex.quote(sys.executable)} -u -m submitit.core._submit {shlex.quote(str(folder))}"
     return _make_sbatch_string(command=command, folder=folder, map_count=count, **params)
 
 
@@ -471,8 +472,7 @@ def run_jobs(
         for i, cell in enumerate(cells, 1):
             st = status[cell.config_hash]
             verb = f"would submit ({opts.executor})" if cell in todo else str(st)
-            note(f"[{i}/{len(cells)}] {cell.label}: {verb}")
-            click.echo(f"{cell.label}: {verb}")
+            click.echo(f"[{i}/{len(cells)}] {cell.label}: {verb}")
         if opts.executor == "slurm" and todo:
             click.echo(f"\n# sbatch file of the job array ({len(todo)} task(s)):")
             click.echo(sbatch_script(opts, folder, name, len(todo)))
