@@ -318,6 +318,9 @@ def leaderboard(
     board = LeaderboardSpec.from_file(spec) if spec else LeaderboardSpec()
     board = board.with_options(**options)
     results = ResultStore(store or default_store(DEFAULT_OUT))
+    from harness.store import ingest
+
+    ingest(results.path.parent, results)  # run folders that cluster jobs finished
     if fmt == "html":
         from harness.leaderboard import build_tables
         from harness.leaderboard_html import render_html
