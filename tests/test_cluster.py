@@ -313,6 +313,17 @@ def test_preempted_slurm_job_requeues_itself(slurm, tmp_path, tones):
     for sig in ("TERM", "USR2"):
         subprocess.run(["scancel", f"--signal={sig}", entry["job_id"]], check=True, env=env)
     wait_for(lambda: "DUE TO JOB REQUEUE" in log.read_text(), 60, "the requeue")
+    # SLURM holds a requeued job back for about two minutes; let it start now.
+    def release() -> bool:
+        state = subprocess.run(
+            ["squeue", "-h", "-j", entry["job_id"], "-o", "%T"], env=env, capture_output=True
+        )
+        if state.stdout.decode().strip() != "PENDING":
+            return False
+        update = ["scontrol", "update", f"JobId={entry['job_id']}", "StartTime=now"]
+        return subprocess.run(update, env=env, capture_output=True).returncode == 0
+
+    wait_for(release, 60, "the requeued job to wait in the queue")
 
     result = sweep(tmp_path, spec, *args, env=slurm.env, plugins=plugins)  # waits, submits none
     assert result.returncode == 0, result.stderr
