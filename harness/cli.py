@@ -487,7 +487,6 @@ def first_command(argv: list[str]) -> str | None:
     return None
 
 
-
 def setup_plugins(specs: list[str], blocked: list[str], debug: bool, argv: list[str]) -> Plugins:
     """Load the plugins and their commands; a plugin that raises is a one-line error naming it."""
     try:

@@ -20,11 +20,15 @@ import sys
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import submitit
 
 from harness.errors import HarnessError, UsageError
+
+if TYPE_CHECKING:
+    from harness.config import RunConfig
+    from harness.store import ResultStore, RunRecord
 
 EXECUTORS = ("inline", "local", "slurm")
 SLURM_ONLY = ("max_parallel", "partition", "time", "mem", "gpus", "account", "qos", "sbatch")
@@ -95,9 +99,7 @@ def build_options(*layers: dict[str, Any]) -> ExecutorOptions:
         merged["sbatch"] = list(merged["sbatch"])
     opts = ExecutorOptions(**merged)
     if opts.executor not in EXECUTORS:
-        raise UsageError(
-            f"unknown executor '{opts.executor}' (choose from {', '.join(EXECUTORS)})"
-        )
+        raise UsageError(f"unknown executor '{opts.executor}' (choose from {', '.join(EXECUTORS)})")
     for key in ("jobs", "max_parallel", "cpus", "gpus", "nproc", "time"):
         value = getattr(opts, key)
         if value is not None and value < (0 if key == "gpus" else 1):
@@ -142,7 +144,7 @@ def engine_supports_resume() -> bool:
     return "resume" in inspect.signature(run_experiment).parameters
 
 
-def finished_record(out_dir: Path, config_hash: str):  # noqa: ANN201 (RunRecord)
+def finished_record(out_dir: Path, config_hash: str) -> RunRecord | None:
     """The record of a finished run folder of this config in ``out_dir``, else None."""
     from harness.store import record_from_folder, run_folders
 
@@ -156,7 +158,7 @@ def finished_record(out_dir: Path, config_hash: str):  # noqa: ANN201 (RunRecord
     return None
 
 
-def run_cell(cfg, out_dir: Path, resume: bool = True):  # noqa: ANN001, ANN201
+def run_cell(cfg: RunConfig, out_dir: Path, resume: bool = True) -> RunRecord:
     """Run one cell with ``harness run`` semantics, committing its run folder only.
 
     A cell whose folder is already complete (a requeued job that had finished) is not
@@ -172,7 +174,7 @@ def run_cell(cfg, out_dir: Path, resume: bool = True):  # noqa: ANN001, ANN201
     return run_experiment(cfg, out_dir, FolderOnlyStore(out_dir), **kwargs).record
 
 
-def resolve_cell(cell: Cell):  # noqa: ANN201 (RunConfig)
+def resolve_cell(cell: Cell) -> RunConfig:
     from harness.config import resolve
     from harness.plugins import load_plugins
 
@@ -384,7 +386,8 @@ def sbatch_script(opts: ExecutorOptions, folder: Path, name: str, count: int) ->
     from submitit.slurm.slurm import _make_sbatch_string
 
     params = slurm_parameters(opts, name)
-    command = f"{shlex.quote(sys.executable)} -u -m submitit.core._submit {shlex.quote(str(folder))}"
+    python, where = shlex.quote(sys.executable), shlex.quote(str(folder))
+    command = f"{python} -u -m submitit.core._submit {where}"
     return _make_sbatch_string(command=command, folder=folder, map_count=count, **params)
 
 
@@ -432,7 +435,8 @@ def describe(cells: list[Cell], status: dict[str, CellStatus]) -> None:
     import click
 
     for i, cell in enumerate(cells, 1):
-        click.echo(f"[{i}/{len(cells)}] {cell.label} [{cell.config_hash[:8]}]: {status[cell.config_hash]}")
+        where = f"{cell.label} [{cell.config_hash[:8]}]"
+        click.echo(f"[{i}/{len(cells)}] {where}: {status[cell.config_hash]}")
 
 
 def run_jobs(
@@ -440,7 +444,7 @@ def run_jobs(
     cells: list[Cell],
     opts: ExecutorOptions,
     out: Path,
-    store: Any,
+    store: ResultStore,
     dry_run: bool = False,
     show_status: bool = False,
     no_wait: bool = False,
@@ -464,7 +468,8 @@ def run_jobs(
         return
     for cell in cells:
         cell.nproc = opts.nproc
-    todo = [c for c in cells if status[c.config_hash].state in ("not started", "failed", "finished")]
+    resubmit = ("not started", "failed", "finished")  # finished: its folder went missing
+    todo = [c for c in cells if status[c.config_hash].state in resubmit]
     live = [c for c in cells if status[c.config_hash].state in ("queued", "running")]
     name = f"harness-{Path(sweep_file).stem}"
     folder = (out / ".sweeps" / Path(sweep_file).stem).resolve()
@@ -527,7 +532,7 @@ class Driver:
         name: str,
         state_file: Path,
         state: dict[str, dict[str, Any]],
-        store: Any,
+        store: ResultStore,
         out: Path,
     ) -> None:
         self.opts, self.folder, self.name = opts, folder, name

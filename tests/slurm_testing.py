@@ -7,6 +7,7 @@ temporary folder (its own munge key and socket, state and spool folders, ports),
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -57,10 +58,8 @@ class SlurmCluster:
 
     def stop(self) -> None:
         for pid_file in reversed(self.pid_files):
-            try:
+            with contextlib.suppress(OSError, ValueError, IndexError):
                 os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
-            except (OSError, ValueError, IndexError):
-                pass
         time.sleep(0.5)
 
 
@@ -169,5 +168,6 @@ def wait_idle(cluster: SlurmCluster, host: str, timeout: float) -> None:
             return
         time.sleep(0.5)
     logs = (cluster.root / "slurmctld.log", cluster.root / "slurmd.log")
-    tail = " | ".join(p.read_text().strip().splitlines()[-1] for p in logs if p.is_file() and p.read_text().strip())
+    texts = [p.read_text().strip() for p in logs if p.is_file()]
+    tail = " | ".join(t.splitlines()[-1] for t in texts if t)
     raise SlurmUnavailable(f"node {host} did not become idle (state '{state}'): {tail}")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.errors import UsageError
 from harness.executors import (
     build_options,
     engine_supports_resume,
@@ -21,7 +22,6 @@ from harness.executors import (
     run_cell,
     state_path,
 )
-from harness.errors import UsageError
 from harness.store import ResultStore, ingest
 from tests.conftest import TOY_PLUGIN, run_cli
 from tests.slurm_testing import SlurmUnavailable, start_cluster
@@ -63,7 +63,8 @@ def sweep(tmp_path: Path, spec: Path, *args: str, env: dict | None = None, plugi
 
 def rows(tmp_path: Path) -> list[tuple[str, int]]:
     with sqlite3.connect(tmp_path / "runs" / "results.sqlite") as conn:
-        return conn.execute("SELECT config_hash, COUNT(*) FROM runs GROUP BY config_hash").fetchall()
+        query = "SELECT config_hash, COUNT(*) FROM runs GROUP BY config_hash"
+        return conn.execute(query).fetchall()
 
 
 # --- options and bad input ------------------------------------------------------------------
@@ -313,6 +314,7 @@ def test_preempted_slurm_job_requeues_itself(slurm, tmp_path, tones):
     for sig in ("TERM", "USR2"):
         subprocess.run(["scancel", f"--signal={sig}", entry["job_id"]], check=True, env=env)
     wait_for(lambda: "DUE TO JOB REQUEUE" in log.read_text(), 60, "the requeue")
+
     # SLURM holds a requeued job back for about two minutes; let it start now.
     def release() -> bool:
         state = subprocess.run(

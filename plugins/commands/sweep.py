@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -32,6 +32,9 @@ from harness.config import (
 )
 from harness.errors import HarnessError, Interrupted, UsageError
 from harness.plugins import Plugins
+
+if TYPE_CHECKING:
+    from harness.executors import ExecutorOptions
 
 NAME_AXES = set(SINGLE_KINDS) | set(LIST_KINDS)
 SWEEP_KEYS = {"base", "seeds", "grid"}
@@ -144,7 +147,7 @@ def plan(
 @click.option(
     "--dry-run",
     is_flag=True,
-    help="List the runs (and, for slurm, the sbatch file) and whether they are stored; run nothing.",
+    help="List the runs (for slurm also the sbatch file) and whether they are stored; run nothing.",
 )
 @click.option(
     "--executor",
@@ -254,7 +257,7 @@ CLI_KEYS = {"time_min": "time", "sbatch_lines": "sbatch"}
 
 def executor_options(
     sweep_file: Path, config_file: Path | None, recipe: dict[str, Any], flags: dict[str, Any]
-):  # noqa: ANN201 (ExecutorOptions)
+) -> ExecutorOptions:
     """Executor options: the config's ``[executor]``, then the spec's, then the flags."""
     from harness.executors import build_options, option_table
 
