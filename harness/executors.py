@@ -135,6 +135,8 @@ class Cell:
     plugin_specs: list[str] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)
     nproc: int = 1
+    threads: int | None = None
+    """Torch threads in the job (local jobs share this machine's cores)."""
 
 
 def engine_supports_resume() -> bool:
@@ -195,6 +197,10 @@ class CellJob(submitit.helpers.Checkpointable):
 
     def __call__(self) -> str:
         out_dir = Path(self.cell.out_dir)
+        if self.cell.threads:
+            import torch
+
+            torch.set_num_threads(self.cell.threads)
         if self.cell.nproc > 1:
             return run_distributed(self.cell)
         return run_cell(resolve_cell(self.cell), out_dir, resume=True).run_id
@@ -466,8 +472,11 @@ def run_jobs(
             counts[s.state] = counts.get(s.state, 0) + 1
         click.echo(f"sweep {sweep_file}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
         return
+    jobs = opts.jobs or os.cpu_count() or 1
     for cell in cells:
         cell.nproc = opts.nproc
+        if opts.executor == "local":
+            cell.threads = max(1, (os.cpu_count() or 1) // jobs)
     resubmit = ("not started", "failed", "finished")  # finished: its folder went missing
     todo = [c for c in cells if status[c.config_hash].state in resubmit]
     live = [c for c in cells if status[c.config_hash].state in ("queued", "running")]
