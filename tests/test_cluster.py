@@ -251,6 +251,19 @@ def test_failed_local_cell_is_reported_with_its_log_and_resubmitted(tmp_path, to
     assert len(rows(tmp_path)) == 2
 
 
+@pytest.mark.slow
+def test_local_cell_in_two_processes_through_torchrun(tmp_path, tones):
+    spec = write_spec(tmp_path / "s.toml", tones, '["ce"]', "[0]")
+    spec.write_text(spec.read_text().replace("batch_size = 8", 'batch_size = 8, device = "cpu"'))
+    result = sweep(tmp_path, spec, "--executor", "local", "--nproc", "2")
+    assert result.returncode == 0, result.stderr
+    assert "1 stored, 0 already stored, 0 failed (1 submitted)" in result.stdout
+    assert [n for _, n in rows(tmp_path)] == [1]
+    [entry] = json.loads(state_path(tmp_path / "runs" / "results.sqlite").read_text()).values()
+    log = (Path(entry["folder"]) / f"{entry['job_id']}_0_log.err").read_text()
+    assert "[rank1]" in log  # the second DDP process ran (torch tags its warnings by rank)
+
+
 # --- a real single-node SLURM ---------------------------------------------------------------
 
 
@@ -339,6 +352,32 @@ def test_preempted_slurm_job_requeues_itself(slurm, tmp_path, tones):
             "job restarted its cell from epoch 1; the checkpoint-continuation check is skipped"
         )
     assert text.count("epoch 1/12") == 1  # resumed from its checkpoint, not restarted
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_cancelled_slurm_job_is_reported_and_resubmitted(slurm, tmp_path, tones):
+    spec = write_spec(tmp_path / "s.toml", tones, '["sleepy"]', "[0]")
+    spec.write_text(spec.read_text().replace("epochs = 1", "epochs = 12"))
+    plugins = (TOY_PLUGIN, SLOW_PLUGIN)
+    args = ("--executor", "slurm", "--partition", "debug", "--time", "10")
+    submitted = sweep(tmp_path, spec, *args, "--no-wait", env=slurm.env, plugins=plugins)
+    assert submitted.returncode == 0, submitted.stderr
+    [entry] = json.loads(state_path(tmp_path / "runs" / "results.sqlite").read_text()).values()
+    log = Path(entry["folder"]) / f"{entry['job_id']}_0_log.err"
+    wait_for(lambda: log.is_file() and "epoch 1/12" in log.read_text(), 120, "epoch 1")
+    env = {**os.environ, **slurm.env}
+    subprocess.run(["scancel", entry["job_id"]], check=True, env=env)  # killed, no requeue
+    wait_for(lambda: entry["job_id"] not in slurm.squeue(), 60, "the job to end")
+    status = sweep(tmp_path, spec, "--status", env=slurm.env, plugins=plugins)
+    # The cancelled job either wrote the error it died with or ended without a result.
+    assert ": failed (" in status.stdout and f"{entry['job_id']}_0_log.err" in status.stdout
+    assert "1 failed" in status.stdout
+
+    again = sweep(tmp_path, spec, *args, env=slurm.env, plugins=plugins)
+    assert again.returncode == 0, again.stderr
+    assert "1 stored, 0 already stored, 0 failed (1 submitted)" in again.stdout
+    assert [n for _, n in rows(tmp_path)] == [1]
 
 
 def test_slurm_testing_reports_why_it_cannot_start(tmp_path, monkeypatch):
