@@ -318,6 +318,9 @@ def leaderboard(
     board = LeaderboardSpec.from_file(spec) if spec else LeaderboardSpec()
     board = board.with_options(**options)
     results = ResultStore(store or default_store(DEFAULT_OUT))
+    from harness.store import ingest
+
+    ingest(results.path.parent, results)  # run folders that cluster jobs finished
     if fmt == "html":
         from harness.leaderboard import build_tables
         from harness.leaderboard_html import render_html
@@ -400,6 +403,33 @@ def store_check(out: Path, store_path: Path | None, repair: bool) -> None:
         raise HarnessError(f"{len(problems)} problem(s) found; run with --repair to fix them")
     elif open_problems:
         raise HarnessError(f"{len(open_problems)} problem(s) could not be repaired")
+
+
+@store.command("ingest")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_OUT,
+    show_default=True,
+    help="Folder of the run folders (written by cluster jobs).",
+)
+@click.option(
+    "--store",
+    "store_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite results store (default: OUT/results.sqlite, or $HARNESS_STORE).",
+)
+def store_ingest(out: Path, store_path: Path | None) -> None:
+    """Add finished run folders that have no row yet to the store (idempotent)."""
+    from harness.store import ResultStore, ingest
+
+    results = ResultStore(store_path or default_store(out))
+    added, problems = ingest(out, results)
+    for line in problems:
+        click.echo(f"not ingested: {line}")
+    click.echo(f"ingested {len(added)} run(s) from {out} into {results.path}")
+    if problems:
+        raise HarnessError(f"{len(problems)} run folder(s) hold no complete record")
 
 
 def add_protocol_flags(plugins: Plugins) -> None:

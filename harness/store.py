@@ -127,6 +127,9 @@ def _finite(value: Any) -> bool:
 class ResultStore:
     """The SQLite file that holds one row per finished run."""
 
+    folder_only = False
+    """True for :class:`FolderOnlyStore`: a complete run folder is the commit."""
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
@@ -177,6 +180,16 @@ class ResultStore:
                 ) from None
             checkpoint("insert")
 
+    def add_new(self, record: RunRecord) -> bool:
+        """Insert ``record`` unless its run id is stored already; True if it was added."""
+        placeholders = ", ".join("?" for _ in COLUMNS)
+        with self._connect() as conn:
+            cursor = conn.execute(
+                f"INSERT OR IGNORE INTO runs ({', '.join(COLUMNS)}) VALUES ({placeholders})",
+                record.row(),
+            )
+            return cursor.rowcount == 1
+
     def delete(self, run_id: str) -> None:
         with self._connect() as conn:
             conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
@@ -214,6 +227,77 @@ class ResultStore:
         with self._connect() as conn:
             row = conn.execute("SELECT 1 FROM runs WHERE config_hash = ? LIMIT 1", (config_hash,))
             return row.fetchone() is not None
+
+
+class FolderOnlyStore(ResultStore):
+    """Commit mode for cluster jobs: runs write their folder only, never the SQLite file.
+
+    The rename of the complete staged folder is the commit point; the driver (or
+    ``harness store ingest``) adds the rows later with :func:`ingest`, so SQLite is
+    never written by several hosts over a network file system.
+    """
+
+    folder_only = True
+
+    def __init__(self, out_dir: str | Path) -> None:
+        super().__init__(Path(out_dir) / ".no-store")  # never created
+
+    def check_writable(self) -> None:
+        pass
+
+    def add(self, record: RunRecord) -> None:
+        pass
+
+    def delete(self, run_id: str) -> None:
+        pass
+
+    def run_ids(self) -> dict[str, str]:
+        return {}
+
+    def integrity(self) -> str:
+        return "ok"
+
+    def records(self, **filters: str | None) -> list[RunRecord]:
+        return []
+
+    def has_config(self, config_hash: str) -> bool:
+        return False
+
+
+def run_folders(out_dir: Path) -> list[Path]:
+    """Finished run folders in ``out_dir`` (those holding a ``record.json``), by name."""
+    if not out_dir.is_dir():
+        return []
+    return sorted(
+        p
+        for p in out_dir.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and (p / "record.json").is_file()
+    )
+
+
+def ingest(out_dir: Path, store: ResultStore) -> tuple[list[RunRecord], list[str]]:
+    """Add the finished run folders of ``out_dir`` that have no row yet; idempotent.
+
+    Returns the records added and one line per folder that holds no complete record.
+    """
+    out_dir = Path(out_dir)
+    folders = run_folders(out_dir)
+    if not folders:
+        return [], []
+    stored = store.run_ids()
+    added, problems = [], []
+    for folder in folders:
+        if folder.name in stored:
+            continue
+        try:
+            record = record_from_folder(folder)
+            record.row()  # a record that cannot be stored (NaN) is reported, not stored
+        except HarnessError as err:
+            problems.append(str(err))
+            continue
+        if store.add_new(record):
+            added.append(record)
+    return added, problems
 
 
 def new_run_id(created: datetime, config_hash: str) -> str:
@@ -295,7 +379,8 @@ def recover(out_dir: Path, store: ResultStore, repair: bool = True) -> Recovery:
     for tmp in stale:
         run_id = temp_owner(tmp)[0]  # type: ignore[index]
         final = out_dir / run_id
-        if run_id in stored and (tmp / COMPLETE_MARKER).is_file() and not final.exists():
+        committed = run_id in stored or store.folder_only
+        if committed and (tmp / COMPLETE_MARKER).is_file() and not final.exists():
             result.finished.append(final)
             if repair:
                 os.rename(tmp, final)

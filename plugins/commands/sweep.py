@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -33,6 +33,9 @@ from harness.config import (
 from harness.errors import HarnessError, Interrupted, UsageError
 from harness.plugins import Plugins
 
+if TYPE_CHECKING:
+    from harness.executors import ExecutorOptions
+
 NAME_AXES = set(SINGLE_KINDS) | set(LIST_KINDS)
 SWEEP_KEYS = {"base", "seeds", "grid"}
 
@@ -41,6 +44,8 @@ SWEEP_KEYS = {"base", "seeds", "grid"}
 class SweepRun:
     label: str
     config: RunConfig
+    raw: dict[str, Any] | None = None
+    """The raw config the run resolves from (what a cluster job resolves again)."""
 
 
 def axis_update(axis: str, value: Any) -> dict[str, Any]:
@@ -102,7 +107,8 @@ def plan(
     runs, invalid = [], []
     for label, raw in expand(data["sweep"], str(path)):
         try:
-            runs.append(SweepRun(label, resolve(merge(with_recipe(raw, recipe), extra), plugins)))
+            full = merge(with_recipe(raw, recipe), extra)
+            runs.append(SweepRun(label, resolve(full, plugins), full))
         except HarnessError as err:
             invalid.append(f"run '{label}': {err}")
     if invalid:
@@ -139,7 +145,37 @@ def plan(
     help="SQLite results store (default: OUT/results.sqlite, or $HARNESS_STORE).",
 )
 @click.option(
-    "--dry-run", is_flag=True, help="List the runs and whether they are stored; run nothing."
+    "--dry-run",
+    is_flag=True,
+    help="List the runs (for slurm also the sbatch file) and whether they are stored; run nothing.",
+)
+@click.option(
+    "--executor",
+    type=str,
+    default=None,
+    help="Where cells run: inline (here, one after the other; default), local (parallel "
+    "processes) or slurm (one job per cell, as a job array).",
+)
+@click.option("--status", "show_status", is_flag=True, help="Show each cell's state; run nothing.")
+@click.option("--jobs", type=int, default=None, help="local: processes at once (default: CPUs).")
+@click.option("--max-parallel", type=int, default=None, help="slurm: array tasks at once.")
+@click.option("--partition", default=None, help="slurm: partition.")
+@click.option("--time", "time_min", type=int, default=None, help="Minutes per job (default 240).")
+@click.option("--cpus", type=int, default=None, help="CPUs per job.")
+@click.option("--mem", default=None, help="slurm: memory per job, e.g. 32G.")
+@click.option("--gpus", type=int, default=None, help="slurm: GPUs per job.")
+@click.option("--nproc", type=int, default=None, help="Processes (GPUs) per cell, via torchrun.")
+@click.option("--account", default=None, help="slurm: account.")
+@click.option("--qos", default=None, help="slurm: quality of service.")
+@click.option(
+    "--sbatch",
+    "sbatch_lines",
+    multiple=True,
+    metavar="OPTION",
+    help="slurm: an extra #SBATCH option, e.g. --sbatch=--constraint=a100 (repeatable).",
+)
+@click.option(
+    "--no-wait", is_flag=True, help="slurm: submit and return; later sweeps ingest the results."
 )
 @click.pass_context
 def sweep(
@@ -150,16 +186,38 @@ def sweep(
     out: Path,
     store: Path | None,
     dry_run: bool,
+    show_status: bool,
+    no_wait: bool,
+    **flags: Any,
 ) -> None:
     """Run every configuration of SWEEP_FILE that is not yet in the results store."""
     from harness.cli import default_store, plugins_from
     from harness.progress import note
     from harness.runner import run_experiment
-    from harness.store import ResultStore
+    from harness.store import ResultStore, ingest
 
     recipe = read_toml(config_file) if config_file else {}
+    opts = executor_options(sweep_file, config_file, recipe, flags)
+    recipe = {k: v for k, v in recipe.items() if k != "executor"}
+    if opts.executor == "slurm" and not (dry_run or show_status):
+        from harness.executors import require_sbatch
+
+        require_sbatch()
     runs = plan(sweep_file, plugins_from(ctx), list(assignments), recipe)
     results = ResultStore(store or default_store(out))
+    ingest(out, results)
+    if show_status or opts.executor != "inline":
+        from harness.cli import scan_global_options
+        from harness.executors import Cell, run_jobs
+
+        specs, blocked, _ = scan_global_options(ctx.find_root().obj.get("argv", []))
+        specs = [str(Path(s).resolve()) if Path(s).is_file() else s for s in specs]
+        cells = [
+            Cell(r.label, r.config.config_hash(), r.raw, str(out.resolve()), specs, blocked)
+            for r in runs
+        ]
+        run_jobs(sweep_file, cells, opts, out, results, dry_run, show_status, no_wait)
+        return
     failed, skipped, stored = [], 0, []
     for i, run in enumerate(runs, 1):
         prefix = f"[{i}/{len(runs)}] {run.label}"
@@ -192,6 +250,22 @@ def sweep(
     click.echo(f"sweep {sweep_file}: {done} {verb}, {skipped} already stored, {len(failed)} failed")
     if failed:
         raise HarnessError(f"{len(failed)} sweep run(s) failed: {'; '.join(failed)}")
+
+
+CLI_KEYS = {"time_min": "time", "sbatch_lines": "sbatch"}
+
+
+def executor_options(
+    sweep_file: Path, config_file: Path | None, recipe: dict[str, Any], flags: dict[str, Any]
+) -> ExecutorOptions:
+    """Executor options: the config's ``[executor]``, then the spec's, then the flags."""
+    from harness.executors import build_options, option_table
+
+    spec = read_toml(sweep_file).get("executor", {})
+    layers = [option_table(spec, str(sweep_file))]
+    if "executor" in recipe:
+        layers.insert(0, option_table(recipe["executor"], str(config_file)))
+    return build_options(*layers, {CLI_KEYS.get(k, k): v for k, v in flags.items()})
 
 
 @hookimpl
