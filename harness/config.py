@@ -198,6 +198,8 @@ class RunSettings:
     """Clip the gradients' global norm to this (0: off)."""
     sync_every: int = 50
     """Steps between reads of the accumulated loss (the step never waits for the GPU)."""
+    checkpoint_every_steps: int = 0
+    """Optimizer steps between mid-epoch checkpoints (0: only after every epoch)."""
 
     domains = domain_map(
         epochs=at_least(1, "Training epochs."),
@@ -219,6 +221,7 @@ class RunSettings:
         grad_accum=at_least(1, "Micro-batches per optimizer step."),
         grad_clip=non_negative("Clip the gradients' global norm to this (0: off)."),
         sync_every=at_least(1, "Steps between reads of the accumulated loss."),
+        checkpoint_every_steps=non_negative("Steps between mid-epoch checkpoints (0: off)."),
     )
 
     def __post_init__(self) -> None:

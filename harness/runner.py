@@ -37,11 +37,28 @@ from harness.audio import check_header
 from harness.audio_cache import cache_folder, cached_audio, check_writable
 from harness.cache import clean_stale_cache
 from harness.checkpoints import load_backbone_checkpoint
-from harness.config import RunConfig
+from harness.config import RunConfig, RunSettings
 from harness.data import ClipAudio, Loader, resolve_workers, split_audio
 from harness.errors import DataError, HarnessError, UsageError
 from harness.faults import checkpoint
 from harness.progress import note, progress
+from harness.resume import (
+    FORMAT,
+    Partial,
+    Position,
+    find_resume,
+    load_checkpoint,
+    load_module_state,
+    module_state,
+    partial_root,
+    rank_file,
+    remove_partial,
+    rng_state,
+    save_atomic,
+    set_rng_state,
+    start_partial,
+    write_state,
+)
 from harness.store import ResultStore, RunRecord, commit_run, new_run_id, recover, write_json
 
 
@@ -118,6 +135,17 @@ class Accumulator:
         self.logs: dict[str, Tensor | float] = {}
         self.steps = 0
 
+    def state(self) -> dict[str, Any]:
+        return {"loss": self.loss, "bad": self.bad, "logs": dict(self.logs), "steps": self.steps}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.loss = state["loss"].to(self.device)
+        self.bad = state["bad"].to(self.device)
+        self.logs = {
+            k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in state["logs"].items()
+        }
+        self.steps = int(state["steps"])
+
     def add(self, loss: Tensor, logs: dict[str, Any]) -> None:
         loss = loss.detach().float()
         self.bad += (~torch.isfinite(loss)).long()
@@ -191,6 +219,11 @@ class Experiment:
         self._audio: dict[str, ClipAudio] = {}
         self._loaders: dict[tuple, Loader] = {}
         self._embeddings: dict[str, Tensor] = {}
+        self.partial_dir: Path | None = None
+        """The in-progress folder checkpoints go to (None: no checkpoints)."""
+        self.resume_state: dict[str, Any] | None = None
+        self._rng_pending = False
+        self.stage_names: list[tuple[str, int]] = []
 
     def log(self, message: str) -> None:
         self.log_lines.append(message)
@@ -267,7 +300,17 @@ class Experiment:
             Stage("train", run.epochs, run.lr, run.batch_size)
         ]
         generator = torch.Generator().manual_seed(run.seed)
+        self.stage_names = [(s.name, s.epochs) for s in stages]
+        start = self.resume_position()
+        if start is not None:
+            generator.set_state(self.resume_state["generator"])
+            self._rng_pending = True
         for number, stage in enumerate(stages, 1):
+            if start is not None and (
+                number < start.stage
+                or (number == start.stage and start.epoch >= stage.epochs and not start.micro)
+            ):
+                continue  # finished before the interruption
             if len(stages) > 1 or stage.note:
                 self.log(
                     f"stage {number}/{len(stages)} '{stage.name}': {stage.epochs} epochs, "
@@ -276,7 +319,63 @@ class Experiment:
                     + (f"; {stage.note}" if stage.note else "")
                 )
             self.method.begin_stage(stage)
-            self.train_stage(stage, generator)
+            resumed = start is not None and number == start.stage
+            self.train_stage(stage, generator, number, resumed)
+
+    def resume_position(self) -> Position | None:
+        """The checkpoint's position, after restoring the model and method from it."""
+        state = self.resume_state
+        if state is None:
+            return None
+        load_module_state(self.backbone, state["backbone"], "backbone")
+        load_module_state(self.method, state["method"], "method")
+        self.log_lines[:0] = [line for line in state["log"] if line not in self.log_lines]
+        position = Position(**state["position"])
+        self.log(
+            f"resumed from {self.partial_dir} at stage {position.stage}, "
+            f"epoch {position.epoch}, step {position.step}"
+        )
+        return position
+
+    def save_checkpoint(self, position: Position, stage: Stage, **state: Any) -> None:
+        """Write this rank's checkpoint (and, on rank 0, ``state.json``) atomically."""
+        folder = self.partial_dir
+        if folder is None:
+            return
+        if self.ranks.is_main and not (folder / "config.json").is_file():
+            start_partial(folder, self.cfg.as_dict())
+        distributed.barrier()
+        payload = {
+            "format": FORMAT,
+            "config_hash": self.cfg.config_hash(),
+            "world": self.ranks.world,
+            "position": position.as_dict(),
+            "backbone": module_state(self.backbone),
+            "method": module_state(self.method),
+            "rng": rng_state(),
+            "log": list(self.log_lines),
+            **state,
+        }
+        save_atomic(payload, rank_file(folder, self.ranks.rank))
+        if self.ranks.is_main:
+            cfg = self.cfg
+            write_state(
+                folder,
+                {
+                    "run_id": folder.name,
+                    "created": getattr(self, "created", ""),
+                    "config_hash": cfg.config_hash(),
+                    "backbone": cfg.backbone.name,
+                    "method": cfg.method.name,
+                    "dataset": cfg.dataset.name,
+                    "world": self.ranks.world,
+                    "stages": len(self.stage_names),
+                    "stage_name": stage.name,
+                    "stage_epochs": stage.epochs,
+                    **position.as_dict(),
+                },
+            )
+        checkpoint(f"checkpoint {position.stage}:{position.epoch}:{position.micro}")
 
     def build_optimizer(self, stage: Stage) -> torch.optim.Optimizer:
         """Adam over what the stage trains; each group remembers its ``base_lr`` for warmup."""
@@ -307,7 +406,9 @@ class Experiment:
         module = TrainStep(self.method, self.backbone)
         return wrap_ddp(module, self.device) if self.ranks.active else module
 
-    def train_stage(self, stage: Stage, generator: torch.Generator) -> None:
+    def train_stage(
+        self, stage: Stage, generator: torch.Generator, number: int = 1, resumed: bool = False
+    ) -> None:
         run = self.cfg.run
         optimizer = self.build_optimizer(stage)
         if not any(group["params"] for group in optimizer.param_groups):
@@ -327,16 +428,35 @@ class Experiment:
                 f"run.grad_accum {accum} exceeds the {len(loader)} batches of an epoch"
             )
         warmup_steps = run.warmup_epochs * steps_per_epoch
-        step = 0
-        for epoch in range(stage.epochs):
+        step, first_epoch, skip = 0, 0, 0
+        state = self.resume_state or {}
+        if resumed:
+            optimizer.load_state_dict(state["optimizer"])
+            plateau.load_state_dict(state["plateau"])
+            scaler.load_state_dict(state["scaler"])
+            position = Position(**state["position"])
+            first_epoch, step, skip = position.epoch, position.step, position.micro
+        if self._rng_pending:  # the first stage trained after a resume
+            set_rng_state(state["rng"])
+            self._rng_pending = False
+        every = run.checkpoint_every_steps
+        for epoch in range(first_epoch, stage.epochs):
             self.backbone.train()
             self.method.train()
             sums = Accumulator(self.device)
             window = Accumulator(self.device)
+            if skip:  # resumed inside this epoch: the same order, the batches done skipped
+                generator.set_state(state["epoch_generator"])
+                sums.load(state["sums"])
+                window.load(state["window"])
             started = time.perf_counter()
-            batch_iter = loader.epoch(generator)
+            epoch_generator = generator.get_state()
+            batch_iter = loader.epoch(
+                generator, skip=skip, worker_seed=worker_seed(run, number, epoch)
+            )
             for micro, batch in enumerate(
-                progress(batch_iter, desc=f"epoch {epoch + 1}/{stage.epochs}", total=len(loader))
+                progress(batch_iter, desc=f"epoch {epoch + 1}/{stage.epochs}", total=len(loader)),
+                start=skip,
             ):
                 if micro >= steps_per_epoch * accum:
                     continue  # micro-batches that would not fill an optimizer step
@@ -365,6 +485,19 @@ class Experiment:
                 step += 1
                 if step % run.sync_every == 0:
                     self.check_finite(window, epoch, step)
+                if every and step % every == 0 and micro + 1 < steps_per_epoch * accum:
+                    self.save_checkpoint(
+                        Position(number, epoch, step, micro + 1),
+                        stage,
+                        optimizer=optimizer.state_dict(),
+                        plateau=plateau.state_dict(),
+                        scaler=scaler.state_dict(),
+                        generator=generator.get_state(),
+                        epoch_generator=epoch_generator,
+                        sums=sums.state(),
+                        window=window.state(),
+                    )
+            skip = 0
             self.check_finite(window, epoch, step)
             mean_loss, logs = sums.means()
             if step >= warmup_steps:
@@ -373,6 +506,14 @@ class Experiment:
             self.log(
                 f"epoch {epoch + 1}/{stage.epochs}: loss {mean_loss:.4f}{extra}, "
                 f"lr {optimizer.param_groups[-1]['lr']:.2e}, {time.perf_counter() - started:.1f}s"
+            )
+            self.save_checkpoint(
+                Position(number, epoch + 1, step, 0),
+                stage,
+                optimizer=optimizer.state_dict(),
+                plateau=plateau.state_dict(),
+                scaler=scaler.state_dict(),
+                generator=generator.get_state(),
             )
 
     def check_finite(self, window: Accumulator, epoch: int, step: int) -> None:
@@ -461,6 +602,12 @@ class Experiment:
             metrics.update({f"{protocol.name}/{k}": float(v) for k, v in result.metrics.items()})
             tables[protocol.name] = result.table
         return metrics, tables
+
+
+def worker_seed(run: RunSettings, stage: int, epoch: int) -> int:
+    """The DataLoader's seed for one epoch: a function of (seed, stage, epoch) only, so a
+    resumed epoch seeds its workers as the uninterrupted run did."""
+    return (run.seed * 1_000_003 + stage * 10_007 + epoch) % 2**63
 
 
 def describe_blocks(blocks: int | None) -> str:
@@ -553,8 +700,20 @@ def check_metrics(metrics: dict[str, float]) -> None:
         raise HarnessError(f"run failed: non-finite metrics ({listed}); nothing was stored")
 
 
-def run_experiment(cfg: RunConfig, out_dir: Path, store: ResultStore) -> RunResult:
-    """Check cheaply, train, evaluate, and store one run (folder and row) as one unit."""
+def run_experiment(
+    cfg: RunConfig,
+    out_dir: Path,
+    store: ResultStore,
+    resume: str | None = None,
+    resume_if_any: bool = False,
+) -> RunResult:
+    """Check cheaply, train, evaluate, and store one run (folder and row) as one unit.
+
+    Training checkpoints into ``out_dir/.partial/<run id>/`` after every epoch.
+    ``resume``: ``"auto"`` continues the newest interrupted run of this configuration in
+    ``out_dir``, a path that one (an error when there is none); ``resume_if_any``: continue
+    one if there is one, else start afresh.
+    """
     started = time.perf_counter()
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one process tidies up
         recover(out_dir, store)
@@ -566,8 +725,18 @@ def run_experiment(cfg: RunConfig, out_dir: Path, store: ResultStore) -> RunResu
         check_output_folder(store.path.parent)
     created = datetime.now(UTC)
     config_hash = cfg.config_hash()
-    run_id = new_run_id(created, config_hash)
+    partial: Partial | None = None
+    if resume is not None or resume_if_any:
+        partial = find_resume(out_dir, cfg.as_dict(), config_hash, resume or "auto", resume_if_any)
     experiment = Experiment(cfg)
+    if partial is not None:
+        run_id = partial.run_id
+        created = datetime.fromisoformat(str(partial.state.get("created", created.isoformat())))
+        experiment.resume_state = resume_checkpoint(partial, experiment)
+    else:
+        run_id = distributed_run_id(new_run_id(created, config_hash))
+    experiment.partial_dir = partial_root(out_dir) / run_id
+    experiment.created = created.isoformat()
     try:
         check_audio_headers(experiment.splits)
         for split in ("train", "eval"):  # read (and check) every sample before the first step
@@ -602,7 +771,30 @@ def run_experiment(cfg: RunConfig, out_dir: Path, store: ResultStore) -> RunResu
     commit_run(
         final_dir, store, record, lambda tmp: write_run_folder(tmp, record, experiment, tables)
     )
+    remove_partial(experiment.partial_dir)
     return RunResult(record, tables)
+
+
+def resume_checkpoint(partial: Partial, experiment: Experiment) -> dict[str, Any]:
+    """This rank's checkpoint of ``partial``, checked against the run about to resume."""
+    state = load_checkpoint(rank_file(partial.folder, experiment.ranks.rank))
+    if state.get("config_hash") != experiment.cfg.config_hash():
+        raise HarnessError(f"checkpoint in {partial.folder} is of another configuration")
+    if state.get("world") != experiment.ranks.world:
+        raise UsageError(
+            f"--resume {partial.folder}: it trained in {state.get('world')} processes, "
+            f"this run has {experiment.ranks.world} (use the same --nproc)"
+        )
+    return state
+
+
+def distributed_run_id(run_id: str) -> str:
+    """Rank 0's run id on every rank (they share one in-progress folder)."""
+    if not distributed.current().active:
+        return run_id
+    shared = [run_id]
+    torch.distributed.broadcast_object_list(shared, src=0)
+    return str(shared[0])
 
 
 def write_run_folder(
