@@ -119,3 +119,19 @@ def test_bad_resumes_are_one_line_errors_and_keep_the_state(tmp_path):
         assert "corrupt or truncated" in error and str(state) in error
         assert state.read_bytes() == damaged and (partial / "config.json").is_file()
     assert not any(p.is_dir() and not p.name.startswith(".") for p in (tmp_path / "b").iterdir())
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run_resumes_bit_for_bit(tmp_path):
+    ddp = ("--device", "cpu", "--nproc", "2")
+    reference = run_cli(*args(tmp_path, "a", *ddp))
+    assert reference.returncode == 0, reference.stderr
+    killed = run_cli(*args(tmp_path, "b", *ddp), env={"HARNESS_TEST_KILL_AT": "epoch 2/3"})
+    assert killed.returncode != 0
+    (partial,) = (tmp_path / "b" / ".partial").iterdir()
+    assert {p.name for p in partial.iterdir()} >= {"rank0.pt", "rank1.pt", "state.json"}
+    one = one_line_error(run_cli(*args(tmp_path, "b"), "--device", "cpu", "--resume"))
+    assert "2 processes" in one  # the world size is part of the state
+    resumed = run_cli(*args(tmp_path, "b", *ddp), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(finished(tmp_path / "a"), finished(tmp_path / "b"))
