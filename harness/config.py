@@ -200,6 +200,8 @@ class RunSettings:
     """Steps between reads of the accumulated loss (the step never waits for the GPU)."""
     checkpoint_every_steps: int = 0
     """Optimizer steps between mid-epoch checkpoints (0: only after every epoch)."""
+    loggers: list[str] = field(default_factory=list)
+    """Loggers that receive the training metrics besides ``metrics.jsonl`` (e.g. tensorboard)."""
 
     domains = domain_map(
         epochs=at_least(1, "Training epochs."),
@@ -278,6 +280,7 @@ class RunConfig:
     dataset: Component
     augs: list[Component] = field(default_factory=list)
     protocols: list[Component] = field(default_factory=list)
+    loggers: list[Component] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -292,12 +295,23 @@ class RunConfig:
         }
 
     def config_hash(self) -> str:
-        text = json.dumps(self.as_dict(), sort_keys=True)
+        text = json.dumps(hashed_config(self.as_dict()), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
     def aug_label(self) -> str:
         return "+".join(a.name for a in self.augs) or "none"
+
+
+UNHASHED_RUN_KEYS = ("checkpoint_every_steps", "loggers")
+"""Run settings that change what is recorded, never the result: left out of the hash, so a
+run resumes (and compares) whatever its checkpoint frequency and loggers."""
+
+
+def hashed_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of :meth:`RunConfig.as_dict` that identifies equal runs."""
+    run = {k: v for k, v in config.get("run", {}).items() if k not in UNHASHED_RUN_KEYS}
+    return {**config, "run": run}
 
 
 def to_plain(value: Any) -> Any:
@@ -391,7 +405,14 @@ def resolve(raw: dict[str, Any], plugins: Plugins) -> RunConfig:
         section: resolve_list(table(raw, section), section, plugins[kind])
         for section, kind in LIST_KINDS.items()
     }
-    return RunConfig(run=run, **singles, augs=lists["aug"], protocols=lists["protocol"])
+    loggers = [
+        Component(entry, build_dataclass(entry.cls.Config, {}, f"logger {name}"))
+        for name in run.loggers
+        for entry in [plugins["logger"].get(name)]
+    ]
+    return RunConfig(
+        run=run, **singles, augs=lists["aug"], protocols=lists["protocol"], loggers=loggers
+    )
 
 
 def default_dataset(raw: dict[str, Any], plugins: Plugins) -> str:

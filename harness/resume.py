@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from harness.config import hashed_config
 from harness.errors import HarnessError, UsageError
 
 PARTIAL = ".partial"
@@ -137,7 +138,7 @@ def find_resume(
     if if_any:
         return None
     if partials:
-        keys = differing_keys(partials[0].config, config)
+        keys = differing_keys(hashed_config(partials[0].config), hashed_config(config))
         raise UsageError(
             f"--resume: no interrupted run of this configuration in {partial_root(out_dir)}; "
             f"the newest ({partials[0].folder.name}) differs in {', '.join(keys) or 'its hash'}"
@@ -146,7 +147,7 @@ def find_resume(
 
 
 def check_same_config(partial: Partial, config: dict[str, Any]) -> None:
-    keys = differing_keys(partial.config, config)
+    keys = differing_keys(hashed_config(partial.config), hashed_config(config))
     if keys:
         raise UsageError(
             f"--resume {partial.folder}: the configuration differs in {', '.join(keys)}"

@@ -6,6 +6,7 @@ import math
 import os
 import platform
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,7 @@ from harness.config import RunConfig, RunSettings
 from harness.data import ClipAudio, Loader, resolve_workers, split_audio
 from harness.errors import DataError, HarnessError, UsageError
 from harness.faults import checkpoint
+from harness.metrics_log import Clock, MetricsLog, gpu_memory, learning_rates, timed
 from harness.progress import note, progress
 from harness.resume import (
     FORMAT,
@@ -224,6 +226,10 @@ class Experiment:
         self.resume_state: dict[str, Any] | None = None
         self._rng_pending = False
         self.stage_names: list[tuple[str, int]] = []
+        self.metrics: MetricsLog | None = None
+        """``metrics.jsonl`` and the loggers (the main process of a run with a folder)."""
+        self.global_step = 0
+        """Optimizer steps over all stages."""
 
     def log(self, message: str) -> None:
         self.log_lines.append(message)
@@ -305,6 +311,31 @@ class Experiment:
         if start is not None:
             generator.set_state(self.resume_state["generator"])
             self._rng_pending = True
+        self.open_metrics(stages)
+        try:
+            self.train_stages(stages, generator, start)
+        finally:
+            if self.metrics is not None:
+                self.metrics.close()
+
+    def open_metrics(self, stages: list[Stage]) -> None:
+        """Start (or continue) the in-progress folder's ``metrics.jsonl`` and loggers."""
+        folder = self.partial_dir
+        if folder is None or not self.ranks.is_main:
+            return
+        state = self.resume_state
+        if state is None:  # a fresh start: the folder exists before the first checkpoint
+            start_partial(folder, self.cfg.as_dict())
+            write_state(folder, self.state_info(stages[0], Position(), checkpointed=False))
+        self.metrics = MetricsLog(folder, [c.build() for c in self.cfg.loggers])
+        if state is None:
+            self.metrics.open(None, None)
+        else:
+            self.metrics.open(int(state.get("metrics_offset", 0)), self.global_step)
+
+    def train_stages(
+        self, stages: list[Stage], generator: torch.Generator, start: Position | None
+    ) -> None:
         for number, stage in enumerate(stages, 1):
             if start is not None and (
                 number < start.stage
@@ -330,6 +361,7 @@ class Experiment:
         load_module_state(self.backbone, state["backbone"], "backbone")
         load_module_state(self.method, state["method"], "method")
         self.log_lines[:0] = [line for line in state["log"] if line not in self.log_lines]
+        self.global_step = int(state.get("global_step", 0))
         position = Position(**state["position"])
         self.log(
             f"resumed from {self.partial_dir} at stage {position.stage}, "
@@ -354,27 +386,13 @@ class Experiment:
             "method": module_state(self.method),
             "rng": rng_state(),
             "log": list(self.log_lines),
+            "global_step": self.global_step,
+            "metrics_offset": self.metrics.offset() if self.metrics is not None else 0,
             **state,
         }
         save_atomic(payload, rank_file(folder, self.ranks.rank))
         if self.ranks.is_main:
-            cfg = self.cfg
-            write_state(
-                folder,
-                {
-                    "run_id": folder.name,
-                    "created": getattr(self, "created", ""),
-                    "config_hash": cfg.config_hash(),
-                    "backbone": cfg.backbone.name,
-                    "method": cfg.method.name,
-                    "dataset": cfg.dataset.name,
-                    "world": self.ranks.world,
-                    "stages": len(self.stage_names),
-                    "stage_name": stage.name,
-                    "stage_epochs": stage.epochs,
-                    **position.as_dict(),
-                },
-            )
+            write_state(folder, self.state_info(stage, position))
         checkpoint(f"checkpoint {position.stage}:{position.epoch}:{position.micro}")
 
     def build_optimizer(self, stage: Stage) -> torch.optim.Optimizer:
@@ -405,6 +423,31 @@ class Experiment:
         """The training step as a module: DDP-wrapped when several processes train."""
         module = TrainStep(self.method, self.backbone)
         return wrap_ddp(module, self.device) if self.ranks.active else module
+
+    def state_info(
+        self, stage: Stage, position: Position, checkpointed: bool = True
+    ) -> dict[str, Any]:
+        """What ``state.json`` says about the in-progress run."""
+        cfg = self.cfg
+        return {
+            "run_id": self.partial_dir.name if self.partial_dir else "",
+            "created": getattr(self, "created", ""),
+            "config_hash": cfg.config_hash(),
+            "backbone": cfg.backbone.name,
+            "method": cfg.method.name,
+            "dataset": cfg.dataset.name,
+            "world": self.ranks.world,
+            "stages": len(self.stage_names),
+            "stage_name": stage.name,
+            "stage_epochs": stage.epochs,
+            "checkpoint": checkpointed,
+            "global_step": self.global_step,
+            **position.as_dict(),
+        }
+
+    def log_event(self, kind: str, values: dict[str, float], **where: Any) -> None:
+        if self.metrics is not None:
+            self.metrics.log({"event": kind, **where, "global_step": self.global_step, **values})
 
     def train_stage(
         self, stage: Stage, generator: torch.Generator, number: int = 1, resumed: bool = False
@@ -450,10 +493,13 @@ class Experiment:
                 sums.load(state["sums"])
                 window.load(state["window"])
             started = time.perf_counter()
+            epoch_clock, window_clock = Clock(), Clock()
+            where = {"stage": number, "stage_name": stage.name, "epoch": epoch + 1}
             epoch_generator = generator.get_state()
             batch_iter = loader.epoch(
                 generator, skip=skip, worker_seed=worker_seed(run, number, epoch)
             )
+            batch_iter = timed(batch_iter, [epoch_clock, window_clock])
             for micro, batch in enumerate(
                 progress(batch_iter, desc=f"epoch {epoch + 1}/{stage.epochs}", total=len(loader)),
                 start=skip,
@@ -465,6 +511,8 @@ class Experiment:
                     for group in optimizer.param_groups:
                         group["lr"] = group["base_lr"] * (step + 1) / warmup_steps
                 prepared = self.prepare(batch, train=True)
+                epoch_clock.clips += prepared.wave.shape[0]
+                window_clock.clips += prepared.wave.shape[0]
                 sync = model.no_sync() if self.ranks.active and not last else nullcontext()
                 with sync:
                     with self.autocast():
@@ -483,8 +531,19 @@ class Experiment:
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
+                self.global_step += 1
                 if step % run.sync_every == 0:
+                    loss_now, logs_now = window.means()
                     self.check_finite(window, epoch, step)
+                    self.log_event(
+                        "step",
+                        {"loss": loss_now, **logs_now, **learning_rates(optimizer)}
+                        | window_clock.rates(self.ranks.world)
+                        | gpu_memory(self.device),
+                        **where,
+                        step=step,
+                    )
+                    window_clock.reset()
                 if every and step % every == 0 and micro + 1 < steps_per_epoch * accum:
                     self.save_checkpoint(
                         Position(number, epoch, step, micro + 1),
@@ -500,6 +559,14 @@ class Experiment:
             skip = 0
             self.check_finite(window, epoch, step)
             mean_loss, logs = sums.means()
+            self.log_event(
+                "epoch",
+                {"loss": mean_loss, **logs, **learning_rates(optimizer)}
+                | epoch_clock.rates(self.ranks.world)
+                | gpu_memory(self.device),
+                **where,
+                step=step,
+            )
             if step >= warmup_steps:
                 plateau.step(mean_loss)
             extra = "".join(f", {k} {v:.4f}" for k, v in logs.items())
@@ -775,9 +842,12 @@ def run_experiment(
     return RunResult(record, tables)
 
 
-def resume_checkpoint(partial: Partial, experiment: Experiment) -> dict[str, Any]:
+def resume_checkpoint(partial: Partial, experiment: Experiment) -> dict[str, Any] | None:
     """This rank's checkpoint of ``partial``, checked against the run about to resume."""
-    state = load_checkpoint(rank_file(partial.folder, experiment.ranks.rank))
+    path = rank_file(partial.folder, experiment.ranks.rank)
+    if partial.state.get("checkpoint") is False and not path.exists():
+        return None  # killed before its first checkpoint: start it again, in its folder
+    state = load_checkpoint(path)
     if state.get("config_hash") != experiment.cfg.config_hash():
         raise HarnessError(f"checkpoint in {partial.folder} is of another configuration")
     if state.get("world") != experiment.ranks.world:
@@ -810,3 +880,21 @@ def write_run_folder(
     (folder / "tables.md").write_text(
         "\n\n".join(f"## {k}\n\n{v}" for k, v in tables.items()) + "\n"
     )
+    copy_training_records(experiment.partial_dir, folder)
+
+
+PARTIAL_ONLY = ("config.json", "state.json")
+
+
+def copy_training_records(partial: Path | None, folder: Path) -> None:
+    """``metrics.jsonl`` and the loggers' files from the in-progress folder (not the
+    checkpoints) into the run folder."""
+    if partial is None or not partial.is_dir():
+        return
+    for item in partial.iterdir():
+        if item.name in PARTIAL_ONLY or item.name.startswith(".") or item.suffix == ".pt":
+            continue
+        if item.is_dir():
+            shutil.copytree(item, folder / item.name)
+        else:
+            shutil.copy2(item, folder / item.name)
