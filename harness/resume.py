@@ -260,4 +260,9 @@ def write_state(folder: Path, info: dict[str, Any]) -> None:
 
 
 def remove_partial(folder: Path) -> None:
+    """Remove an in-progress folder (and ``.partial`` itself once it is empty)."""
     shutil.rmtree(folder, ignore_errors=True)
+    try:
+        folder.parent.rmdir()
+    except OSError:
+        pass  # other runs' state is still there

@@ -811,6 +811,10 @@ def run_experiment(
         experiment.setup()
         experiment.train()
         metrics, tables = experiment.evaluate()
+    except BaseException:
+        if experiment.ranks.is_main:
+            discard_unstarted(experiment.partial_dir)
+        raise
     finally:
         experiment.close()
     check_metrics(metrics)
@@ -856,6 +860,12 @@ def resume_checkpoint(partial: Partial, experiment: Experiment) -> dict[str, Any
             f"this run has {experiment.ranks.world} (use the same --nproc)"
         )
     return state
+
+
+def discard_unstarted(folder: Path) -> None:
+    """Remove an in-progress folder that holds no checkpoint yet (nothing to resume)."""
+    if folder.is_dir() and not any(folder.glob("rank*.pt")):
+        remove_partial(folder)
 
 
 def distributed_run_id(run_id: str) -> str:
