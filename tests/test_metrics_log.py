@@ -50,6 +50,14 @@ def test_metrics_jsonl_holds_every_log_key_and_tensorboard_reads_it_back(tmp_pat
     read = [(s.step, s.value) for s in reader.Scalars("epoch/loss")]
     assert [step for step, _ in read] == [e["global_step"] for e in epochs]
     assert [v for _, v in read] == pytest.approx([e["loss"] for e in epochs], rel=1e-6)
+    # harness plot curves draws them (by run folder here; by run id through the store)
+    png = tmp_path / "curves.png"
+    store = str(tmp_path / "runs" / "results.sqlite")
+    drawn = run_cli("plot", "curves", "--run", folder.name, "--store", store, "--output", str(png))
+    assert drawn.returncode == 0, drawn.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "curves" in drawn.stdout
+    bad = run_cli("plot", "curves", "--run", str(folder), "--metrics", "loss,nope")
+    assert bad.returncode == 2 and "nope not logged" in bad.stderr
 
 
 def test_unknown_logger_is_a_one_line_error(tmp_path):
