@@ -202,6 +202,17 @@ class RunSettings:
     """Optimizer steps between mid-epoch checkpoints (0: only after every epoch)."""
     loggers: list[str] = field(default_factory=list)
     """Loggers that receive the training metrics besides ``metrics.jsonl`` (e.g. tensorboard)."""
+    valid_fraction: float = 0.0
+    """Fraction of the training clips held out for validation, by whole ``valid_group``
+    (0: off, so published protocols stay comparable; a data set's own validation split
+    is used when it has one)."""
+    valid_group: str = "identifier"
+    """Clip metadata key held out together (TAU22: ``identifier``, the recording location),
+    so no group is in both; clips without it are their own group."""
+    select: Literal["last", "best"] = "last"
+    """Weights evaluated: the last epoch's, or the best epoch's by ``select_metric``."""
+    select_metric: Literal["valid_acc", "valid_loss"] = "valid_acc"
+    """Validation metric ``select=best`` ranks epochs by (accuracy: higher, loss: lower)."""
 
     domains = domain_map(
         epochs=at_least(1, "Training epochs."),
@@ -224,6 +235,7 @@ class RunSettings:
         grad_clip=non_negative("Clip the gradients' global norm to this (0: off)."),
         sync_every=at_least(1, "Steps between reads of the accumulated loss."),
         checkpoint_every_steps=non_negative("Steps between mid-epoch checkpoints (0: off)."),
+        valid_fraction=between(0, 1, "Training clips held out for validation.", open_high=True),
     )
 
     def __post_init__(self) -> None:

@@ -14,6 +14,7 @@ A finished run removes its folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -262,7 +263,5 @@ def write_state(folder: Path, info: dict[str, Any]) -> None:
 def remove_partial(folder: Path) -> None:
     """Remove an in-progress folder (and ``.partial`` itself once it is empty)."""
     shutil.rmtree(folder, ignore_errors=True)
-    try:
+    with contextlib.suppress(OSError):  # other runs' state is still there
         folder.parent.rmdir()
-    except OSError:
-        pass  # other runs' state is still there

@@ -28,6 +28,7 @@ from harness.api import (
     Augmentation,
     Backbone,
     Batch,
+    Clip,
     DataSplits,
     EvalContext,
     Method,
@@ -212,6 +213,9 @@ class Experiment:
             self.splits: DataSplits = cfg.dataset.build().load()
         for protocol in self.protocols:
             protocol.check(self.splits, self.method)
+        self.has_valid = self.validation_split()
+        self.best: dict[str, Any] | None = None
+        """The best epoch's weights and validation value (``run.select=best``)."""
         self.task = Task(
             self.splits.classes,
             self.splits.devices,
@@ -231,6 +235,80 @@ class Experiment:
         self.global_step = 0
         """Optimizer steps over all stages."""
 
+    def validation_split(self) -> bool:
+        """Hold out ``run.valid_fraction`` of the training clips (unless the data set has a
+        validation split); whether this run validates after every epoch."""
+        run = self.cfg.run
+        if run.valid_fraction > 0 and not getattr(self.splits, "valid", None):
+            self.splits.train, self.splits.valid = hold_out(
+                self.splits.train, run.valid_fraction, run.valid_group, run.seed
+            )
+        has_valid = bool(getattr(self.splits, "valid", None))
+        if run.select == "best" and not has_valid:
+            raise UsageError(
+                "run.select=best needs a validation split: set run.valid_fraction "
+                f"(data set '{self.cfg.dataset.name}' has none of its own)"
+            )
+        wanted = run.select == "best" or run.valid_fraction > 0
+        if has_valid and not self.method.supervised:
+            if wanted:
+                raise UsageError(
+                    f"validation needs class scores, but method '{self.method.name}' trains no "
+                    "classifier (leave run.valid_fraction at 0 and run.select=last)"
+                )
+            return False
+        return has_valid
+
+    def validate(self) -> dict[str, float]:
+        """Loss (NLL) and accuracy (%) on the validation split; training RNGs untouched."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            probs = self.predict("valid")
+        labels = self.audio("valid").labels
+        keep = labels >= 0
+        probs, labels = probs[keep], labels[keep]
+        picked = probs[torch.arange(len(labels)), labels].clamp_min(1e-12)
+        return {
+            "valid_loss": float(-picked.log().mean()),
+            "valid_acc": float((probs.argmax(1) == labels).float().mean() * 100),
+        }
+
+    def consider_best(self, valid: dict[str, float], stage: int, epoch: int) -> None:
+        """Keep this epoch's weights if its ``run.select_metric`` is the best so far."""
+        run = self.cfg.run
+        if run.select != "best" or not valid:
+            return
+        value = valid[run.select_metric]
+        best = self.best
+        if best is not None:
+            better = (
+                value < best["value"]
+                if run.select_metric == "valid_loss"
+                else value > best["value"]
+            )
+            if not better:
+                return
+        self.best = {
+            "value": value,
+            "stage": stage,
+            "epoch": epoch,
+            "backbone": {
+                k: v.detach().cpu().clone() for k, v in self.backbone.state_dict().items()
+            },
+            "method": {k: v.detach().cpu().clone() for k, v in self.method.state_dict().items()},
+        }
+
+    def load_best(self) -> None:
+        best = self.best
+        if best is None:
+            return
+        self.backbone.load_state_dict(best["backbone"])
+        self.method.load_state_dict(best["method"])
+        self.log(
+            f"selected the weights of stage {best['stage']} epoch {best['epoch']} "
+            f"({self.cfg.run.select_metric} {best['value']:.4f})"
+        )
+
     def log(self, message: str) -> None:
         self.log_lines.append(message)
         if self.ranks.is_main:
@@ -240,7 +318,7 @@ class Experiment:
         if split not in self._audio:
             clips = getattr(self.splits, split)
             seconds = self.splits.clip_seconds
-            if split == "train" and self.splits.train_clip_seconds:
+            if split in ("train", "valid") and self.splits.train_clip_seconds:
                 seconds = self.splits.train_clip_seconds
             try:
                 audio = split_audio(clips, self.backbone.sample_rate, seconds, self.splits.devices)
@@ -314,6 +392,7 @@ class Experiment:
         self.open_metrics(stages)
         try:
             self.train_stages(stages, generator, start)
+            self.load_best()
         finally:
             if self.metrics is not None:
                 self.metrics.close()
@@ -362,6 +441,7 @@ class Experiment:
         load_module_state(self.method, state["method"], "method")
         self.log_lines[:0] = [line for line in state["log"] if line not in self.log_lines]
         self.global_step = int(state.get("global_step", 0))
+        self.best = state.get("best")
         position = Position(**state["position"])
         self.log(
             f"resumed from {self.partial_dir} at stage {position.stage}, "
@@ -387,6 +467,7 @@ class Experiment:
             "rng": rng_state(),
             "log": list(self.log_lines),
             "global_step": self.global_step,
+            "best": self.best,
             "metrics_offset": self.metrics.offset() if self.metrics is not None else 0,
             **state,
         }
@@ -559,17 +640,19 @@ class Experiment:
             skip = 0
             self.check_finite(window, epoch, step)
             mean_loss, logs = sums.means()
+            valid = self.validate() if self.has_valid else {}
+            self.consider_best(valid, number, epoch + 1)
             self.log_event(
                 "epoch",
-                {"loss": mean_loss, **logs, **learning_rates(optimizer)}
+                {"loss": mean_loss, **logs, **valid, **learning_rates(optimizer)}
                 | epoch_clock.rates(self.ranks.world)
                 | gpu_memory(self.device),
                 **where,
                 step=step,
             )
-            if step >= warmup_steps:
-                plateau.step(mean_loss)
-            extra = "".join(f", {k} {v:.4f}" for k, v in logs.items())
+            if step >= warmup_steps:  # the validation loss when there is one (the paper recipe)
+                plateau.step(valid.get("valid_loss", mean_loss))
+            extra = "".join(f", {k} {v:.4f}" for k, v in (logs | valid).items())
             self.log(
                 f"epoch {epoch + 1}/{stage.epochs}: loss {mean_loss:.4f}{extra}, "
                 f"lr {optimizer.param_groups[-1]['lr']:.2e}, {time.perf_counter() - started:.1f}s"
@@ -669,6 +752,30 @@ class Experiment:
             metrics.update({f"{protocol.name}/{k}": float(v) for k, v in result.metrics.items()})
             tables[protocol.name] = result.table
         return metrics, tables
+
+
+def hold_out(
+    clips: list[Clip], fraction: float, key: str, seed: int
+) -> tuple[list[Clip], list[Clip]]:
+    """``(train, valid)``: whole groups of clips (equal ``meta[key]``; a clip without it is
+    its own group), drawn in a seeded order until ``fraction`` of the clips are held out."""
+    groups: dict[str, list[int]] = {}
+    for i, clip in enumerate(clips):
+        groups.setdefault(clip.meta.get(key) or f"clip {i}", []).append(i)
+    names = sorted(groups)
+    random.Random(seed).shuffle(names)
+    held: list[int] = []
+    for name in names:
+        if len(held) >= fraction * len(clips):
+            break
+        held += groups[name]
+    if not held or len(held) == len(clips):
+        raise DataError(
+            f"run.valid_fraction={fraction} leaves no training or no validation clips "
+            f"({len(groups)} groups by clip metadata '{key}')"
+        )
+    chosen = set(held)
+    return [c for i, c in enumerate(clips) if i not in chosen], [clips[i] for i in sorted(held)]
 
 
 def worker_seed(run: RunSettings, stage: int, epoch: int) -> int:
