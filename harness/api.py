@@ -407,10 +407,41 @@ class Protocol:
         raise NotImplementedError
 
 
+class Logger:
+    """Receives a run's training metrics as they are logged (``run.loggers``).
+
+    Events are flat dicts: ``event`` (``"step"`` every ``run.sync_every`` optimizer steps,
+    ``"epoch"`` after each epoch), ``stage``, ``stage_name``, ``epoch``, ``step`` (of the
+    stage), ``global_step`` (over all stages) and float values: ``loss``, every key of the
+    method's :class:`StepOutput` logs, ``lr`` (and ``lr/group<i>``), ``clips_per_s``,
+    ``data_wait`` (fraction of the time spent waiting for batches) and, on CUDA,
+    ``gpu_mem_gb``. Only the main process logs.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Config: ClassVar[type] = NoConfig
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def open(self, folder: Path, resume_step: int | None) -> None:
+        """Start writing into ``folder`` (the in-progress folder; its content becomes part
+        of the run folder). ``resume_step``: the global step a resumed run continues after
+        (drop anything logged beyond it), None for a fresh run."""
+
+    def log(self, event: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Flush and release files (called when training ends or fails)."""
+
+
 KINDS: dict[str, type] = {
     "backbone": Backbone,
     "method": Method,
     "augmentation": Augmentation,
     "dataset": Dataset,
     "protocol": Protocol,
+    "logger": Logger,
 }

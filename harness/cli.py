@@ -119,6 +119,21 @@ def cli(
     show_default=True,
     help="Processes (GPUs) to train with; launches torchrun (DDP; gloo with --device cpu).",
 )
+@click.option(
+    "--resume",
+    is_flag=False,
+    flag_value="auto",
+    default=None,
+    metavar="[PATH]",
+    help="Continue the interrupted run of this configuration in OUT (or the in-progress "
+    "folder PATH); an error when there is none.",
+)
+@click.option(
+    "--resume-if-any",
+    is_flag=True,
+    help="Continue the interrupted run of this configuration in OUT if there is one, "
+    "else start afresh (for requeued jobs).",
+)
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -127,6 +142,8 @@ def run(
     out: Path,
     store: Path | None,
     nproc: int,
+    resume: str | None,
+    resume_if_any: bool,
     **flags: Any,
 ) -> None:
     """Train and evaluate one combination, store the run, and print its tables."""
@@ -143,7 +160,9 @@ def run(
     if nproc != 1 and "LOCAL_RANK" not in os.environ:
         launch_torchrun(nproc, cfg.run.device, ctx.find_root().obj.get("argv", sys.argv[1:]))
         return
-    result = run_experiment(cfg, out, ResultStore(store or default_store(out)))
+    result = run_experiment(
+        cfg, out, ResultStore(store or default_store(out)), resume, resume_if_any
+    )
     if int(os.environ.get("RANK", "0")) != 0:
         return  # rank 0 prints the tables and the stored run
     for name, table in result.tables.items():
@@ -363,6 +382,44 @@ def write_manifest(loaded: Plugins, distribution: str, output: Path | None) -> N
     from harness.store import write_text_atomic
 
     write_text_atomic(output, text)
+
+
+@cli.command()
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_OUT,
+    show_default=True,
+    help="Folder of the run folders.",
+)
+@click.option(
+    "--store",
+    "store_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite results store (default: OUT/results.sqlite, or $HARNESS_STORE).",
+)
+@click.option("--partial", is_flag=True, help="List interrupted (in-progress) runs instead.")
+def runs(out: Path, store_path: Path | None, partial: bool) -> None:
+    """List stored runs, or with --partial the interrupted runs --resume can continue."""
+    if partial:
+        from harness.resume import list_partials
+
+        found = list_partials(out)
+        for item in found:
+            click.echo(item.describe())
+        if not found:
+            click.echo(f"no interrupted runs in {out}")
+        return
+    from harness.store import ResultStore
+
+    records = ResultStore(store_path or default_store(out)).records()
+    for record in records:
+        click.echo(
+            f"{record.run_id}  {record.backbone}/{record.method}/{record.aug}/{record.dataset}"
+            f"  seed {record.seed}  {record.run_dir}"
+        )
+    if not records:
+        click.echo(f"no stored runs in {store_path or default_store(out)}")
 
 
 @cli.group()

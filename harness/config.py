@@ -198,6 +198,21 @@ class RunSettings:
     """Clip the gradients' global norm to this (0: off)."""
     sync_every: int = 50
     """Steps between reads of the accumulated loss (the step never waits for the GPU)."""
+    checkpoint_every_steps: int = 0
+    """Optimizer steps between mid-epoch checkpoints (0: only after every epoch)."""
+    loggers: list[str] = field(default_factory=list)
+    """Loggers that receive the training metrics besides ``metrics.jsonl`` (e.g. tensorboard)."""
+    valid_fraction: float = 0.0
+    """Fraction of the training clips held out for validation, by whole ``valid_group``
+    (0: off, so published protocols stay comparable; a data set's own validation split
+    is used when it has one)."""
+    valid_group: str = "identifier"
+    """Clip metadata key held out together (TAU22: ``identifier``, the recording location),
+    so no group is in both; clips without it are their own group."""
+    select: Literal["last", "best"] = "last"
+    """Weights evaluated: the last epoch's, or the best epoch's by ``select_metric``."""
+    select_metric: Literal["valid_acc", "valid_loss"] = "valid_acc"
+    """Validation metric ``select=best`` ranks epochs by (accuracy: higher, loss: lower)."""
 
     domains = domain_map(
         epochs=at_least(1, "Training epochs."),
@@ -219,6 +234,8 @@ class RunSettings:
         grad_accum=at_least(1, "Micro-batches per optimizer step."),
         grad_clip=non_negative("Clip the gradients' global norm to this (0: off)."),
         sync_every=at_least(1, "Steps between reads of the accumulated loss."),
+        checkpoint_every_steps=non_negative("Steps between mid-epoch checkpoints (0: off)."),
+        valid_fraction=between(0, 1, "Training clips held out for validation.", open_high=True),
     )
 
     def __post_init__(self) -> None:
@@ -275,6 +292,7 @@ class RunConfig:
     dataset: Component
     augs: list[Component] = field(default_factory=list)
     protocols: list[Component] = field(default_factory=list)
+    loggers: list[Component] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -289,12 +307,23 @@ class RunConfig:
         }
 
     def config_hash(self) -> str:
-        text = json.dumps(self.as_dict(), sort_keys=True)
+        text = json.dumps(hashed_config(self.as_dict()), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
     def aug_label(self) -> str:
         return "+".join(a.name for a in self.augs) or "none"
+
+
+UNHASHED_RUN_KEYS = ("checkpoint_every_steps", "loggers")
+"""Run settings that change what is recorded, never the result: left out of the hash, so a
+run resumes (and compares) whatever its checkpoint frequency and loggers."""
+
+
+def hashed_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of :meth:`RunConfig.as_dict` that identifies equal runs."""
+    run = {k: v for k, v in config.get("run", {}).items() if k not in UNHASHED_RUN_KEYS}
+    return {**config, "run": run}
 
 
 def to_plain(value: Any) -> Any:
@@ -388,7 +417,14 @@ def resolve(raw: dict[str, Any], plugins: Plugins) -> RunConfig:
         section: resolve_list(table(raw, section), section, plugins[kind])
         for section, kind in LIST_KINDS.items()
     }
-    return RunConfig(run=run, **singles, augs=lists["aug"], protocols=lists["protocol"])
+    loggers = [
+        Component(entry, build_dataclass(entry.cls.Config, {}, f"logger {name}"))
+        for name in run.loggers
+        for entry in [plugins["logger"].get(name)]
+    ]
+    return RunConfig(
+        run=run, **singles, augs=lists["aug"], protocols=lists["protocol"], loggers=loggers
+    )
 
 
 def default_dataset(raw: dict[str, Any], plugins: Plugins) -> str:

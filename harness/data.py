@@ -251,6 +251,8 @@ class OrderSampler(Sampler[list[int]]):
         self.n, self.batch_size, self.drop_last = n, batch_size, drop_last
         self.rank, self.world = rank, world
         self.order = torch.arange(n)
+        self.skip = 0
+        """Batches of the pass to leave out at its start (a resumed epoch)."""
 
     def __len__(self) -> int:
         return num_batches(self.n, self.batch_size, self.drop_last)
@@ -261,7 +263,7 @@ class OrderSampler(Sampler[list[int]]):
             if self.drop_last and self.n >= self.batch_size
             else self.n
         )
-        for start in range(0, stop, self.batch_size):
+        for start in range(self.skip * self.batch_size, stop, self.batch_size):
             # rank r takes every world-th clip of the global batch (DistributedSampler's stride)
             yield self.order[start : start + self.batch_size][self.rank :: self.world].tolist()
 
@@ -311,9 +313,19 @@ class Loader:
     def __len__(self) -> int:
         return len(self.sampler)
 
-    def epoch(self, generator: torch.Generator | None = None) -> Iterator[Batch]:
-        """One pass: shuffled by ``generator`` (one ``randperm`` draw), else in order."""
+    def epoch(
+        self,
+        generator: torch.Generator | None = None,
+        skip: int = 0,
+        worker_seed: int | None = None,
+    ) -> Iterator[Batch]:
+        """One pass: shuffled by ``generator`` (one ``randperm`` draw), else in order;
+        ``skip`` leaves out its first batches, ``worker_seed`` seeds the workers' RNGs
+        (workers started afresh for this pass take it; persistent ones keep their first)."""
         n = len(self.audio)
+        self.sampler.skip = skip
+        if worker_seed is not None:
+            self.loader.generator.manual_seed(worker_seed)
         self.sampler.order = (
             torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
         )

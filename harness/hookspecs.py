@@ -103,6 +103,18 @@ def register_protocols(register: Register) -> None:
     """
 
 
+@hookspec
+def register_loggers(register: Register) -> None:
+    """Add training-metric loggers (named in ``run.loggers``).
+
+    :param register: call with each :class:`harness.api.Logger` subclass.
+
+    A logger receives the same events the core writes to the run's
+    ``metrics.jsonl`` (one per logged step and one per epoch) and writes its
+    files into the folder it is opened on; they end up in the run folder.
+    """
+
+
 # -- command line -------------------------------------------------------------
 
 

@@ -35,6 +35,7 @@ HOOK_FOR_KIND = {
     "augmentation": "register_augmentations",
     "dataset": "register_datasets",
     "protocol": "register_protocols",
+    "logger": "register_loggers",
 }
 
 

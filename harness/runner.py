@@ -6,6 +6,7 @@ import math
 import os
 import platform
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,7 @@ from harness.api import (
     Augmentation,
     Backbone,
     Batch,
+    Clip,
     DataSplits,
     EvalContext,
     Method,
@@ -37,11 +39,29 @@ from harness.audio import check_header
 from harness.audio_cache import cache_folder, cached_audio, check_writable
 from harness.cache import clean_stale_cache
 from harness.checkpoints import load_backbone_checkpoint
-from harness.config import RunConfig
+from harness.config import RunConfig, RunSettings
 from harness.data import ClipAudio, Loader, resolve_workers, split_audio
 from harness.errors import DataError, HarnessError, UsageError
 from harness.faults import checkpoint
+from harness.metrics_log import Clock, MetricsLog, gpu_memory, learning_rates, timed
 from harness.progress import note, progress
+from harness.resume import (
+    FORMAT,
+    Partial,
+    Position,
+    find_resume,
+    load_checkpoint,
+    load_module_state,
+    module_state,
+    partial_root,
+    rank_file,
+    remove_partial,
+    rng_state,
+    save_atomic,
+    set_rng_state,
+    start_partial,
+    write_state,
+)
 from harness.store import ResultStore, RunRecord, commit_run, new_run_id, recover, write_json
 
 
@@ -118,6 +138,17 @@ class Accumulator:
         self.logs: dict[str, Tensor | float] = {}
         self.steps = 0
 
+    def state(self) -> dict[str, Any]:
+        return {"loss": self.loss, "bad": self.bad, "logs": dict(self.logs), "steps": self.steps}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.loss = state["loss"].to(self.device)
+        self.bad = state["bad"].to(self.device)
+        self.logs = {
+            k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in state["logs"].items()
+        }
+        self.steps = int(state["steps"])
+
     def add(self, loss: Tensor, logs: dict[str, Any]) -> None:
         loss = loss.detach().float()
         self.bad += (~torch.isfinite(loss)).long()
@@ -182,6 +213,9 @@ class Experiment:
             self.splits: DataSplits = cfg.dataset.build().load()
         for protocol in self.protocols:
             protocol.check(self.splits, self.method)
+        self.has_valid = self.validation_split()
+        self.best: dict[str, Any] | None = None
+        """The best epoch's weights and validation value (``run.select=best``)."""
         self.task = Task(
             self.splits.classes,
             self.splits.devices,
@@ -191,6 +225,89 @@ class Experiment:
         self._audio: dict[str, ClipAudio] = {}
         self._loaders: dict[tuple, Loader] = {}
         self._embeddings: dict[str, Tensor] = {}
+        self.partial_dir: Path | None = None
+        """The in-progress folder checkpoints go to (None: no checkpoints)."""
+        self.resume_state: dict[str, Any] | None = None
+        self._rng_pending = False
+        self.stage_names: list[tuple[str, int]] = []
+        self.metrics: MetricsLog | None = None
+        """``metrics.jsonl`` and the loggers (the main process of a run with a folder)."""
+        self.global_step = 0
+        """Optimizer steps over all stages."""
+
+    def validation_split(self) -> bool:
+        """Hold out ``run.valid_fraction`` of the training clips (unless the data set has a
+        validation split); whether this run validates after every epoch."""
+        run = self.cfg.run
+        if run.valid_fraction > 0 and not getattr(self.splits, "valid", None):
+            self.splits.train, self.splits.valid = hold_out(
+                self.splits.train, run.valid_fraction, run.valid_group, run.seed
+            )
+        has_valid = bool(getattr(self.splits, "valid", None))
+        if run.select == "best" and not has_valid:
+            raise UsageError(
+                "run.select=best needs a validation split: set run.valid_fraction "
+                f"(data set '{self.cfg.dataset.name}' has none of its own)"
+            )
+        wanted = run.select == "best" or run.valid_fraction > 0
+        if has_valid and not self.method.supervised:
+            if wanted:
+                raise UsageError(
+                    f"validation needs class scores, but method '{self.method.name}' trains no "
+                    "classifier (leave run.valid_fraction at 0 and run.select=last)"
+                )
+            return False
+        return has_valid
+
+    def validate(self) -> dict[str, float]:
+        """Loss (NLL) and accuracy (%) on the validation split; training RNGs untouched."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            probs = self.predict("valid")
+        labels = self.audio("valid").labels
+        keep = labels >= 0
+        probs, labels = probs[keep], labels[keep]
+        picked = probs[torch.arange(len(labels)), labels].clamp_min(1e-12)
+        return {
+            "valid_loss": float(-picked.log().mean()),
+            "valid_acc": float((probs.argmax(1) == labels).float().mean() * 100),
+        }
+
+    def consider_best(self, valid: dict[str, float], stage: int, epoch: int) -> None:
+        """Keep this epoch's weights if its ``run.select_metric`` is the best so far."""
+        run = self.cfg.run
+        if run.select != "best" or not valid:
+            return
+        value = valid[run.select_metric]
+        best = self.best
+        if best is not None:
+            better = (
+                value < best["value"]
+                if run.select_metric == "valid_loss"
+                else value > best["value"]
+            )
+            if not better:
+                return
+        self.best = {
+            "value": value,
+            "stage": stage,
+            "epoch": epoch,
+            "backbone": {
+                k: v.detach().cpu().clone() for k, v in self.backbone.state_dict().items()
+            },
+            "method": {k: v.detach().cpu().clone() for k, v in self.method.state_dict().items()},
+        }
+
+    def load_best(self) -> None:
+        best = self.best
+        if best is None:
+            return
+        self.backbone.load_state_dict(best["backbone"])
+        self.method.load_state_dict(best["method"])
+        self.log(
+            f"selected the weights of stage {best['stage']} epoch {best['epoch']} "
+            f"({self.cfg.run.select_metric} {best['value']:.4f})"
+        )
 
     def log(self, message: str) -> None:
         self.log_lines.append(message)
@@ -201,7 +318,7 @@ class Experiment:
         if split not in self._audio:
             clips = getattr(self.splits, split)
             seconds = self.splits.clip_seconds
-            if split == "train" and self.splits.train_clip_seconds:
+            if split in ("train", "valid") and self.splits.train_clip_seconds:
                 seconds = self.splits.train_clip_seconds
             try:
                 audio = split_audio(clips, self.backbone.sample_rate, seconds, self.splits.devices)
@@ -267,7 +384,43 @@ class Experiment:
             Stage("train", run.epochs, run.lr, run.batch_size)
         ]
         generator = torch.Generator().manual_seed(run.seed)
+        self.stage_names = [(s.name, s.epochs) for s in stages]
+        start = self.resume_position()
+        if start is not None:
+            generator.set_state(self.resume_state["generator"])
+            self._rng_pending = True
+        self.open_metrics(stages)
+        try:
+            self.train_stages(stages, generator, start)
+            self.load_best()
+        finally:
+            if self.metrics is not None:
+                self.metrics.close()
+
+    def open_metrics(self, stages: list[Stage]) -> None:
+        """Start (or continue) the in-progress folder's ``metrics.jsonl`` and loggers."""
+        folder = self.partial_dir
+        if folder is None or not self.ranks.is_main:
+            return
+        state = self.resume_state
+        if state is None:  # a fresh start: the folder exists before the first checkpoint
+            start_partial(folder, self.cfg.as_dict())
+            write_state(folder, self.state_info(stages[0], Position(), checkpointed=False))
+        self.metrics = MetricsLog(folder, [c.build() for c in self.cfg.loggers])
+        if state is None:
+            self.metrics.open(None, None)
+        else:
+            self.metrics.open(int(state.get("metrics_offset", 0)), self.global_step)
+
+    def train_stages(
+        self, stages: list[Stage], generator: torch.Generator, start: Position | None
+    ) -> None:
         for number, stage in enumerate(stages, 1):
+            if start is not None and (
+                number < start.stage
+                or (number == start.stage and start.epoch >= stage.epochs and not start.micro)
+            ):
+                continue  # finished before the interruption
             if len(stages) > 1 or stage.note:
                 self.log(
                     f"stage {number}/{len(stages)} '{stage.name}': {stage.epochs} epochs, "
@@ -276,7 +429,52 @@ class Experiment:
                     + (f"; {stage.note}" if stage.note else "")
                 )
             self.method.begin_stage(stage)
-            self.train_stage(stage, generator)
+            resumed = start is not None and number == start.stage
+            self.train_stage(stage, generator, number, resumed)
+
+    def resume_position(self) -> Position | None:
+        """The checkpoint's position, after restoring the model and method from it."""
+        state = self.resume_state
+        if state is None:
+            return None
+        load_module_state(self.backbone, state["backbone"], "backbone")
+        load_module_state(self.method, state["method"], "method")
+        self.log_lines[:0] = [line for line in state["log"] if line not in self.log_lines]
+        self.global_step = int(state.get("global_step", 0))
+        self.best = state.get("best")
+        position = Position(**state["position"])
+        self.log(
+            f"resumed from {self.partial_dir} at stage {position.stage}, "
+            f"epoch {position.epoch}, step {position.step}"
+        )
+        return position
+
+    def save_checkpoint(self, position: Position, stage: Stage, **state: Any) -> None:
+        """Write this rank's checkpoint (and, on rank 0, ``state.json``) atomically."""
+        folder = self.partial_dir
+        if folder is None:
+            return
+        if self.ranks.is_main and not (folder / "config.json").is_file():
+            start_partial(folder, self.cfg.as_dict())
+        distributed.barrier()
+        payload = {
+            "format": FORMAT,
+            "config_hash": self.cfg.config_hash(),
+            "world": self.ranks.world,
+            "position": position.as_dict(),
+            "backbone": module_state(self.backbone),
+            "method": module_state(self.method),
+            "rng": rng_state(),
+            "log": list(self.log_lines),
+            "global_step": self.global_step,
+            "best": self.best,
+            "metrics_offset": self.metrics.offset() if self.metrics is not None else 0,
+            **state,
+        }
+        save_atomic(payload, rank_file(folder, self.ranks.rank))
+        if self.ranks.is_main:
+            write_state(folder, self.state_info(stage, position))
+        checkpoint(f"checkpoint {position.stage}:{position.epoch}:{position.micro}")
 
     def build_optimizer(self, stage: Stage) -> torch.optim.Optimizer:
         """Adam over what the stage trains; each group remembers its ``base_lr`` for warmup."""
@@ -307,7 +505,34 @@ class Experiment:
         module = TrainStep(self.method, self.backbone)
         return wrap_ddp(module, self.device) if self.ranks.active else module
 
-    def train_stage(self, stage: Stage, generator: torch.Generator) -> None:
+    def state_info(
+        self, stage: Stage, position: Position, checkpointed: bool = True
+    ) -> dict[str, Any]:
+        """What ``state.json`` says about the in-progress run."""
+        cfg = self.cfg
+        return {
+            "run_id": self.partial_dir.name if self.partial_dir else "",
+            "created": getattr(self, "created", ""),
+            "config_hash": cfg.config_hash(),
+            "backbone": cfg.backbone.name,
+            "method": cfg.method.name,
+            "dataset": cfg.dataset.name,
+            "world": self.ranks.world,
+            "stages": len(self.stage_names),
+            "stage_name": stage.name,
+            "stage_epochs": stage.epochs,
+            "checkpoint": checkpointed,
+            "global_step": self.global_step,
+            **position.as_dict(),
+        }
+
+    def log_event(self, kind: str, values: dict[str, float], **where: Any) -> None:
+        if self.metrics is not None:
+            self.metrics.log({"event": kind, **where, "global_step": self.global_step, **values})
+
+    def train_stage(
+        self, stage: Stage, generator: torch.Generator, number: int = 1, resumed: bool = False
+    ) -> None:
         run = self.cfg.run
         optimizer = self.build_optimizer(stage)
         if not any(group["params"] for group in optimizer.param_groups):
@@ -327,16 +552,38 @@ class Experiment:
                 f"run.grad_accum {accum} exceeds the {len(loader)} batches of an epoch"
             )
         warmup_steps = run.warmup_epochs * steps_per_epoch
-        step = 0
-        for epoch in range(stage.epochs):
+        step, first_epoch, skip = 0, 0, 0
+        state = self.resume_state or {}
+        if resumed:
+            optimizer.load_state_dict(state["optimizer"])
+            plateau.load_state_dict(state["plateau"])
+            scaler.load_state_dict(state["scaler"])
+            position = Position(**state["position"])
+            first_epoch, step, skip = position.epoch, position.step, position.micro
+        if self._rng_pending:  # the first stage trained after a resume
+            set_rng_state(state["rng"])
+            self._rng_pending = False
+        every = run.checkpoint_every_steps
+        for epoch in range(first_epoch, stage.epochs):
             self.backbone.train()
             self.method.train()
             sums = Accumulator(self.device)
             window = Accumulator(self.device)
+            if skip:  # resumed inside this epoch: the same order, the batches done skipped
+                generator.set_state(state["epoch_generator"])
+                sums.load(state["sums"])
+                window.load(state["window"])
             started = time.perf_counter()
-            batch_iter = loader.epoch(generator)
+            epoch_clock, window_clock = Clock(), Clock()
+            where = {"stage": number, "stage_name": stage.name, "epoch": epoch + 1}
+            epoch_generator = generator.get_state()
+            batch_iter = loader.epoch(
+                generator, skip=skip, worker_seed=worker_seed(run, number, epoch)
+            )
+            batch_iter = timed(batch_iter, [epoch_clock, window_clock])
             for micro, batch in enumerate(
-                progress(batch_iter, desc=f"epoch {epoch + 1}/{stage.epochs}", total=len(loader))
+                progress(batch_iter, desc=f"epoch {epoch + 1}/{stage.epochs}", total=len(loader)),
+                start=skip,
             ):
                 if micro >= steps_per_epoch * accum:
                     continue  # micro-batches that would not fill an optimizer step
@@ -345,6 +592,8 @@ class Experiment:
                     for group in optimizer.param_groups:
                         group["lr"] = group["base_lr"] * (step + 1) / warmup_steps
                 prepared = self.prepare(batch, train=True)
+                epoch_clock.clips += prepared.wave.shape[0]
+                window_clock.clips += prepared.wave.shape[0]
                 sync = model.no_sync() if self.ranks.active and not last else nullcontext()
                 with sync:
                     with self.autocast():
@@ -363,16 +612,58 @@ class Experiment:
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
+                self.global_step += 1
                 if step % run.sync_every == 0:
+                    loss_now, logs_now = window.means()
                     self.check_finite(window, epoch, step)
+                    self.log_event(
+                        "step",
+                        {"loss": loss_now, **logs_now, **learning_rates(optimizer)}
+                        | window_clock.rates(self.ranks.world)
+                        | gpu_memory(self.device),
+                        **where,
+                        step=step,
+                    )
+                    window_clock.reset()
+                if every and step % every == 0 and micro + 1 < steps_per_epoch * accum:
+                    self.save_checkpoint(
+                        Position(number, epoch, step, micro + 1),
+                        stage,
+                        optimizer=optimizer.state_dict(),
+                        plateau=plateau.state_dict(),
+                        scaler=scaler.state_dict(),
+                        generator=generator.get_state(),
+                        epoch_generator=epoch_generator,
+                        sums=sums.state(),
+                        window=window.state(),
+                    )
+            skip = 0
             self.check_finite(window, epoch, step)
             mean_loss, logs = sums.means()
-            if step >= warmup_steps:
-                plateau.step(mean_loss)
-            extra = "".join(f", {k} {v:.4f}" for k, v in logs.items())
+            valid = self.validate() if self.has_valid else {}
+            self.consider_best(valid, number, epoch + 1)
+            self.log_event(
+                "epoch",
+                {"loss": mean_loss, **logs, **valid, **learning_rates(optimizer)}
+                | epoch_clock.rates(self.ranks.world)
+                | gpu_memory(self.device),
+                **where,
+                step=step,
+            )
+            if step >= warmup_steps:  # the validation loss when there is one (the paper recipe)
+                plateau.step(valid.get("valid_loss", mean_loss))
+            extra = "".join(f", {k} {v:.4f}" for k, v in (logs | valid).items())
             self.log(
                 f"epoch {epoch + 1}/{stage.epochs}: loss {mean_loss:.4f}{extra}, "
                 f"lr {optimizer.param_groups[-1]['lr']:.2e}, {time.perf_counter() - started:.1f}s"
+            )
+            self.save_checkpoint(
+                Position(number, epoch + 1, step, 0),
+                stage,
+                optimizer=optimizer.state_dict(),
+                plateau=plateau.state_dict(),
+                scaler=scaler.state_dict(),
+                generator=generator.get_state(),
             )
 
     def check_finite(self, window: Accumulator, epoch: int, step: int) -> None:
@@ -461,6 +752,36 @@ class Experiment:
             metrics.update({f"{protocol.name}/{k}": float(v) for k, v in result.metrics.items()})
             tables[protocol.name] = result.table
         return metrics, tables
+
+
+def hold_out(
+    clips: list[Clip], fraction: float, key: str, seed: int
+) -> tuple[list[Clip], list[Clip]]:
+    """``(train, valid)``: whole groups of clips (equal ``meta[key]``; a clip without it is
+    its own group), drawn in a seeded order until ``fraction`` of the clips are held out."""
+    groups: dict[str, list[int]] = {}
+    for i, clip in enumerate(clips):
+        groups.setdefault(clip.meta.get(key) or f"clip {i}", []).append(i)
+    names = sorted(groups)
+    random.Random(seed).shuffle(names)
+    held: list[int] = []
+    for name in names:
+        if len(held) >= fraction * len(clips):
+            break
+        held += groups[name]
+    if not held or len(held) == len(clips):
+        raise DataError(
+            f"run.valid_fraction={fraction} leaves no training or no validation clips "
+            f"({len(groups)} groups by clip metadata '{key}')"
+        )
+    chosen = set(held)
+    return [c for i, c in enumerate(clips) if i not in chosen], [clips[i] for i in sorted(held)]
+
+
+def worker_seed(run: RunSettings, stage: int, epoch: int) -> int:
+    """The DataLoader's seed for one epoch: a function of (seed, stage, epoch) only, so a
+    resumed epoch seeds its workers as the uninterrupted run did."""
+    return (run.seed * 1_000_003 + stage * 10_007 + epoch) % 2**63
 
 
 def describe_blocks(blocks: int | None) -> str:
@@ -553,8 +874,20 @@ def check_metrics(metrics: dict[str, float]) -> None:
         raise HarnessError(f"run failed: non-finite metrics ({listed}); nothing was stored")
 
 
-def run_experiment(cfg: RunConfig, out_dir: Path, store: ResultStore) -> RunResult:
-    """Check cheaply, train, evaluate, and store one run (folder and row) as one unit."""
+def run_experiment(
+    cfg: RunConfig,
+    out_dir: Path,
+    store: ResultStore,
+    resume: str | None = None,
+    resume_if_any: bool = False,
+) -> RunResult:
+    """Check cheaply, train, evaluate, and store one run (folder and row) as one unit.
+
+    Training checkpoints into ``out_dir/.partial/<run id>/`` after every epoch.
+    ``resume``: ``"auto"`` continues the newest interrupted run of this configuration in
+    ``out_dir``, a path that one (an error when there is none); ``resume_if_any``: continue
+    one if there is one, else start afresh.
+    """
     started = time.perf_counter()
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one process tidies up
         recover(out_dir, store)
@@ -566,8 +899,18 @@ def run_experiment(cfg: RunConfig, out_dir: Path, store: ResultStore) -> RunResu
         check_output_folder(store.path.parent)
     created = datetime.now(UTC)
     config_hash = cfg.config_hash()
-    run_id = new_run_id(created, config_hash)
+    partial: Partial | None = None
+    if resume is not None or resume_if_any:
+        partial = find_resume(out_dir, cfg.as_dict(), config_hash, resume or "auto", resume_if_any)
     experiment = Experiment(cfg)
+    if partial is not None:
+        run_id = partial.run_id
+        created = datetime.fromisoformat(str(partial.state.get("created", created.isoformat())))
+        experiment.resume_state = resume_checkpoint(partial, experiment)
+    else:
+        run_id = distributed_run_id(new_run_id(created, config_hash))
+    experiment.partial_dir = partial_root(out_dir) / run_id
+    experiment.created = created.isoformat()
     try:
         check_audio_headers(experiment.splits)
         for split in ("train", "eval"):  # read (and check) every sample before the first step
@@ -575,6 +918,10 @@ def run_experiment(cfg: RunConfig, out_dir: Path, store: ResultStore) -> RunResu
         experiment.setup()
         experiment.train()
         metrics, tables = experiment.evaluate()
+    except BaseException:
+        if experiment.ranks.is_main:
+            discard_unstarted(experiment.partial_dir)
+        raise
     finally:
         experiment.close()
     check_metrics(metrics)
@@ -602,7 +949,39 @@ def run_experiment(cfg: RunConfig, out_dir: Path, store: ResultStore) -> RunResu
     commit_run(
         final_dir, store, record, lambda tmp: write_run_folder(tmp, record, experiment, tables)
     )
+    remove_partial(experiment.partial_dir)
     return RunResult(record, tables)
+
+
+def resume_checkpoint(partial: Partial, experiment: Experiment) -> dict[str, Any] | None:
+    """This rank's checkpoint of ``partial``, checked against the run about to resume."""
+    path = rank_file(partial.folder, experiment.ranks.rank)
+    if partial.state.get("checkpoint") is False and not path.exists():
+        return None  # killed before its first checkpoint: start it again, in its folder
+    state = load_checkpoint(path)
+    if state.get("config_hash") != experiment.cfg.config_hash():
+        raise HarnessError(f"checkpoint in {partial.folder} is of another configuration")
+    if state.get("world") != experiment.ranks.world:
+        raise UsageError(
+            f"--resume {partial.folder}: it trained in {state.get('world')} processes, "
+            f"this run has {experiment.ranks.world} (use the same --nproc)"
+        )
+    return state
+
+
+def discard_unstarted(folder: Path) -> None:
+    """Remove an in-progress folder that holds no checkpoint yet (nothing to resume)."""
+    if folder.is_dir() and not any(folder.glob("rank*.pt")):
+        remove_partial(folder)
+
+
+def distributed_run_id(run_id: str) -> str:
+    """Rank 0's run id on every rank (they share one in-progress folder)."""
+    if not distributed.current().active:
+        return run_id
+    shared = [run_id]
+    torch.distributed.broadcast_object_list(shared, src=0)
+    return str(shared[0])
 
 
 def write_run_folder(
@@ -618,3 +997,21 @@ def write_run_folder(
     (folder / "tables.md").write_text(
         "\n\n".join(f"## {k}\n\n{v}" for k, v in tables.items()) + "\n"
     )
+    copy_training_records(experiment.partial_dir, folder)
+
+
+PARTIAL_ONLY = ("config.json", "state.json")
+
+
+def copy_training_records(partial: Path | None, folder: Path) -> None:
+    """``metrics.jsonl`` and the loggers' files from the in-progress folder (not the
+    checkpoints) into the run folder."""
+    if partial is None or not partial.is_dir():
+        return
+    for item in partial.iterdir():
+        if item.name in PARTIAL_ONLY or item.name.startswith(".") or item.suffix == ".pt":
+            continue
+        if item.is_dir():
+            shutil.copytree(item, folder / item.name)
+        else:
+            shutil.copy2(item, folder / item.name)

@@ -504,7 +504,9 @@ def stored_runs(tmp_path: Path) -> int:
 
 def run_folders(tmp_path: Path) -> list[Path]:
     runs = tmp_path / "runs"
-    return [p for p in runs.iterdir() if p.is_dir()] if runs.exists() else []
+    return (
+        [p for p in runs.iterdir() if p.is_dir() and p.name != ".partial"] if runs.exists() else []
+    )
 
 
 def test_cli_run_on_the_embedded_benchmark(tmp_path, monkeypatch, capsys):

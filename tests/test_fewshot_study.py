@@ -288,7 +288,8 @@ def nothing_stored(tmp_path: Path) -> bool:
         with sqlite3.connect(store) as db:
             if db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]:
                 return False
-    return not runs.exists() or not any(p.is_dir() for p in runs.iterdir())
+    # .partial: a failed run's resumable training state, not a run
+    return not runs.exists() or not any(p.is_dir() and p.name != ".partial" for p in runs.iterdir())
 
 
 def explode_run(*protocol_args: str) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ def test_there_is_a_hook_per_plugin_kind_and_for_commands():
         "register_augmentations",
         "register_datasets",
         "register_protocols",
+        "register_loggers",
         "register_commands",
     }
 

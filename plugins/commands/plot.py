@@ -10,7 +10,8 @@ augmentation exactly as in ``harness run`` (e.g. a real collection's path).
 against N (at K = 1) or, with ``--vs k``, against K (at N = 5), one line per leaderboard row
 with 95% CIs (uaMix-MAE Figures 3-5). ``harness plot tsne --run RUN --classes a,b,c`` embeds
 the chosen classes' clips with the encoder before and after tuning and draws a t-SNE of each
-side by side (Figure 6).
+side by side (Figure 6). ``harness plot curves --run RUN`` draws a run's training curves from
+its ``metrics.jsonl`` (loss, the method's logged values, learning rate, throughput).
 
 Each figure is one sub-command of the ``plot`` group: add another with
 ``@plot.command("name")``.
@@ -666,6 +667,112 @@ def figure_colours(count: int) -> list[Any]:
 
     cmap = colormaps["tab10" if count <= 10 else "tab20"]
     return [cmap(i % cmap.N) for i in range(count)]
+
+
+CURVE_SKIP = {"event", "stage", "stage_name", "epoch", "step", "global_step", "seconds"}
+
+
+def read_metrics(folder: Path) -> list[dict[str, Any]]:
+    """A run folder's (or in-progress folder's) ``metrics.jsonl`` events."""
+    import json
+
+    path = folder / "metrics.jsonl"
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as err:
+        raise UsageError(f"cannot read {path}: {err} (runs log it since harness 0.1)") from None
+    events = []
+    for number, line in enumerate(lines, 1):
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            raise UsageError(f"{path} line {number} is not JSON") from None
+        if isinstance(event, dict) and "global_step" in event:
+            events.append(event)
+    if not events:
+        raise UsageError(f"{path} holds no logged steps")
+    return events
+
+
+def curve_keys(events: list[dict[str, Any]], wanted: str | None) -> list[str]:
+    present = [k for e in events for k, v in e.items() if isinstance(v, int | float)]
+    keys = list(dict.fromkeys(k for k in present if k not in CURVE_SKIP))
+    if wanted is None:
+        return keys
+    chosen = [k.strip() for k in wanted.split(",") if k.strip()]
+    missing = [k for k in chosen if k not in keys]
+    if missing:
+        raise UsageError(f"--metrics: {', '.join(missing)} not logged (logged: {', '.join(keys)})")
+    return chosen
+
+
+@plot.command("curves")
+@click.option(
+    "--run",
+    "run_ref",
+    required=True,
+    help="A run folder, an in-progress folder (runs/.partial/<id>) or a run id in the store.",
+)
+@click.option("--metrics", default=None, help="Comma-separated keys to draw (default: all).")
+@click.option(
+    "--store",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite results store for run ids (default: runs/results.sqlite, or $HARNESS_STORE).",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("curves.png"),
+    show_default=True,
+    help="PNG file to write.",
+)
+def curves(run_ref: str, metrics: str | None, store: Path | None, output: Path) -> None:
+    """Training curves of one run from its metrics.jsonl: loss, the method's logs, lr,
+    throughput; per logged step (line) and per epoch (dots), against the optimizer step."""
+    from harness.cli import DEFAULT_OUT, default_store
+
+    path = Path(run_ref)
+    if path.is_dir() and (path / "metrics.jsonl").is_file():
+        folder = path
+    else:
+        folder = find_run(run_ref, store or default_store(DEFAULT_OUT))
+    events = read_metrics(folder)
+    keys = curve_keys(events, metrics)
+    save_figure(draw_curves(events, keys, folder.name), output)
+    click.echo(f"wrote {output} ({len(keys)} curves, {len(events)} events)")
+
+
+def draw_curves(events: list[dict[str, Any]], keys: list[str], title: str) -> Any:
+    """One panel per key: step events as a line, epoch events as dots."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    columns = min(3, len(keys))
+    rows = math.ceil(len(keys) / columns)
+    figure = Figure(figsize=(4.2 * columns, 3.0 * rows + 0.5), dpi=110)
+    FigureCanvasAgg(figure)
+    grid = figure.subplots(rows, columns, squeeze=False)
+    for index, key in enumerate(keys):
+        axes = grid[index // columns][index % columns]
+        for kind, style in (("step", {"linewidth": 1.0}), ("epoch", {"marker": "o", "ms": 4})):
+            points = [
+                (e["global_step"], e[key])
+                for e in events
+                if e.get("event") == kind and isinstance(e.get(key), int | float)
+            ]
+            if points:
+                axes.plot(*zip(*points, strict=True), label=kind, **style)
+        axes.set_title(key, fontsize="medium")
+        axes.set_xlabel("optimizer step")
+        axes.grid(True, alpha=0.3)
+        if key == "lr" or key.startswith("lr/"):
+            axes.set_yscale("log")
+    for index in range(len(keys), rows * columns):
+        grid[index // columns][index % columns].set_visible(False)
+    grid[0][0].legend(fontsize="small")
+    figure.suptitle(title, fontsize="small")
+    figure.tight_layout()
+    return figure
 
 
 @hookimpl

@@ -1,0 +1,63 @@
+"""TensorBoard logger: the run's training metrics as TensorBoard scalars.
+
+Enable with ``--set run.loggers=tensorboard`` (needs the ``tensorboard`` extra:
+``pip install 'audio-tuning-harness[tensorboard]'``). Event files go to
+``<run folder>/tensorboard/``; watch a whole output folder with
+``tensorboard --logdir runs`` (in-progress runs write under ``runs/.partial/``).
+Each event's values become scalars ``<event>/<key>`` (``step/loss``,
+``epoch/loss``, ``epoch/lr``, ...) at the run's global optimizer step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from harness import hookimpl
+from harness.api import Logger
+from harness.errors import UsageError
+
+FOLDER = "tensorboard"
+POSITION_KEYS = {"event", "stage", "stage_name", "epoch", "step", "global_step"}
+
+
+class TensorBoardLogger(Logger):
+    """Writes every logged value as a TensorBoard scalar."""
+
+    name = "tensorboard"
+    description = "Training curves as TensorBoard event files in the run folder (tensorboard/)."
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise UsageError(
+                "run.loggers names 'tensorboard' but the tensorboard package is not installed "
+                "(pip install 'audio-tuning-harness[tensorboard]')"
+            ) from None
+        self._writer_cls = SummaryWriter
+        self.writer = None
+
+    def open(self, folder: Path, resume_step: int | None) -> None:
+        # purge_step: TensorBoard drops what an interrupted run logged after its checkpoint
+        purge = None if resume_step is None else resume_step + 1
+        self.writer = self._writer_cls(log_dir=str(folder / FOLDER), purge_step=purge)
+
+    def log(self, event: dict[str, Any]) -> None:
+        if self.writer is None:
+            return
+        kind, step = event["event"], int(event["global_step"])
+        for key, value in event.items():
+            if key not in POSITION_KEYS and isinstance(value, int | float):
+                self.writer.add_scalar(f"{kind}/{key}", float(value), step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+@hookimpl
+def register_loggers(register) -> None:
+    register(TensorBoardLogger)

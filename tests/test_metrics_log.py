@@ -1,0 +1,66 @@
+"""metrics.jsonl and the logger hook: every StepOutput.logs key, read back by TensorBoard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli, toy_run_args
+from tests.test_resume import NNCLR, finished
+
+
+def events(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_metrics_jsonl_holds_every_log_key_and_tensorboard_reads_it_back(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = run_cli(
+        *toy_run_args(tmp_path, *NNCLR, "--epochs", "2"),
+        *("--set", "run.sync_every=1", "--set", "run.loggers=tensorboard"),
+    )
+    assert result.returncode == 0, result.stderr
+    folder = finished(tmp_path / "runs")
+    logged = events(folder)
+    steps = [e for e in logged if e["event"] == "step"]
+    epochs = [e for e in logged if e["event"] == "epoch"]
+    assert [e["epoch"] for e in epochs] == [1, 1] and [e["stage"] for e in epochs] == [1, 2]
+    # nnclr-tcutmix's StepOutput.logs keys, the loss, learning rates, throughput, data wait
+    for event in logged:
+        assert {"loss", "lambda", "queue_filled", "lr", "clips_per_s", "data_wait"} <= set(event)
+        assert 0 <= event["data_wait"] <= 1 and event["clips_per_s"] > 0
+    assert [e["global_step"] for e in steps] == list(range(1, len(steps) + 1))
+    for epoch in epochs:  # sync_every=1: an epoch's mean loss is the mean of its steps'
+        own = [s["loss"] for s in steps if (s["stage"], s["epoch"]) == (epoch["stage"], 1)]
+        assert epoch["loss"] == pytest.approx(sum(own) / len(own), rel=1e-6)
+        assert epoch["queue_filled"] == pytest.approx(
+            sum(s["queue_filled"] for s in steps if s["stage"] == epoch["stage"]) / len(own)
+        )
+    log = (folder / "log.txt").read_text()
+    assert f"epoch 1/1: loss {epochs[0]['loss']:.4f}" in log
+    assert not any((tmp_path / "runs" / ".partial").glob("*"))  # removed when finished
+    reader = EventAccumulator(str(folder / "tensorboard"))
+    reader.Reload()
+    tags = set(reader.Tags()["scalars"])
+    assert {"step/loss", "step/lambda", "step/queue_filled", "epoch/loss", "epoch/lr"} <= tags
+    read = [(s.step, s.value) for s in reader.Scalars("epoch/loss")]
+    assert [step for step, _ in read] == [e["global_step"] for e in epochs]
+    assert [v for _, v in read] == pytest.approx([e["loss"] for e in epochs], rel=1e-6)
+    # harness plot curves draws them (by run folder here; by run id through the store)
+    png = tmp_path / "curves.png"
+    store = str(tmp_path / "runs" / "results.sqlite")
+    drawn = run_cli("plot", "curves", "--run", folder.name, "--store", store, "--output", str(png))
+    assert drawn.returncode == 0, drawn.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "curves" in drawn.stdout
+    bad = run_cli("plot", "curves", "--run", str(folder), "--metrics", "loss,nope")
+    assert bad.returncode == 2 and "nope not logged" in bad.stderr
+
+
+def test_unknown_logger_is_a_one_line_error(tmp_path):
+    result = run_cli(*toy_run_args(tmp_path, "--epochs", "1", "--set", "run.loggers=nope"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == "harness: error: unknown logger 'nope'. Available: tensorboard"

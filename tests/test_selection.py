@@ -1,0 +1,87 @@
+"""Validation split, run.select=best and the plateau scheduler on the validation loss."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from harness.api import Clip
+from harness.runner import hold_out
+from tests.conftest import run_cli, toy_run_args
+from tests.test_resume import finished
+
+VALID = ("--set", "run.valid_fraction=0.3", "--set", "run.warmup_epochs=0")
+
+
+def run(tmp_path: Path, out: str, *extra: str) -> Path:
+    args = toy_run_args(tmp_path, *VALID, *extra)
+    args[args.index("--out") + 1] = str(tmp_path / out)
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    return finished(tmp_path / out)
+
+
+def epoch_events(folder: Path) -> list[dict]:
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    return [e for e in map(json.loads, lines) if e["event"] == "epoch"]
+
+
+def test_select_best_keeps_the_best_validation_epoch_not_the_last(tmp_path):
+    best = run(
+        tmp_path, "best", "--epochs", "5", "--set", "run.lr=0.05", "--set", "run.select=best"
+    )
+    accs = [e["valid_acc"] for e in epoch_events(best)]
+    chosen = accs.index(max(accs)) + 1  # the first epoch reaching the best accuracy
+    assert chosen < 5, accs  # the case is built so that the best is not the last
+    assert f"selected the weights of stage 1 epoch {chosen}" in (best / "log.txt").read_text()
+    # training is causal: a run stopped after that epoch has exactly those weights
+    short = run(tmp_path, "short", "--epochs", str(chosen), "--set", "run.lr=0.05")
+    for name in ("backbone.pt", "method.pt"):
+        a = torch.load(best / name, weights_only=True)
+        b = torch.load(short / name, weights_only=True)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert json.loads((best / "metrics.json").read_text()) == json.loads(
+        (short / "metrics.json").read_text()
+    )
+
+
+def expected_lrs(losses: list[float], lr: float, factor: float) -> list[float]:
+    """ReduceLROnPlateau(patience=0, threshold=1e-4, rel): the lr each epoch trains with."""
+    best, out = float("inf"), []
+    for loss in losses:
+        out.append(lr)
+        if loss < best * (1 - 1e-4):
+            best = loss
+        else:
+            lr *= factor
+    return out
+
+
+def test_plateau_watches_the_validation_loss(tmp_path):
+    folder = run(
+        tmp_path, "p", "--epochs", "5", "--set", "run.lr=0.3", "--set", "run.plateau_patience=0"
+    )
+    events = epoch_events(folder)
+    lrs = [e["lr"] for e in events]
+    on_valid = expected_lrs([e["valid_loss"] for e in events], 0.3, 0.5)
+    on_train = expected_lrs([e["loss"] for e in events], 0.3, 0.5)
+    assert lrs == on_valid and on_valid != on_train and min(lrs) < 0.3
+
+
+def test_select_best_without_a_validation_split_is_a_one_line_error(tmp_path):
+    result = run_cli(*toy_run_args(tmp_path, "--epochs", "1", "--set", "run.select=best"))
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "run.select=best needs a validation split" in line
+    assert not (tmp_path / "runs" / ".partial").exists()
+
+
+def test_hold_out_takes_whole_locations():
+    clips = [Clip(Path(f"{i}.wav"), 0, meta={"identifier": f"loc{i % 4}"}) for i in range(20)]
+    train, valid = hold_out(clips, 0.3, "identifier", seed=0)
+    held = {c.meta["identifier"] for c in valid}
+    assert held.isdisjoint({c.meta["identifier"] for c in train})
+    assert len(held) == 2 and len(valid) == 10 and len(train) == 10  # 2 of 4 locations >= 30%
+    assert hold_out(clips, 0.3, "identifier", seed=0) == (train, valid)  # seeded
