@@ -8,7 +8,6 @@ several hosts at once. Job ids per cell live in a small state file next to the s
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import re
@@ -139,13 +138,6 @@ class Cell:
     """Torch threads in the job (local jobs share this machine's cores)."""
 
 
-def engine_supports_resume() -> bool:
-    """Whether the engine can resume a run from its checkpoints (``run_experiment(resume=)``)."""
-    from harness.runner import run_experiment
-
-    return "resume" in inspect.signature(run_experiment).parameters
-
-
 def finished_record(out_dir: Path, config_hash: str) -> RunRecord | None:
     """The record of a finished run folder of this config in ``out_dir``, else None."""
     from harness.store import record_from_folder, run_folders
@@ -172,8 +164,11 @@ def run_cell(cfg: RunConfig, out_dir: Path, resume: bool = True) -> RunRecord:
     done = finished_record(out_dir, cfg.config_hash())
     if done is not None:
         return done
-    kwargs = {"resume": True} if resume and engine_supports_resume() else {}
-    return run_experiment(cfg, out_dir, FolderOnlyStore(out_dir), **kwargs).record
+    store = FolderOnlyStore(out_dir)
+    if not resume:
+        return run_experiment(cfg, out_dir, store).record
+    # a requeued job continues from its last checkpoint; a first start finds none
+    return run_experiment(cfg, out_dir, store, resume="auto", resume_if_any=True).record
 
 
 def resolve_cell(cell: Cell) -> RunConfig:

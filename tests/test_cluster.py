@@ -16,7 +16,6 @@ import pytest
 from harness.errors import UsageError
 from harness.executors import (
     build_options,
-    engine_supports_resume,
     first_error_line,
     option_table,
     run_cell,
@@ -346,11 +345,6 @@ def test_preempted_slurm_job_requeues_itself(slurm, tmp_path, tones):
     assert [n for _, n in rows(tmp_path)] == [1]
     text = log.read_text()
     assert "epoch 12/12" in text
-    if not engine_supports_resume():
-        pytest.skip(
-            "the engine has no resume support yet (run_experiment(resume=...)): the requeued "
-            "job restarted its cell from epoch 1; the checkpoint-continuation check is skipped"
-        )
     assert text.count("epoch 1/12") == 1  # resumed from its checkpoint, not restarted
 
 
