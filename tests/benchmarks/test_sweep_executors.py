@@ -26,7 +26,7 @@ seeds = [0, 1]
 [sweep.base]
 backbone = {{ name = "toy" }}
 dataset = {{ name = "toy-tones", root = "{root}", per_class = 60 }}
-run = {{ epochs = 40, batch_size = 8 }}
+run = {{ epochs = 150, batch_size = 8 }}
 [[sweep.grid]]
 method = ["ce", "icl"]
 """
