@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,29 @@ from harness.errors import HarnessError
 from harness.plugins import HOOK_FOR_KIND, Plugins, component_info, load_plugins
 
 DEFAULT_OUT = Path("runs")
+
+
+def out_and_store_options(out_help: str = "Folder of the run folders.") -> Callable:
+    """The ``--out`` folder and ``--store`` file options that every store-reading command takes."""
+
+    def decorate(command: Callable) -> Callable:
+        command = click.option(
+            "--store",
+            "store_path",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="SQLite results store (default: OUT/results.sqlite, or $HARNESS_STORE).",
+        )(command)
+        return click.option(
+            "--out",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=DEFAULT_OUT,
+            show_default=True,
+            help=out_help,
+        )(command)
+
+    return decorate
+
+
 PROTOCOL_FLAG = "protocol_flag__"
 KIND_ALIASES = {f"{kind}s": kind for kind in HOOK_FOR_KIND} | {"augs": "augmentation"}
 
@@ -385,19 +409,7 @@ def write_manifest(loaded: Plugins, distribution: str, output: Path | None) -> N
 
 
 @cli.command()
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_OUT,
-    show_default=True,
-    help="Folder of the run folders.",
-)
-@click.option(
-    "--store",
-    "store_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite results store (default: OUT/results.sqlite, or $HARNESS_STORE).",
-)
+@out_and_store_options()
 @click.option("--partial", is_flag=True, help="List interrupted (in-progress) runs instead.")
 def runs(out: Path, store_path: Path | None, partial: bool) -> None:
     """List stored runs, or with --partial the interrupted runs --resume can continue."""
@@ -428,19 +440,7 @@ def store() -> None:
 
 
 @store.command("check")
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_OUT,
-    show_default=True,
-    help="Folder of the run folders.",
-)
-@click.option(
-    "--store",
-    "store_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite results store (default: OUT/results.sqlite, or $HARNESS_STORE).",
-)
+@out_and_store_options()
 @click.option("--repair", is_flag=True, help="Fix what can be fixed (see the list printed).")
 def store_check(out: Path, store_path: Path | None, repair: bool) -> None:
     """Report inconsistencies between run folders and rows (temporary folders too)."""
@@ -463,19 +463,7 @@ def store_check(out: Path, store_path: Path | None, repair: bool) -> None:
 
 
 @store.command("ingest")
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_OUT,
-    show_default=True,
-    help="Folder of the run folders (written by cluster jobs).",
-)
-@click.option(
-    "--store",
-    "store_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite results store (default: OUT/results.sqlite, or $HARNESS_STORE).",
-)
+@out_and_store_options("Folder of the run folders (written by cluster jobs).")
 def store_ingest(out: Path, store_path: Path | None) -> None:
     """Add finished run folders that have no row yet to the store (idempotent)."""
     from harness.store import ResultStore, ingest
