@@ -112,6 +112,46 @@ def test_chosen_traits_fix_the_conditions(tmp_path) -> None:
     assert torch.allclose(aug.last_conditions, expected.expand(3, -1))
 
 
+def test_convolved_clips_get_the_class_of_their_device_and_generated_microphone(tmp_path) -> None:
+    torch.manual_seed(1)
+    save_generator(tmp_path / "g.pt", DirGenerator().eval(), 16000, {"test_mse": 0.0})
+    config = DirGenAugmentation.Config(
+        model=str(tmp_path / "g.pt"), p=0.5, pattern="cardioid", transducer="ribbon"
+    )
+    aug = DirGenAugmentation(config)
+    task = Task(["scene"], ["a", "b"], 16000)
+    aug.setup(task)
+    assert task.num_device_classes == 2 + 2 * len(aug.microphones)
+    wave = torch.randn(8, 1000)
+    batch = Batch(
+        wave=wave,
+        label=torch.zeros(8, dtype=torch.long),
+        device=torch.tensor([0, 1, 0, 1, -1, 0, 1, 1]),
+        index=torch.arange(8),
+    )
+    torch.manual_seed(3)
+    aug(wave, batch)
+    chosen = aug.last_chosen
+    assert 0 < chosen.sum() < 8
+    classes = batch.device_classes()
+    assert torch.equal(classes[~chosen], batch.device[~chosen])  # untouched clips keep theirs
+    for clip in torch.nonzero(chosen).flatten().tolist():
+        device = int(batch.device[clip])
+        if device < 0:
+            assert classes[clip] == -1
+            continue
+        name = task.device_classes[int(classes[clip])]
+        assert name.startswith(f"{task.devices[device]}*dirgen:cardioid/ribbon/")
+
+
+def test_keep_adds_no_device_classes(tmp_path) -> None:
+    aug = augmentation(tmp_path, device_class="keep")
+    wave = torch.randn(4, 500)
+    batch = batch_of(wave)
+    aug(wave, batch)
+    assert torch.equal(batch.device_classes(), batch.device)
+
+
 def test_missing_model_is_a_usage_error() -> None:
     aug = DirGenAugmentation(DirGenAugmentation.Config())
     with pytest.raises(UsageError, match="aug.dirgen.model"):

@@ -15,8 +15,9 @@ resampled to the task's, then scaled to unit energy like the measured banks.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torchaudio.functional as AF
@@ -61,6 +62,10 @@ class DirGenAugmentation(Augmentation):
         distance: float = 0.0
         """Source distance in cm (0: one of ``distances`` per clip)."""
         distances: list[float] = field(default_factory=lambda: [5.0, 20.0, 50.0])
+        device_class: Literal["microphone", "keep"] = "microphone"
+        """``microphone``: a convolved clip gets the device class (recording device, generated
+        microphone = directivity x transducer x diaphragm), as the DIR augmentations do
+        (Section 3: augmentation "leads to more device classes"); ``keep``: no new classes."""
 
         domains = domain_map(
             p=between(0, 1, "Probability that a clip is convolved."),
@@ -98,11 +103,18 @@ class DirGenAugmentation(Augmentation):
         self.generator.requires_grad_(False)
         self.model_rate = int(info["sample_rate"])
         self.sample_rate = task.sample_rate
+        self.microphones = list(itertools.product(PATTERNS, TRANSDUCERS, DIAPHRAGMS))
+        self.first_class = -1
+        if self.config.device_class == "microphone" and task.devices:
+            self.first_class = task.add_device_classes(
+                [f"{d}*dirgen:{'/'.join(m)}" for d in task.devices for m in self.microphones]
+            )
 
-    def draw_conditions(self, count: int) -> Tensor:
-        """Conditions ``[count, 12]`` for the configured or sampled traits."""
+    def draw_conditions(self, count: int) -> tuple[Tensor, Tensor]:
+        """Conditions ``[count, 12]`` for the configured or sampled traits, and the index of
+        each row's microphone (its directivity, transducer and diaphragm) in ``microphones``."""
         cfg = self.config
-        rows = []
+        rows, microphones = [], []
         for _ in range(count):
 
             def pick(value: str, options: tuple[str, ...]) -> str:
@@ -110,16 +122,14 @@ class DirGenAugmentation(Augmentation):
 
             angle = cfg.angle if cfg.angle >= 0 else float(torch.rand(()) * 360.0)
             distance = cfg.distance or cfg.distances[int(torch.randint(len(cfg.distances), (1,)))]
-            rows.append(
-                condition_vector(
-                    pick(cfg.pattern, PATTERNS),
-                    pick(cfg.transducer, TRANSDUCERS),
-                    pick(cfg.diaphragm, DIAPHRAGMS),
-                    angle,
-                    distance,
-                )
+            traits = (
+                pick(cfg.pattern, PATTERNS),
+                pick(cfg.transducer, TRANSDUCERS),
+                pick(cfg.diaphragm, DIAPHRAGMS),
             )
-        return torch.stack(rows)
+            rows.append(condition_vector(*traits, angle, distance))
+            microphones.append(self.microphones.index(traits))
+        return torch.stack(rows), torch.tensor(microphones, dtype=torch.long)
 
     def responses(self, conditions: Tensor) -> Tensor:
         """Unit-energy responses ``[N, L]`` at the task's rate for ``conditions``."""
@@ -135,11 +145,16 @@ class DirGenAugmentation(Augmentation):
         self.last_chosen = chosen
         if not chosen.any():
             return x
-        conditions = self.draw_conditions(int(chosen.sum()))
+        conditions, microphones = self.draw_conditions(int(chosen.sum()))
         irs = self.responses(conditions).to(x.device)
         self.last_conditions, self.last_irs = conditions, irs
         out = x.clone()
         out[chosen] = convolve(x[chosen], irs)
+        if self.first_class >= 0:
+            rows = torch.nonzero(chosen).flatten()
+            device = batch.device.to(x.device)[rows]
+            classes = self.first_class + device * len(self.microphones) + microphones.to(x.device)
+            batch.relabel_devices(rows, torch.where(device >= 0, classes, -1))
         return out
 
 
