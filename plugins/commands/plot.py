@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,27 @@ from harness.impulse import (
 
 COVERAGE = (1.0, 0.8, 0.5)
 BAND_ALPHA = (0.18, 0.32, 0.5)
+
+
+def store_option(run_ids: bool = False) -> Callable:
+    """``--store``: the SQLite results store (of the run ids, for commands given one)."""
+    what = "SQLite results store for run ids" if run_ids else "SQLite results store"
+    return click.option(
+        "--store",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help=f"{what} (default: runs/results.sqlite, or $HARNESS_STORE).",
+    )
+
+
+def png_option(default: str) -> Callable:
+    """``--output``: the PNG file a plot command writes."""
+    return click.option(
+        "--output",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=Path(default),
+        show_default=True,
+        help="PNG file to write.",
+    )
 
 
 @click.group("plot")
@@ -178,19 +200,9 @@ def save_figure(figure: Any, output: Path) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="A leaderboard spec, e.g. leaderboards/device_generalization.toml.",
 )
-@click.option(
-    "--store",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite results store (default: runs/results.sqlite, or $HARNESS_STORE).",
-)
+@store_option()
 @click.option("--metric", default="logloss", show_default=True, help="logloss or acc.")
-@click.option(
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("devices.png"),
-    show_default=True,
-    help="PNG file to write.",
-)
+@png_option("devices.png")
 @click.pass_context
 def devices(
     ctx: click.Context, spec: Path | None, store: Path | None, metric: str, output: Path
@@ -322,11 +334,7 @@ def row_name(labels: dict[str, Any]) -> str:
     type=click.Path(dir_okay=False, path_type=Path),
     help="A leaderboard spec whose rows are the curves, e.g. leaderboards/fewshot_mixing.toml.",
 )
-@click.option(
-    "--store",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite results store (default: runs/results.sqlite, or $HARNESS_STORE).",
-)
+@store_option()
 @click.option(
     "--vs",
     type=click.Choice(["n", "k"]),
@@ -589,18 +597,8 @@ def tsne_2d(embeddings: Any, seed: int, perplexity: float | None = None) -> np.n
 )
 @click.option("--perplexity", type=float, default=None, help="t-SNE perplexity (default: 30).")
 @click.option("--seed", type=int, default=0, show_default=True, help="t-SNE random state.")
-@click.option(
-    "--store",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite results store for run ids (default: runs/results.sqlite, or $HARNESS_STORE).",
-)
-@click.option(
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("tsne.png"),
-    show_default=True,
-    help="PNG file to write.",
-)
+@store_option(run_ids=True)
+@png_option("tsne.png")
 @click.pass_context
 def tsne(
     ctx: click.Context,
@@ -714,18 +712,8 @@ def curve_keys(events: list[dict[str, Any]], wanted: str | None) -> list[str]:
     help="A run folder, an in-progress folder (runs/.partial/<id>) or a run id in the store.",
 )
 @click.option("--metrics", default=None, help="Comma-separated keys to draw (default: all).")
-@click.option(
-    "--store",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite results store for run ids (default: runs/results.sqlite, or $HARNESS_STORE).",
-)
-@click.option(
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("curves.png"),
-    show_default=True,
-    help="PNG file to write.",
-)
+@store_option(run_ids=True)
+@png_option("curves.png")
 def curves(run_ref: str, metrics: str | None, store: Path | None, output: Path) -> None:
     """Training curves of one run from its metrics.jsonl: loss, the method's logs, lr,
     throughput; per logged step (line) and per epoch (dots), against the optimizer step."""
