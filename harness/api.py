@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, runtime_checkable
+from typing import Protocol as Interface
 
 import torch
 from torch import Tensor, nn
@@ -62,6 +63,10 @@ class DataSplits:
     root: Path | None = None
     train_clip_seconds: float | None = None
     """Length of training clips when it differs (e.g. 10 s recordings merged from 1 s segments)."""
+    valid: list[Clip] = field(default_factory=list)
+    """A published validation split (e.g. Speech Commands' ``validation_list.txt``) for model
+    selection and the plateau schedule; empty when the set has none (``run.valid_fraction``
+    then holds out part of ``train``)."""
 
 
 @dataclass
@@ -192,10 +197,28 @@ class Backbone(nn.Module):
     when the class count fits, and replaces the head otherwise."""
     embed_dim: int
     blocks: nn.ModuleList
+    pretrained_head_state: dict[str, Tensor] | None = None
+    """Classifier tensors of the loaded checkpoint (see :attr:`head_prefixes`) for
+    :meth:`build_head`; set by the checkpoint loader."""
+    load_notes: Sequence[str] = ()
+    """What :meth:`adapt_state_dict` changed in the last checkpoint, for the run log."""
 
     def __init__(self, config: Any) -> None:
         super().__init__()
         self.config = config
+
+    @classmethod
+    def describe_extra(cls) -> list[str]:
+        """Extra lines ``harness list backbones`` prints (input, sizes, ...)."""
+        return []
+
+    def check_checkpoint(self, checkpoint: Any) -> None:
+        """Refuse a loaded checkpoint object that does not fit this backbone (e.g. a stored
+        ``cfg`` of another size), raising :class:`harness.errors.DataError`."""
+
+    def adapt_state_dict(self, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Map a published checkpoint's key layout onto this module's (default: as is)."""
+        return dict(state_dict)
 
     def frontend(self) -> nn.Module:
         """A module mapping waveforms ``[B, T]`` to the features :meth:`forward` takes."""
@@ -255,6 +278,40 @@ class Backbone(nn.Module):
             )
             group["params"].append(param)
         return [groups[k] for k in sorted(groups)]
+
+
+@dataclass
+class MaskedEncoding:
+    """What :meth:`MaskedBackbone.forward_masked` returns."""
+
+    latent: Tensor
+    """``[B, 1 + K, D]``: class token then the ``K`` visible patches, after the final norm."""
+    mask: Tensor
+    """``[B, N]`` in patch order: 1 = hidden, 0 = visible."""
+    ids_restore: Tensor
+    """``[B, N]``: where each patch sits in ``cat(visible, hidden)``."""
+    grid: tuple[int, int]
+    """Patches along time and frequency (``N = rows * cols``)."""
+
+
+@runtime_checkable
+class MaskedBackbone(Interface):
+    """The masked-encoder contract of masked-autoencoder methods (``mae``, NNCLR's MAE
+    warm-up): a :class:`Backbone` that also provides these (AudioMAE does)."""
+
+    patch_size: int
+    mae_decoder: tuple[int, int, int]
+    """Default decoder width, depth and heads for this size."""
+    pos_layout: Literal["official", "time-major"]
+    """Order of the sincos position table: AudioMAE's official (frequency rows) or time-major."""
+
+    def forward_masked(self, features: Tensor, mask_ratio: float) -> MaskedEncoding:
+        """Encode a random ``1 - mask_ratio`` share of the patches."""
+        ...
+
+    def patchify(self, features: Tensor) -> Tensor:
+        """``[B, N, patch_size**2]`` patches, in the order of the tokens."""
+        ...
 
 
 class EmbeddingHead(nn.Module):
@@ -363,6 +420,67 @@ class ProtocolResult:
 
 
 @dataclass
+class FeatureData:
+    """Precomputed inputs of a :class:`TrainingJob` (e.g. cached clip embeddings): row ``i``
+    of ``features`` becomes a batch's :attr:`Batch.features`."""
+
+    features: Tensor
+    labels: Tensor
+    devices: Tensor | None = None
+    """Recording-device indices (default: unknown, -1)."""
+
+
+@dataclass
+class TrainingJob:
+    """A training an evaluation protocol asks the core for (:attr:`EvalContext.train`).
+
+    The core runs it through the run's one training loop (:mod:`harness.engine`) on the
+    run's device and precision, under DDP when several processes run, and logs it to
+    ``metrics.jsonl`` and the loggers with ``stage = 0`` and ``stage_name = name``. Data
+    order and initialisation are seeded with ``seed``; the global RNGs are left as they were.
+    """
+
+    name: str
+    """The protocol's name (shown in logs)."""
+    model: nn.Module
+    """Trained in place: ``model(batch)`` returns the :class:`StepOutput` of a batch."""
+    data: Any
+    """A split's :class:`harness.data.ClipAudio` (``ctx.audio(split)`` or a subset: batches
+    of waveforms, ``frontend`` gives the features) or :class:`FeatureData`."""
+    epochs: int
+    batch_size: int
+    lr: float
+    optimizer: Literal["adam", "adamw"] = "adam"
+    weight_decay: float = 0.0
+    param_groups: list[dict] | None = None
+    """Optimizer groups (each may set its own ``lr``); default: every trainable parameter."""
+    schedule: Literal["constant", "cosine"] = "constant"
+    """``cosine``: linear warm-up over ``warmup_fraction`` of the steps, then cosine to 0."""
+    warmup_fraction: float = 0.0
+    patience: int = 0
+    """Stop after this many epochs without a drop of the epoch's mean loss by more than
+    ``min_delta`` (0: train every epoch)."""
+    min_delta: float = 0.0
+    frontend: nn.Module | None = None
+    """Maps waveforms to features (run without gradient) for waveform data."""
+    drop_last: bool = True
+    seed: int = 0
+    log_epochs: bool = True
+    """Whether each epoch's line goes into the run log (off for jobs of many short epochs)."""
+
+
+@dataclass
+class TrainingResult:
+    epoch_losses: list[float]
+    """Mean training loss of each epoch trained."""
+    steps: int
+
+    @property
+    def epochs(self) -> int:
+        return len(self.epoch_losses)
+
+
+@dataclass
 class EvalContext:
     """What the core hands a protocol."""
 
@@ -379,6 +497,17 @@ class EvalContext:
     """``predict(split)`` -> class probabilities ``[N, C]`` on the CPU."""
     embed: Callable[[str], Tensor]
     """``embed(split)`` -> clip embeddings ``[N, D]`` on the CPU (cached)."""
+    train: Callable[[TrainingJob], TrainingResult] | None = None
+    """The run's training engine (set by the core); protocols call :meth:`fit`."""
+
+    def fit(self, job: TrainingJob) -> TrainingResult:
+        """Train ``job.model`` in place through the run's training engine: its device,
+        precision, processes and metrics log (outside a run: a one-process fp32 engine)."""
+        if self.train is not None:
+            return self.train(job)
+        from harness.engine import standalone
+
+        return standalone(self.torch_device).fit(job)
 
 
 class Protocol:
@@ -415,7 +544,9 @@ class Logger:
     stage), ``global_step`` (over all stages) and float values: ``loss``, every key of the
     method's :class:`StepOutput` logs, ``lr`` (and ``lr/group<i>``), ``clips_per_s``,
     ``data_wait`` (fraction of the time spent waiting for batches) and, on CUDA,
-    ``gpu_mem_gb``. Only the main process logs.
+    ``gpu_mem_gb``. The trainings evaluation protocols run through :meth:`EvalContext.fit`
+    log the same events with ``stage = 0`` and ``stage_name`` = the protocol (their
+    ``step`` counts their own optimizer steps). Only the main process logs.
     """
 
     name: ClassVar[str]

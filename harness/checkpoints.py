@@ -6,15 +6,14 @@ pickled class, and may hold a
 raw state dict or one wrapped as ``{'model': ...}``, ``{'state_dict': ...}``
 (Lightning), ``{'module': ...}`` or ``{'net': ...}``. Then:
 
-1. A backbone may inspect the loaded object first with a method
-   ``check_checkpoint(obj)`` (e.g. to compare a stored ``cfg`` with its size and
-   raise a :class:`~harness.errors.UsageError` that names the right size).
+1. The backbone inspects the loaded object first with
+   :meth:`~harness.api.Backbone.check_checkpoint` (e.g. to compare a stored ``cfg`` with
+   its size and raise an error that names the right size).
 2. Wrapper prefixes (``module.``, ``net.``, ``model.``, ``backbone.``,
    ``_orig_mod.``) are stripped where the model itself has no key under them.
-3. The backbone may remap keys with a method
-   ``adapt_state_dict(state_dict) -> state_dict`` (e.g. to rename a published
-   layout, or to set aside decoder keys it does not use); lines it leaves in a
-   ``load_notes`` list attribute are added to the report.
+3. The backbone remaps keys with :meth:`~harness.api.Backbone.adapt_state_dict`
+   (e.g. to rename a published layout, or to set aside decoder keys it does not use);
+   the lines it leaves in :attr:`~harness.api.Backbone.load_notes` are added to the report.
 4. A backbone whose published checkpoints carry their classifier names its key
    prefixes in ``head_prefixes`` (PaSST: ``("head.", "head_dist.")``). Those
    tensors are kept in ``backbone.pretrained_head_state`` for ``build_head``
@@ -37,8 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from harness.api import Backbone
 from harness.errors import DataError
 
 WRAPPER_KEYS = ("model", "state_dict", "module", "net")
@@ -62,7 +62,7 @@ class CheckpointReport:
 
 
 def load_backbone_checkpoint(
-    backbone: nn.Module, path: str | Path, num_classes: int | None = None
+    backbone: Backbone, path: str | Path, num_classes: int | None = None
 ) -> CheckpointReport:
     """Load ``path`` into ``backbone`` strictly; see the module docstring.
 
@@ -76,28 +76,25 @@ def load_backbone_checkpoint(
 
     path = resolve_checkpoint(type(backbone), path)  # downloads a "pretrained:NAME" once
     raw = read_checkpoint(path)
-    check = getattr(backbone, "check_checkpoint", None)
-    if check is not None:
-        check(raw)
+    backbone.check_checkpoint(raw)
     state = unwrap_state_dict(raw, path)
     model_state = backbone.state_dict()
     state = strip_wrapper_prefixes(state, model_state.keys())
-    adapt = getattr(backbone, "adapt_state_dict", None)
-    if adapt is not None:
-        state = dict(adapt(state))
-    head_prefixes = tuple(getattr(backbone, "head_prefixes", ()))
+    state = backbone.adapt_state_dict(state)
+    head_prefixes = tuple(backbone.head_prefixes)
     head_state = (
         {k: v for k, v in state.items() if k.startswith(head_prefixes)} if head_prefixes else {}
     )
     body_state = {k: v for k, v in state.items() if k not in head_state}
 
     report = CheckpointReport(path)
-    report.notes.extend(getattr(backbone, "load_notes", None) or [])
+    report.notes.extend(backbone.load_notes)
     head_problems = settle_head(backbone, head_state, num_classes, report)
     problems = compare_state(body_state, model_state) + head_problems
     if problems:
-        name = getattr(backbone, "name", type(backbone).__name__)
-        raise DataError(f"checkpoint {path} does not fit backbone '{name}': {'; '.join(problems)}")
+        raise DataError(
+            f"checkpoint {path} does not fit backbone '{backbone.name}': {'; '.join(problems)}"
+        )
     backbone.load_state_dict(body_state, strict=True)
     report.loaded = len(body_state)
     report.notes.insert(0, f"loaded {report.loaded} backbone tensors from {path}")
@@ -157,7 +154,7 @@ def strip_wrapper_prefixes(
 
 
 def settle_head(
-    backbone: nn.Module,
+    backbone: Backbone,
     head_state: dict[str, Tensor],
     num_classes: int | None,
     report: CheckpointReport,

@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.data import Dataset as TorchDataset
 
-from harness.api import Batch, Clip
+from harness.api import Batch, Clip, FeatureData
 from harness.audio import fit_length, read_audio, resample
 from harness.errors import DataError, HarnessError, UsageError
 from harness.progress import progress
@@ -348,6 +348,56 @@ class Loader:
 
     def __iter__(self) -> Iterator[Batch]:
         return self.epoch()
+
+
+class FeatureLoader:
+    """Batches of precomputed features (:class:`harness.api.FeatureData`) on a device,
+    in the order and per-rank shares of :class:`Loader`."""
+
+    def __init__(
+        self,
+        data: FeatureData,
+        batch_size: int,
+        torch_device: torch.device,
+        drop_last: bool = False,
+        rank: int = 0,
+        world: int = 1,
+    ) -> None:
+        n = len(data.features)
+        if len(data.labels) != n:
+            raise HarnessError(f"{n} feature rows but {len(data.labels)} labels")
+        self.features = data.features
+        self.labels = data.labels.long()
+        self.devices = data.devices.long() if data.devices is not None else torch.full((n,), -1)
+        self.torch_device = torch_device
+        self.sampler = OrderSampler(n, batch_size, drop_last, rank, world)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def epoch(
+        self,
+        generator: torch.Generator | None = None,
+        skip: int = 0,
+        worker_seed: int | None = None,
+    ) -> Iterator[Batch]:
+        """One pass, shuffled by ``generator`` (one ``randperm`` draw) or in order."""
+        n = len(self.features)
+        self.sampler.skip = skip
+        self.sampler.order = (
+            torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+        )
+        device = self.torch_device
+        for rows in self.sampler:
+            idx = torch.tensor(rows, dtype=torch.long)
+            features = self.features[idx].to(device)
+            yield Batch(
+                wave=features.new_zeros(len(rows), 0),
+                label=self.labels[idx].to(device),
+                device=self.devices[idx].to(device),
+                index=idx.to(device),
+                features=features,
+            )
 
 
 def worker_message(err: Exception) -> str:

@@ -144,12 +144,11 @@ def component_info(entry: Entry | LazyEntry) -> dict[str, Any]:
     cls = entry.cls
     from harness.pretrained import registry
 
-    extra = getattr(cls, "describe_extra", None)
     helps = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls.Config)}
     return {
         "name": entry.name,
         "description": cls.description,
-        "extra": list(extra()) if extra is not None else [],
+        "extra": list(cls.describe_extra()) if hasattr(cls, "describe_extra") else [],
         "pretrained": sorted(registry(cls)),
         "params": [
             [param, type_name, repr(default), str(helps.get(param) or "")]

@@ -11,8 +11,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 import harness
 from harness import distributed
@@ -33,7 +31,10 @@ from harness.api import (
     EvalContext,
     Method,
     Stage,
+    StepOutput,
     Task,
+    TrainingJob,
+    TrainingResult,
 )
 from harness.audio import check_header
 from harness.audio_cache import cache_folder, cached_audio, check_writable
@@ -41,9 +42,17 @@ from harness.cache import clean_stale_cache
 from harness.checkpoints import load_backbone_checkpoint
 from harness.config import RunConfig, RunSettings
 from harness.data import ClipAudio, Loader, resolve_workers, split_audio
+from harness.engine import (
+    Accumulator,
+    AfterStep,
+    Engine,
+    Loop,
+    StepModule,
+    WarmupPlateau,
+)
 from harness.errors import DataError, HarnessError, UsageError
 from harness.faults import checkpoint
-from harness.metrics_log import Clock, MetricsLog, gpu_memory, learning_rates, timed
+from harness.metrics_log import MetricsLog
 from harness.progress import note, progress
 from harness.resume import (
     FORMAT,
@@ -89,90 +98,11 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
 def check_precision(device: torch.device, precision: str) -> None:
     """Refuse a precision the device cannot compute in."""
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         name = torch.cuda.get_device_name(device)
         raise UsageError(f"run.precision is bf16 but the device {device} ({name}) has no bf16")
-
-
-class TrainStep(nn.Module):
-    """The method and backbone as one module, so DDP synchronises both one's gradients."""
-
-    def __init__(self, method: Method, backbone: Backbone) -> None:
-        super().__init__()
-        self.method = method
-        self.backbone = backbone
-
-    def forward(self, batch: Batch) -> tuple[Tensor, dict[str, Any]]:
-        output = self.method.training_step(batch, self.backbone)
-        return output.loss, output.logs
-
-
-def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
-    """DistributedDataParallel that averages gradients and leaves each rank's buffers (such
-    as NNCLR's support queue) its own."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # broadcast_buffers' new name
-        return nn.parallel.DistributedDataParallel(
-            module,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=True,  # a method's step may leave a head unused
-            broadcast_buffers=False,
-        )
-
-
-class Accumulator:
-    """Sums of the loss and the methods' logs on the device, read only when asked."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.reset()
-
-    def reset(self) -> None:
-        self.loss = torch.zeros((), device=self.device)
-        self.bad = torch.zeros((), device=self.device, dtype=torch.long)
-        self.logs: dict[str, Tensor | float] = {}
-        self.steps = 0
-
-    def state(self) -> dict[str, Any]:
-        return {"loss": self.loss, "bad": self.bad, "logs": dict(self.logs), "steps": self.steps}
-
-    def load(self, state: dict[str, Any]) -> None:
-        self.loss = state["loss"].to(self.device)
-        self.bad = state["bad"].to(self.device)
-        self.logs = {
-            k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in state["logs"].items()
-        }
-        self.steps = int(state["steps"])
-
-    def add(self, loss: Tensor, logs: dict[str, Any]) -> None:
-        loss = loss.detach().float()
-        self.bad += (~torch.isfinite(loss)).long()
-        self.loss += torch.nan_to_num(loss, nan=0.0, posinf=0.0, neginf=0.0)
-        for key, value in logs.items():
-            value = value.detach().float() if isinstance(value, Tensor) else float(value)
-            self.logs[key] = self.logs.get(key, 0.0) + value
-        self.steps += 1
-
-    def nonfinite(self) -> int:
-        """Non-finite losses in the window, summed over the ranks (so all of them stop)."""
-        return int(distributed.sum_over_ranks(self.bad.clone()).item())
-
-    def means(self) -> tuple[float, dict[str, float]]:
-        """Mean loss and logs over the steps (and over the ranks, which then agree)."""
-        n = max(self.steps, 1)
-        keys = sorted(self.logs)
-        values = torch.stack(
-            [self.loss]
-            + [torch.as_tensor(self.logs[k], dtype=torch.float32, device=self.device) for k in keys]
-        )
-        values = distributed.mean_over_ranks(values).cpu() / n
-        loss = float(values[0]) if self.steps else math.nan
-        return loss, {k: float(v) for k, v in zip(keys, values[1:].tolist(), strict=True)}
 
 
 class Experiment:
@@ -232,18 +162,20 @@ class Experiment:
         self.stage_names: list[tuple[str, int]] = []
         self.metrics: MetricsLog | None = None
         """``metrics.jsonl`` and the loggers (the main process of a run with a folder)."""
-        self.global_step = 0
-        """Optimizer steps over all stages."""
+        self.engine = Engine(
+            self.device, self.ranks, cfg.run.precision, cfg.run.sync_every, self.log_event
+        )
+        """The one training loop: the method's stages and protocols' trainings."""
 
     def validation_split(self) -> bool:
         """Hold out ``run.valid_fraction`` of the training clips (unless the data set has a
         validation split); whether this run validates after every epoch."""
         run = self.cfg.run
-        if run.valid_fraction > 0 and not getattr(self.splits, "valid", None):
+        if run.valid_fraction > 0 and not self.splits.valid:
             self.splits.train, self.splits.valid = hold_out(
                 self.splits.train, run.valid_fraction, run.valid_group, run.seed
             )
-        has_valid = bool(getattr(self.splits, "valid", None))
+        has_valid = bool(self.splits.valid)
         if run.select == "best" and not has_valid:
             raise UsageError(
                 "run.select=best needs a validation split: set run.valid_fraction "
@@ -351,11 +283,10 @@ class Experiment:
             )
         return self._loaders[key]
 
-    def autocast(self):
-        dtype = AMP_DTYPES.get(self.cfg.run.precision)
-        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
-
     def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
         self._loaders.clear()
         distributed.close()
 
@@ -389,13 +320,9 @@ class Experiment:
         if start is not None:
             generator.set_state(self.resume_state["generator"])
             self._rng_pending = True
-        self.open_metrics(stages)
-        try:
-            self.train_stages(stages, generator, start)
-            self.load_best()
-        finally:
-            if self.metrics is not None:
-                self.metrics.close()
+        self.open_metrics(stages)  # open until close(): protocols' trainings log too
+        self.train_stages(stages, generator, start)
+        self.load_best()
 
     def open_metrics(self, stages: list[Stage]) -> None:
         """Start (or continue) the in-progress folder's ``metrics.jsonl`` and loggers."""
@@ -410,7 +337,7 @@ class Experiment:
         if state is None:
             self.metrics.open(None, None)
         else:
-            self.metrics.open(int(state.get("metrics_offset", 0)), self.global_step)
+            self.metrics.open(int(state.get("metrics_offset", 0)), self.engine.global_step)
 
     def train_stages(
         self, stages: list[Stage], generator: torch.Generator, start: Position | None
@@ -440,7 +367,7 @@ class Experiment:
         load_module_state(self.backbone, state["backbone"], "backbone")
         load_module_state(self.method, state["method"], "method")
         self.log_lines[:0] = [line for line in state["log"] if line not in self.log_lines]
-        self.global_step = int(state.get("global_step", 0))
+        self.engine.global_step = int(state.get("global_step", 0))
         self.best = state.get("best")
         position = Position(**state["position"])
         self.log(
@@ -466,7 +393,7 @@ class Experiment:
             "method": module_state(self.method),
             "rng": rng_state(),
             "log": list(self.log_lines),
-            "global_step": self.global_step,
+            "global_step": self.engine.global_step,
             "best": self.best,
             "metrics_offset": self.metrics.offset() if self.metrics is not None else 0,
             **state,
@@ -500,11 +427,6 @@ class Experiment:
             group["base_lr"] = group["lr"]
         return optimizer
 
-    def train_module(self) -> nn.Module:
-        """The training step as a module: DDP-wrapped when several processes train."""
-        module = TrainStep(self.method, self.backbone)
-        return wrap_ddp(module, self.device) if self.ranks.active else module
-
     def state_info(
         self, stage: Stage, position: Position, checkpointed: bool = True
     ) -> dict[str, Any]:
@@ -522,13 +444,15 @@ class Experiment:
             "stage_name": stage.name,
             "stage_epochs": stage.epochs,
             "checkpoint": checkpointed,
-            "global_step": self.global_step,
+            "global_step": self.engine.global_step,
             **position.as_dict(),
         }
 
     def log_event(self, kind: str, values: dict[str, float], **where: Any) -> None:
         if self.metrics is not None:
-            self.metrics.log({"event": kind, **where, "global_step": self.global_step, **values})
+            self.metrics.log(
+                {"event": kind, **where, "global_step": self.engine.global_step, **values}
+            )
 
     def train_stage(
         self, stage: Stage, generator: torch.Generator, number: int = 1, resumed: bool = False
@@ -540,30 +464,40 @@ class Experiment:
             self.log(f"stage '{stage.name}': no trainable parameters, nothing to train; skipped")
             return
         loader = self.loader("train", stage.batch_size, train=True)
-        model = self.train_module()
-        scaler = torch.amp.GradScaler(self.device.type, enabled=run.precision == "fp16")
-        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, patience=run.plateau_patience, factor=run.plateau_factor
-        )
         accum = run.grad_accum
-        steps_per_epoch = len(loader) // accum
-        if steps_per_epoch == 0:
+        if len(loader) // accum == 0:
             raise UsageError(
                 f"run.grad_accum {accum} exceeds the {len(loader)} batches of an epoch"
             )
-        warmup_steps = run.warmup_epochs * steps_per_epoch
-        step, first_epoch, skip = 0, 0, 0
+        loop = Loop(
+            name=stage.name,
+            number=number,
+            module=self.engine.wrap(StepModule(self.training_step, self.method, self.backbone)),
+            optimizer=optimizer,
+            schedule=WarmupPlateau(
+                optimizer,
+                run.warmup_epochs * (len(loader) // accum),
+                run.plateau_patience,
+                run.plateau_factor,
+            ),
+            scaler=self.engine.scaler(),
+            source=loader,
+            prepare=lambda batch: self.prepare(batch, train=True),
+            epochs=stage.epochs,
+            accum=accum,
+            grad_clip=run.grad_clip,
+        )
+        first_epoch, skip = 0, 0
         state = self.resume_state or {}
         if resumed:
             optimizer.load_state_dict(state["optimizer"])
-            plateau.load_state_dict(state["plateau"])
-            scaler.load_state_dict(state["scaler"])
+            loop.schedule.load_state_dict(state["plateau"])
+            loop.scaler.load_state_dict(state["scaler"])
             position = Position(**state["position"])
-            first_epoch, step, skip = position.epoch, position.step, position.micro
+            first_epoch, loop.step, skip = position.epoch, position.step, position.micro
         if self._rng_pending:  # the first stage trained after a resume
             set_rng_state(state["rng"])
             self._rng_pending = False
-        every = run.checkpoint_every_steps
         for epoch in range(first_epoch, stage.epochs):
             self.backbone.train()
             self.method.train()
@@ -574,109 +508,65 @@ class Experiment:
                 sums.load(state["sums"])
                 window.load(state["window"])
             started = time.perf_counter()
-            epoch_clock, window_clock = Clock(), Clock()
-            where = {"stage": number, "stage_name": stage.name, "epoch": epoch + 1}
             epoch_generator = generator.get_state()
-            batch_iter = loader.epoch(
-                generator, skip=skip, worker_seed=worker_seed(run, number, epoch)
+            clock = self.engine.run_epoch(
+                loop,
+                epoch,
+                generator,
+                sums,
+                window,
+                skip=skip,
+                worker_seed=worker_seed(run, number, epoch),
+                after_step=self.step_checkpointer(stage, epoch, generator, epoch_generator),
             )
-            batch_iter = timed(batch_iter, [epoch_clock, window_clock])
-            for micro, batch in enumerate(
-                progress(batch_iter, desc=f"epoch {epoch + 1}/{stage.epochs}", total=len(loader)),
-                start=skip,
-            ):
-                if micro >= steps_per_epoch * accum:
-                    continue  # micro-batches that would not fill an optimizer step
-                last = (micro + 1) % accum == 0
-                if step < warmup_steps and micro % accum == 0:
-                    for group in optimizer.param_groups:
-                        group["lr"] = group["base_lr"] * (step + 1) / warmup_steps
-                prepared = self.prepare(batch, train=True)
-                epoch_clock.clips += prepared.wave.shape[0]
-                window_clock.clips += prepared.wave.shape[0]
-                sync = model.no_sync() if self.ranks.active and not last else nullcontext()
-                with sync:
-                    with self.autocast():
-                        loss, logs = model(prepared)
-                    scaler.scale(loss.float() / accum).backward()
-                sums.add(loss, logs)
-                window.add(loss, logs)
-                if not last:
-                    continue
-                if run.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(
-                        [p for g in optimizer.param_groups for p in g["params"]], run.grad_clip
-                    )
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                self.global_step += 1
-                if step % run.sync_every == 0:
-                    loss_now, logs_now = window.means()
-                    self.check_finite(window, epoch, step)
-                    self.log_event(
-                        "step",
-                        {"loss": loss_now, **logs_now, **learning_rates(optimizer)}
-                        | window_clock.rates(self.ranks.world)
-                        | gpu_memory(self.device),
-                        **where,
-                        step=step,
-                    )
-                    window_clock.reset()
-                if every and step % every == 0 and micro + 1 < steps_per_epoch * accum:
-                    self.save_checkpoint(
-                        Position(number, epoch, step, micro + 1),
-                        stage,
-                        optimizer=optimizer.state_dict(),
-                        plateau=plateau.state_dict(),
-                        scaler=scaler.state_dict(),
-                        generator=generator.get_state(),
-                        epoch_generator=epoch_generator,
-                        sums=sums.state(),
-                        window=window.state(),
-                    )
             skip = 0
-            self.check_finite(window, epoch, step)
-            mean_loss, logs = sums.means()
             valid = self.validate() if self.has_valid else {}
             self.consider_best(valid, number, epoch + 1)
-            self.log_event(
-                "epoch",
-                {"loss": mean_loss, **logs, **valid, **learning_rates(optimizer)}
-                | epoch_clock.rates(self.ranks.world)
-                | gpu_memory(self.device),
-                **where,
-                step=step,
+            # the plateau watches the validation loss when there is one (the paper recipe)
+            _, _, line = self.engine.end_epoch(
+                loop, epoch, sums, clock, started, valid, valid.get("valid_loss")
             )
-            if step >= warmup_steps:  # the validation loss when there is one (the paper recipe)
-                plateau.step(valid.get("valid_loss", mean_loss))
-            extra = "".join(f", {k} {v:.4f}" for k, v in (logs | valid).items())
-            self.log(
-                f"epoch {epoch + 1}/{stage.epochs}: loss {mean_loss:.4f}{extra}, "
-                f"lr {optimizer.param_groups[-1]['lr']:.2e}, {time.perf_counter() - started:.1f}s"
-            )
+            self.log(line)
             self.save_checkpoint(
-                Position(number, epoch + 1, step, 0),
+                Position(number, epoch + 1, loop.step, 0),
                 stage,
-                optimizer=optimizer.state_dict(),
-                plateau=plateau.state_dict(),
-                scaler=scaler.state_dict(),
+                **loop_state(loop),
                 generator=generator.get_state(),
             )
 
-    def check_finite(self, window: Accumulator, epoch: int, step: int) -> None:
-        """Stop a diverging run: reads the device-side count of non-finite losses."""
-        bad = window.nonfinite()
-        steps = window.steps
-        window.reset()
-        if bad:
-            raise HarnessError(
-                f"training diverged: the loss was not finite in {bad} of the last {steps} "
-                f"batches (epoch {epoch + 1}, optimizer step {step}); "
-                "try a lower run.lr, run.grad_clip, or run.precision=fp32"
+    def training_step(self, batch: Batch) -> StepOutput:
+        return self.method.training_step(batch, self.backbone)
+
+    def step_checkpointer(
+        self,
+        stage: Stage,
+        epoch: int,
+        generator: torch.Generator,
+        epoch_generator: Tensor,
+    ) -> AfterStep | None:
+        """Checkpoints inside the epoch every ``run.checkpoint_every_steps`` optimizer steps."""
+        every = self.cfg.run.checkpoint_every_steps
+        if not every:
+            return None
+
+        def after_step(loop: Loop, micro: int, sums: Accumulator, window: Accumulator) -> None:
+            if loop.step % every or micro + 1 >= loop.steps_per_epoch * loop.accum:
+                return
+            self.save_checkpoint(
+                Position(loop.number, epoch, loop.step, micro + 1),
+                stage,
+                **loop_state(loop),
+                generator=generator.get_state(),
+                epoch_generator=epoch_generator,
+                sums=sums.state(),
+                window=window.state(),
             )
+
+        return after_step
+
+    def fit(self, job: TrainingJob) -> TrainingResult:
+        """A protocol's training (:attr:`EvalContext.train`) through the run's engine."""
+        return self.engine.fit(job, self.workers, self.log)
 
     def prepare(self, batch: Batch, train: bool) -> Batch:
         """Waveform augmentations, the front-end, then feature augmentations."""
@@ -708,7 +598,7 @@ class Experiment:
         outputs, indices = [], []
         for batch in progress(loader.epoch(), desc=f"{what} {split}", total=len(loader)):
             prepared = self.prepare(batch, train=False)
-            with self.autocast():
+            with self.engine.autocast():
                 encoded = self.backbone(prepared.features)
                 if what == "predicting":
                     out = torch.softmax(self.method.logits(encoded).float(), dim=-1)
@@ -744,6 +634,7 @@ class Experiment:
             audio=self.audio,
             predict=self.predict,
             embed=self.embed,
+            train=self.fit,
         )
         metrics: dict[str, float] = {}
         tables: dict[str, str] = {}
@@ -776,6 +667,15 @@ def hold_out(
         )
     chosen = set(held)
     return [c for i, c in enumerate(clips) if i not in chosen], [clips[i] for i in sorted(held)]
+
+
+def loop_state(loop: Loop) -> dict[str, Any]:
+    """What a checkpoint keeps of a loop besides the models: optimizer, schedule, scaler."""
+    return {
+        "optimizer": loop.optimizer.state_dict(),
+        "plateau": loop.schedule.state_dict(),
+        "scaler": loop.scaler.state_dict(),
+    }
 
 
 def worker_seed(run: RunSettings, stage: int, epoch: int) -> int:
@@ -858,7 +758,7 @@ def check_output_folder(out_dir: Path) -> None:
 def check_audio_headers(splits: DataSplits) -> None:
     """Preflight: every file of every split opens and its header's data is all there."""
     seen: set[Path] = set()
-    for split in ("train", "eval", *getattr(splits, "extra_splits", ())):
+    for split in ("train", "eval", "valid", *getattr(splits, "extra_splits", ())):
         for clip in getattr(splits, split, None) or ():
             for path in clip.segments or (clip.path,):
                 if path not in seen:
@@ -913,7 +813,8 @@ def run_experiment(
     experiment.created = created.isoformat()
     try:
         check_audio_headers(experiment.splits)
-        for split in ("train", "eval"):  # read (and check) every sample before the first step
+        # read (and check) every sample before the first step
+        for split in ("train", "eval", "valid") if experiment.has_valid else ("train", "eval"):
             experiment.audio(split)
         experiment.setup()
         experiment.train()

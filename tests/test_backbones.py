@@ -214,3 +214,24 @@ def test_checkpoint_of_another_size_names_the_right_size(tmp_path, name, sizes) 
     message = str(err.value)
     assert "\n" not in message
     assert f"backbone.size={small}" in message, message
+
+
+def test_optional_contracts_are_declared_by_the_api_with_neutral_defaults():
+    """Checkpoint adaptation, listing lines and the pretrained head are Backbone methods and
+    attributes (no getattr probing); the masked-encoder contract is a runtime protocol."""
+    from harness.api import MaskedBackbone
+
+    plain = Backbone(None)
+    state = {"w": torch.ones(2)}
+    assert plain.adapt_state_dict(state) == state and plain.adapt_state_dict(state) is not state
+    assert plain.check_checkpoint({"anything": 1}) is None
+    assert Backbone.describe_extra() == [] and tuple(plain.load_notes) == ()
+    assert plain.pretrained_head_state is None
+    masked = {entry.name for entry in REGISTRY if isinstance(build(entry.name), MaskedBackbone)}
+    assert masked == {"audiomae"}
+
+
+def build(name: str) -> Backbone:
+    cls = REGISTRY.get(name).cls
+    values = {"size": "tiny"} if "tiny" in sizes_of(cls) else {}
+    return cls(build_dataclass(cls.Config, values, f"backbone.{name}"))

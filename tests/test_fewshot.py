@@ -13,6 +13,7 @@ import torch
 from sklearn.neighbors import NearestCentroid
 from torch import nn
 
+from harness import evaluation
 from harness.api import Backbone, Clip, DataSplits, EvalContext, Task
 from harness.config import build_dataclass
 from harness.errors import DataError, UsageError
@@ -408,7 +409,9 @@ def test_unfinished_cache_folder_is_recomputed(tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     backbone = TinyBackbone()
     run = cached_run(tmp_path, backbone)
-    folder = fewshot.embedding_cache_dir(run.ctx, "eval", fewshot.backbone_fingerprint(backbone))
+    folder = evaluation.embedding_cache_dir(
+        run.ctx, "eval", evaluation.backbone_fingerprint(backbone)
+    )
     folder.mkdir(parents=True)
     torch.save(torch.zeros(3, 3), folder / "embeddings.pt")  # no done marker: an interrupted write
     protocol(cache=True).evaluate(run.ctx)

@@ -142,8 +142,13 @@ def test_speech_commands_lists_and_background_noise(tmp_path):
     assert train_speakers == ["aa", "aa", "dd"]  # neither validation nor test clips
     assert all("_background_noise_" not in str(c.path) for c in splits.train + splits.eval)
     assert {c.label for c in splits.eval if c.path.parent.name == "yes"} == {1}
+    # the published validation list is the validation split (never trained on)
+    assert sorted((c.path.parent.name, c.meta["speaker"]) for c in splits.valid) == [
+        ("no", "bb"),
+        ("yes", "bb"),
+    ]
     validation = load(SpeechCommands, root=root, eval_split="validation")
-    assert len(validation.eval) == 2 and len(validation.train) == 3
+    assert len(validation.eval) == 2 and len(validation.train) == 3 and validation.valid == []
 
 
 def test_speech_commands_bad_lists(tmp_path):
@@ -207,6 +212,10 @@ def test_nsynth_instruments_and_splits(tmp_path):
     assert by_name["guitar_acoustic_010-050-100.wav"].meta["pitch"] == "50"
     families = load(NSynth, root=root, label_field="instrument_family_str")
     assert families.classes == ["bass", "guitar", "keyboard"]
+    assert splits.valid == []  # nsynth-valid is in the default train split
+    held = load(NSynth, root=root, train_dirs=["nsynth-train"], valid_dirs=["nsynth-valid"])
+    assert len(held.train) == 3 and len(held.valid) == 2
+    assert {c.label for c in held.valid} == {3}
     only_test = load(NSynth, root=root / "nsynth-test", train_dirs=[], eval_dirs=["."])
     assert only_test.train == [] and len(only_test.eval) == 3
 
@@ -266,7 +275,9 @@ def test_voxceleb1_identification_splits(tmp_path):
     assert sorted(c.path.name for c in splits.eval) == ["00004.wav", "00004.wav"]
     assert {c.label for c in splits.eval if "id10002" in str(c.path)} == {1}
     assert splits.eval[0].meta["video"] == "1zcIwhmdeo4"
-    assert {c.path.name for c in load(VoxCeleb1, root=root, eval_split="val").eval} == {"00003.wav"}
+    assert sorted(c.path.name for c in splits.valid) == ["00003.wav", "00003.wav"]  # set 2
+    on_val = load(VoxCeleb1, root=root, eval_split="val")
+    assert {c.path.name for c in on_val.eval} == {"00003.wav"} and on_val.valid == []
 
 
 def test_voxceleb1_malformed_split_file(tmp_path):

@@ -362,7 +362,7 @@ def test_commit_run_leaves_nothing_when_the_write_or_the_insert_fails(tmp_path):
 
 
 def test_corrupt_embedding_cache_entry_is_discarded_with_a_warning_and_rebuilt(tmp_path):
-    from harness_plugins.protocols.fewshot import cached_embed, embedding_cache_dir
+    from harness.evaluation import cached_embed, embedding_cache_dir
 
     wav = tmp_path / "a.wav"
     write_float_wav(wav, np.zeros(100))

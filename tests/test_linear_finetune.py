@@ -13,9 +13,10 @@ from torch import nn
 
 from harness.api import Backbone, Clip, DataSplits, Encoded, EvalContext, Task
 from harness.data import ClipAudio
+from harness.engine import WarmupCosine
 from harness.errors import UsageError
 from harness_plugins.protocols.fewshot import Fewshot
-from harness_plugins.protocols.finetune import Finetune, lr_factor, optimizer_groups
+from harness_plugins.protocols.finetune import Finetune, optimizer_groups
 from harness_plugins.protocols.linear import Linear
 
 SAMPLE_RATE = 8000
@@ -242,11 +243,11 @@ def test_optimizer_groups_apply_layer_wise_decay():
 
 
 def test_lr_schedule_warms_up_then_decays_to_zero():
-    assert [lr_factor(s, 10, 2) for s in (0, 1)] == [0.5, 1.0]
-    assert lr_factor(2, 10, 2) == pytest.approx(1.0)
-    assert lr_factor(6, 10, 2) == pytest.approx(0.5)
-    assert lr_factor(10, 10, 2) == pytest.approx(0.0)
-    assert np.all(np.diff([lr_factor(s, 10, 2) for s in range(2, 11)]) <= 0)
+    assert [WarmupCosine(10, 2).factor(s) for s in (0, 1)] == [0.5, 1.0]
+    assert WarmupCosine(10, 2).factor(2) == pytest.approx(1.0)
+    assert WarmupCosine(10, 2).factor(6) == pytest.approx(0.5)
+    assert WarmupCosine(10, 2).factor(10) == pytest.approx(0.0)
+    assert np.all(np.diff([WarmupCosine(10, 2).factor(s) for s in range(2, 11)]) <= 0)
 
 
 def test_finetune_needs_labeled_train_clips():

@@ -64,3 +64,41 @@ def test_unknown_logger_is_a_one_line_error(tmp_path):
     result = run_cli(*toy_run_args(tmp_path, "--epochs", "1", "--set", "run.loggers=nope"))
     assert result.returncode == 2
     assert result.stderr.strip() == "harness: error: unknown logger 'nope'. Available: tensorboard"
+
+
+def test_protocol_trainings_run_through_the_engine_and_reach_the_loggers(tmp_path):
+    """The device probe and fine-tuning train through the core's loop: their steps and epochs
+    are logged (stage 0, named by the protocol) beside the run's own, with their losses."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = run_cli(
+        *toy_run_args(tmp_path, "--epochs", "1", "--protocol", "device-probe,finetune"),
+        *("--set", "protocol.finetune.epochs=2", "--set", "protocol.device-probe.max_epochs=3"),
+        *("--set", "run.sync_every=1", "--set", "run.loggers=tensorboard"),
+    )
+    assert result.returncode == 0, result.stderr
+    folder = finished(tmp_path / "runs")
+    logged = events(folder)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    by_name: dict[str, list[dict]] = {}
+    for event in logged:
+        by_name.setdefault(event["stage_name"], []).append(event)
+    assert set(by_name) == {"train", "device-probe", "finetune"}
+    for name in ("device-probe", "finetune"):
+        assert {e["stage"] for e in by_name[name]} == {0}
+        assert {e["event"] for e in by_name[name]} == {"step", "epoch"}
+        assert all({"loss", "lr", "clips_per_s"} <= set(e) for e in by_name[name])
+    probe_epochs = [e for e in by_name["device-probe"] if e["event"] == "epoch"]
+    assert len(probe_epochs) == metrics["device-probe/epochs"]
+    finetune_epochs = [e for e in by_name["finetune"] if e["event"] == "epoch"]
+    assert [e["epoch"] for e in finetune_epochs] == [1, 2]
+    assert finetune_epochs[-1]["loss"] == pytest.approx(metrics["finetune/train_loss"])
+    # the run's own global step does not move while protocols train
+    train_steps = [e["global_step"] for e in by_name["train"] if e["event"] == "step"]
+    assert {e["global_step"] for e in by_name["finetune"]} == {max(train_steps)}
+    reader = EventAccumulator(str(folder / "tensorboard"))
+    reader.Reload()
+    tags = set(reader.Tags()["scalars"])
+    assert {"finetune/epoch/loss", "device-probe/step/loss", "epoch/loss"} <= tags
+    assert len(reader.Scalars("epoch/loss")) == 1  # the protocols' epochs are not mixed in

@@ -266,7 +266,7 @@ class Queueing(torch.nn.Module):
 def ddp_rank(rank: int, init_file: str, out: str) -> None:
     import torch.distributed as dist
 
-    from harness.runner import wrap_ddp
+    from harness.engine import wrap_ddp
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     torch.manual_seed(0)

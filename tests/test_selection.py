@@ -85,3 +85,36 @@ def test_hold_out_takes_whole_locations():
     assert held.isdisjoint({c.meta["identifier"] for c in train})
     assert len(held) == 2 and len(valid) == 10 and len(train) == 10  # 2 of 4 locations >= 30%
     assert hold_out(clips, 0.3, "identifier", seed=0) == (train, valid)  # seeded
+
+
+def test_a_published_validation_list_is_validated_on_and_selects(tmp_path):
+    """Speech Commands' validation_list.txt is the validation split: every epoch reports its
+    loss (the plateau watches it) and run.select=best works without run.valid_fraction."""
+    import numpy as np
+    import soundfile as sf
+
+    root = tmp_path / "sc"
+    rng = np.random.default_rng(0)
+    lists = {"validation_list.txt": [], "testing_list.txt": []}
+    for label, word in enumerate(("no", "yes")):
+        for i in range(12):
+            tone = np.sin(2 * np.pi * (300 + 500 * label) * np.arange(8000) / 16000)
+            wave = (0.3 * tone + 0.05 * rng.standard_normal(8000)).astype(np.float32)
+            path = root / word / f"s{i}_nohash_0.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, wave, 16000)
+            if i in (0, 1, 2):
+                lists["validation_list.txt"].append(f"{word}/{path.name}")
+            elif i in (3, 4):
+                lists["testing_list.txt"].append(f"{word}/{path.name}")
+    for name, lines in lists.items():
+        (root / name).write_text("\n".join(lines) + "\n")
+    args = toy_run_args(tmp_path, "--epochs", "3", "--set", "run.select=best")
+    args[args.index("--dataset") + 1] = "speech-commands"
+    args[args.index(f"dataset.root={tmp_path / 'tones'}")] = f"dataset.root={root}"
+    result = run_cli(*args, "--protocol", "linear")
+    assert result.returncode == 0, result.stderr
+    folder = finished(tmp_path / "runs")
+    epochs = epoch_events(folder)
+    assert len(epochs) == 3 and all("valid_loss" in e and "valid_acc" in e for e in epochs)
+    assert "selected the weights of stage 1 epoch" in (folder / "log.txt").read_text()

@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness import hookimpl
-from harness.api import Backbone, Encoded
+from harness.api import Backbone, Encoded, MaskedEncoding
 from harness.config import Domain, at_least, between, domain_map, positive
 from harness.errors import DataError, UsageError
 from harness.fbank import KaldiFbank as Fbank
@@ -140,20 +140,6 @@ def keep_random(x: Tensor, dim: int, keep: int) -> Tensor:
     shape[dim] = keep
     index = ids.reshape(shape).expand(*[keep if i == dim else s for i, s in enumerate(x.shape)])
     return x.gather(dim, index)
-
-
-@dataclass
-class MaskedEncoding:
-    """What :meth:`AudioMAE.forward_masked` returns (the masked-encoder contract)."""
-
-    latent: Tensor
-    """``[B, 1 + K, D]``: class token then the ``K`` visible patches, after ``norm``."""
-    mask: Tensor
-    """``[B, N]`` in patch order: 1 = hidden, 0 = visible."""
-    ids_restore: Tensor
-    """``[B, N]``: where each patch sits in ``cat(visible, hidden)``."""
-    grid: tuple[int, int]
-    """Patches along time and frequency (``N = rows * cols``)."""
 
 
 # -- modules --------------------------------------------------------------------

@@ -685,7 +685,8 @@ def read_metrics(folder: Path) -> list[dict[str, Any]]:
             event = json.loads(line)
         except json.JSONDecodeError:
             raise UsageError(f"{path} line {number} is not JSON") from None
-        if isinstance(event, dict) and "global_step" in event:
+        # stage 0: a protocol's training (device probe, fine-tuning), not the run's curves
+        if isinstance(event, dict) and "global_step" in event and event.get("stage") != 0:
             events.append(event)
     if not events:
         raise UsageError(f"{path} holds no logged steps")

@@ -58,6 +58,10 @@ class NSynth(Dataset):
         train_dirs: list[str] = field(default_factory=lambda: ["nsynth-train", "nsynth-valid"])
         """Split folders under ``root`` forming the train split ('.' is ``root`` itself)."""
         eval_dirs: list[str] = field(default_factory=lambda: ["nsynth-test"])
+        valid_dirs: list[str] = field(default_factory=list)
+        """Split folders forming the validation split (model selection, the plateau schedule),
+        e.g. ``["nsynth-valid"]`` with ``train_dirs = ["nsynth-train"]``; none by default, as
+        the default train split includes ``nsynth-valid``."""
         label_field: Literal["instrument_str", "instrument_family_str"] = "instrument_str"
         clip_seconds: float = 4.0
 
@@ -75,7 +79,8 @@ class NSynth(Dataset):
         root = require_dir(Path(cfg.root), self.name)
         train_notes = [n for d in cfg.train_dirs for n in self._read(root, d)]
         eval_notes = [n for d in cfg.eval_dirs for n in self._read(root, d)]
-        classes = sorted({name for name, _, _ in train_notes + eval_notes})
+        valid_notes = [n for d in cfg.valid_dirs for n in self._read(root, d)]
+        classes = sorted({name for name, _, _ in train_notes + eval_notes + valid_notes})
         label_of = {c: i for i, c in enumerate(classes)}
 
         def clips(notes: list[tuple[str, Path, dict]]) -> list[Clip]:
@@ -85,7 +90,14 @@ class NSynth(Dataset):
             ]
 
         eval_clips = require_clips(clips(eval_notes), self.name, root / cfg.eval_dirs[0])
-        return DataSplits(classes, clips(train_notes), eval_clips, cfg.clip_seconds, root=root)
+        return DataSplits(
+            classes,
+            clips(train_notes),
+            eval_clips,
+            cfg.clip_seconds,
+            root=root,
+            valid=clips(valid_notes),
+        )
 
     def _read(self, root: Path, folder: str) -> list[tuple[str, Path, dict]]:
         path = root if folder in ("", ".") else root / folder

@@ -6,7 +6,9 @@ Published layout::
     ROOT/validation_list.txt   ROOT/testing_list.txt   (paths relative to ROOT)
     ROOT/_background_noise_/   (long noise recordings, not a class; excluded)
 
-The train split is every clip in neither list; the eval split is one list.
+The train split is every clip in neither list; the eval split is one list (``eval_split``);
+with ``eval_split = test`` the validation list is the validation split (model selection,
+the plateau schedule).
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ class SpeechCommands(Dataset):
         }
         held_out = lists["validation"] | lists["test"]
         label_of = {w: i for i, w in enumerate(words)}
-        train, eval_ = [], []
+        train, eval_, valid = [], [], []
         for word in words:
             for path in audio_files(root / word):
                 relative = f"{word}/{path.name}"
@@ -87,11 +89,15 @@ class SpeechCommands(Dataset):
                 )
                 if relative in lists[cfg.eval_split]:
                     eval_.append(clip)
+                elif relative in lists["validation"]:
+                    valid.append(clip)  # the published validation list (eval_split=test)
                 elif relative not in held_out:
                     train.append(clip)
         require_clips(train + eval_, self.name, root)
         require_clips(eval_, self.name, root / LIST_FILES[cfg.eval_split])
-        return DataSplits(words, train, eval_, clip_seconds=cfg.clip_seconds, root=root)
+        return DataSplits(
+            words, train, eval_, clip_seconds=cfg.clip_seconds, root=root, valid=valid
+        )
 
 
 @hookimpl

@@ -81,8 +81,14 @@ class VoxCeleb1(Dataset):
             splits[split].append(clip)
         check_audio_exists((c.path for clips in splits.values() for c in clips), split_file)
         eval_ = require_clips(splits[cfg.eval_split], self.name, split_file)
+        valid = splits["val"] if cfg.eval_split == "test" else []  # the published set 2
         return DataSplits(
-            speakers, splits["train"], eval_, clip_seconds=cfg.clip_seconds, root=root
+            speakers,
+            splits["train"],
+            eval_,
+            clip_seconds=cfg.clip_seconds,
+            root=root,
+            valid=valid,
         )
 
 

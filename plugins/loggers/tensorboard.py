@@ -5,7 +5,8 @@ Enable with ``--set run.loggers=tensorboard`` (needs the ``tensorboard`` extra:
 ``<run folder>/tensorboard/``; watch a whole output folder with
 ``tensorboard --logdir runs`` (in-progress runs write under ``runs/.partial/``).
 Each event's values become scalars ``<event>/<key>`` (``step/loss``,
-``epoch/loss``, ``epoch/lr``, ...) at the run's global optimizer step.
+``epoch/loss``, ``epoch/lr``, ...) at the run's global optimizer step; the trainings of
+evaluation protocols (``stage`` 0) become ``<protocol>/<event>/<key>`` at their own step.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class TensorBoardLogger(Logger):
         if self.writer is None:
             return
         kind, step = event["event"], int(event["global_step"])
+        if event.get("stage") == 0:  # a protocol's training (e.g. the device probe)
+            kind, step = f"{event['stage_name']}/{kind}", int(event["step"])
         for key, value in event.items():
             if key not in POSITION_KEYS and isinstance(value, int | float):
                 self.writer.add_scalar(f"{kind}/{key}", float(value), step)

@@ -7,9 +7,9 @@ patches plus a shared mask token at each hidden position (fixed 2-D sin-cos posi
 predicts every patch's 16x16 values; the loss is the mean squared error over the hidden patches
 only, against per-patch normalised targets (``norm_pix_loss``, AudioMAE's default).
 
-Works with any backbone that offers the masked-encoder contract documented in
-:mod:`harness_plugins.backbones.audiomae` (``forward_masked``, ``patchify``, ``patch_size``,
-``mae_decoder``). Pretrain, then reuse the encoder::
+Works with any backbone that offers the masked-encoder contract
+:class:`harness.api.MaskedBackbone` (``forward_masked``, ``patchify``, ``patch_size``,
+``mae_decoder``, ``pos_layout``; AudioMAE does). Pretrain, then reuse the encoder::
 
     harness run --backbone audiomae --method mae --protocol none
     harness run --backbone audiomae --set backbone.checkpoint=runs/<id>/backbone.pt ...
@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from harness import hookimpl
-from harness.api import Backbone, Batch, Method, StepOutput, Task
+from harness.api import Backbone, Batch, MaskedBackbone, Method, StepOutput, Task
 from harness.config import Domain, between, domain_map, non_negative
 from harness.errors import UsageError
 from harness.layers import Mlp, init_mae_weights, vit_block
@@ -46,7 +46,8 @@ from harness_plugins.backbones.audiomae import audiomae_sincos
 
 __all__ = ["MaskedAutoencoder", "masked_patch_loss"]
 
-CONTRACT = ("forward_masked", "patchify", "patch_size", "mae_decoder")
+CONTRACT = ("forward_masked", "patchify", "patch_size", "mae_decoder", "pos_layout")
+"""The attributes of :class:`harness.api.MaskedBackbone`, named in the error message."""
 
 
 def masked_patch_loss(pred: Tensor, target: Tensor, mask: Tensor, norm_pix_loss: bool) -> Tensor:
@@ -115,13 +116,13 @@ class MaskedAutoencoder(Method):
         self.pos_layout = "time-major"
 
     def setup(self, backbone: Backbone, task: Task) -> None:
-        missing = [attr for attr in CONTRACT if not hasattr(backbone, attr)]
-        if missing:
+        if not isinstance(backbone, MaskedBackbone):
+            missing = [attr for attr in CONTRACT if not hasattr(backbone, attr)]
             raise UsageError(
                 f"method 'mae' needs a masked-autoencoder backbone (e.g. audiomae) with "
                 f"{', '.join(CONTRACT)}; backbone '{backbone.name}' lacks {', '.join(missing)}"
             )
-        self.pos_layout = getattr(backbone, "pos_layout", "time-major")
+        self.pos_layout = backbone.pos_layout
         default_dim, default_depth, default_heads = backbone.mae_decoder
         mode = self.decoder_mode
         dim = self.config.decoder_dim or default_dim

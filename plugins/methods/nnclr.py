@@ -79,7 +79,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness import hookimpl
-from harness.api import Backbone, Batch, Method, Stage, StepOutput, Task
+from harness.api import Backbone, Batch, MaskedBackbone, Method, Stage, StepOutput, Task
 from harness.config import (
     Domain,
     RunSettings,
@@ -91,7 +91,6 @@ from harness.config import (
     unit,
 )
 from harness.errors import UsageError
-from harness_plugins.methods.mae import CONTRACT as MAE_CONTRACT
 from harness_plugins.methods.mae import MaskedAutoencoder
 from harness_plugins.methods.mixup_ls import (
     mixup,
@@ -694,7 +693,7 @@ def has_checkpoint(backbone: Backbone) -> bool:
 
 def supports_mae(backbone: Backbone) -> bool:
     """Whether the backbone offers the masked-encoder contract the ``mae`` method needs."""
-    return all(hasattr(backbone, attr) for attr in MAE_CONTRACT)
+    return isinstance(backbone, MaskedBackbone)
 
 
 def random_encoder_note(backbone: Backbone, cfg: NnclrConfig) -> str:

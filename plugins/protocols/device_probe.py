@@ -27,9 +27,11 @@ Here:
 * Loss: cross-entropy weighted by ``n / (K * n_k)`` for device ``k`` with ``n_k``
   of the ``n`` training clips (inverse frequency, mean weight 1).
 * Convergence: mini-batch Adam for at most ``max_epochs``; training stops early
-  once the mean training loss of an epoch has not dropped by more than
-  ``min_delta`` for ``patience`` epochs. Initialisation and shuffling are
-  seeded with the run's seed, so the probe is deterministic on the CPU.
+  once the mean training loss of an epoch (over its batches) has not dropped by more
+  than ``min_delta`` for ``patience`` epochs. Initialisation and shuffling are
+  seeded with the run's seed, so the probe is deterministic on the CPU. The probe trains
+  through the core's engine (:meth:`EvalContext.fit`): the run's device, precision and
+  processes, and its epochs appear in ``metrics.jsonl`` as ``stage_name = "device-probe"``.
 * Metrics: ``accuracy`` (all kept evaluation clips), ``balanced_accuracy`` (mean
   per-device recall), ``chance`` (``1 / K``; the expected score of a guess
   independent of the input, exact for balanced accuracy and for accuracy when
@@ -51,7 +53,18 @@ from tabulate import tabulate
 from torch import Tensor, nn
 
 from harness import hookimpl
-from harness.api import Column, EmbeddingHead, Encoded, EvalContext, Protocol, ProtocolResult
+from harness.api import (
+    Batch,
+    Column,
+    EmbeddingHead,
+    Encoded,
+    EvalContext,
+    FeatureData,
+    Protocol,
+    ProtocolResult,
+    StepOutput,
+    TrainingJob,
+)
 from harness.config import Domain, at_least, domain_map, non_negative
 from harness.errors import DataError, HarnessError
 
@@ -224,30 +237,43 @@ class DeviceProbe(Protocol):
     def fit(
         self, ctx: EvalContext, x: Tensor, y: Tensor, num_devices: int
     ) -> tuple[nn.Module, int]:
-        """Train the probe with balanced cross-entropy until the training loss plateaus."""
+        """Train the probe with balanced cross-entropy until the training loss plateaus,
+        through the core's training engine; returns the probe and the epochs trained."""
         cfg = self.config
-        device = ctx.torch_device
-        cuda = [device.index or 0] if device.type == "cuda" else []
+        cuda = [ctx.torch_device.index or 0] if ctx.torch_device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(ctx.seed)
             probe = self.build_probe(ctx, x.shape[1], num_devices)
-            weights = balanced_class_weights(y, num_devices).to(device)
-            optimizer = torch.optim.Adam(
-                probe.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        result = ctx.fit(
+            TrainingJob(
+                name=self.name,
+                model=ProbeStep(probe, balanced_class_weights(y, num_devices)),
+                data=FeatureData(x, y),
+                epochs=cfg.max_epochs,
+                batch_size=cfg.batch_size,
+                lr=cfg.lr,
+                weight_decay=cfg.weight_decay,
+                patience=cfg.patience,
+                min_delta=cfg.min_delta,
+                drop_last=False,
+                seed=ctx.seed,
+                log_epochs=False,
             )
-            generator = torch.Generator().manual_seed(ctx.seed)
-            x, y = x.to(device), y.to(device)
-            best, stale, epoch = float("inf"), 0, 0
-            probe.train()
-            while epoch < cfg.max_epochs and stale < cfg.patience:
-                loss = train_epoch(probe, optimizer, x, y, weights, cfg.batch_size, generator)
-                epoch += 1
-                if loss < best - cfg.min_delta:
-                    best, stale = loss, 0
-                else:
-                    stale += 1
+        )
         probe.eval()
-        return probe, epoch
+        return probe, result.epochs
+
+
+class ProbeStep(nn.Module):
+    """One training step of the probe: class-balanced cross-entropy on a batch of embeddings."""
+
+    def __init__(self, probe: nn.Module, weights: Tensor) -> None:
+        super().__init__()
+        self.probe = probe
+        self.register_buffer("weights", weights)
+
+    def forward(self, batch: Batch) -> StepOutput:
+        return StepOutput(F.cross_entropy(self.probe(batch.features), batch.label, self.weights))
 
 
 def clip_samples(ctx: EvalContext, split: str) -> int:
@@ -278,28 +304,6 @@ def relabel(devices: Tensor, to_probe: Tensor) -> Tensor:
     known = devices >= 0
     out[known] = to_probe[devices[known]]
     return out
-
-
-def train_epoch(
-    probe: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    x: Tensor,
-    y: Tensor,
-    weights: Tensor,
-    batch_size: int,
-    generator: torch.Generator,
-) -> float:
-    """One shuffled pass; returns the mean weighted loss per clip."""
-    order = torch.randperm(len(x), generator=generator).to(x.device)
-    total = 0.0
-    for start in range(0, len(x), batch_size):
-        idx = order[start : start + batch_size]
-        loss = F.cross_entropy(probe(x[idx]), y[idx], weight=weights)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += loss.item() * len(idx)
-    return total / len(x)
 
 
 @torch.no_grad()

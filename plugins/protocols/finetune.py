@@ -5,14 +5,15 @@ classification head and is fine-tuned on the labeled train split with AdamW,
 layer-wise learning-rate decay (``lr * layer_decay ** depth from the top``, via
 :meth:`harness.api.Backbone.param_groups`), linear warm-up and cosine decay;
 the score is the accuracy (%) on the eval split. The run's own backbone is left
-untouched. Defaults are small enough for a CPU; the paper follows AudioMAE's
+untouched. The training runs through the core's engine (:meth:`EvalContext.fit`), so it
+uses the run's device, precision and processes and appears in ``metrics.jsonl`` as
+``stage_name = "finetune"``. Defaults are small enough for a CPU; the paper follows AudioMAE's
 recipe (e.g. 60 epochs on ESC-50), set ``epochs`` and ``lr`` accordingly.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -21,28 +22,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness import hookimpl
-from harness.api import Backbone, Column, DataSplits, EvalContext, Method, Protocol, ProtocolResult
+from harness.api import (
+    Backbone,
+    Batch,
+    Column,
+    DataSplits,
+    EvalContext,
+    Method,
+    Protocol,
+    ProtocolResult,
+    StepOutput,
+    TrainingJob,
+)
 from harness.config import Domain, at_least, between, domain_map, non_negative
-from harness.data import ClipAudio, batches, num_batches
-from harness.errors import HarnessError, UsageError
-from harness.progress import note, progress
-from harness_plugins.protocols.linear import require_labeled_splits
-
-
-def labeled_subset(audio: ClipAudio, who: str, split: str) -> ClipAudio:
-    """The clips of ``audio`` that have a label (an error when none has)."""
-    keep = torch.nonzero(audio.labels >= 0).flatten()
-    if len(keep) == 0:
-        raise UsageError(f"{who}: the '{split}' split has no labeled clips")
-    if len(keep) == len(audio):
-        return audio
-    return ClipAudio(
-        clips=[audio.clips[i] for i in keep.tolist()],
-        wave=audio.wave[keep],
-        labels=audio.labels[keep],
-        devices=audio.devices[keep],
-        sample_rate=audio.sample_rate,
-    )
+from harness.data import ClipAudio, batches
+from harness.errors import UsageError
+from harness.evaluation import labeled_subset, require_labeled_splits
 
 
 def optimizer_groups(
@@ -58,17 +53,22 @@ def optimizer_groups(
             "layer": model.num_layers + 1,
         }
     )
-    for group in groups:
-        group["base_lr"] = group["lr"]
     return groups
 
 
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine decay to zero at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    fraction = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, fraction)))
+class Classifier(nn.Module):
+    """The fine-tuned backbone and its head; one training step is cross-entropy on a batch."""
+
+    def __init__(self, backbone: Backbone, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, batch: Batch) -> StepOutput:
+        return StepOutput(F.cross_entropy(self.logits(batch.features), batch.label))
+
+    def logits(self, features: Tensor) -> Tensor:
+        return self.head(self.backbone(features))
 
 
 class Finetune(Protocol):
@@ -120,87 +120,59 @@ class Finetune(Protocol):
         num_classes = len(ctx.splits.classes)
         if num_classes < 2:
             raise UsageError(f"{self.name}: the data set has fewer than two classes")
+        cfg = self.config
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.seed)
-            model, head, frontend = self.build(ctx.backbone, num_classes, ctx.torch_device)
-            losses = self.train(model, head, frontend, train, ctx)
-        acc = accuracy(model, head, frontend, evaluation, ctx.batch_size, ctx.torch_device)
-        metrics = {"acc": 100 * acc, "train_loss": losses[-1]}
+            model = copy.deepcopy(ctx.backbone)  # the run's own backbone stays as it is
+            model.requires_grad_(True)
+            classifier = Classifier(model, model.build_head(num_classes))
+        frontend = model.frontend()
+        result = ctx.fit(
+            TrainingJob(
+                name=self.name,
+                model=classifier,
+                data=train,
+                epochs=cfg.epochs,
+                batch_size=cfg.batch_size,
+                lr=cfg.lr,
+                optimizer="adamw",
+                weight_decay=cfg.weight_decay,
+                param_groups=optimizer_groups(
+                    model, classifier.head, cfg.lr, cfg.layer_decay, cfg.weight_decay
+                ),
+                schedule="cosine",
+                warmup_fraction=cfg.warmup_fraction,
+                frontend=frontend,
+                seed=ctx.seed,
+            )
+        )
+        final_loss = result.epoch_losses[-1]
+        acc = accuracy(classifier, frontend, evaluation, ctx.batch_size, ctx.torch_device)
+        metrics = {"acc": 100 * acc, "train_loss": final_loss}
         table = "\n".join(
             [
                 "| epochs | train clips | eval clips | final train loss | eval acc (%) |",
                 "|---:|---:|---:|---:|---:|",
-                f"| {self.config.epochs} | {len(train)} | {len(evaluation)} | "
-                f"{losses[-1]:.4f} | {100 * acc:.2f} |",
+                f"| {cfg.epochs} | {len(train)} | {len(evaluation)} | "
+                f"{final_loss:.4f} | {100 * acc:.2f} |",
             ]
         )
         return ProtocolResult(metrics, table)
 
-    def build(
-        self, backbone: Backbone, num_classes: int, device: torch.device
-    ) -> tuple[Backbone, nn.Module, nn.Module]:
-        model = copy.deepcopy(backbone).to(device)
-        model.requires_grad_(True)
-        head = model.build_head(num_classes).to(device)
-        return model, head, model.frontend().to(device)
-
-    def train(
-        self,
-        model: Backbone,
-        head: nn.Module,
-        frontend: nn.Module,
-        audio: ClipAudio,
-        ctx: EvalContext,
-    ) -> list[float]:
-        """Fine-tune in place; the mean training loss of each epoch."""
-        cfg = self.config
-        groups = optimizer_groups(model, head, cfg.lr, cfg.layer_decay, cfg.weight_decay)
-        optimizer = torch.optim.AdamW(groups)
-        steps_per_epoch = num_batches(len(audio), cfg.batch_size, drop_last=True)
-        total = cfg.epochs * steps_per_epoch
-        warmup = max(1, round(cfg.warmup_fraction * total))
-        generator = torch.Generator().manual_seed(ctx.seed)
-        step, epoch_losses = 0, []
-        for epoch in range(cfg.epochs):
-            model.train()
-            head.train()
-            frontend.train()
-            losses = []
-            batch_iter = batches(audio, cfg.batch_size, ctx.torch_device, generator, drop_last=True)
-            desc = f"{self.name} epoch {epoch + 1}/{cfg.epochs}"
-            for batch in progress(batch_iter, desc=desc, total=steps_per_epoch):
-                for group in optimizer.param_groups:
-                    group["lr"] = group["base_lr"] * lr_factor(step, total, warmup)
-                with torch.no_grad():
-                    features = frontend(batch.wave)
-                loss = F.cross_entropy(head(model(features)), batch.label)
-                if not torch.isfinite(loss):
-                    raise HarnessError(f"{self.name}: training diverged (loss {loss.item()})")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                losses.append(loss.item())
-                step += 1
-            epoch_losses.append(sum(losses) / len(losses))
-            note(f"{self.name}: epoch {epoch + 1}/{cfg.epochs}, loss {epoch_losses[-1]:.4f}")
-        return epoch_losses
-
 
 @torch.no_grad()
 def accuracy(
-    model: Backbone,
-    head: nn.Module,
+    classifier: Classifier,
     frontend: nn.Module,
     audio: ClipAudio,
     batch_size: int,
     device: torch.device,
 ) -> float:
-    model.eval()
-    head.eval()
-    frontend.eval()
+    classifier.to(device).eval()
+    frontend = frontend.to(device).eval()
     correct = 0
     for batch in batches(audio, batch_size, device):
-        logits: Tensor = head(model(frontend(batch.wave)))
+        logits = classifier.logits(frontend(batch.wave))
         correct += int((logits.argmax(dim=-1) == batch.label).sum())
     return correct / len(audio)
 

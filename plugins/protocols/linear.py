@@ -18,23 +18,12 @@ from harness import hookimpl
 from harness.api import Column, DataSplits, EvalContext, Method, Protocol, ProtocolResult
 from harness.config import at_least, domain_map, positive
 from harness.errors import UsageError
-from harness_plugins.protocols.fewshot import backbone_fingerprint, labeled_embeddings
-
-TRAIN_HINT = "{who} trains on labels (fewshot-embedded: dataset.train=labeled, dataset.fold=1-5)"
-
-
-def require_labeled_splits(splits: DataSplits, who: str) -> None:
-    """Refuse, before training, a data set whose train split has no two labeled classes or
-    whose eval split has no labeled clip: a supervised protocol (linear probe, fine-tuning)
-    could not be fitted or scored."""
-    train_classes = {c.label for c in splits.train if c.label >= 0}
-    if not train_classes:
-        hint = TRAIN_HINT.format(who=who)
-        raise UsageError(f"{who}: the 'train' split has no labeled clips; {hint}")
-    if len(train_classes) < 2:
-        raise UsageError(f"{who}: the train split has fewer than two labeled classes")
-    if not any(c.label >= 0 for c in splits.eval):
-        raise UsageError(f"{who}: the 'eval' split has no labeled clips")
+from harness.evaluation import (
+    TRAIN_HINT,
+    backbone_fingerprint,
+    labeled_embeddings,
+    require_labeled_splits,
+)
 
 
 def probe_accuracy(
