@@ -51,7 +51,8 @@ class Pretrained:
     config: Mapping[str, Any] = field(default_factory=dict)
     """Backbone config values the file needs (``size`` ...); applied unless set explicitly."""
     sha256: str | None = None
-    """Only a hash the publisher states; otherwise the first download's hash is recorded."""
+    """Only a hash the publisher states (of the file at ``url``: for an entry with a ``member``
+    the archive's); otherwise the first download's hash is recorded."""
     page: str = ""
     """Where a person can download the file by hand (shown when offline)."""
     description: str = ""
