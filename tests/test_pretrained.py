@@ -333,3 +333,13 @@ def test_archive_placed_by_hand_is_extracted_offline_and_kept(server, tmp_path):
         "checkpoint-300.pth.sha256",
         "pack.zip",
     ]
+
+
+def test_list_backbones_shows_the_published_names():
+    from tests.conftest import run_cli
+
+    result = run_cli("list", "backbones")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if "backbone.pretrained=NAME" in line]
+    shown = {name.strip() for line in lines for name in line.split(":", 1)[1].split(",")}
+    assert {"mae-ast-patch-12l-chunk75", "m2d-vit-base-221006-mr7", "beats-iter3"} <= shown
