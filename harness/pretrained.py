@@ -200,7 +200,7 @@ def extract(archive: Path, member: str, path: Path, name: str) -> tuple[Path, st
                 while chunk := source.read(CHUNK):
                     out.write(chunk)
                     digest.update(chunk)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as err:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as err:
         tmp.unlink(missing_ok=True)
         reason = _reason(err)
         raise DataError(f"cannot extract {member} from {name}: {reason}") from None
