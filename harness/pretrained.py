@@ -9,6 +9,13 @@ with a progress bar. Without a published hash, the hash of the first download is
 written beside the file (``<file>.sha256``) and every later use checks the file against
 it. A download goes to a temporary file renamed into place only when complete and
 verified, so an interrupted, truncated or mismatching download leaves nothing behind.
+
+A publisher's file may be a zip archive holding the checkpoint (M2D): the entry then names
+its ``member``. The archive is downloaded (and checked against a published hash) to a
+temporary file, the member is extracted through another temporary file renamed into
+``$HARNESS_CACHE/pretrained/<backbone>/<archive stem>/``, the archive is discarded, and the
+member's hash is recorded and verified as above. An archive placed by hand in that folder
+is extracted the same way.
 """
 
 from __future__ import annotations
@@ -19,10 +26,11 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.client import HTTPException
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from harness.cache import cache_root
@@ -43,13 +51,17 @@ class Pretrained:
     config: Mapping[str, Any] = field(default_factory=dict)
     """Backbone config values the file needs (``size`` ...); applied unless set explicitly."""
     sha256: str | None = None
-    """Only a hash the publisher states; otherwise the first download's hash is recorded."""
+    """Only a hash the publisher states (of the file at ``url``: for an entry with a ``member``
+    the archive's); otherwise the first download's hash is recorded."""
     page: str = ""
     """Where a person can download the file by hand (shown when offline)."""
     description: str = ""
+    member: str | None = None
+    """The checkpoint's path inside the zip archive at ``url``; None: ``url`` is the file."""
 
     @property
     def filename(self) -> str:
+        """The name of the published file (the archive, for an entry with a ``member``)."""
         return self.url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
 
 
@@ -88,7 +100,11 @@ def apply_pretrained(backbone_cls: type, values: dict[str, Any]) -> dict[str, An
 
 
 def cache_path(backbone: str, entry: Pretrained) -> Path:
-    return cache_root() / "pretrained" / backbone / entry.filename
+    """Where the checkpoint to load lies: the file, or the member extracted from its archive."""
+    folder = cache_root() / "pretrained" / backbone
+    if entry.member is None:
+        return folder / entry.filename
+    return folder / Path(entry.filename).stem / PurePosixPath(entry.member).name
 
 
 def resolve_checkpoint(backbone_cls: type, checkpoint: str | Path) -> Path:
@@ -112,6 +128,11 @@ def sha256_of(path: Path) -> str:
 def fetch(entry: Pretrained, path: Path, progress: bool | None = None) -> Path:
     """``path`` holding ``entry``'s file: downloaded once, verified on every call."""
     recorded = path.with_name(path.name + ".sha256")
+    if entry.member is not None:
+        if path.is_file():
+            verify(path, _read_hash(recorded), recorded)  # a published hash is the archive's
+            return path
+        return fetch_member(entry, path, progress)
     if path.is_file():
         verify(path, entry.sha256 or _read_hash(recorded), recorded)
         return path
@@ -128,6 +149,65 @@ def fetch(entry: Pretrained, path: Path, progress: bool | None = None) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def fetch_member(entry: Pretrained, path: Path, progress: bool | None = None) -> Path:
+    """Extract ``entry.member`` to ``path`` from its archive: one placed by hand beside
+    ``path``, else a download (verified against a published hash) that is then discarded."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    placed = path.parent / entry.filename
+    if placed.is_file():
+        if entry.sha256 is not None:
+            verify(placed, entry.sha256, placed.with_name(placed.name + ".sha256"))
+        archive = placed
+    else:
+        archive, digest = download(entry, placed, progress, extracted=path)
+        if entry.sha256 is not None and digest != entry.sha256.lower():
+            archive.unlink(missing_ok=True)
+            raise DataError(
+                f"download of {entry.filename} has sha256 {digest[:16]}..., "
+                f"expected {entry.sha256[:16]}... from the registry; nothing was kept"
+            )
+    try:
+        tmp, digest = extract(archive, entry.member, path, entry.filename)
+        try:
+            _write_atomic(path.with_name(path.name + ".sha256"), digest + "\n")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    finally:
+        if archive != placed:
+            archive.unlink(missing_ok=True)
+    return path
+
+
+def extract(archive: Path, member: str, path: Path, name: str) -> tuple[Path, str]:
+    """``member`` of the zip ``archive`` (published as ``name``) in a temporary file beside
+    ``path``, and its sha256."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    tmp = Path(tmp_name)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out, zipfile.ZipFile(archive) as zipped:
+            if member not in zipped.namelist():
+                names = [n for n in zipped.namelist() if not n.endswith("/")]
+                shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+                raise DataError(
+                    f"archive {name} has no member {member} "
+                    f"({len(names)} files: {shown or 'none'}); nothing was kept"
+                )
+            with zipped.open(member) as source:
+                while chunk := source.read(CHUNK):
+                    out.write(chunk)
+                    digest.update(chunk)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as err:
+        tmp.unlink(missing_ok=True)
+        reason = _reason(err)
+        raise DataError(f"cannot extract {member} from {name}: {reason}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp, digest.hexdigest()
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -156,12 +236,14 @@ def _read_hash(recorded: Path) -> str | None:
     return text or None
 
 
-def download(entry: Pretrained, path: Path, progress: bool | None = None) -> tuple[Path, str]:
+def download(
+    entry: Pretrained, path: Path, progress: bool | None = None, extracted: Path | None = None
+) -> tuple[Path, str]:
     """Stream ``entry.url`` to a temporary file beside ``path``; returns it and its sha256.
 
     Anything short of a complete body (connection lost, fewer bytes than announced, an
     HTML page instead of a file) removes the partial file and raises one line naming the
-    file to place by hand.
+    file to place by hand (and, for an archive, where its ``extracted`` member may go).
     """
     from harness import progress as bars
 
@@ -181,7 +263,7 @@ def download(entry: Pretrained, path: Path, progress: bool | None = None) -> tup
                 raise _Failed(f"truncated: {received} of {total} bytes")
     except (_Failed, OSError, HTTPException, TimeoutError) as err:
         tmp.unlink(missing_ok=True)
-        raise DataError(offline_message(entry, path, _reason(err))) from None
+        raise DataError(offline_message(entry, path, _reason(err), extracted)) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -221,9 +303,12 @@ def _reason(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def offline_message(entry: Pretrained, path: Path, reason: str) -> str:
+def offline_message(
+    entry: Pretrained, path: Path, reason: str, extracted: Path | None = None
+) -> str:
     where = entry.page or entry.url
+    member = f" (or its member {entry.member} at {extracted})" if extracted is not None else ""
     return (
         f"cannot download {entry.filename} ({reason}); "
-        f"download it from {where} and place it at {path}"
+        f"download it from {where} and place it at {path}{member}"
     )

@@ -294,6 +294,26 @@ def from_published_keys(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
+# -- published checkpoints (--set backbone.pretrained=NAME; harness.pretrained) -----------
+
+from harness.pretrained import Pretrained  # noqa: E402  (kept with its registry)
+
+# AlanBaade/MAE-AST-Public README ("Pretrained Model Download"): the two 12-layer models of
+# the paper, hosted at UT Austin. Only the patch model is listed (this backbone builds the
+# 16x16 patch encoder; the frame model is refused by check_checkpoint). No sha256 is
+# published: the first download's hash is recorded and checked on every later use.
+PRETRAINED = {
+    "mae-ast-patch-12l-chunk75": Pretrained(
+        "https://www.cs.utexas.edu/~harwath/model_checkpoints/mae_ast/"
+        "chunk_patch_75_12LayerEncoder.pt",
+        layout="mae-ast",
+        config={"size": "base"},
+        page="https://github.com/AlanBaade/MAE-AST-Public#pretrained-model-download",
+        description="MAE-AST Patch: 12-layer encoder, 75% chunked masking (the paper's model)",
+    ),
+}
+
+
 @hookimpl
 def register_backbones(register) -> None:
     register(MaeAst)
