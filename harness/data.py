@@ -257,6 +257,16 @@ class OrderSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         return num_batches(self.n, self.batch_size, self.drop_last)
 
+    def start_pass(self, generator: torch.Generator | None, skip: int) -> None:
+        """Set the next pass's order (one ``randperm`` draw of ``generator``, else in order)
+        and the batches it leaves out at its start."""
+        self.skip = skip
+        self.order = (
+            torch.randperm(self.n, generator=generator)
+            if generator is not None
+            else torch.arange(self.n)
+        )
+
     def __iter__(self) -> Iterator[list[int]]:
         stop = (
             self.n - self.n % self.batch_size
@@ -322,13 +332,9 @@ class Loader:
         """One pass: shuffled by ``generator`` (one ``randperm`` draw), else in order;
         ``skip`` leaves out its first batches, ``worker_seed`` seeds the workers' RNGs
         (workers started afresh for this pass take it; persistent ones keep their first)."""
-        n = len(self.audio)
-        self.sampler.skip = skip
         if worker_seed is not None:
             self.loader.generator.manual_seed(worker_seed)
-        self.sampler.order = (
-            torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-        )
+        self.sampler.start_pass(generator, skip)
         device = self.torch_device
         try:
             for wave, idx in self.loader:
@@ -382,11 +388,7 @@ class FeatureLoader:
         worker_seed: int | None = None,
     ) -> Iterator[Batch]:
         """One pass, shuffled by ``generator`` (one ``randperm`` draw) or in order."""
-        n = len(self.features)
-        self.sampler.skip = skip
-        self.sampler.order = (
-            torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-        )
+        self.sampler.start_pass(generator, skip)
         device = self.torch_device
         for rows in self.sampler:
             idx = torch.tensor(rows, dtype=torch.long)

@@ -237,9 +237,12 @@ def test_two_gloo_processes_match_one_process_and_store_one_row(tmp_path):
     the gradient reduction: metrics within 1e-4."""
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
-    one = run_cli(*toy_run_args(tmp_path / "one", "--device", "cpu"))
+    # the protocols' trainings (device probe, fine-tuning) run through the engine under DDP too
+    protocols = ("--protocol", "device-logloss,device-probe,finetune")
+    protocols += ("--set", "protocol.finetune.epochs=1")
+    one = run_cli(*toy_run_args(tmp_path / "one", "--device", "cpu", *protocols))
     assert one.returncode == 0, one.stderr
-    two = run_cli(*toy_run_args(tmp_path / "two", "--device", "cpu", "--nproc", "2"))
+    two = run_cli(*toy_run_args(tmp_path / "two", "--device", "cpu", "--nproc", "2", *protocols))
     assert two.returncode == 0, two.stderr
     assert two.stdout.count("stored run") == 1
     (single,) = metrics_of(tmp_path / "one" / "runs" / "results.sqlite")
