@@ -10,18 +10,17 @@ import pytest
 import torch
 
 from harness.api import Batch, Task
-from harness.errors import DataError, UsageError
-from harness_plugins.augmentations.dirgen import DirGenAugmentation
-from harness_plugins.commands.dirgen import (
+from harness.dirgen import (
     DirGenerator,
     condition_vector,
     dataset,
-    embedded_traits,
-    load_bank,
     load_generator,
     save_generator,
     train_generator,
 )
+from harness.errors import DataError, UsageError
+from harness_plugins.augmentations.dirgen import DirGenAugmentation
+from harness_plugins.commands.dirgen import embedded_traits, load_bank
 
 
 def test_condition_vector_hand_computed() -> None:

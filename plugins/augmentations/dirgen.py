@@ -26,15 +26,15 @@ from torch import Tensor
 from harness import hookimpl
 from harness.api import Augmentation, Batch, Task
 from harness.config import Domain, between, domain_map, non_negative, positive
-from harness.errors import UsageError
-from harness.impulse import convolve
-from harness_plugins.commands.dirgen import (
+from harness.dirgen import (
     DIAPHRAGMS,
     PATTERNS,
     TRANSDUCERS,
     condition_vector,
     load_generator,
 )
+from harness.errors import UsageError
+from harness.impulse import convolve
 
 
 class DirGenAugmentation(Augmentation):
