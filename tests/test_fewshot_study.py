@@ -398,8 +398,8 @@ def test_each_spec_row_matches_exactly_one_planned_sweep_config(plugins, name, m
     path = REPO / "leaderboards" / f"{name}.toml"
     spec = LeaderboardSpec.from_file(path)
     runs = plan(path, plugins, [], {})
-    assert [r.config.method.name for r in runs] == [m for m in methods for _ in (0, 1)]
-    assert [r.config.run.seed for r in runs] == [0, 1] * len(methods)
+    assert [r.config.method.name for r in runs] == [m for m in methods for _ in (0, 1, 2)]
+    assert [r.config.run.seed for r in runs] == [0, 1, 2] * len(methods)
     for run in runs:
         fewshot = next(p for p in run.config.protocols if p.name == "fewshot")
         assert (fewshot.config.n_way, fewshot.config.k_shot) == (5, 1)
@@ -410,7 +410,7 @@ def test_each_spec_row_matches_exactly_one_planned_sweep_config(plugins, name, m
     ]
     groups = grouped_runs(spec, records)
     assert [labels["row"] for labels, _ in groups] == [row.label for row in spec.rows]
-    assert [len(group) for _, group in groups] == [2] * len(spec.rows)  # the two seeds
+    assert [len(group) for _, group in groups] == [3] * len(spec.rows)  # the three seeds
     assert sorted(r.run_id for _, g in groups for r in g) == sorted(r.run_id for r in records)
 
 
@@ -418,7 +418,7 @@ def test_specs_share_the_uamix_run_and_the_mae_baseline_is_its_warmup(plugins) -
     mixing = plan(REPO / "leaderboards" / "fewshot_mixing.toml", plugins, [], {})
     backbones = plan(REPO / "leaderboards" / "fewshot_backbones.toml", plugins, [], {})
     shared = {r.config.config_hash() for r in mixing} & {r.config.config_hash() for r in backbones}
-    assert len(shared) == 2  # one per seed
+    assert len(shared) == 3  # one per seed
     [uamix] = [r for r in mixing if r.config.config_hash() in shared and r.config.run.seed == 0]
     assert uamix.config.method.name == "nnclr-tcutmix"
     [mae] = [r for r in backbones if r.config.method.name == "mae" and r.config.run.seed == 0]
