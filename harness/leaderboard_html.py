@@ -110,6 +110,10 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
     return [first + i * step for i in range(int((high - first) / step) + 2)]
 
 
+SLANT_ABOVE = 6
+"""Bar charts with more categories than this slant their names."""
+
+
 def svg_chart(
     title: str,
     series: Sequence[Series],
@@ -119,7 +123,11 @@ def svg_chart(
     note: str = "",
 ) -> str:
     """Grouped bars over ``categories`` (x = category index), or lines over numeric x."""
-    width, height, left, right, top, bottom = 860, 340, 64, 250, 34, 70
+    slanted = categories is not None and len(categories) > SLANT_ABOVE
+    width, height, left, right, top = 860, 340, 64, 250, 34
+    bottom = 70
+    if slanted:  # room for the slanted category names
+        height, bottom = 390, 120
     plot_w, plot_h = width - left - right, height - top - bottom
     tops = [y + (e or 0) for s in series for y, e in zip(s.y, s.err, strict=True) if y is not None]
     lows = [y - (e or 0) for s in series for y, e in zip(s.y, s.err, strict=True) if y is not None]
@@ -144,7 +152,7 @@ def svg_chart(
             f"{tick:g}</text>"
         )
     if categories is not None:
-        parts += _bars(series, categories, left, plot_w, top + plot_h, sy)
+        parts += _bars(series, categories, left, plot_w, top + plot_h, sy, slanted)
     else:
         parts += _lines(series, left, plot_w, top + plot_h, sy)
     parts.append(
@@ -165,15 +173,21 @@ def svg_chart(
     return "".join(parts)
 
 
-def _bars(series, categories, left, plot_w, base, sy) -> list[str]:
+def _bars(series, categories, left, plot_w, base, sy, slanted: bool = False) -> list[str]:
     parts = []
     group_w = plot_w / len(categories)
     bar_w = group_w * 0.8 / max(len(series), 1)
     for c, name in enumerate(categories):
         x_mid = left + group_w * (c + 0.5)
-        parts.append(
-            f'<text x="{x_mid:.1f}" y="{base + 16}" text-anchor="middle">{_esc(name)}</text>'
-        )
+        if slanted:  # many categories: names slanted so that they do not overlap
+            parts.append(
+                f'<text x="{x_mid:.1f}" y="{base + 12}" text-anchor="end" '
+                f'transform="rotate(-35 {x_mid:.1f} {base + 12})">{_esc(name)}</text>'
+            )
+        else:
+            parts.append(
+                f'<text x="{x_mid:.1f}" y="{base + 16}" text-anchor="middle">{_esc(name)}</text>'
+            )
         for i, s in enumerate(series):
             value, error = s.y[c], s.err[c]
             if value is None:

@@ -129,3 +129,16 @@ def test_fewshot_grids_become_n_and_k_curves(plugins):
     assert vs_n.count("<circle") == 2 and vs_k.count("<circle") == 2
     page = render(spec, build_tables(spec, runs, plugins), "html", runs)
     assert page.count("<svg") == 3  # the table's bars and both curves
+
+
+@pytest.mark.parametrize(("count", "slanted"), [(3, False), (6, False), (13, True)])
+def test_many_bar_categories_are_slanted_so_their_names_do_not_overlap(count, slanted):
+    from harness.leaderboard_html import Series, svg_chart
+
+    names = [f"device {i}" for i in range(count)]
+    series = [Series("row", list(range(count)), [1.0] * count, [None] * count)]
+    svg = svg_chart("t", series, "column", "value", categories=names)
+    labels = re.findall(r"<text [^>]*>device \d+</text>", svg)
+    assert len(labels) == count
+    assert all(("rotate(-35" in label) == slanted for label in labels)
+    assert ('height="390"' in svg) == slanted  # the chart grows to hold the slanted names
