@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -228,6 +229,20 @@ def read_clip(clip: Clip) -> tuple[np.ndarray, int]:
 # -- the DataLoader path ------------------------------------------------------
 
 
+JOB_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGUSR1", "SIGUSR2") if hasattr(signal, name)
+)
+"""Signals a cluster sends a whole job step (preemption: SIGTERM, then submitit's USR2)."""
+
+
+def ignore_job_signals(worker_id: int) -> None:
+    """A DataLoader worker leaves the cluster's signals to the main process, which
+    checkpoints and requeues; killed by them, it would fail the run instead (workers end
+    with the main process)."""
+    for number in JOB_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
+
+
 class ClipDataset(TorchDataset):
     """Map-style dataset: item ``i`` is ``(waveform [T] float32, i)``."""
 
@@ -318,6 +333,7 @@ class Loader:
             persistent_workers=workers > 0,
             prefetch_factor=PREFETCH_FACTOR if workers > 0 else None,
             generator=torch.Generator(),  # workers' seeds: never a draw from the global RNG
+            worker_init_fn=ignore_job_signals if workers > 0 else None,
         )
 
     def __len__(self) -> int:

@@ -66,6 +66,25 @@ def test_loader_gives_the_in_memory_clips_in_the_same_order(tmp_path):
     assert labels.tolist() == [c.label for c in clips]
 
 
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGUSR2"])
+def test_data_workers_survive_the_signals_a_cluster_sends_the_whole_job(tmp_path, name):
+    """SLURM preemption signals every process of the job step (SIGTERM, then submitit's
+    USR2); a worker killed by them would fail the run instead of letting the main process
+    checkpoint and requeue, so workers ignore them."""
+    import signal
+
+    clips = write_clips(tmp_path / "wav")
+    lazy = split_audio(clips, RATE, 0.5, ["a", "b"])
+    loader = Loader(lazy, 2, torch.device("cpu"), workers=1)
+    batches = loader.epoch()
+    first = next(batches)
+    (worker,) = loader.loader._iterator._workers
+    os.kill(worker.pid, getattr(signal, name))
+    rest = list(batches)  # without the fix: "DataLoader worker ... is killed by signal"
+    assert worker.is_alive()
+    assert torch.cat([first.index] + [b.index for b in rest]).tolist() == list(range(10))
+
+
 def test_cache_equals_direct_decoding_within_int16_rounding(tmp_path):
     clips = write_clips(tmp_path / "wav")
     lazy = split_audio(clips, RATE, 0.5, [])
