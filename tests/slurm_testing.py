@@ -92,6 +92,7 @@ MpiDefault=none
 SwitchType=switch/none
 ReturnToService=2
 JobRequeue=1
+KillWait=2
 MinJobAge=600
 SchedulerParameters=defer_batch
 NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=1000 State=UNKNOWN

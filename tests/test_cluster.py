@@ -361,7 +361,9 @@ def test_cancelled_slurm_job_is_reported_and_resubmitted(slurm, tmp_path, tones)
     log = Path(entry["folder"]) / f"{entry['job_id']}_0_log.err"
     wait_for(lambda: log.is_file() and "epoch 1/12" in log.read_text(), 120, "epoch 1")
     env = {**os.environ, **slurm.env}
-    subprocess.run(["scancel", entry["job_id"]], check=True, env=env)  # killed, no requeue
+    # Killed, no requeue: SIGTERM (which submitit and the data workers leave alone), then
+    # SIGKILL after the fixture's KillWait of 2 s.
+    subprocess.run(["scancel", entry["job_id"]], check=True, env=env)
     wait_for(lambda: entry["job_id"] not in slurm.squeue(), 60, "the job to end")
     status = sweep(tmp_path, spec, "--status", env=slurm.env, plugins=plugins)
     # The cancelled job either wrote the error it died with or ended without a result.
