@@ -11,9 +11,11 @@ Nothing here holds a whole split in memory unless the source is a tensor.
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
 import signal
+import weakref
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -243,6 +245,17 @@ def ignore_job_signals(worker_id: int) -> None:
         signal.signal(number, signal.SIG_IGN)
 
 
+_open_loaders: weakref.WeakSet[Loader] = weakref.WeakSet()
+
+
+@atexit.register  # registered after torch's and multiprocessing's handlers, so it runs first
+def close_open_loaders() -> None:
+    """Stop the workers of loaders still open at exit: they ignore SIGTERM, the signal
+    multiprocessing's own exit handler would stop them with (and then wait forever)."""
+    for loader in list(_open_loaders):
+        loader.close()
+
+
 class ClipDataset(TorchDataset):
     """Map-style dataset: item ``i`` is ``(waveform [T] float32, i)``."""
 
@@ -336,8 +349,23 @@ class Loader:
             worker_init_fn=ignore_job_signals if workers > 0 else None,
         )
 
+        _open_loaders.add(self)
+
     def __len__(self) -> int:
         return len(self.sampler)
+
+    def close(self) -> None:
+        """Stop the worker processes now (they otherwise live as long as the loader)."""
+        iterator = getattr(self.loader, "_iterator", None)
+        self.loader._iterator = None
+        workers = list(getattr(iterator, "_workers", ()))
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()  # the sentinel path: workers leave their loop
+        for worker in workers:
+            if worker.is_alive():  # e.g. during interpreter exit, when torch's path no-ops
+                os.kill(worker.pid, signal.SIGKILL)
+                worker.join(timeout=5)
+        _open_loaders.discard(self)
 
     def epoch(
         self,
@@ -396,6 +424,9 @@ class FeatureLoader:
 
     def __len__(self) -> int:
         return len(self.sampler)
+
+    def close(self) -> None:
+        """Nothing to stop: features are read in this process."""
 
     def epoch(
         self,

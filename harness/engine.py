@@ -42,6 +42,8 @@ class BatchSource(Protocol):
         worker_seed: int | None = None,
     ) -> Iterator[Batch]: ...
 
+    def close(self) -> None: ...
+
 
 class Accumulator:
     """Sums of the loss and the step logs on the device, read only when asked."""
@@ -270,6 +272,18 @@ class Engine:
         ]
         optimizer = job_optimizer(job, groups)
         source = self.job_source(job, workers)
+        try:
+            return self._fit_loop(job, optimizer, source, log)
+        finally:
+            source.close()
+
+    def _fit_loop(
+        self,
+        job: TrainingJob,
+        optimizer: torch.optim.Optimizer,
+        source: BatchSource,
+        log: Callable[[str], None] | None,
+    ) -> TrainingResult:
         if len(source) == 0:
             raise UsageError(f"{job.name}: no training batch (fewer clips than its batch size)")
         frontend = job.frontend.to(self.device).train() if job.frontend is not None else None

@@ -287,6 +287,8 @@ class Experiment:
         if self.metrics is not None:
             self.metrics.close()
             self.metrics = None
+        for loader in self._loaders.values():
+            loader.close()
         self._loaders.clear()
         distributed.close()
 

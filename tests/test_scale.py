@@ -85,6 +85,32 @@ def test_data_workers_survive_the_signals_a_cluster_sends_the_whole_job(tmp_path
     assert torch.cat([first.index] + [b.index for b in rest]).tolist() == list(range(10))
 
 
+def test_a_process_with_open_data_workers_exits(tmp_path):
+    """Workers ignore SIGTERM, which multiprocessing's exit handler stops daemons with before
+    waiting for them forever: the harness stops open loaders' workers at exit itself."""
+    import subprocess
+    import sys
+
+    write_clips(tmp_path / "wav")
+    code = f"""
+from pathlib import Path
+import torch
+from harness.api import Clip
+from harness.data import Loader, split_audio
+clips = [Clip(p, 0, "a") for p in sorted(Path({str(tmp_path / "wav")!r}).glob("*.wav"))]
+loader = Loader(split_audio(clips, 16000, 0.5, ["a"]), 2, torch.device("cpu"), workers=1)
+batches = loader.epoch()
+next(batches)  # a pass left open: its persistent worker is alive
+(worker,) = loader.loader._iterator._workers
+print(worker.pid, flush=True)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    pid = int(done.stdout.split()[0])
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # the worker is gone too
+
+
 def test_cache_equals_direct_decoding_within_int16_rounding(tmp_path):
     clips = write_clips(tmp_path / "wav")
     lazy = split_audio(clips, RATE, 0.5, [])
