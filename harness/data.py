@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import math
+import multiprocessing
 import os
 import signal
 import weakref
@@ -250,10 +251,16 @@ _open_loaders: weakref.WeakSet[Loader] = weakref.WeakSet()
 
 @atexit.register  # registered after torch's and multiprocessing's handlers, so it runs first
 def close_open_loaders() -> None:
-    """Stop the workers of loaders still open at exit: they ignore SIGTERM, the signal
-    multiprocessing's own exit handler would stop them with (and then wait forever)."""
+    """Stop data workers still alive at exit: they ignore SIGTERM, the signal
+    multiprocessing's own exit handler stops daemonic children with (before waiting for them
+    without a timeout). Open loaders are closed; a worker whose loader is gone but whose pass
+    is still referenced (e.g. by a traceback) is killed like multiprocessing would."""
     for loader in list(_open_loaders):
         loader.close()
+    for child in multiprocessing.active_children():
+        if child.daemon:
+            child.kill()
+            child.join(timeout=5)
 
 
 class ClipDataset(TorchDataset):

@@ -85,9 +85,11 @@ def test_data_workers_survive_the_signals_a_cluster_sends_the_whole_job(tmp_path
     assert torch.cat([first.index] + [b.index for b in rest]).tolist() == list(range(10))
 
 
-def test_a_process_with_open_data_workers_exits(tmp_path):
+@pytest.mark.parametrize("leave", ["loader", "pass only"])
+def test_a_process_with_open_data_workers_exits(tmp_path, leave):
     """Workers ignore SIGTERM, which multiprocessing's exit handler stops daemons with before
-    waiting for them forever: the harness stops open loaders' workers at exit itself."""
+    waiting for them forever: the harness stops open loaders' workers at exit itself, and
+    the workers of a pass whose loader is gone (a pass kept alive by a traceback)."""
     import subprocess
     import sys
 
@@ -103,6 +105,9 @@ batches = loader.epoch()
 next(batches)  # a pass left open: its persistent worker is alive
 (worker,) = loader.loader._iterator._workers
 print(worker.pid, flush=True)
+if {leave!r} == "pass only":
+    kept = loader.loader._iterator
+    del batches, loader
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
