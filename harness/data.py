@@ -255,6 +255,8 @@ def close_open_loaders() -> None:
     multiprocessing's own exit handler stops daemonic children with (before waiting for them
     without a timeout). Open loaders are closed; a worker whose loader is gone but whose pass
     is still referenced (e.g. by a traceback) is killed like multiprocessing would."""
+    if hasattr(signal, "SIGCHLD"):  # torch's handler would raise for the workers stopped here
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     for loader in list(_open_loaders):
         loader.close()
     for child in multiprocessing.active_children():
