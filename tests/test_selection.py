@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from harness.api import Clip
@@ -36,14 +37,18 @@ def test_select_best_keeps_the_best_validation_epoch_not_the_last(tmp_path):
     chosen = accs.index(max(accs)) + 1  # the first epoch reaching the best accuracy
     assert chosen < 5, accs  # the case is built so that the best is not the last
     assert f"selected the weights of stage 1 epoch {chosen}" in (best / "log.txt").read_text()
-    # training is causal: a run stopped after that epoch has exactly those weights
+    # training is causal: a run stopped after that epoch has those weights. Two processes
+    # may round a multithreaded reduction differently (seen once in CI), so the check is
+    # to within float32 noise: an epoch's update at this learning rate is far larger.
     short = run(tmp_path, "short", "--epochs", str(chosen), "--set", "run.lr=0.05")
     for name in ("backbone.pt", "method.pt"):
         a = torch.load(best / name, weights_only=True)
         b = torch.load(short / name, weights_only=True)
-        assert all(torch.equal(a[k], b[k]) for k in a), name
-    assert json.loads((best / "metrics.json").read_text()) == json.loads(
-        (short / "metrics.json").read_text()
+        assert a.keys() == b.keys(), name
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=f"{name} {key}")
+    assert json.loads((best / "metrics.json").read_text()) == pytest.approx(
+        json.loads((short / "metrics.json").read_text()), rel=1e-5
     )
 
 
