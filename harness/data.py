@@ -12,6 +12,7 @@ Nothing here holds a whole split in memory unless the source is a tensor.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import math
 import multiprocessing
 import os
@@ -265,6 +266,21 @@ def close_open_loaders() -> None:
             child.join(timeout=5)
 
 
+def stop_workers(iterator_id: int, workers: list) -> None:
+    """SIGKILL a DataLoader pass's workers, unregistered first from torch's SIGCHLD check.
+
+    Runs when an unclosed :class:`Loader` is garbage-collected. In a reference cycle the
+    pass's queues may be finalized before the pass itself, so torch's own shutdown could no
+    longer reach the workers: it would wait 5 s, send SIGTERM (which they ignore), wait 5 s
+    more and leave them running until the process ends."""
+    with contextlib.suppress(ValueError, RuntimeError):  # unregistered already
+        torch.utils.data._utils.signal_handling._remove_worker_pids(iterator_id)
+    for worker in workers:
+        if worker.is_alive():
+            os.kill(worker.pid, signal.SIGKILL)
+            worker.join(timeout=5)
+
+
 class ClipDataset(TorchDataset):
     """Map-style dataset: item ``i`` is ``(waveform [T] float32, i)``."""
 
@@ -358,6 +374,8 @@ class Loader:
             worker_init_fn=ignore_job_signals if workers > 0 else None,
         )
 
+        self._stop_workers: weakref.finalize | None = None
+        """Kills this loader's workers if it is collected unclosed (see :func:`stop_workers`)."""
         _open_loaders.add(self)
 
     def __len__(self) -> int:
@@ -374,7 +392,18 @@ class Loader:
             if worker.is_alive():  # e.g. during interpreter exit, when torch's path no-ops
                 os.kill(worker.pid, signal.SIGKILL)
                 worker.join(timeout=5)
+        if self._stop_workers is not None:
+            self._stop_workers.detach()
+            self._stop_workers = None
         _open_loaders.discard(self)
+
+    def _watch_workers(self) -> None:
+        """Once the workers run: stop them when this loader is collected without close()."""
+        iterator = getattr(self.loader, "_iterator", None)
+        workers = list(getattr(iterator, "_workers", ()))
+        if self._stop_workers is None and workers:
+            self._stop_workers = weakref.finalize(self, stop_workers, id(iterator), workers)
+            self._stop_workers.atexit = False  # close_open_loaders stops them at exit
 
     def epoch(
         self,
@@ -390,7 +419,9 @@ class Loader:
         self.sampler.start_pass(generator, skip)
         device = self.torch_device
         try:
-            for wave, idx in self.loader:
+            batches = iter(self.loader)
+            self._watch_workers()
+            for wave, idx in batches:
                 yield Batch(
                     wave=wave.to(device, non_blocking=True),
                     label=self.audio.labels[idx].to(device, non_blocking=True),

@@ -116,6 +116,23 @@ if {leave!r} == "pass only":
         os.kill(pid, 0)  # the worker is gone too
 
 
+def test_an_unclosed_loader_in_a_reference_cycle_stops_its_workers_when_collected(tmp_path):
+    """Collected in a cycle (an Experiment never closed), a pass's queues may be finalized
+    before the pass: torch's shutdown then cannot reach the workers, waits twice 5 s and
+    leaves them running (they ignore SIGTERM). The loader kills them itself."""
+    import gc
+
+    clips = write_clips(tmp_path / "wav")
+    loader = Loader(split_audio(clips, RATE, 0.5, ["a", "b"]), 2, torch.device("cpu"), workers=1)
+    assert len(list(loader.epoch())) == 5
+    (worker,) = loader.loader._iterator._workers
+    loader.cycle = loader  # only the cycle collector frees it
+    del loader
+    gc.collect()
+    worker.join(timeout=1)
+    assert not worker.is_alive()
+
+
 def test_cache_equals_direct_decoding_within_int16_rounding(tmp_path):
     clips = write_clips(tmp_path / "wav")
     lazy = split_audio(clips, RATE, 0.5, [])
