@@ -12,7 +12,6 @@ Nothing here holds a whole split in memory unless the source is a tensor.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import math
 import multiprocessing
 import os
@@ -266,15 +265,12 @@ def close_open_loaders() -> None:
             child.join(timeout=5)
 
 
-def stop_workers(iterator_id: int, workers: list) -> None:
-    """SIGKILL a DataLoader pass's workers, unregistered first from torch's SIGCHLD check.
-
-    Runs when an unclosed :class:`Loader` is garbage-collected. In a reference cycle the
-    pass's queues may be finalized before the pass itself, so torch's own shutdown could no
-    longer reach the workers: it would wait 5 s, send SIGTERM (which they ignore), wait 5 s
-    more and leave them running until the process ends."""
-    with contextlib.suppress(ValueError, RuntimeError):  # unregistered already
-        torch.utils.data._utils.signal_handling._remove_worker_pids(iterator_id)
+def stop_pass(iterator: object) -> None:
+    """Stop a DataLoader pass's worker processes: torch's sentinel path (they leave their
+    loop), then SIGKILL for any left (e.g. during interpreter exit, when torch's path no-ops)."""
+    workers = list(getattr(iterator, "_workers", ()))
+    if hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
     for worker in workers:
         if worker.is_alive():
             os.kill(worker.pid, signal.SIGKILL)
@@ -375,7 +371,7 @@ class Loader:
         )
 
         self._stop_workers: weakref.finalize | None = None
-        """Kills this loader's workers if it is collected unclosed (see :func:`stop_workers`)."""
+        """Stops this loader's workers if it is collected unclosed (see ``_watch_workers``)."""
         _open_loaders.add(self)
 
     def __len__(self) -> int:
@@ -385,24 +381,23 @@ class Loader:
         """Stop the worker processes now (they otherwise live as long as the loader)."""
         iterator = getattr(self.loader, "_iterator", None)
         self.loader._iterator = None
-        workers = list(getattr(iterator, "_workers", ()))
-        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
-            iterator._shutdown_workers()  # the sentinel path: workers leave their loop
-        for worker in workers:
-            if worker.is_alive():  # e.g. during interpreter exit, when torch's path no-ops
-                os.kill(worker.pid, signal.SIGKILL)
-                worker.join(timeout=5)
         if self._stop_workers is not None:
             self._stop_workers.detach()
             self._stop_workers = None
+        if iterator is not None:
+            stop_pass(iterator)
         _open_loaders.discard(self)
 
     def _watch_workers(self) -> None:
-        """Once the workers run: stop them when this loader is collected without close()."""
+        """Once the workers run: stop them if this loader is collected without close().
+
+        Collected in a reference cycle (e.g. an Experiment never closed), the pass's queues
+        could be finalized before the pass, and torch's own shutdown would no longer reach
+        the workers (5 s, SIGTERM they ignore, 5 s more, and they stay). The finalizer holds
+        the pass, so its queues are alive when it runs."""
         iterator = getattr(self.loader, "_iterator", None)
-        workers = list(getattr(iterator, "_workers", ()))
-        if self._stop_workers is None and workers:
-            self._stop_workers = weakref.finalize(self, stop_workers, id(iterator), workers)
+        if self._stop_workers is None and getattr(iterator, "_workers", None):
+            self._stop_workers = weakref.finalize(self, stop_pass, iterator)
             self._stop_workers.atexit = False  # close_open_loaders stops them at exit
 
     def epoch(
