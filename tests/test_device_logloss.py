@@ -81,3 +81,55 @@ def test_console_table_fits_100_columns():
     assert max(len(line) for line in table.splitlines()) <= 100
     overall = next(line for line in table.splitlines() if line.startswith("| Overall"))
     assert f"{device_metrics(probs, labels, per_clip)['logloss/overall']:.3f}" in overall
+
+
+def test_columns_name_each_device_its_group_and_which_way_is_better():
+    def rows(metric):
+        return [
+            (c.key, c.label, c.group, c.higher_is_better) for c in table_columns(devices, metric)
+        ]
+
+    devices = ["x9", "s4", "a", "b"]
+    assert rows("logloss") == [
+        ("logloss/a", "A", "Real", False), ("logloss/b", "B", "Real", False),
+        ("logloss/real", "Avg.", "Real", False),
+        ("logloss/s4", "S4", "Unseen", False), ("logloss/unseen", "Avg.", "Unseen", False),
+        ("logloss/x9", "X9", "Other", False),  # no average for devices outside Table 3
+        ("logloss/overall", "Overall", "", False),
+    ]  # fmt: skip
+    assert rows("acc") == [
+        ("acc/a", "A acc.", "Real", True), ("acc/b", "B acc.", "Real", True),
+        ("acc/real", "Avg. acc.", "Real", True),
+        ("acc/s4", "S4 acc.", "Unseen", True), ("acc/unseen", "Avg. acc.", "Unseen", True),
+        ("acc/x9", "X9 acc.", "Other", True), ("acc/overall", "Overall acc.", "", True),
+    ]  # fmt: skip
+
+
+def test_log_loss_renormalises_rows():
+    probs = np.array([[2.0, 2.0], [1.0, 3.0]])  # rows as 0.5/0.5 and 0.25/0.75
+    assert log_loss(probs, np.array([0, 1])) == pytest.approx((np.log(2) - np.log(0.75)) / 2)
+
+
+def test_evaluate_names_a_clip_without_device_unknown_and_tables_every_device():
+    from types import SimpleNamespace
+
+    import torch
+
+    from harness.api import Clip
+    from harness_plugins.protocols.device_logloss import DeviceLogLoss
+
+    clips = [Clip("x.wav", 0, "a"), Clip("y.wav", 1, ""), Clip("z.wav", 1, "x9")]
+    probs = torch.tensor([[0.8, 0.2], [0.4, 0.6], [0.5, 0.5]], dtype=torch.float32)
+    ctx = SimpleNamespace(
+        predict=lambda split: probs,
+        audio=lambda split: SimpleNamespace(clips=clips, labels=torch.tensor([0, 1, 1])),
+    )
+    result = DeviceLogLoss(DeviceLogLoss.Config()).evaluate(ctx)
+    assert result.metrics["logloss/unknown"] == pytest.approx(-np.log(0.6))
+    assert result.metrics["logloss/x9"] == pytest.approx(np.log(2))
+    lines = result.table.splitlines()
+    assert lines[0].split("|")[1].strip() == "device"
+    labels = [line.split("|")[1].strip() for line in lines[2:]]
+    assert labels == ["Real A", "Real Avg.", "Other UNKNOWN", "Other X9", "Overall"]
+    # log-loss of A: -log 0.8 with three decimals, the numbers left as text
+    assert lines[2].split("|")[2].strip() == f"{-np.log(0.8):.3f}"

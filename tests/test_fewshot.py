@@ -23,6 +23,7 @@ from harness_plugins.protocols.fewshot import (
     Fewshot,
     class_members,
     confidence_interval,
+    eligible_classes,
     episode_accuracies,
     episode_seed,
     sample_episodes,
@@ -578,3 +579,28 @@ def test_trainable_parameters_count_what_requires_grad_once() -> None:
     frozen.requires_grad_(False)
     backbone, head = nn.Sequential(shared, frozen), nn.Sequential(shared, nn.Linear(2, 1))  # +3
     assert trainable_parameters(backbone, head, None) == 8 + 3
+
+
+def test_eligible_classes_keep_exactly_k_plus_q_and_count_absent_classes_as_empty():
+    labels = torch.tensor([0, 0, 0, 2, 2, 1])  # class 0: 3 clips, 2: 2, 1: 1, 4: none
+    assert eligible_classes(labels, [0, 1, 2, 4], needed=2) == ([0, 2], [1, 4])
+    assert eligible_classes(labels, [0, 2], needed=3) == ([0], [2])
+    assert eligible_classes(labels, [], needed=1) == ([], [])
+
+
+def test_check_counts_both_splits_under_split_all_and_class_zero(tmp_path):
+    """Two classes (0 and 1) with 2 + 2 labeled clips split over train and eval: a 2-way
+    1-shot, 1-query episode needs 2 per class, so only the union (``split = all``) fills it."""
+    from harness.api import Clip, DataSplits
+
+    def clips(part: str) -> list[Clip]:
+        return [Clip(f"{part}{i}.wav", label) for i, label in enumerate([0, 1, -1])]
+
+    splits = DataSplits(["zero", "one"], clips("train"), clips("eval"), 1.0, [], tmp_path)
+    settings = {"n_way": 2, "k_shot": 1, "queries": 1}
+    Fewshot(Fewshot.Config(split="all", **settings)).check(splits, None)
+    with pytest.raises(UsageError, match="2-way 1-shot"):
+        Fewshot(Fewshot.Config(split="eval", **settings)).check(splits, None)
+    with pytest.raises(UsageError, match="no labeled clips"):
+        empty = DataSplits(["zero"], [], [Clip("u.wav", -1)], 1.0, [], tmp_path)
+        Fewshot(Fewshot.Config(split="eval", **settings)).check(empty, None)

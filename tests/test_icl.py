@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.api import Batch, Encoded, Task
@@ -199,3 +200,25 @@ def test_training_sees_augmented_devices_and_evaluation_the_real_ones(tmp_path):
     assert not any("*" in k for k in metrics)
     assert set(experiment.audio("train").devices.tolist()) == {0, 1}
     assert "device-probe/recall/a" in metrics and "device-probe/recall/b" in metrics
+
+
+def test_normalize_option_measures_distances_between_unit_embeddings_and_logs_both_terms():
+    """``method.normalize = true``: ICL on unit-norm rows (chord distances), CE on the logits."""
+    method = InverseContrastive(
+        InverseContrastive.Config(alpha=0.2, lambda_icl=0.5, normalize=True)
+    )
+    method.head = lambda encoded: encoded.embedding
+    z = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 4.0]])  # unit rows: e1, e1, e2
+    batch = Batch(
+        wave=z, label=torch.tensor([0, 1, 1]), device=torch.tensor([0, 0, 1]),
+        index=torch.arange(3), features=z,
+    )  # fmt: skip
+    out = method.training_step(batch, lambda x: Encoded(embedding=x, tokens=x[:, None]))
+    ce = F.cross_entropy(z, batch.label).item()
+    # same device (0, 1): distance 0 (clamped to 1e-6), f = exp(0.2 - 1e-6); the other four
+    # ordered pairs cross devices at chord distance sqrt(2): g = 2
+    icl = (2 * math.exp(0.2 - 1e-6) + 4 * 2.0) / 6
+    assert out.logs["ce"].item() == pytest.approx(ce, rel=1e-6)
+    assert out.logs["icl"].item() == pytest.approx(icl, rel=1e-6)
+    assert set(out.logs) == {"ce", "icl"}
+    assert out.loss.item() == pytest.approx(ce + 0.5 * icl, rel=1e-6)

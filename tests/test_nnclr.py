@@ -547,3 +547,71 @@ def test_bad_options_are_usage_errors() -> None:
         build_dataclass(NnclrConfig, {"layer_decay": "0"}, "method")
     with pytest.raises(UsageError, match="preset"):
         build_dataclass(NnclrConfig, {"preset": "huge"}, "method")
+
+
+# -- the heads, the queue's buffers, the option domains ------------------------------
+
+
+def layout(module: nn.Sequential) -> list[tuple]:
+    """Each layer's kind, sizes, whether a linear layer has a bias and an activation is in place."""
+    rows = []
+    for layer in module:
+        if isinstance(layer, nn.Linear):
+            rows.append(("linear", layer.in_features, layer.out_features, layer.bias is not None))
+        elif isinstance(layer, nn.BatchNorm1d):
+            rows.append(("bn", layer.num_features))
+        else:
+            rows.append((type(layer).__name__, layer.inplace))
+    return rows
+
+
+def test_projector_and_predictor_follow_nnclr_table_and_keep_memory_low() -> None:
+    """NNCLR (Dwibedi et al. 2021): a 3-layer projector with batch norm after every layer and
+    bias-free linear layers ahead of it, a 2-layer predictor; ReLUs work in place."""
+    assert layout(nnclr.projector(8, 16, 4)) == [
+        ("linear", 8, 16, False), ("bn", 16), ("ReLU", True),
+        ("linear", 16, 16, False), ("bn", 16), ("ReLU", True),
+        ("linear", 16, 4, False), ("bn", 4),
+    ]  # fmt: skip
+    assert layout(nnclr.predictor(4, 16)) == [
+        ("linear", 4, 16, False), ("bn", 16), ("ReLU", True), ("linear", 16, 4, True),
+    ]  # fmt: skip
+
+
+def test_queue_starts_empty_with_no_clip_ids_and_is_not_part_of_the_weights() -> None:
+    queue = FifoQueue(4, 3)
+    assert queue.items.shape == (4, 3) and not queue.items.any()
+    assert queue.ids.dtype == torch.long and queue.ids.tolist() == [-1, -1, -1, -1]
+    assert queue.state_dict() == {}  # training state, saved with the checkpoints, not method.pt
+
+
+@pytest.mark.parametrize(
+    ("name", "accepted", "refused"),
+    [
+        *[(n, [1], [0]) for n in ("tau", "k", "queue_size", "proj_hidden", "out_dim")],
+        ("pred_hidden", [1], [0]),
+        *[(n, [0.0, 1.0], [1.5, -0.1]) for n in ("max_shift", "time_mask", "freq_mask")],
+        ("gain_std", [0.0], [-0.1]),
+        ("layer_decay", [1.0, 0.5], [0.0, 1.5]),
+        *[(n, [None, 0], [-1]) for n in ("head_epochs", "tune_epochs", "tune_blocks")],
+        ("mae_warmup_epochs", [None, 0], [-1]),
+        ("mae_mask_ratio", [0.5], [0.0, 1.0, 1.5]),
+        *[(n, [None, 1e-3], [0, -1.0]) for n in ("head_lr", "tune_lr", "mae_warmup_lr")],
+        *[(n, [None, 1], [0, -1]) for n in ("head_batch_size", "tune_batch_size")],
+    ],
+)
+def test_option_domains_at_their_boundaries(name: str, accepted: list, refused: list) -> None:
+    for value in accepted:
+        assert getattr(NnclrConfig(**{name: value}), name) == value
+    for value in refused:
+        with pytest.raises(ValueError, match=name):
+            NnclrConfig(**{name: value})
+
+
+def test_training_step_logs_lambda_and_the_queue_fill() -> None:
+    torch.manual_seed(3)
+    method = make_method(NnclrTCutMix, queue_size=32, out_dim=4)
+    batch = SimpleNamespace(features=torch.randn(6, 1, 6, 20), index=torch.arange(6))
+    logs = method.training_step(batch, TinyBackbone()).logs
+    assert set(logs) == {"lambda", "queue_filled"}
+    assert logs["queue_filled"] == 6.0 and 0.0 <= float(logs["lambda"]) <= 1.0
