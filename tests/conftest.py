@@ -18,12 +18,12 @@ def _drop_broken_lazy_modules() -> None:
     """speechbrain registers lazy modules whose attribute access raises ImportError when an
     optional dependency (k2) is absent; hypothesis scans ``sys.modules`` for ``__file__``
     and would crash on them. Unimportable ones are dropped from ``sys.modules``."""
-    for name, module in list(sys.modules.items()):
+    for name, module in sys.modules.copy().items():  # a copy: GC finalizers may import
         if name.startswith("speechbrain"):
             try:
                 getattr(module, "__file__", None)
             except ImportError:
-                del sys.modules[name]
+                sys.modules.pop(name, None)
 
 
 @pytest.hookimpl(tryfirst=True)
