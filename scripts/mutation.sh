@@ -9,7 +9,8 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 work="$root/build/mutation"
 mkdir -p "$work"
-for name in harness tests pyproject.toml; do
+# what the tests read besides the code ([tool.mutmut] also_copy copies it into mutants/)
+for name in harness tests pyproject.toml docs examples configs leaderboards README.md; do
     ln -sfn "$root/$name" "$work/$name"
 done
 ln -sfn "$root/plugins" "$work/harness_plugins"

@@ -9,14 +9,19 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from harness.api import Backbone, Clip, DataSplits, Encoded, EvalContext, Method, Task
+from harness.api import Backbone, Batch, Clip, DataSplits, Encoded, EvalContext, Method, Task
 from harness.data import ClipAudio
+from harness.engine import standalone
 from harness.errors import DataError, HarnessError
 from harness.plugins import load_plugins
 from harness_plugins.protocols.device_probe import (
     DeviceProbe,
+    EncodedHead,
+    ProbeStep,
     balanced_class_weights,
     probe_metrics,
+    relabel,
+    render_table,
 )
 
 TAU_DEVICES = ["a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6"]
@@ -301,3 +306,106 @@ def test_whole_recordings_option_keeps_the_training_length():
     metrics = probe(train_window="whole").evaluate(ctx).metrics
     assert metrics["train_seconds"] == 10 * metrics["eval_seconds"]
     assert backbone.lengths == []  # nothing cut into windows
+
+
+# -- what the probe asks the engine for, and its pieces, checked exactly ------------------
+
+
+def test_the_training_job_carries_every_probe_setting():
+    ctx = make_ctx(informative, seed=7)
+    jobs = []
+
+    def record(job):
+        jobs.append(job)
+        return standalone(ctx.torch_device).fit(job)
+
+    ctx.train = record
+    config = dict(lr=3e-3, weight_decay=0.01, batch_size=64, max_epochs=4, patience=2)
+    metrics = probe(**config, min_delta=0.05).evaluate(ctx).metrics
+    (job,) = jobs
+    assert (job.name, job.epochs, job.batch_size, job.lr) == ("device-probe", 4, 64, 3e-3)
+    assert (job.weight_decay, job.patience, job.min_delta) == (0.01, 2, 0.05)
+    assert (job.drop_last, job.seed, job.log_epochs) == (False, 7, False)
+    # class-balanced cross-entropy: n / (K n_k) for 400 clips of a and 40 of each other device
+    counts = torch.tensor([400.0, 40, 40, 40, 40, 40])
+    torch.testing.assert_close(job.model.weights, 600 / (6 * counts))
+    assert "weights" in dict(job.model.named_buffers())
+    assert 1 <= metrics["epochs"] <= 4
+
+
+def test_probe_step_is_the_class_weighted_cross_entropy():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    labels = torch.tensor([0, 1, 0])
+    weights = torch.tensor([0.25, 3.0])
+    step = ProbeStep(nn.Identity(), weights)
+    empty = torch.zeros(3)
+    loss = step(Batch(empty, labels, empty, empty, features=logits)).loss
+    # weighted mean: sum_i w_{y_i} * nll_i / sum_i w_{y_i}
+    nll = [np.log(1 + np.exp(-2.0)), np.log(1 + np.exp(-1.0)), np.log(2.0)]
+    expected = (0.25 * nll[0] + 3.0 * nll[1] + 0.25 * nll[2]) / (0.25 + 3.0 + 0.25)
+    assert float(loss) == pytest.approx(expected, rel=1e-6)
+
+
+def test_encoded_head_gives_the_head_one_token_per_clip():
+    seen = []
+
+    class FirstTokenHead(nn.Module):
+        def forward(self, encoded: Encoded) -> Tensor:
+            seen.append(encoded.tokens.shape)
+            return encoded.tokens[:, 0] + encoded.embedding
+
+    out = EncodedHead(FirstTokenHead())(torch.ones(3, 5))
+    assert seen == [(3, 1, 5)]
+    torch.testing.assert_close(out, torch.full((3, 5), 2.0))
+
+
+def test_relabel_maps_training_devices_and_drops_the_rest():
+    # task devices 0..3; the probe keeps devices 0 and 2 as classes 0 and 1
+    to_probe = torch.tensor([0, -1, 1, -1])
+    devices = torch.tensor([-1, 0, 1, 2, 3, 2])
+    assert relabel(devices, to_probe).tolist() == [-1, 0, -1, 1, -1, 1]
+
+
+def test_train_accuracy_is_reported():
+    metrics = probe().evaluate(make_ctx(informative)).metrics
+    assert 0.9 < metrics["train_accuracy"] <= 1.0
+    metrics = probe(max_epochs=3).evaluate(make_ctx(noise)).metrics
+    assert 0.0 < metrics["train_accuracy"] < 0.9
+
+
+def test_no_eval_clips_error_names_the_training_devices():
+    unseen = device_indices({"s4": 10})
+    with pytest.raises(DataError, match="training devices a, b, c, s1, s2, s3$"):
+        probe().evaluate(make_ctx(eval_devices=unseen))
+
+
+def test_class_weights_error_names_the_problem():
+    with pytest.raises(ValueError, match="^every class needs at least one training example$"):
+        balanced_class_weights(torch.tensor([1, 1]), 2)
+
+
+def test_render_table_hand_checked():
+    metrics = {
+        "recall/a": 0.5,
+        "recall/b": 1.0,
+        "accuracy": 0.75,
+        "balanced_accuracy": 0.75,
+        "chance": 0.5,
+    }
+    table = render_table(metrics, ["a", "b"], torch.tensor([3, 1]), torch.tensor([2, 2]))
+    assert table.splitlines() == [
+        "| device            |   train clips |   eval clips |   device accuracy | chance      |",
+        "|-------------------|---------------|--------------|-------------------|-------------|",
+        "| a                 |             3 |            2 |              0.5  |             |",
+        "| b                 |             1 |            2 |              1    |             |",
+        "| accuracy          |             4 |            4 |              0.75 | 0.500 (1/2) |",
+        "| balanced accuracy |               |              |              0.75 | 0.500 (1/2) |",
+    ]
+    # a device without evaluation clips has no recall and no row
+    del metrics["recall/b"]
+    rows = render_table(metrics, ["a", "b"], torch.tensor([3, 1]), torch.tensor([2, 0]))
+    assert [line.split("|")[1].strip() for line in rows.splitlines()[2:]] == [
+        "a",
+        "accuracy",
+        "balanced accuracy",
+    ]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import re
 import sqlite3
 import struct
 import warnings
@@ -96,6 +98,88 @@ def test_non_finite_metric_fails_the_run_and_cannot_be_stored(tmp_path):
     with pytest.raises(HarnessError, match="non-finite"):
         ResultStore(tmp_path / "s.sqlite").add(record)
     assert ResultStore(tmp_path / "s.sqlite").records() == []
+
+
+def test_the_first_bad_frame_is_named_for_mono_and_multichannel_audio():
+    from harness.audio import check_samples
+
+    stereo = np.zeros((6, 2), dtype=np.float32)
+    stereo[3, 1] = np.nan
+    stereo[5, 0] = np.inf
+    with pytest.raises(DataError, match=r"^audio file x\.wav contains NaN .*\(first at frame 3\)$"):
+        check_samples(stereo, Path("x.wav"))
+    mono = np.zeros(8, dtype=np.float32)
+    mono[5] = -np.inf
+    with pytest.raises(DataError, match=r"^IR y\.wav contains NaN .*\(first at frame 5\)$"):
+        check_samples(mono, Path("y.wav"), "IR")
+    check_samples(np.full(4, 1e3, dtype=np.float32), Path("loud.wav"))  # the limit itself is fine
+    check_samples(np.zeros(0, dtype=np.float32), Path("empty.wav"))
+    with pytest.raises(DataError, match=r"magnitude 1e\+03 \(more than 1000\)"):
+        check_samples(np.full(4, 1000.5, dtype=np.float32), Path("louder.wav"))
+
+
+def test_audio_errors_are_one_line_and_name_the_file(tmp_path):
+    from harness.audio import one_line
+
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, dtype=np.float32), 16000, subtype="FLOAT")
+    with pytest.raises(DataError, match=f"^empty audio file {re.escape(str(empty))}$"):
+        read_audio(empty)
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"RIFF0000WAVEjunk")
+    with pytest.raises(DataError, match=f"^unreadable audio file {re.escape(str(junk))}: \\S"):
+        read_audio(junk)
+    slow = tmp_path / "slow.wav"
+    write_float_wav(slow, np.array([0.5, -0.5, 0.25]), rate=1)
+    data, rate = read_audio(slow)
+    assert rate == 1 and data.tolist() == [0.5, -0.5, 0.25]
+    assert one_line(ValueError("two\n  lines\there")) == "two lines here"
+    assert one_line(KeyError()) == "KeyError"
+
+
+def test_clips_of_every_rate_and_length_read_the_same_in_memory_and_on_demand(tmp_path):
+    """Crop or pad at the file's rate to clip_seconds, resample (torchaudio's sinc), then
+    crop or zero-fill: the in-memory loader and the DataLoader's per-clip reader agree."""
+    import torchaudio.functional as AF
+
+    from harness.data import DecodedWaves, load_clips
+
+    gen = np.random.default_rng(0)
+    specs = [(16000, 0.7, "a", 0), (8000, 0.3, "b", 1), (22050, 0.5, "s4", -1)]
+    clips = []
+    for i, (rate, seconds, device, label) in enumerate(specs):
+        path = tmp_path / f"c{i}.wav"
+        write_float_wav(path, 0.1 * gen.standard_normal(round(rate * seconds)), rate)
+        clips.append(Clip(path, label, device))
+    halves = [tmp_path / "h0.wav", tmp_path / "h1.wav"]
+    write_float_wav(halves[0], np.full(4000, 0.25), 8000)
+    write_float_wav(halves[1], np.full(4000, -0.25), 8000)
+    clips.append(Clip(halves[0], 2, "zz", segments=tuple(halves)))
+
+    audio = load_clips(clips, 16000, 0.5, ["a", "b", "s4"])
+    assert audio.wave.shape == (4, 8000) and audio.sample_rate == 16000
+    assert audio.clips is clips and audio.labels.tolist() == [0, 1, -1, 2]
+    assert audio.devices.tolist() == [0, 1, 2, -1]
+    source = DecodedWaves(clips, 16000, 0.5)
+    for i in range(4):
+        on_demand = source.read(i)
+        assert on_demand.dtype == np.float32 and on_demand.shape == (8000,)
+        np.testing.assert_allclose(on_demand, audio.wave[i].numpy(), atol=1e-6)
+    samples, _ = sf.read(clips[0].path, dtype="float32")
+    np.testing.assert_allclose(audio.wave[0].numpy(), samples[:8000], atol=1e-7)  # cropped
+    samples, _ = sf.read(clips[1].path, dtype="float32")
+    padded = np.concatenate([samples, np.zeros(1600, dtype=np.float32)])  # 0.3 s -> 0.5 s
+    reference = AF.resample(torch.from_numpy(padded), 8000, 16000).numpy()
+    np.testing.assert_allclose(audio.wave[1].numpy(), reference, atol=1e-5)
+    assert np.abs(audio.wave[1, 5000:].numpy()).max() < 1e-3  # silence after the filter's edge
+    samples, _ = sf.read(clips[2].path, dtype="float32")
+    reference = AF.resample(torch.from_numpy(samples), 22050, 16000).numpy()
+    np.testing.assert_allclose(audio.wave[2].numpy(), reference[:8000], atol=1e-5)
+    # two 0.5 s segments at 8 kHz, cropped to 0.5 s: only the first half's +0.25 remains
+    middle = audio.wave[3, 1000:7000].numpy()
+    np.testing.assert_allclose(middle, np.full_like(middle, 0.25), atol=1e-3)
+    with pytest.raises(DataError, match="^eval audio: the split has no clips$"):
+        load_clips([], 16000, 0.5, [], desc="eval audio")
 
 
 # -- item 2: leaderboards render whatever is stored ------------------------------------------
@@ -310,6 +394,44 @@ def test_header_check_finds_truncation_and_garbage(tmp_path):
         check_header(path)
 
 
+def test_a_run_folder_holds_exactly_what_its_store_row_says(tmp_path):
+    """An in-process run: the folder's files, and the row rebuilt from them, match the store."""
+    import harness
+    from harness.store import record_from_folder
+
+    main(toy_run_args(tmp_path))
+    (row,) = ResultStore(tmp_path / "runs" / "results.sqlite").records()
+    folder = Path(row.run_dir)
+    assert folder.parent == tmp_path / "runs" and folder.name == row.run_id
+    assert sorted(p.name for p in folder.iterdir()) == [
+        ".complete", "backbone.pt", "config.json", "log.txt", "method.pt", "metrics.json",
+        "metrics.jsonl", "record.json", "tables.md",
+    ]  # fmt: skip
+    assert record_from_folder(folder) == row
+    assert json.loads((folder / "config.json").read_text()) == row.config
+    assert json.loads((folder / "metrics.json").read_text()) == row.metrics
+    assert "config" not in json.loads((folder / "record.json").read_text())
+    assert (folder / ".complete").read_text() == f"{row.run_id}\n"
+    weights = torch.load(folder / "backbone.pt", weights_only=True)
+    assert weights.keys() and all(isinstance(v, torch.Tensor) for v in weights.values())
+    assert (folder / "tables.md").read_text().startswith("## device-logloss\n\n| device")
+    log = (folder / "log.txt").read_text().splitlines()
+    assert [line.split(":")[0] for line in log if line.startswith("epoch")] == [
+        "epoch 1/3", "epoch 2/3", "epoch 3/3",
+    ]  # fmt: skip
+    epochs = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in epochs if "epoch" in e][-1] == 3
+    assert row.harness_version == harness.__version__ and row.duration_s > 0
+    assert re.fullmatch(r"[0-9a-f]{40}|", row.git_commit)
+    env = row.environment
+    assert set(env) == {"python", "torch", "platform", "threads", "packages",
+                        "data_generator_version"}  # fmt: skip
+    assert env["torch"] == torch.__version__ and env["packages"]["numpy"] == np.__version__
+    assert (row.backbone, row.method, row.aug, row.dataset, row.protocols, row.seed) == (
+        "toy", "ce", "none", "toy-tones", "device-logloss", 0,
+    )  # fmt: skip
+
+
 # -- item 5: unique run ids, races ---------------------------------------------------------
 
 
@@ -390,6 +512,112 @@ def test_corrupt_embedding_cache_entry_is_discarded_with_a_warning_and_rebuilt(t
     assert calls == ["eval"]
 
 
+def cache_ctx(tmp_path, train_seconds=None):
+    wav = tmp_path / "a.wav"
+    write_float_wav(wav, np.zeros(100))
+    clips = [Clip(wav, 0), Clip(wav, 1)]
+    calls = []
+
+    def embed(split):
+        calls.append(split)
+        return torch.ones(2, 3)
+
+    splits = SimpleNamespace(
+        eval=clips, train=clips, clip_seconds=1.0, train_clip_seconds=train_seconds
+    )
+    backbone = SimpleNamespace(sample_rate=16000, name="toy")
+    return SimpleNamespace(splits=splits, backbone=backbone, embed=embed), calls
+
+
+@pytest.mark.parametrize(
+    ("stored", "why"),
+    [
+        (torch.ones(2, 3, dtype=torch.long), "not a float tensor"),
+        ({"embeddings": torch.ones(2, 3)}, "not a float tensor"),
+        (torch.full((2, 3), math.nan), "non-finite values"),
+    ],
+)
+def test_a_cache_entry_that_is_not_finite_float_embeddings_is_rebuilt(tmp_path, stored, why):
+    from harness.evaluation import cached_embed, embedding_cache_dir
+
+    ctx, calls = cache_ctx(tmp_path)
+    folder = embedding_cache_dir(ctx, "eval", "hash")
+    folder.mkdir(parents=True)
+    (folder / DONE_MARKER).write_text("done\n")
+    torch.save(stored, folder / "embeddings.pt")
+    with pytest.warns(UserWarning, match=f"discarding embedding cache entry .*: {why}"):
+        assert torch.equal(cached_embed(ctx, "eval", "hash"), torch.ones(2, 3))
+    assert calls == ["eval"]
+    info = json.loads((folder / "info.json").read_text())
+    assert info == {"split": "eval", "clips": 2, "dim": 3, "backbone": "toy"}
+
+
+class RunsCodeWhenUnpickled:
+    """A pickle that creates a file when loaded without ``weights_only``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_cache_entry_is_never_unpickled_as_code(tmp_path):
+    from harness.evaluation import read_cached_embeddings
+
+    marker = tmp_path / "executed"
+    torch.save(RunsCodeWhenUnpickled(marker), tmp_path / "embeddings.pt")
+    with pytest.warns(UserWarning, match="discarding unreadable embedding cache entry"):
+        assert read_cached_embeddings(tmp_path / "embeddings.pt") is None
+    assert not marker.exists()
+
+
+def test_training_clips_of_another_length_are_cached_apart(tmp_path):
+    from harness.evaluation import embedding_cache_dir, split_seconds
+
+    merged, _ = cache_ctx(tmp_path, train_seconds=10.0)
+    plain, _ = cache_ctx(tmp_path)
+    assert (split_seconds(merged, "train"), split_seconds(merged, "eval")) == (10.0, 1.0)
+    assert (split_seconds(plain, "train"), split_seconds(plain, "eval")) == (1.0, 1.0)
+    assert embedding_cache_dir(merged, "train", "h") != embedding_cache_dir(plain, "train", "h")
+    assert embedding_cache_dir(merged, "eval", "h") == embedding_cache_dir(plain, "eval", "h")
+
+
+def test_backbone_fingerprint_covers_class_config_and_every_weight():
+    from dataclasses import dataclass
+
+    from harness.api import Backbone
+    from harness.evaluation import backbone_fingerprint
+
+    class Tiny(Backbone):
+        name = "tiny"
+        description = "test"
+        sample_rate = 16000
+
+        @dataclass
+        class Config:
+            size: str = "a"
+
+        def __init__(self, config=None) -> None:
+            super().__init__(config if config is not None else self.Config())
+            self.blocks = torch.nn.ModuleList([torch.nn.Linear(2, 2)])
+            torch.nn.init.constant_(self.blocks[0].weight, 0.5)
+            torch.nn.init.zeros_(self.blocks[0].bias)
+
+    class Other(Tiny):
+        pass
+
+    base = backbone_fingerprint(Tiny())
+    assert len(base) == 32 and base == backbone_fingerprint(Tiny())
+    assert backbone_fingerprint(Tiny(Tiny.Config(size="b"))) != base
+    assert backbone_fingerprint(Other()) != base
+    assert backbone_fingerprint(Tiny("a config that is not a dataclass")) != base
+    changed = Tiny()
+    with torch.no_grad():
+        changed.blocks[0].bias[1] = 1e-7
+    assert backbone_fingerprint(changed) != base
+
+
 # -- item 7: stale temporary folders and store check -----------------------------------------
 
 
@@ -407,6 +635,58 @@ def test_store_check_reports_and_repairs(tmp_path, capsys):
     main(main_argv)
     assert not dead.exists() and {r.run_id for r in store.records()} == {"r1", "r2"}
     assert check_store(out, store) == []
+
+
+def test_store_check_names_each_problem_and_ignores_other_output_folders(tmp_path):
+    out, store = tmp_path / "runs", ResultStore(tmp_path / "shared.sqlite")
+    assert check_store(out, store) == [] and not store.path.exists()  # nothing there yet
+    commit_run(out / "r1", store, make_record("r1"), lambda tmp: write_record(tmp, "r1"))
+    orphan = out / "r2"
+    orphan.mkdir()
+    write_record(orphan, "r2")
+    (out / "notes").mkdir()  # a folder without a record is not a run
+    (out / "r3.txt").write_text("not a folder")
+    broken = out / "r4"
+    broken.mkdir()
+    (broken / "record.json").write_text("{")
+    elsewhere = tmp_path / "other" / "a0"  # sorts first; another output folder's run
+    store.add(dataclasses.replace(make_record("a0"), run_dir=str(elsewhere)))
+    store.add(dataclasses.replace(make_record("r9"), run_dir=str(out / "r9")))
+    assert check_store(out, store) == [
+        f"run folder without a row (to store): {orphan}",
+        f"run folder without a row, not recoverable: run folder {broken} holds no complete "
+        "record: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
+        f"row without a run folder (left as is): r9 ({out / 'r9'})",
+    ]
+    assert check_store(out, store, repair=True)[0] == f"run folder without a row (stored): {orphan}"
+    (repaired,) = [r for r in store.records() if r.run_id == "r2"]
+    assert repaired.run_dir == str(orphan) and repaired.config == make_record("r2").config
+
+
+def test_commit_run_creates_missing_parents_and_leaves_nothing_when_writing_fails(tmp_path):
+    store = ResultStore(tmp_path / "s.sqlite")
+    deep = tmp_path / "a" / "b" / "r1"
+    commit_run(deep, store, make_record("r1"), lambda tmp: (tmp / "x").write_text("1"))
+    assert (deep / "x").read_text() == "1"
+
+    def fail(tmp: Path) -> None:
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "y").write_text("2")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        commit_run(deep.parent / "r2", store, make_record("r2"), fail)
+    assert sorted(p.name for p in deep.parent.iterdir()) == ["r1"]
+    assert [r.run_id for r in store.records()] == ["r1"]
+
+
+def test_run_files_are_sorted_indented_json(tmp_path):
+    from harness.store import write_json
+
+    write_json(tmp_path / "new" / "r.json", {"b": 1, "a": [1]})
+    text = (tmp_path / "new" / "r.json").read_text()
+    assert text == '{\n  "a": [\n    1\n  ],\n  "b": 1\n}\n'
+    assert [p.name for p in (tmp_path / "new").iterdir()] == ["r.json"]
 
 
 def write_record(folder: Path, run_id: str) -> None:

@@ -31,6 +31,7 @@ from harness.impulse import (
     normalize_irs,
     onsets,
     quantile_bands,
+    read_ir,
 )
 
 
@@ -363,3 +364,56 @@ def test_analog_prototypes() -> None:
     assert db(analog_peaking(f, 1000.0, 6.0, 1.0))[1] == pytest.approx(6.0, abs=1e-9)
     assert db(analog_low_shelf(f, 1000.0, -4.0))[0] == pytest.approx(-4.0, abs=1e-3)
     assert db(analog_low_shelf(f, 1000.0, -4.0))[3] == pytest.approx(0.0, abs=1e-3)
+
+
+# -- exact edges of the convolution and of reading a response ------------------------------
+
+
+def test_convolve_with_an_odd_fft_length_and_a_wider_response_dtype() -> None:
+    """frames + taps - 1 = 1215 = 3^5 * 5 is its own (odd) fast length; float64 responses on
+    float32 clips give float32 clips."""
+    gen = np.random.default_rng(3)
+    wave = gen.standard_normal((2, 1000)).astype(np.float32)
+    irs = gen.standard_normal((2, 216))
+    out = convolve(torch.from_numpy(wave), torch.from_numpy(irs))
+    assert out.dtype == torch.float32
+    reference = np.stack([np.convolve(w, h)[:1000] for w, h in zip(wave, irs, strict=True)])
+    np.testing.assert_allclose(out.numpy(), reference, rtol=1e-4, atol=1e-4)
+
+
+def test_convolve_refuses_unbatched_input() -> None:
+    with pytest.raises(ValueError, match=r"expected wave \[B, T\] and irs \[B, L\]"):
+        convolve(torch.zeros(3), torch.zeros(3, 5))
+    with pytest.raises(ValueError, match="got \\(2, 8\\) and \\(3, 4\\)"):
+        convolve(torch.zeros(2, 8), torch.zeros(3, 4))
+
+
+@pytest.mark.parametrize(
+    ("frames", "taps", "block"),
+    [
+        (1985, 64, 0),  # 1985 + 64 - 1 = 2048: one FFT of the whole clip
+        (1986, 64, 2048),
+        (100_000, 256, 2048),  # 8 * 256 = 2048
+        (100_000, 257, 4096),
+        (4000, 700, 0),  # 8192-sample blocks would exceed the 4699-sample convolution
+    ],
+)
+def test_block_length_is_8x_the_taps_as_a_power_of_two_and_at_least_2048(
+    frames: int, taps: int, block: int
+) -> None:
+    assert block_length(frames, taps) == block
+
+
+def test_ir_errors_name_the_impulse_response_file(tmp_path: Path) -> None:
+    bad = tmp_path / "nan.wav"
+    sf.write(bad, np.array([1.0, np.nan, 0.0], dtype=np.float32), 16000, subtype="FLOAT")
+    with pytest.raises(DataError, match=r"^impulse-response file .*nan\.wav contains NaN"):
+        read_ir(bad)
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, dtype=np.float32), 16000, subtype="FLOAT")
+    with pytest.raises(DataError, match=r"^empty impulse-response file .*empty\.wav$"):
+        read_ir(empty)
+    fine = tmp_path / "one.wav"
+    sf.write(fine, np.array([0.5], dtype=np.float32), 16000, subtype="FLOAT")
+    data, rate = read_ir(fine)
+    assert data.dtype == np.float64 and data.tolist() == [0.5] and rate == 16000

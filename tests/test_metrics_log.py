@@ -102,3 +102,103 @@ def test_protocol_trainings_run_through_the_engine_and_reach_the_loggers(tmp_pat
     tags = set(reader.Tags()["scalars"])
     assert {"finetune/epoch/loss", "device-probe/step/loss", "epoch/loss"} <= tags
     assert len(reader.Scalars("epoch/loss")) == 1  # the protocols' epochs are not mixed in
+
+
+# -- the pieces, in-process: the event file, RNG and module state --------------------------
+
+
+class RecordingLogger:
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+        self.opened: list[tuple] = []
+        self.closed = 0
+
+    def open(self, folder, resume_step) -> None:
+        self.opened.append((folder, resume_step))
+
+    def log(self, event: dict) -> None:
+        self.events.append(event)
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_metrics_log_writes_nulls_for_non_finite_values_and_resumes_at_an_offset(tmp_path):
+    from harness.metrics_log import MetricsLog
+
+    logger = RecordingLogger()
+    log = MetricsLog(tmp_path / "a" / "b", [logger])
+    assert log.offset() == 0
+    log.open(None, None)
+    log.log({"step": 1, "loss": float("nan"), "lr": 0.5, "name": "x"})
+    cut = log.offset()
+    log.log({"step": 2, "loss": float("inf")})
+    path = tmp_path / "a" / "b" / "metrics.jsonl"
+    assert cut == len('{"step": 1, "loss": null, "lr": 0.5, "name": "x"}\n')
+    assert log.offset() == path.stat().st_size
+    log.close()
+    assert log.offset() == 0 and logger.closed == 1
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [
+        {"step": 1, "loss": None, "lr": 0.5, "name": "x"},
+        {"step": 2, "loss": None},
+    ]
+    assert logger.events[1] == {"step": 2, "loss": None}
+    resumed = MetricsLog(tmp_path / "a" / "b", [logger])
+    resumed.open(cut, 1)
+    resumed.log({"step": 2, "loss": 1.0})
+    resumed.close()
+    assert path.read_text().splitlines()[1:] == ['{"step": 2, "loss": 1.0}']
+    assert logger.opened[-1] == (tmp_path / "a" / "b", 1)
+    fresh = MetricsLog(tmp_path / "c", [])
+    fresh.open(123, None)  # an offset without a file: a new file
+    fresh.log({"step": 1})
+    fresh.close()
+    assert (tmp_path / "c" / "metrics.jsonl").read_text() == '{"step": 1}\n'
+
+
+def test_rng_state_survives_a_weights_only_checkpoint_and_replays_every_generator(tmp_path):
+    import random
+
+    import numpy as np
+    import torch
+
+    from harness.resume import rng_state, set_rng_state
+
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    torch.save(rng_state(), tmp_path / "rng.pt")
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    state = torch.load(tmp_path / "rng.pt", weights_only=True)
+    assert set(state) >= {"python", "numpy", "torch"}
+    set_rng_state(state)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_module_state_keeps_public_scalars_buffers_and_trainable_flags():
+    import torch
+    from torch import nn
+
+    from harness.resume import Position, load_module_state, module_state
+
+    class Queue(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pointer, self.label, self.full, self._cache = 0, "q", False, 5
+            self.register_buffer("items", torch.zeros(2), persistent=False)
+
+    model = nn.Sequential(nn.Linear(2, 2), Queue())
+    model[0].bias.requires_grad_(False)
+    model[1].pointer, model[1].items[:] = 7, torch.tensor([1.0, 2.0])
+    state = module_state(model)
+    assert state["scalars"] == {
+        "0:in_features": 2, "0:out_features": 2, "1:pointer": 7, "1:label": "q", "1:full": False,
+    }  # fmt: skip
+    assert state["requires_grad"] == {"0.weight": True, "0.bias": False}
+    assert set(state["buffers"]) == {"1.items"}
+
+    restored = nn.Sequential(nn.Linear(2, 2), Queue())
+    load_module_state(restored, state, "method")
+    assert restored[1].pointer == 7 and restored[1].items.tolist() == [1.0, 2.0]
+    assert not restored[0].bias.requires_grad
+    torch.testing.assert_close(restored[0].weight, model[0].weight)
+    assert Position(2, 3, 40, 5).as_dict() == {"stage": 2, "epoch": 3, "step": 40, "micro": 5}

@@ -18,7 +18,9 @@ from harness.api import Backbone, Encoded, Stage, Task
 from harness.config import RunSettings, build_dataclass
 from harness.errors import UsageError
 from harness.runner import Experiment
+from harness_plugins.backbones.audiomae import AudioMAE
 from harness_plugins.methods import nnclr
+from harness_plugins.methods.mae import MaskedAutoencoder
 from harness_plugins.methods.nnclr import (
     Box,
     FifoQueue,
@@ -615,3 +617,239 @@ def test_training_step_logs_lambda_and_the_queue_fill() -> None:
     logs = method.training_step(batch, TinyBackbone()).logs
     assert set(logs) == {"lambda", "queue_filled"}
     assert logs["queue_filled"] == 6.0 and 0.0 <= float(logs["lambda"]) <= 1.0
+
+
+# -- progressive retraining and the MAE warm-up, stage by stage -------------------------
+
+NOTE_MAE = (
+    "no backbone.checkpoint: MAE pretraining of the randomly initialised encoder on the "
+    "training clips before contrastive tuning"
+)
+
+
+def audiomae(checkpoint: str = "") -> Backbone:
+    return AudioMAE(AudioMAE.Config(checkpoint=checkpoint))
+
+
+def method_on(backbone: Backbone, cls: type = NnclrTCutMix, **options) -> Nnclr:
+    defaults = {"proj_hidden": 16, "pred_hidden": 16, "out_dim": 2, "queue_size": 3}
+    method = cls(build_dataclass(cls.Config, defaults | options, "method"))
+    method.setup(backbone, Task(["a"], [], 16000, -2))
+    return method
+
+
+def test_a_random_mae_encoder_gets_the_exact_warm_up_head_and_top_stages() -> None:
+    backbone = audiomae()
+    method = method_on(backbone, preset="small", mae_warmup_epochs=3, mae_warmup_lr=0.02)
+    assert method.mae_warmup_for(backbone) == 3 and method.objective == "nnclr"
+    stages = method.stages(backbone, RunSettings(epochs=13, lr=3e-3, batch_size=16))
+    assert stages == [
+        Stage("mae-warmup", 3, 0.02, 16, note=NOTE_MAE),
+        Stage("head", 3, 3e-3, 16, backbone_blocks=0),  # round(13 / 5)
+        Stage("top", 10, 3e-3, 16, backbone_blocks=2, layer_decay=method.config.layer_decay),
+    ]
+    method.begin_stage(stages[0])
+    assert method.objective == "mae"
+    for stage in stages[1:]:
+        method.begin_stage(stage)
+        assert method.objective == "nnclr"
+
+
+def test_a_loaded_encoder_gets_no_warm_up_and_no_note() -> None:
+    backbone = audiomae("pretrained.pt")
+    method = method_on(backbone, preset="small", mae_warmup_epochs=3)
+    assert method.mae is None and method.mae_warmup_for(backbone) == 0
+    stages = method.stages(backbone, RunSettings(epochs=1, lr=1e-3, batch_size=4))
+    assert stages == [Stage("head", 1, 1e-3, 4, backbone_blocks=0)]  # top: 1 - 1 = 0 epochs
+
+
+def test_a_random_encoder_without_warm_up_says_why_in_the_first_stage() -> None:
+    off = method_on(audiomae(), preset="small", mae_warmup_epochs=0)
+    (head, top) = off.stages(audiomae(), RunSettings(epochs=3))
+    assert head.note == (
+        "no backbone.checkpoint: the encoder is randomly initialised; "
+        "MAE warm-up off (method.mae_warmup_epochs=0, preset 'small')"
+    )
+    assert (head.epochs, top.epochs, top.note) == (1, 2, "")  # max(1, round(3 / 5))
+    plain = make_method(preset="small")
+    (head, _) = plain.stages(TinyBackbone(TinyBackbone.Config(depth=5)), RunSettings(epochs=3))
+    assert head.note == (
+        "no backbone.checkpoint: the encoder is randomly initialised; "
+        "backbone 'tiny' has no masked-encoder contract for an MAE warm-up"
+    )
+    with pytest.raises(UsageError, match="MAE stage"):
+        plain.begin_stage(Stage("mae-warmup", 1, 1e-3, 2))
+
+
+def test_top_stage_tunes_half_the_blocks_rounded_down_or_all_of_them() -> None:
+    five = TinyBackbone(TinyBackbone.Config(depth=5))
+    (_, top) = make_method(preset="small").stages(five, RunSettings(epochs=5))
+    assert top.backbone_blocks == 2
+    (_, top) = make_method(preset="small", tune_blocks=5).stages(five, RunSettings(epochs=5))
+    assert top.backbone_blocks == 5
+
+
+def test_has_checkpoint_reads_the_backbone_config() -> None:
+    assert nnclr.has_checkpoint(audiomae("weights.pt"))
+    assert not nnclr.has_checkpoint(audiomae())
+    assert not nnclr.has_checkpoint(TinyBackbone())  # a config without the field
+
+
+def test_setup_keeps_the_random_stream_of_the_mae_warm_up() -> None:
+    """With a warm-up the head is drawn aside, so the warm-up draws what `--method mae` draws;
+    without one the head's initialisation is part of the run's stream."""
+    backbone = audiomae()
+    torch.manual_seed(4)
+    method_on(backbone, preset="small", mae_warmup_epochs=2)
+    after_method = torch.rand(3)
+    torch.manual_seed(4)
+    MaskedAutoencoder(MaskedAutoencoder.Config(mask_ratio=0.8)).setup(
+        backbone, Task(["a"], [], 16000, -2)
+    )
+    torch.testing.assert_close(after_method, torch.rand(3))
+
+    torch.manual_seed(4)
+    before = torch.rand(3)
+    torch.manual_seed(4)
+    make_method(preset="small")
+    assert not torch.equal(torch.rand(3), before)
+
+
+# -- the pieces of a view and of the mixing, exactly ---------------------------------------
+
+
+def test_random_ints_cover_their_range() -> None:
+    torch.manual_seed(0)
+    signed = nnclr.random_ints(2, 4000, torch.device("cpu"), signed=True)
+    unsigned = nnclr.random_ints(2, 4000, torch.device("cpu"))
+    assert set(signed.tolist()) == {-2, -1, 0, 1, 2}
+    assert set(unsigned.tolist()) == {0, 1, 2}
+
+
+def test_shift_time_rolls_forward_along_the_time_axis() -> None:
+    x = torch.arange(10.0).reshape(2, 1, 1, 5)
+    shifted = nnclr.shift_time(x, -1, torch.tensor([1, -2]))
+    torch.testing.assert_close(shifted[0], torch.roll(x[0], 1, dims=-1))
+    torch.testing.assert_close(shifted[1], torch.roll(x[1], -2, dims=-1))
+    assert nnclr.other_axis(-1) == -2 and nnclr.other_axis(-2) == -1
+
+
+def test_random_bands_follow_uniform_widths_then_uniform_starts() -> None:
+    """Length 3, widths up to 2: width 0, 1, 2 each 1/3; then each start equally likely."""
+    torch.manual_seed(1)
+    rows = nnclr.random_bands(3, 2, 30000, torch.device("cpu"))
+    counts: dict[tuple, int] = {}
+    for row in rows.int().tolist():
+        counts[tuple(row)] = counts.get(tuple(row), 0) + 1
+    expected = {
+        (0, 0, 0): 1 / 3,
+        (1, 0, 0): 1 / 9, (0, 1, 0): 1 / 9, (0, 0, 1): 1 / 9,
+        (1, 1, 0): 1 / 6, (0, 1, 1): 1 / 6,
+    }  # fmt: skip
+    assert set(counts) == set(expected)
+    for mask, share in expected.items():
+        assert counts[mask] / len(rows) == pytest.approx(share, abs=0.012)
+
+
+def test_box_mask_broadcasts_over_batch_and_channels() -> None:
+    box = Box(t0=1, t1=3, f0=0, f1=2)
+    mask = box_mask(torch.Size([5, 2, 4, 6]), -1, box)
+    assert mask.shape == (1, 1, 4, 6)
+    assert mask[0, 0].nonzero().tolist() == [[0, 1], [0, 2], [1, 1], [1, 2]]
+
+
+@pytest.mark.parametrize("time_axis", [-1, -2])
+def test_view_masks_are_one_time_band_or_one_frequency_band(time_axis: int) -> None:
+    torch.manual_seed(12)
+    x = torch.randn(64, 2, 6, 20) if time_axis == -1 else torch.randn(64, 2, 20, 6)
+    x = x + torch.arange(64.0)[:, None, None, None]  # clip means far apart
+    masked = augment_view(x, time_axis, ViewSettings(0.0, 0.0, 0.25, 0.5))
+    widths = {"time": set(), "freq": set()}
+    for b in range(64):
+        changed = masked[b] != x[b]  # [C, F, T] or [C, T, F]
+        assert torch.equal(changed[0], changed[1])  # the same band in every channel
+        fill = masked[b][changed]
+        torch.testing.assert_close(fill, torch.full_like(fill, x[b].mean().item()))
+        time = changed[0].all(dim=-2 if time_axis == -1 else -1)
+        freq = changed[0].all(dim=-1 if time_axis == -1 else -2)
+        union = freq[:, None] | time[None, :] if time_axis == -1 else time[:, None] | freq[None, :]
+        assert torch.equal(changed[0], union)
+        widths["time"].add(int(time.sum()))
+        widths["freq"].add(int(freq.sum()))
+    assert max(widths["time"] - {6}) == 5 and max(widths["freq"] - {20}) == 3
+
+
+def test_view_shifts_go_both_ways_up_to_the_limit() -> None:
+    torch.manual_seed(13)
+    x = torch.randn(200, 1, 3, 8)
+    shifted = augment_view(x, -1, ViewSettings(0.25, 0.0, 0.0, 0.0))
+    seen = set()
+    for b in range(200):
+        (shift,) = [s for s in range(-2, 3) if torch.equal(shifted[b], torch.roll(x[b], s, -1))]
+        seen.add(shift)
+    assert seen == {-2, -1, 0, 1, 2}
+
+
+def test_view_gain_is_one_offset_per_clip_with_the_configured_spread() -> None:
+    torch.manual_seed(14)
+    x = torch.randn(4000, 1, 3, 5)
+    offset = augment_view(x, -1, ViewSettings(0.0, 0.1, 0.0, 0.0)) - x
+    per_clip = offset.flatten(1)
+    torch.testing.assert_close(per_clip, per_clip[:, :1].expand_as(per_clip))
+    assert per_clip[:, 0].std().item() == pytest.approx(0.1, rel=0.05)
+
+
+def test_views_come_from_the_view_options() -> None:
+    cfg = NnclrConfig(max_shift=0.3, gain_std=0.4, time_mask=0.5, freq_mask=0.6)
+    assert cfg.views() == ViewSettings(max_shift=0.3, gain_std=0.4, time_mask=0.5, freq_mask=0.6)
+
+
+def test_plain_nnclr_mix_is_the_identity_with_one_hot_targets() -> None:
+    x = torch.randn(3, 1, 4, 5)
+    mixed, targets, lam = make_method().mix(x, -1)
+    assert mixed is x and lam == 1.0
+    torch.testing.assert_close(targets, torch.eye(3))
+
+
+def test_contrastive_head_gives_unit_rows() -> None:
+    head = nnclr.ContrastiveHead(8, 16, 16, 3).eval()
+    z, p = head(torch.randn(5, 8))
+    torch.testing.assert_close(z.norm(dim=-1), torch.ones(5))
+    assert p.shape == (5, 3)
+
+
+def test_training_needs_two_clips_per_batch() -> None:
+    method = make_method(queue_size=8)
+    pair = SimpleNamespace(features=torch.randn(2, 1, 6, 20), index=torch.arange(2))
+    assert torch.isfinite(method.training_step(pair, TinyBackbone()).loss)
+    with pytest.raises(UsageError, match="at least 2 clips"):
+        method.training_step(SimpleNamespace(features=pair.features[:1], index=torch.arange(1)),
+                             TinyBackbone())  # fmt: skip
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_exclude_self_skips_the_queue_entry_of_the_anchor_clip(symmetric: bool) -> None:
+    """Queue: clip 7 at [1, 0], clip 9 at [0, 1]. Both anchors point at [1, 0]; anchor 0 is clip
+    7, so with exclude_self its support is clip 9's [0, 1]."""
+    z = unit([[1.0, 0.1], [1.0, 0.2]])
+    p = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    losses = {}
+    for exclude in (False, True):
+        method = make_method(tau=TAU, exclude_self=exclude, symmetric=symmetric, queue_size=2)
+        method.queue.enqueue(unit([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([7, 9]))
+        losses[exclude] = method.contrastive_loss(z, p, z, p, torch.eye(2), torch.tensor([7, 3]))
+    # without exclusion both rows' support is [1, 0]: logits [[2, 0], [2, 0]] / ... by hand
+    plain = (softplus_neg(2.0) + softplus_neg(-2.0)) / 2
+    # with it row 0's support is [0, 1]: logits [0, 2], positive column 0
+    excluded = (softplus_neg(-2.0) + softplus_neg(-2.0)) / 2
+    assert losses[False].item() == pytest.approx(plain, rel=1e-6)
+    assert losses[True].item() == pytest.approx(excluded, rel=1e-6)
+
+
+def test_mix_option_checks_in_the_config_itself() -> None:
+    assert MixupLsConfig(smoothing=0.0).smoothing == 0.0
+    for bad in (1.0, 1.5):
+        with pytest.raises(ValueError, match="smoothing"):
+            MixupLsConfig(smoothing=bad)
+    with pytest.raises(ValueError, match="alpha"):
+        MixConfig(alpha=0.0)

@@ -149,3 +149,42 @@ def test_icl_loss_changes_with_lambda():
         losses.append(out.loss.item())
     assert losses[0] == pytest.approx(F.cross_entropy(z, batch.label).item())
     assert losses[1] > losses[0]
+
+
+def test_param_groups_decay_lr_per_layer_and_exempt_biases_norms_and_tokens():
+    """Two blocks under a stem and a norm: layers 0 (stem), 1, 2, 3 (above); with lr 1 and
+    layer decay 0.5 the rates are 0.5^(3 - layer); only matrices get weight decay."""
+    from torch import nn
+
+    from harness.api import Backbone
+
+    class Two(Backbone):
+        name, description, sample_rate = "two", "test", 16000
+        stem_prefixes = ("stem", "cls_token", "pos_embed")
+
+        def __init__(self) -> None:
+            super().__init__(None)
+            self.stem = nn.Linear(2, 4)
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, 4))
+            self.pos_embed = nn.Parameter(torch.zeros(1, 3, 4))
+            self.blocks = nn.ModuleList(nn.Linear(4, 4) for _ in range(2))
+            self.norm = nn.LayerNorm(4)
+
+    model = Two()
+    model.blocks[0].bias.requires_grad = False
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    groups = [
+        (g["layer"], g["lr"], g["weight_decay"], sorted(name_of[id(p)] for p in g["params"]))
+        for g in model.param_groups(lr=1.0, layer_decay=0.5, weight_decay=0.05)
+    ]
+    assert groups == [
+        (0, 0.125, 0.0, ["cls_token", "pos_embed", "stem.bias"]),
+        (0, 0.125, 0.05, ["stem.weight"]),
+        (1, 0.25, 0.05, ["blocks.0.weight"]),
+        (2, 0.5, 0.0, ["blocks.1.bias"]),
+        (2, 0.5, 0.05, ["blocks.1.weight"]),
+        (3, 1.0, 0.0, ["norm.bias", "norm.weight"]),
+    ]
+    plain = model.param_groups(lr=2.0)
+    assert {g["lr"] for g in plain} == {2.0} and {g["weight_decay"] for g in plain} == {0.0}
+    assert model.layer_of("stem.weight") == 0 and model.layer_of("head.weight") == 3
