@@ -98,3 +98,59 @@ def test_parse_set_rejects_malformed_items():
         parse_set(["method.alpha"])
     with pytest.raises(UsageError, match="expected section.field"):
         parse_set(["epochs=3"])
+
+
+# -- what identifies a run, and the small helpers ----------------------------------------
+
+
+def test_config_hash_ignores_order_and_record_only_run_keys(plugins):
+    first = resolve({"method": {"name": "icl", "alpha": 0.3}, "run": {"epochs": 2}}, plugins)
+    second = resolve({"run": {"epochs": 2}, "method": {"alpha": 0.3, "name": "icl"}}, plugins)
+    logged = resolve(
+        {"method": {"name": "icl", "alpha": 0.3}, "run": {"epochs": 2, "loggers": ["tensorboard"]}},
+        plugins,
+    )
+    other = resolve({"method": {"name": "icl", "alpha": 0.4}, "run": {"epochs": 2}}, plugins)
+    assert first.config_hash() == second.config_hash() == logged.config_hash()
+    assert first.config_hash() != other.config_hash()
+    assert list(first.as_dict()) == ["run", "backbone", "method", "dataset", "aug", "protocol"]
+    assert first.as_dict()["dataset"]["name"] == "tau22-embedded"
+    assert first.as_dict()["backbone"]["name"] == "passt"
+
+
+def test_hashed_config_drops_record_only_keys_and_keeps_the_rest():
+    from harness.config import hashed_config
+
+    config = {"method": {"name": "ce"}, "run": {"lr": 1.0, "loggers": ["x"],
+                                                "checkpoint_every_steps": 5}}  # fmt: skip
+    assert hashed_config(config) == {"method": {"name": "ce"}, "run": {"lr": 1.0}}
+    assert hashed_config({"method": {"name": "ce"}}) == {"method": {"name": "ce"}, "run": {}}
+
+
+def test_finite_to_plain_and_domain_helpers():
+    import math
+
+    from harness.config import between, finite, non_negative, positive, to_plain, unit
+
+    assert finite(1) and finite("x") and finite([1.0, 2]) and finite(0.0)
+    assert not finite(math.nan) and not finite(-math.inf) and not finite((1.0, math.inf))
+    assert to_plain({"p": Path("a/b"), "t": (1, Path("c"))}) == {"p": "a/b", "t": [1, "c"]}
+    for domain in (positive("h"), non_negative("h"), unit("h"), between(0, 1, "h"),
+                   between(0, 1, "h", open_high=True)):  # fmt: skip
+        assert domain.help == "h"
+
+
+def test_a_config_file_that_is_not_utf8_names_the_file_and_the_reason(tmp_path):
+    from harness.config import read_toml
+
+    path = tmp_path / "bad.toml"
+    path.write_bytes(b'title = "\xff"\n')
+    with pytest.raises(UsageError, match="^config file .*bad.toml is not UTF-8 text: invalid"):
+        read_toml(path)
+
+
+def test_the_first_protocols_preferred_dataset_is_the_default(plugins):
+    fewshot = resolve({"protocol": {"names": ["fewshot"]}}, plugins)
+    assert fewshot.as_dict()["dataset"]["name"] == "fewshot-embedded"
+    plain = resolve({"protocol": {"names": ["none", "device-logloss"]}}, plugins)
+    assert plain.as_dict()["dataset"]["name"] == "tau22-embedded"

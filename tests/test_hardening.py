@@ -182,6 +182,39 @@ def test_clips_of_every_rate_and_length_read_the_same_in_memory_and_on_demand(tm
         load_clips([], 16000, 0.5, [], desc="eval audio")
 
 
+def test_the_decoded_audio_cache_holds_each_clip_to_half_an_int16_step_of_its_peak(tmp_path):
+    """int16 rows scaled by max(1, peak): a loud clip (peak 1.5) keeps its level; the index
+    names the files, rate and length; the global RNG is left alone."""
+    from harness.audio_cache import FULL_SCALE, CachedWaves, cached_audio
+    from harness.data import split_audio
+
+    gen = np.random.default_rng(1)
+    waves = [0.1 * gen.standard_normal(4000), 1.5 * np.sin(np.arange(4000) / 7.0)]
+    clips = []
+    for i, wave in enumerate(waves):
+        write_float_wav(tmp_path / f"w{i}.wav", wave, 8000)
+        clips.append(Clip(tmp_path / f"w{i}.wav", i, "a"))
+    audio = split_audio(clips, 8000, 0.5, ["a"])
+    torch.manual_seed(5)
+    expected_draw = torch.rand(1)
+    torch.manual_seed(5)
+    cached = cached_audio(audio, str(tmp_path / "cache"), desc="train audio")
+    assert torch.equal(torch.rand(1), expected_draw)
+    assert isinstance(cached.wave, CachedWaves) and len(cached.wave) == 2
+    for i, wave in enumerate(waves):
+        peak = max(1.0, float(np.abs(wave.astype(np.float32)).max()))
+        row = cached.wave.read(i)
+        assert row.dtype == np.float32 and row.shape == (4000,)
+        np.testing.assert_allclose(row, wave, atol=0.5 * peak / FULL_SCALE + 1e-7)
+    (folder,) = (tmp_path / "cache").iterdir()
+    assert folder.name.startswith("8000hz-0.5s-2-")
+    index = json.loads((folder / "index.json").read_text())
+    assert index["shape"] == [2, 4000] and index["sample_rate"] == 8000
+    assert index["clip_seconds"] == 0.5
+    assert index["clips"] == [[str(c.path)] for c in clips]
+    assert np.load(folder / "scales.npy").tolist() == pytest.approx([1.0, 1.5], abs=1e-3)
+
+
 # -- item 2: leaderboards render whatever is stored ------------------------------------------
 
 

@@ -116,3 +116,26 @@ def test_third_party_package_is_discovered_through_its_dist_info(tmp_path, monke
     row = next(r for r in plugins.describe() if r["name"] == "focal")
     assert row["package"] == project["name"] and row["version"] == project["version"]
     sys.modules.pop("harness_focal_loss", None)
+
+
+def test_global_options_are_found_before_the_command_and_from_the_environment(monkeypatch):
+    import os
+
+    from harness.cli import scan_global_options
+
+    monkeypatch.setenv("HARNESS_PLUGINS", os.pathsep.join(["env_a", "", "env_b"]))
+    argv = ["--plugin", "p1", "--block=b1", "--debug", "--plugin=p2", "--block", "b2", "run",
+            "--plugin", "after-the-command"]  # fmt: skip
+    assert scan_global_options(argv) == (["env_a", "env_b", "p1", "p2"], ["b1", "b2"], True)
+    monkeypatch.delenv("HARNESS_PLUGINS")
+    assert scan_global_options(["--plugin"]) == ([], [], False)  # a flag without its value
+    assert scan_global_options(["list", "--debug"]) == ([], [], False)
+
+
+def test_the_command_is_the_first_argument_that_is_no_global_option_or_its_value():
+    from harness.cli import first_command
+
+    assert first_command(["--plugin", "run", "--debug", "--block", "x", "sweep", "run"]) == "sweep"
+    assert first_command(["run"]) == "run"
+    assert first_command(["--plugin=p", "--debug"]) is None
+    assert first_command([]) is None

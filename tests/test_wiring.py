@@ -188,3 +188,101 @@ def test_param_groups_decay_lr_per_layer_and_exempt_biases_norms_and_tokens():
     plain = model.param_groups(lr=2.0)
     assert {g["lr"] for g in plain} == {2.0} and {g["weight_decay"] for g in plain} == {0.0}
     assert model.layer_of("stem.weight") == 0 and model.layer_of("head.weight") == 3
+
+
+def test_preflight_checks_every_file_of_every_split_once(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from harness import runner
+    from harness.api import Clip
+
+    seen = []
+    monkeypatch.setattr(runner, "check_header", seen.append)
+    paths = {name: tmp_path / f"{name}.wav" for name in ("t", "e", "v", "x", "s1", "s2")}
+    splits = SimpleNamespace(
+        train=[Clip(paths["t"], 0), Clip(paths["t"], 0)],
+        eval=[Clip(paths["e"], 0), Clip(paths["s1"], 0, segments=(paths["s1"], paths["s2"]))],
+        valid=[Clip(paths["v"], 0)],
+        extra=[Clip(paths["x"], 0)],
+        extra_splits=("extra",),
+    )
+    runner.check_audio_headers(splits)
+    assert seen == [paths[k] for k in ("t", "e", "s1", "s2", "v", "x")]
+
+
+def test_run_records_name_the_data_generator_and_the_blocks_trained():
+    from types import SimpleNamespace
+
+    from harness import runner
+
+    class Versioned:
+        GENERATOR_VERSION = 7
+
+    assert runner.generator_version(Versioned) == 7
+    assert runner.generator_version(SimpleNamespace) is None
+    module_level = load_plugins()["dataset"].get("tau22-embedded").cls
+    assert runner.generator_version(module_level) == 1  # the module's GENERATOR_VERSION
+    assert runner.generator_version(None) is None
+    assert runner.describe_blocks(None) == "as set up"
+    assert runner.describe_blocks(0) == "none (backbone frozen)"
+    assert runner.describe_blocks(1) == "top 1"
+
+
+def test_git_commit_is_the_checkout_head_or_empty(tmp_path, monkeypatch):
+    import subprocess
+    from pathlib import Path
+
+    import harness
+    from harness import runner
+
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+        cwd=Path(harness.__file__).parent,
+    )  # fmt: skip
+    expected = head.stdout.strip() if head.returncode == 0 else ""
+    monkeypatch.chdir(tmp_path)  # wherever the command runs, the harness checkout counts
+    assert runner.git_commit() == expected
+    monkeypatch.setattr(harness, "__file__", str(tmp_path / "harness" / "__init__.py"))
+    (tmp_path / "harness").mkdir()
+    assert runner.git_commit() == ""  # not a git checkout
+
+
+def test_every_command_line_flag_lands_in_its_config_section():
+    flags = {
+        "backbone": "beats", "method": "icl", "dataset": "esc50", "aug": "multidir+vintage",
+        "protocol": "fewshot", "epochs": 3, "batch_size": 4, "seed": 2, "device": "cpu",
+    }  # fmt: skip
+    assert raw_config(None, flags, ()) == {
+        "backbone": {"name": "beats"}, "method": {"name": "icl"}, "dataset": {"name": "esc50"},
+        "aug": {"names": "multidir+vintage"}, "protocol": {"names": "fewshot"},
+        "run": {"epochs": 3, "batch_size": 4, "seed": 2, "device": "cpu"},
+    }  # fmt: skip
+    # an empty --aug still names "no augmentation"; unset flags leave the sections alone
+    assert raw_config(None, {"aug": "", "backbone": None, "seed": None}, ()) == {
+        "aug": {"names": ""}, "run": {},
+    }  # fmt: skip
+
+
+def test_the_in_progress_folder_holds_its_config_and_a_timestamped_state(tmp_path):
+    import datetime
+    import json
+
+    from harness.resume import remove_partial, start_partial, write_state
+
+    folder = tmp_path / ".partial" / "run1"
+    start_partial(folder, {"b": 1, "a": {"c": 2}})
+    start_partial(folder, {"b": 1, "a": {"c": 2}})  # again, e.g. by a resumed run
+    assert (folder / "config.json").read_text() == json.dumps(
+        {"a": {"c": 2}, "b": 1}, indent=2, sort_keys=True
+    )
+    write_state(folder, {"global_step": 5})
+    state = json.loads((folder / "state.json").read_text())
+    assert state["global_step"] == 5 and set(state) == {"global_step", "updated"}
+    updated = datetime.datetime.fromisoformat(state["updated"])
+    assert updated.tzinfo is not None and updated.microsecond == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "state.json"]
+    (tmp_path / ".partial" / "run2").mkdir()
+    remove_partial(folder)
+    assert not folder.exists() and (tmp_path / ".partial").is_dir()  # another run's is kept
+    remove_partial(tmp_path / ".partial" / "run2")
+    assert not (tmp_path / ".partial").exists()
