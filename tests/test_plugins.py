@@ -139,3 +139,19 @@ def test_the_command_is_the_first_argument_that_is_no_global_option_or_its_value
     assert first_command(["run"]) == "run"
     assert first_command(["--plugin=p", "--debug"]) is None
     assert first_command([]) is None
+
+
+def test_unknown_name_suggests_up_to_three_close_names_and_lists_all():
+    from harness.plugins import unknown_name_message
+
+    names = ["passt", "passa", "pas", "passtt", "beats"]
+    assert unknown_name_message("backbone", "pass", names) == (
+        "unknown backbone 'pass'. Did you mean: passt, passa, pas? "
+        "Available: passt, passa, pas, passtt, beats"
+    )
+    # similarity 0.5 (2 of 8 letters matched twice) is close enough
+    assert unknown_name_message("method", "abcd", ["abxy"]) == (
+        "unknown method 'abcd'. Did you mean: abxy? Available: abxy"
+    )
+    assert unknown_name_message("method", "zzz", ["ce"]) == "unknown method 'zzz'. Available: ce"
+    assert unknown_name_message("method", "x", []) == "unknown method 'x'. Available: none"

@@ -123,3 +123,32 @@ def test_a_published_validation_list_is_validated_on_and_selects(tmp_path):
     epochs = epoch_events(folder)
     assert len(epochs) == 3 and all("valid_loss" in e and "valid_acc" in e for e in epochs)
     assert "selected the weights of stage 1 epoch" in (folder / "log.txt").read_text()
+
+
+def test_warm_up_then_plateau_schedule_by_hand():
+    """Linear warm-up over 4 steps (0.25, 0.5, 0.75, 1.0 of each group's base rate), then the
+    rate halves after 2 epochs without improvement (patience 1), counted from the warm-up's end."""
+    import torch
+
+    from harness.engine import WarmupPlateau
+
+    params = [torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))]
+    optimizer = torch.optim.SGD(
+        [{"params": params[:1], "lr": 1.0}, {"params": params[1:], "lr": 0.1}]
+    )
+    for group in optimizer.param_groups:
+        group["base_lr"] = group["lr"]
+    schedule = WarmupPlateau(optimizer, warmup_steps=4, patience=1, factor=0.5)
+    rates = []
+    for step in range(5):
+        schedule.before_step(optimizer, step)
+        rates.append([round(g["lr"], 6) for g in optimizer.param_groups])
+    assert rates == [[0.25, 0.025], [0.5, 0.05], [0.75, 0.075], [1.0, 0.1], [1.0, 0.1]]
+    for loss in (1.0, 1.0, 1.0):
+        schedule.after_epoch(optimizer, loss, step=3)  # still warming up: not counted
+    assert [g["lr"] for g in optimizer.param_groups] == [1.0, 0.1]
+    for loss in (1.0, 1.0):
+        schedule.after_epoch(optimizer, loss, step=4)
+    assert [g["lr"] for g in optimizer.param_groups] == [1.0, 0.1]
+    schedule.after_epoch(optimizer, 1.0, step=4)  # the second epoch without improvement
+    assert [round(g["lr"], 6) for g in optimizer.param_groups] == [0.5, 0.05]
