@@ -465,6 +465,39 @@ def test_a_run_folder_holds_exactly_what_its_store_row_says(tmp_path):
     )  # fmt: skip
 
 
+def test_an_interrupted_in_process_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    """Interrupted (Ctrl-C) in the first batch of epoch 2, then ``--resume``: the same
+    metrics, weights, log and metrics.jsonl as an uninterrupted run (the Python API path of
+    the SIGKILL tests in test_resume.py)."""
+    import os
+
+    from harness import faults
+    from tests.test_resume import args, assert_same_run, finished
+
+    main(args(tmp_path, "a"))
+    real_os = faults.os
+
+    def interrupt(pid, sig):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(faults, "os", SimpleNamespace(
+        environ=real_os.environ, getpid=real_os.getpid, getppid=real_os.getppid, kill=interrupt,
+    ))  # fmt: skip
+    monkeypatch.setenv("HARNESS_TEST_KILL_AT", "epoch 2/3")
+    with pytest.raises(SystemExit) as stopped:
+        main(args(tmp_path, "b"))
+    assert stopped.value.code == 130
+    monkeypatch.delenv("HARNESS_TEST_KILL_AT")
+    (partial,) = (tmp_path / "b" / ".partial").iterdir()
+    assert {"config.json", "state.json", "rank0.pt"} <= set(os.listdir(partial))
+    state = json.loads((partial / "state.json").read_text())
+    assert (state["stage_name"], state["stage_epochs"], state["epoch"]) == ("train", 3, 1)
+    main([*args(tmp_path, "b"), "--resume"])
+    assert_same_run(finished(tmp_path / "a"), finished(tmp_path / "b"))
+    assert not (tmp_path / "b" / ".partial").exists()
+    assert "resumed from" in (finished(tmp_path / "b") / "log.txt").read_text()
+
+
 # -- item 5: unique run ids, races ---------------------------------------------------------
 
 
