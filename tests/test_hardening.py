@@ -762,6 +762,40 @@ def write_record(folder: Path, run_id: str) -> None:
     (folder / "record.json").write_text(json.dumps(data))
 
 
+def test_stale_temp_folders_are_found_down_to_the_given_depth_only(tmp_path, monkeypatch):
+    from harness.cache import build_once, cache_root, clean_stale_cache, host_name
+
+    def dead(parent: Path, name: str) -> Path:
+        folder = parent / f".{name}.{host_name()}~999999~1.abc"
+        folder.mkdir(parents=True)
+        return folder
+
+    root = tmp_path / "cache"
+    (root / "a-file").parent.mkdir(parents=True)
+    (root / "a-file").write_text("not a folder")
+    level1 = dead(root, "gen")
+    level2 = dead(root / "audio", "x")
+    level3 = dead(root / "a" / "b", "y")
+    dead(root / "a" / "b" / "c", "too-deep")
+    dead(root / ".hidden", "z")  # inside another temporary or hidden folder: not searched
+    finished = root / "done"
+    finished.mkdir()
+    (finished / DONE_MARKER).write_text("done\n")
+    dead(finished, "inside-a-finished-folder")
+    elsewhere = dead(tmp_path / "other", "w").parent
+    (root / "link").symlink_to(elsewhere, target_is_directory=True)
+    monkeypatch.setenv("HARNESS_CACHE", str(root))
+    assert cache_root() == root
+    assert sorted(clean_stale_cache()) == sorted([level1, level2, level3])
+    assert not level1.exists() and not level3.exists()
+    assert len(list(elsewhere.iterdir())) == 1  # not followed through the link
+
+    built = build_once(root / "gen", lambda tmp: (tmp / "x").write_text("1"))
+    assert (built / DONE_MARKER).read_text() == "done\n" and (built / "x").is_file()
+    monkeypatch.delenv("HARNESS_CACHE")
+    assert cache_root() == Path.home() / ".cache" / "harness"
+
+
 def test_temp_folders_of_live_processes_are_kept(tmp_path):
     mine = owned_temp_dir(tmp_path, "x")
     dead = tmp_path / f".y.{mine.name.split('.')[2].split('~')[0]}~999999~1.abc"
