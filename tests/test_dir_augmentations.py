@@ -508,3 +508,17 @@ def test_third_party_subclass_reuses_loading_and_application(tmp_path: Path) -> 
         make(entry.cls)
     with pytest.raises(DataError, match="phone0.wav is a file"):
         make(entry.cls, path=str(tmp_path / "phone0.wav"))
+
+
+@pytest.mark.parametrize("cls", [MultiDir, Vintage])
+def test_the_response_bank_is_a_buffer_that_never_enters_the_weights(cls):
+    """The bank moves with the module to the training device but is not saved in method.pt
+    or checkpoints (it is rebuilt from the configuration)."""
+    aug = make(cls)
+    assert aug.state_dict() == {}
+    buffers = dict(aug.named_buffers())
+    assert set(buffers) == {"irs", "device_ids", "device_slot", "ir_group"}
+    assert buffers["irs"].shape[0] == len(aug.bank) and buffers["irs"].is_floating_point()
+    assert buffers["ir_group"].shape == (len(aug.bank),)
+    assert buffers["device_slot"].shape == (len(DEVICES),)
+    assert all(buffers[k].dtype == torch.long for k in ("device_ids", "device_slot", "ir_group"))
