@@ -152,3 +152,53 @@ def test_warm_up_then_plateau_schedule_by_hand():
     assert [g["lr"] for g in optimizer.param_groups] == [1.0, 0.1]
     schedule.after_epoch(optimizer, 1.0, step=4)  # the second epoch without improvement
     assert [round(g["lr"], 6) for g in optimizer.param_groups] == [0.5, 0.05]
+
+
+class ConstantLoss(torch.nn.Module):
+    """A loss of exactly 1 whatever the weight (so the training loss never improves), that
+    records the features each batch had and the training mode it ran in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(1))
+        self.seen: list[tuple] = []
+
+    def forward(self, batch):
+        from harness.api import StepOutput
+
+        self.seen.append((tuple(batch.features.shape), self.training))
+        return StepOutput((self.weight * 0 + 1.0).sum())
+
+
+class Halve(torch.nn.Module):
+    def forward(self, wave):
+        assert self.training and not torch.is_grad_enabled()
+        return wave[:, ::2]
+
+
+def test_a_protocol_job_stops_after_patience_epochs_without_progress_and_reports_each_loss():
+    """Through the core's engine: waveform batches through the job's front-end; the constant
+    loss never improves, so patience 2 stops it after epochs 1 (best), 2 and 3."""
+    from harness.api import Clip, TrainingJob
+    from harness.data import ClipAudio
+    from harness.engine import job_optimizer, standalone
+
+    clips = [Clip(Path(f"c{i}.wav"), i % 2) for i in range(8)]
+    labels = torch.tensor([c.label for c in clips])
+    audio = ClipAudio(clips, torch.randn(8, 6), labels, torch.full((8,), -1), 16000)
+    model = ConstantLoss()
+    job = TrainingJob(
+        name="probe", model=model, data=audio, epochs=10, batch_size=4, lr=0.1,
+        patience=2, frontend=Halve(), drop_last=False, log_epochs=False,
+    )  # fmt: skip
+    result = standalone(torch.device("cpu")).fit(job)
+    assert result.epoch_losses == [1.0, 1.0, 1.0] and result.steps == 6
+    assert set(model.seen) == {((4, 3), True)} and len(model.seen) == 6
+    assert not model.training  # handed back in evaluation mode
+    optimizer = job_optimizer(
+        TrainingJob("x", model, audio, 1, 4, lr=0.5, optimizer="adamw", weight_decay=0.1),
+        [{"params": [model.weight]}],
+    )
+    assert isinstance(optimizer, torch.optim.AdamW)
+    group = optimizer.param_groups[0]
+    assert (group["lr"], group["base_lr"], group["weight_decay"]) == (0.5, 0.5, 0.1)
