@@ -236,8 +236,9 @@ def step_peak_mb(name: str, reference: bool) -> float:
         pytest.skip("CPU peak memory is measured through /proc (Linux only)")
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "PYTHONWARNINGS": "ignore"}
     impl = "reference" if reference else "ours"
-    command = [sys.executable, __file__, name, impl]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
+    command = [sys.executable, "-m", "tests.benchmarks.test_backbone_speed", name, impl]
+    root = Path(__file__).resolve().parents[2]  # where `tests` is importable
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800, cwd=root)
     assert done.returncode == 0, done.stderr[-2000:]
     return float(done.stdout.strip().splitlines()[-1])
 
