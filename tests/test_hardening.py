@@ -549,35 +549,6 @@ def test_commit_run_leaves_nothing_when_the_write_or_the_insert_fails(tmp_path):
 # -- item 6: corrupt embedding cache ---------------------------------------------------------
 
 
-def test_corrupt_embedding_cache_entry_is_discarded_with_a_warning_and_rebuilt(tmp_path):
-    from harness.evaluation import cached_embed, embedding_cache_dir
-
-    wav = tmp_path / "a.wav"
-    write_float_wav(wav, np.zeros(100))
-    clips = [Clip(wav, 0), Clip(wav, 1)]
-    calls = []
-
-    def embed(split):
-        calls.append(split)
-        return torch.ones(2, 3)
-
-    ctx = SimpleNamespace(
-        splits=SimpleNamespace(eval=clips, clip_seconds=1.0, train_clip_seconds=None),
-        backbone=SimpleNamespace(sample_rate=16000, name="toy"),
-        embed=embed,
-    )
-    folder = embedding_cache_dir(ctx, "eval", "hash")
-    folder.mkdir(parents=True)
-    (folder / DONE_MARKER).write_text("done\n")
-    (folder / "embeddings.pt").write_bytes(b"\x80corrupt")
-    with pytest.warns(UserWarning, match="discarding unreadable embedding cache entry"):
-        assert torch.equal(cached_embed(ctx, "eval", "hash"), torch.ones(2, 3))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert torch.equal(cached_embed(ctx, "eval", "hash"), torch.ones(2, 3))  # healed
-    assert calls == ["eval"]
-
-
 def cache_ctx(tmp_path, train_seconds=None):
     wav = tmp_path / "a.wav"
     write_float_wav(wav, np.zeros(100))
@@ -593,6 +564,22 @@ def cache_ctx(tmp_path, train_seconds=None):
     )
     backbone = SimpleNamespace(sample_rate=16000, name="toy")
     return SimpleNamespace(splits=splits, backbone=backbone, embed=embed), calls
+
+
+def test_corrupt_embedding_cache_entry_is_discarded_with_a_warning_and_rebuilt(tmp_path):
+    from harness.evaluation import cached_embed, embedding_cache_dir
+
+    ctx, calls = cache_ctx(tmp_path)
+    folder = embedding_cache_dir(ctx, "eval", "hash")
+    folder.mkdir(parents=True)
+    (folder / DONE_MARKER).write_text("done\n")
+    (folder / "embeddings.pt").write_bytes(b"\x80corrupt")
+    with pytest.warns(UserWarning, match="discarding unreadable embedding cache entry"):
+        assert torch.equal(cached_embed(ctx, "eval", "hash"), torch.ones(2, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(cached_embed(ctx, "eval", "hash"), torch.ones(2, 3))  # healed
+    assert calls == ["eval"]
 
 
 @pytest.mark.parametrize(
