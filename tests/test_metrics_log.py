@@ -202,3 +202,59 @@ def test_module_state_keeps_public_scalars_buffers_and_trainable_flags():
     assert not restored[0].bias.requires_grad
     torch.testing.assert_close(restored[0].weight, model[0].weight)
     assert Position(2, 3, 40, 5).as_dict() == {"stage": 2, "epoch": 3, "step": 40, "micro": 5}
+
+
+def test_a_nested_non_finite_value_is_refused_not_written_as_a_bare_nan(tmp_path):
+    from harness.metrics_log import MetricsLog
+
+    log = MetricsLog(tmp_path, [])
+    log.open(None, None)
+    log.log({"event": "epoch", "loss": float("nan")})
+    with pytest.raises(ValueError):
+        log.log({"event": "epoch", "nested": {"loss": float("inf")}})
+    log.close()
+    assert "NaN" not in (tmp_path / "metrics.jsonl").read_text()
+
+
+def test_clock_rates_by_hand(monkeypatch):
+    from harness import metrics_log
+
+    now = [10.0]
+    monkeypatch.setattr(metrics_log.time, "perf_counter", lambda: now[0])
+    clock = metrics_log.Clock()
+    assert (clock.started, clock.wait, clock.clips) == (10.0, 0.0, 0)
+    clock.clips, clock.wait = 8, 1.0
+    now[0] = 14.0
+    assert clock.rates(world=2) == {"clips_per_s": 4.0, "data_wait": 0.25, "seconds": 4.0}
+    clock.wait = 9.0
+    assert clock.rates()["data_wait"] == 1.0  # capped: waits overlap on several ranks
+    clock.reset()
+    assert (clock.started, clock.wait, clock.clips) == (14.0, 0.0, 0)
+    assert clock.rates() == {"clips_per_s": 0.0, "data_wait": 0.0, "seconds": 1e-9}
+
+
+def test_timed_adds_each_items_wait_to_every_clock(monkeypatch):
+    from harness import metrics_log
+
+    ticks = iter([0.0, 0.5, 1.0, 3.0, 3.0, 3.25, 4.0])
+    monkeypatch.setattr(metrics_log.time, "perf_counter", lambda: next(ticks))
+    a, b = metrics_log.Clock(), metrics_log.Clock()  # take ticks 0.0 and 0.5
+    b.wait = 1.0
+    assert list(metrics_log.timed(["x", "y"], [a, b])) == ["x", "y"]
+    assert (a.wait, b.wait) == (2.25, 3.25)  # 1.0 -> 3.0 and 3.0 -> 3.25
+
+
+def test_learning_rates_name_the_heads_lr_and_every_group():
+    import torch
+
+    from harness.metrics_log import gpu_memory, learning_rates
+
+    one = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+    assert learning_rates(one) == {"lr": 0.5}
+    groups = torch.optim.SGD(
+        [{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": lr} for lr in (0.1, 0.2, 0.3)]
+    )
+    assert learning_rates(groups) == {
+        "lr": 0.3, "lr/group0": 0.1, "lr/group1": 0.2, "lr/group2": 0.3,
+    }  # fmt: skip
+    assert gpu_memory(torch.device("cpu")) == {}

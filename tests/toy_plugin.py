@@ -11,7 +11,16 @@ import torch
 from torch import Tensor, nn
 
 from harness import hookimpl
-from harness.api import Backbone, Clip, Dataset, DataSplits, Encoded, Method, StepOutput
+from harness.api import (
+    Backbone,
+    Clip,
+    Dataset,
+    DataSplits,
+    Encoded,
+    Method,
+    Stage,
+    StepOutput,
+)
 from harness.errors import DataError
 
 RATE = 8000
@@ -117,6 +126,34 @@ class Interrupting(Method):
         return StepOutput(nn.functional.cross_entropy(logits, batch.label))
 
 
+class Staged(Method):
+    """Cross-entropy in two stages: the head alone, then the top block (tests only)."""
+
+    name = "staged"
+    description = "Head-only stage, then the top block at half the lr (tests only)."
+
+    def setup(self, backbone: Backbone, task) -> None:
+        self.head = backbone.build_head(task.num_classes)
+        self.begun: list[str] = []
+
+    def stages(self, backbone: Backbone, run) -> list[Stage]:
+        return [
+            Stage("head", 1, run.lr, run.batch_size, backbone_blocks=0, note="head only"),
+            Stage("top", 2, run.lr / 2, run.batch_size, backbone_blocks=1),
+        ]
+
+    def begin_stage(self, stage: Stage) -> None:
+        self.begun.append(stage.name)
+
+    def logits(self, encoded: Encoded) -> Tensor:
+        return self.head(encoded)
+
+    def training_step(self, batch, backbone: Backbone) -> StepOutput:
+        loss = nn.functional.cross_entropy(self.logits(backbone(batch.features)), batch.label)
+        return StepOutput(loss, {"stage_steps": 1.0})
+
+
 @hookimpl
 def register_methods(register) -> None:
     register(Interrupting)
+    register(Staged)

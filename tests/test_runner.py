@@ -1,0 +1,349 @@
+"""The run's core (harness.runner) in process: stages, validation and best-epoch selection,
+warm-up, mid-epoch checkpoints and their contents, resume, run records and preflight."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import sys
+from datetime import datetime
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+
+import pytest
+import torch
+
+from harness import faults
+from harness import runner as runner_module
+from harness.api import Clip, DataSplits
+from harness.cli import main
+from harness.config import RunSettings
+from harness.errors import HarnessError
+from harness.runner import (
+    check_audio_headers,
+    check_metrics,
+    check_output_folder,
+    copy_training_records,
+    describe_blocks,
+    environment,
+    generator_version,
+    loop_state,
+    package_versions,
+    worker_seed,
+)
+from harness.store import ResultStore
+from tests.test_resume import args, assert_same_run, finished
+
+# 18 training clips; 0.2 held out as 4 single-clip groups leaves 14: 7 batches of 2, so
+# with grad_accum 2 an epoch has 3 optimizer steps and leaves its 7th batch out
+VALIDATED = (
+    "--batch-size", "2",
+    "--set", "run.grad_accum=2",
+    "--set", "run.valid_fraction=0.2",
+    "--set", "run.select=best",
+    "--set", "run.select_metric=valid_loss",
+    "--set", "run.warmup_epochs=1",
+    "--set", "run.plateau_patience=0",
+    "--set", "run.checkpoint_every_steps=1",
+    "--set", "run.sync_every=1",
+)  # fmt: skip
+STAGED = (
+    "--method", "staged", "--batch-size", "6",
+    "--set", "run.checkpoint_every_steps=1", "--set", "run.sync_every=1",
+)  # fmt: skip
+
+
+def interrupt_at(monkeypatch, stage: str) -> None:
+    """Ctrl-C (not SIGKILL) at the kill hook's ``stage``, so the test process survives."""
+    real_os = faults.os
+
+    def interrupt(pid, sig):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(faults, "os", SimpleNamespace(
+        environ=real_os.environ, getpid=real_os.getpid, getppid=real_os.getppid, kill=interrupt,
+    ))  # fmt: skip
+    monkeypatch.setenv(faults.KILL_ENV, stage)
+
+
+def interrupted(tmp_path, monkeypatch, out: str, stage: str, *extra: str) -> Path:
+    interrupt_at(monkeypatch, stage)
+    with pytest.raises(SystemExit) as stopped:
+        main(args(tmp_path, out, *extra))
+    assert stopped.value.code == 130
+    monkeypatch.delenv(faults.KILL_ENV)
+    (partial,) = (tmp_path / out / ".partial").iterdir()
+    return partial
+
+
+def events(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+# -- a validated run with accumulation, warm-up and best-epoch selection ------------------
+
+
+def test_warmup_spans_the_first_epochs_optimizer_steps(tmp_path):
+    main(args(tmp_path, "a", *VALIDATED))
+    steps = [e for e in events(finished(tmp_path / "a")) if e["event"] == "step"]
+    assert [e["global_step"] for e in steps] == list(range(1, 10))
+    assert [(e["stage"], e["stage_name"], e["epoch"], e["step"]) for e in steps[:4]] == [
+        (1, "train", 1, 1), (1, "train", 1, 2), (1, "train", 1, 3), (1, "train", 2, 4),
+    ]  # fmt: skip
+    # run.lr 0.01, warm-up over 1 epoch = 3 optimizer steps (7 batches // grad_accum 2)
+    assert [e["lr"] for e in steps[:3]] == pytest.approx([0.01 / 3, 0.02 / 3, 0.01])
+    assert steps[3]["lr"] <= 0.01
+
+
+def test_the_best_validation_epoch_is_selected_and_named(tmp_path):
+    main(args(tmp_path, "a", *VALIDATED))
+    folder = finished(tmp_path / "a")
+    epochs = [e for e in events(folder) if e["event"] == "epoch" and e["stage"] == 1]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    assert all(0 <= e["valid_acc"] <= 100 and e["valid_loss"] > 0 for e in epochs)
+    losses = [e["valid_loss"] for e in epochs]
+    best = losses.index(min(losses))
+    log = (folder / "log.txt").read_text()
+    assert f"selected the weights of stage 1 epoch {best + 1} (valid_loss {min(losses):.4f})" in log
+    epoch_lines = [line for line in log.splitlines() if line.startswith("epoch ")]
+    assert len(epoch_lines) == 3 and all(", valid_loss " in line for line in epoch_lines)
+    assert epoch_lines[0].startswith(f"epoch 1/3: loss {epochs[0]['loss']:.4f}, ")
+
+
+def test_selection_by_accuracy_keeps_the_first_of_equal_epochs(tmp_path):
+    extra = [a if a != "run.select_metric=valid_loss" else "run.select_metric=valid_acc"
+             for a in VALIDATED]  # fmt: skip
+    main(args(tmp_path, "a", *extra))
+    folder = finished(tmp_path / "a")
+    accs = [e["valid_acc"] for e in events(folder) if e["event"] == "epoch"]
+    line = f"selected the weights of stage 1 epoch {accs.index(max(accs)) + 1} (valid_acc "
+    assert line in (folder / "log.txt").read_text()
+
+
+def test_a_mid_epoch_checkpoint_holds_the_whole_training_state(tmp_path, monkeypatch):
+    # after optimizer step 2 of epoch 2 (micro-batch 3): global step 3 + 2
+    partial = interrupted(tmp_path, monkeypatch, "b", "checkpoint 1:1:4", *VALIDATED)
+    state = json.loads((partial / "state.json").read_text())
+    updated = state.pop("updated")
+    assert updated and state.pop("created")
+    saved = torch.load(partial / "rank0.pt", weights_only=True)
+    assert state.pop("config_hash") == saved["config_hash"] and len(saved["config_hash"]) >= 16
+    assert state == {
+        "run_id": partial.name, "backbone": "toy", "method": "ce", "dataset": "toy-tones",
+        "world": 1, "stages": 1, "stage_name": "train", "stage_epochs": 3, "checkpoint": True,
+        "global_step": 5, "stage": 1, "epoch": 1, "step": 5, "micro": 4,
+    }  # fmt: skip
+    assert set(saved) == {
+        "format", "config_hash", "world", "position", "backbone", "method", "rng", "log",
+        "global_step", "best", "metrics_offset", "optimizer", "plateau", "scaler",
+        "generator", "epoch_generator", "sums", "window",
+    }  # fmt: skip
+    assert saved["position"] == {"stage": 1, "epoch": 1, "step": 5, "micro": 4}
+    assert (saved["world"], saved["global_step"]) == (1, 5)
+    assert saved["sums"]["steps"] == 4 and saved["window"]["steps"] == 0  # window logged
+    assert saved["metrics_offset"] == (partial / "metrics.jsonl").stat().st_size
+    logged = events(partial)
+    (first,) = [e for e in logged if e["event"] == "epoch"]
+    assert saved["best"]["epoch"] == 1 and saved["best"]["stage"] == 1
+    assert saved["best"]["value"] == pytest.approx(first["valid_loss"])
+    assert saved["optimizer"]["state"] and saved["plateau"]["best"] == first["valid_loss"]
+    assert [e["global_step"] for e in logged if e["event"] == "step"] == [1, 2, 3, 4, 5]
+    assert any(line.startswith("epoch 1/3: ") for line in saved["log"])
+
+
+def test_a_validated_run_resumed_mid_epoch_equals_the_uninterrupted_one(tmp_path, monkeypatch):
+    main(args(tmp_path, "a", *VALIDATED))
+    interrupted(tmp_path, monkeypatch, "b", "checkpoint 1:1:4", *VALIDATED)
+    main([*args(tmp_path, "b", *VALIDATED), "--resume"])
+    a, b = finished(tmp_path / "a"), finished(tmp_path / "b")
+    assert_same_run(a, b)
+    log = (b / "log.txt").read_text()
+    assert "at stage 1, epoch 1, step 5" in log
+    assert [strip_timing(e) for e in events(a)] == [strip_timing(e) for e in events(b)]
+
+
+def strip_timing(event: dict) -> dict:
+    return {k: v for k, v in event.items() if k not in ("clips_per_s", "data_wait", "seconds")}
+
+
+# -- staged methods ------------------------------------------------------------------------
+
+
+def test_stages_train_in_order_with_their_own_settings(tmp_path):
+    main(args(tmp_path, "a", *STAGED))
+    folder = finished(tmp_path / "a")
+    log = (folder / "log.txt").read_text().splitlines()
+    assert [line for line in log if line.startswith("stage ")] == [
+        "stage 1/2 'head': 1 epochs, lr 1.00e-02, batch 6, "
+        "backbone blocks trained: none (backbone frozen); head only",
+        "stage 2/2 'top': 2 epochs, lr 5.00e-03, batch 6, backbone blocks trained: top 1",
+    ]
+    logged = events(folder)
+    epochs = [(e["stage"], e["stage_name"], e["epoch"], e["step"], e["global_step"])
+              for e in logged if e["event"] == "epoch" and e["stage"]]  # fmt: skip
+    # 18 clips in batches of 6: 3 steps an epoch; each stage counts its own steps
+    assert epochs == [(1, "head", 1, 3, 3), (2, "top", 1, 3, 6), (2, "top", 2, 6, 9)]
+    assert all(e["stage_steps"] == 1.0 for e in logged if e["event"] == "step")
+    assert [line.split(":")[0] for line in log if line.startswith("epoch")] == [
+        "epoch 1/1", "epoch 1/2", "epoch 2/2",
+    ]  # fmt: skip
+    # warm-up restarts with each stage's optimizer (1 epoch = 3 steps)
+    lrs = [e["lr"] for e in logged if e["event"] == "step" and e["stage"] == 2]
+    assert lrs[:3] == pytest.approx([0.005 / 3, 0.01 / 3, 0.005])
+
+
+def test_a_staged_run_resumed_in_its_second_stage_equals_the_uninterrupted_one(
+    tmp_path, monkeypatch
+):
+    main(args(tmp_path, "a", *STAGED))
+    partial = interrupted(tmp_path, monkeypatch, "b", "checkpoint 2:0:1", *STAGED)
+    state = json.loads((partial / "state.json").read_text())
+    assert (state["stage"], state["stage_name"], state["stage_epochs"], state["stages"]) == (
+        2, "top", 2, 2,
+    )  # fmt: skip
+    assert (state["epoch"], state["step"], state["micro"], state["global_step"]) == (0, 1, 1, 4)
+    main([*args(tmp_path, "b", *STAGED), "--resume"])
+    a, b = finished(tmp_path / "a"), finished(tmp_path / "b")
+    for name in ("backbone.pt", "method.pt"):
+        x = torch.load(a / name, weights_only=True)
+        y = torch.load(b / name, weights_only=True)
+        assert all(torch.equal(x[k], y[k]) for k in x), name
+    assert json.loads((a / "metrics.json").read_text()) == json.loads(
+        (b / "metrics.json").read_text()
+    )
+    log_b = (b / "log.txt").read_text()
+    assert log_b.count("stage 1/2 'head'") == 1 and "at stage 2, epoch 0, step 1" in log_b
+    assert [strip_timing(e) for e in events(a)] == [strip_timing(e) for e in events(b)]
+
+
+def test_the_head_stage_trains_only_the_head_and_the_top_stage_the_top_block(tmp_path, monkeypatch):
+    after_one_step = interrupted(tmp_path, monkeypatch, "b", "checkpoint 1:0:1", *STAGED)
+    after_stage_1 = interrupted(tmp_path, monkeypatch, "c", "checkpoint 1:1:0", *STAGED)
+    one, head_done = (torch.load(p / "rank0.pt", weights_only=True)
+                      for p in (after_one_step, after_stage_1))  # fmt: skip
+    assert not any(head_done["backbone"]["requires_grad"].values())
+    one, head_done = (
+        {part: saved[part]["state_dict"] for part in ("backbone", "method")}
+        for saved in (one, head_done)
+    )
+    assert all(torch.equal(one["backbone"][k], v) for k, v in head_done["backbone"].items())
+    assert any(not torch.equal(v, head_done["method"][k]) for k, v in one["method"].items())
+    main(args(tmp_path, "a", *STAGED))
+    final = torch.load(finished(tmp_path / "a") / "backbone.pt", weights_only=True)
+    changed = {k for k, v in final.items() if not torch.equal(v, head_done["backbone"][k])}
+    assert changed == {"blocks.1.weight", "blocks.1.bias", "norm.weight", "norm.bias"}
+
+
+# -- records and preflight -----------------------------------------------------------------
+
+
+def test_worker_seed_is_a_fixed_function_of_seed_stage_and_epoch():
+    assert worker_seed(RunSettings(seed=3), 2, 5) == 3 * 1_000_003 + 2 * 10_007 + 5 == 3020028
+    assert worker_seed(RunSettings(seed=2**62), 7, 9) == 4611686018427457962  # mod 2**63
+
+
+def test_describe_blocks():
+    assert [describe_blocks(b) for b in (None, 0, 1, 3)] == [
+        "as set up", "none (backbone frozen)", "top 1", "top 3",
+    ]  # fmt: skip
+
+
+def test_generator_version_from_the_class_or_its_module():
+    module = ModuleType("fake_generated_dataset")
+    module.GENERATOR_VERSION = 4
+    sys.modules[module.__name__] = module
+    try:
+        by_module = type("ByModule", (), {"__module__": module.__name__})
+        by_class = type("ByClass", (), {"__module__": module.__name__, "GENERATOR_VERSION": 7})
+        plain = type("Plain", (), {"__module__": "json"})
+        assert [generator_version(c) for c in (by_module, by_class, plain, None)] == [
+            4, 7, None, None,
+        ]  # fmt: skip
+    finally:
+        del sys.modules[module.__name__]
+
+
+def test_environment_names_the_interpreter_libraries_and_generator():
+    generated = type("G", (), {"GENERATOR_VERSION": 2})
+    env = environment(generated)
+    assert env == {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "threads": torch.get_num_threads(),
+        "packages": package_versions(),
+        "data_generator_version": 2,
+    }
+    assert environment()["data_generator_version"] is None
+    versions = package_versions(("numpy", "no-such-package-xyz"))
+    assert versions == {"numpy": __import__("numpy").__version__, "no-such-package-xyz": None}
+
+
+def test_loop_state_keeps_optimizer_schedule_and_scaler():
+    loop = SimpleNamespace(
+        optimizer=SimpleNamespace(state_dict=lambda: "o"),
+        schedule=SimpleNamespace(state_dict=lambda: "p"),
+        scaler=SimpleNamespace(state_dict=lambda: "s"),
+    )
+    assert loop_state(loop) == {"optimizer": "o", "plateau": "p", "scaler": "s"}
+
+
+def test_check_output_folder(tmp_path):
+    check_output_folder(tmp_path)  # an existing, writable folder
+    check_output_folder(tmp_path / "new" / "deeper")  # can be created: nothing is
+    assert list(tmp_path.iterdir()) == []
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    with pytest.raises(HarnessError, match=f"^output folder {afile} cannot be created"):
+        check_output_folder(afile)
+    with pytest.raises(HarnessError, match=f"cannot be created \\(check {afile}\\)$"):
+        check_output_folder(afile / "sub")
+
+
+def test_check_audio_headers_reads_every_file_of_every_split_once(monkeypatch):
+    seen: list[str] = []
+    monkeypatch.setattr(runner_module, "check_header", lambda path: seen.append(str(path)))
+    clip = lambda name, *segments: Clip(Path(name), 0, segments=tuple(map(Path, segments)))  # noqa: E731
+    splits = DataSplits(["x"], [clip("t1"), clip("t2")], [clip("e1"), clip("t1")], 1.0)
+    splits.valid = [clip("v1", "v1", "v2")]
+    splits.extra_splits = ("query",)
+    splits.query = [clip("q1"), clip("v2")]
+    check_audio_headers(splits)
+    assert seen == ["t1", "t2", "e1", "v1", "v2", "q1"]
+
+
+def test_check_metrics_names_every_non_finite_metric():
+    check_metrics({"a": 1.0, "b": -2.5})
+    with pytest.raises(HarnessError) as raised:
+        check_metrics({"z": math.inf, "ok": 0.0, "a": math.nan})
+    assert str(raised.value) == (
+        "run failed: non-finite metrics (a=nan, z=inf); nothing was stored"
+    )
+
+
+def test_training_records_are_copied_without_checkpoints_or_state(tmp_path):
+    partial, folder = tmp_path / "partial", tmp_path / "run"
+    (partial / "tensorboard").mkdir(parents=True)
+    (partial / "tensorboard" / "events.1").write_text("e")
+    for name in ("metrics.jsonl", "config.json", "state.json", "rank0.pt", ".lock", "x.pt"):
+        (partial / name).write_text(name)
+    folder.mkdir()
+    copy_training_records(partial, folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["metrics.jsonl", "tensorboard"]
+    assert (folder / "tensorboard" / "events.1").read_text() == "e"
+    assert (folder / "metrics.jsonl").read_text() == "metrics.jsonl"
+    copy_training_records(None, folder)
+    copy_training_records(tmp_path / "missing", folder)
+    assert len(list(folder.iterdir())) == 2
+
+
+def test_a_stored_run_row_and_folder_name_the_run(tmp_path):
+    main(args(tmp_path, "a", "--seed", "3"))
+    (row,) = ResultStore(tmp_path / "a" / "results.sqlite").records()
+    assert row.seed == 3 and row.config["run"]["seed"] == 3
+    assert Path(row.run_dir) == finished(tmp_path / "a")
+    created = datetime.fromisoformat(row.created)
+    assert created.tzinfo is not None and created.microsecond == 0
+    assert row.run_id.startswith(created.strftime("%Y%m%d-%H%M%S-"))
+    assert not (tmp_path / "a" / ".partial").exists()
