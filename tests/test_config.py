@@ -1,5 +1,6 @@
 """Typed configuration: coercion, unknown keys, bad values, precedence."""
 
+import math
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,107 @@ def test_the_first_protocols_preferred_dataset_is_the_default(plugins):
     assert fewshot.as_dict()["dataset"]["name"] == "fewshot-embedded"
     plain = resolve({"protocol": {"names": ["none", "device-logloss"]}}, plugins)
     assert plain.as_dict()["dataset"]["name"] == "tau22-embedded"
+
+
+# -- exact messages and types (from surviving mutants) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "hint", "message"),
+    [
+        ("c", "Literal", "bad value for k: 'c' is not one of a, b"),
+        ("1.5", int, "bad value for k: '1.5' is not an integer"),
+        ("x", float, "bad value for k: 'x' is not a number"),
+        (True, float, "bad value for k: True is not a number"),
+        ("x", "int | None", "bad value for k: 'x' is not an integer"),
+        (5, Path, "bad value for k: 5 is not a path"),
+        ("a\0b", Path, "bad value for k: 'a\\x00b' is not a path"),
+        ([1, 2, 3], "tuple[float, float]", "bad value for k: expected 2 values, got 3"),
+        ("x", "list[int]", "bad value for k: 'x' is not an integer"),
+        ("x", "tuple[float, float]", "bad value for k: expected 2 values, got 1"),
+    ],
+)
+def test_coerce_names_the_key_and_the_expected_type(value, hint, message):
+    from typing import Literal
+
+    hints = {"Literal": Literal["a", "b"], "int | None": int | None,
+             "tuple[float, float]": tuple[float, float], "list[int]": list[int]}  # fmt: skip
+    with pytest.raises(UsageError) as raised:
+        coerce(value, hints.get(hint, hint), "k")
+    assert str(raised.value) == message
+
+
+def test_coerce_sequences_by_hand():
+    assert coerce([1, "2"], tuple[float, float], "k") == (1.0, 2.0)
+    assert coerce("1, 2, 3", tuple[int, ...], "k") == (1, 2, 3)
+    assert coerce("0.9,0.999", tuple[float, float], "k") == (0.9, 0.999)
+    assert coerce("", list[str], "k") == [] and coerce("3", int | None, "k") == 3
+    assert coerce("none", int | None, "k") is None
+
+
+def test_set_values_keep_everything_after_the_first_equals_sign():
+    assert parse_set(["dataset.root=/data/a=b"]) == {"dataset": {"root": "/data/a=b"}}
+
+
+def test_a_table_over_a_value_names_the_full_key():
+    from harness.config import merge
+
+    with pytest.raises(UsageError) as raised:
+        merge({"method": {"head": {"dim": 1}}}, {"method": {"head": {"dim": {"x": 1}}}})
+    assert str(raised.value) == "config key 'method.head.dim' must be a table, got 1"
+
+
+def test_unknown_keys_suggest_at_most_three_close_names():
+    from harness.config import unknown_key_message
+
+    known = ["run.lr", "run.lr1", "run.lr2", "run.lr3", "run.seed"]
+    assert unknown_key_message("run.lrx", known) == (
+        "unknown config key 'run.lrx'. Did you mean: run.lr, run.lr3, run.lr2? "
+        "Valid keys: run.lr, run.lr1, run.lr2, run.lr3, run.seed"
+    )
+    assert unknown_key_message("zzz", []).endswith("Valid keys: none")
+    with pytest.raises(UsageError, match="^unknown config key 'runn'. Did you mean: run\\?"):
+        resolve({"runn": {}}, load_plugins())
+
+
+def test_domain_messages_read_as_a_bound_or_a_range():
+    from harness.config import Domain
+
+    assert Domain(gt=0).problem(-1) == "-1 must be > 0"
+    assert Domain(ge=0, lt=1).problem(2) == "2 must be in [0, 1)"
+    assert Domain(gt=0).problem(math.inf) == "inf must be a finite number"
+
+
+def test_list_sections_name_the_listed_components():
+    plugins = load_plugins()
+    with pytest.raises(UsageError) as raised:
+        resolve({"aug": {"names": [], "vintage": {"p": 0.5}}}, plugins)
+    assert str(raised.value) == "aug.vintage is set but 'vintage' is not in aug.names (empty)"
+    with pytest.raises(UsageError) as raised:
+        resolve({"aug": {"names": ["vintage"], "vintage": {"p": 2.0}}}, plugins)
+    assert str(raised.value) == "bad value in aug.vintage: p must be in [0, 1], got 2.0"
+    with pytest.raises(UsageError) as raised:  # non-finite: the domain names the key
+        resolve({"aug": {"names": ["vintage"], "vintage": {"p": "nan"}}}, plugins)
+    assert str(raised.value).startswith("bad value for aug.vintage.p: nan must be")
+    with pytest.raises(UsageError) as raised:
+        resolve({"protocol": {"names": "fewshot,linear", "fewshot": {"n_way": "x"}}}, plugins)
+    assert str(raised.value) == "bad value for protocol.fewshot.n_way: 'x' is not an integer"
+
+
+def test_the_first_protocol_picks_the_default_data_set_and_loggers_are_kept():
+    plugins = load_plugins()
+    fewshot = resolve({"protocol": {"names": ["fewshot"]}}, plugins)
+    preferred = plugins["protocol"].get("fewshot").cls.default_dataset
+    assert preferred and fewshot.dataset.name == preferred
+    assert (
+        resolve({}, plugins).dataset.name
+        == resolve({"protocol": {"names": []}}, plugins).dataset.name
+    )
+    logged = resolve({"run": {"loggers": ["tensorboard"]}}, plugins)
+    assert [c.name for c in logged.loggers] == ["tensorboard"]
+
+
+def test_only_a_backbone_takes_a_published_checkpoint_name():
+    plugins = load_plugins()
+    with pytest.raises(UsageError, match="method.pretrained"):
+        resolve({"method": {"name": "ce", "pretrained": "x"}}, plugins)

@@ -179,3 +179,68 @@ def test_check_store_lists_each_kind_of_problem_and_repairs_them(tmp_path):
     ]  # fmt: skip
     assert {"orphan", "staged"} <= set(store.run_ids())
     assert [p for p in check_store(out, store) if "broken" not in p and "gone" not in p] == []
+
+
+def test_the_kill_suites_stages_are_reached_in_order_while_committing(tmp_path, monkeypatch):
+    from harness import store as store_module
+    from harness.cache import owner_tag
+    from harness.store import commit_run
+
+    reached = []
+    monkeypatch.setattr(store_module, "checkpoint", reached.append)
+    store = ResultStore(tmp_path / "s.sqlite")
+    final = tmp_path / "runs" / "r1"
+
+    def write(tmp):
+        assert tmp.parent == final.parent and tmp.name.startswith(f".r1.{owner_tag()}.")
+        reached.append("write")
+
+    commit_run(final, store, make_record(), write)
+    assert reached == ["write", "insert", "commit"]
+    assert sorted(p.name for p in final.parent.iterdir()) == ["r1"]
+
+
+def test_run_ids_name_the_time_the_config_and_a_random_part():
+    import re
+    from datetime import UTC, datetime
+
+    from harness.store import new_run_id
+
+    created = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
+    run_id = new_run_id(created, "0123456789abcdef")
+    assert re.fullmatch(r"20260304-050607-890123-01234567-[0-9a-f]{8}", run_id), run_id
+
+
+def test_atomic_writes_create_missing_parents_and_leave_no_temporary_file(tmp_path):
+    from harness.store import write_json
+
+    target = tmp_path / "a" / "b" / "x.json"
+    write_json(target, {"b": 1, "a": [1.5]})
+    assert target.read_text() == '{\n  "a": [\n    1.5\n  ],\n  "b": 1\n}\n'
+    assert [p.name for p in target.parent.iterdir()] == ["x.json"]
+
+
+def test_check_store_reports_every_problem_of_each_kind(tmp_path):
+    import json
+
+    from harness.store import check_store
+
+    out = tmp_path / "runs"
+    out.mkdir()
+    store = ResultStore(out / "s.sqlite")
+    gone = make_record("gone")
+    gone.run_dir = str(out / "gone")
+    store.add(gone)  # a row without its folder
+    for name in ("loose-1", "loose-2"):  # folders without their rows
+        folder = out / name
+        folder.mkdir()
+        record = make_record(name).__dict__ | {"run_dir": str(folder)}
+        (folder / "config.json").write_text(json.dumps(record.pop("config")))
+        (folder / "record.json").write_text(json.dumps(record))
+    (out / "notes.txt").write_text("a file, not a run")
+    (out / ".hidden").mkdir()
+    problems = check_store(out, store)
+    assert len(problems) == 3, problems
+    assert sum("loose-" in p for p in problems) == 2 and sum("gone" in p for p in problems) == 1
+    assert not any("notes.txt" in p or ".hidden" in p for p in problems)
+    assert check_store(tmp_path / "empty", ResultStore(tmp_path / "none.sqlite")) == []
