@@ -522,3 +522,36 @@ def test_the_response_bank_is_a_buffer_that_never_enters_the_weights(cls):
     assert buffers["ir_group"].shape == (len(aug.bank),)
     assert buffers["device_slot"].shape == (len(DEVICES),)
     assert all(buffers[k].dtype == torch.long for k in ("device_ids", "device_slot", "ir_group"))
+
+
+# -- from surviving mutants ------------------------------------------------------------------
+
+
+def test_kaiser_truncation_defaults_are_the_documented_ones() -> None:
+    from harness.impulse import kaiser_truncate
+
+    irs = torch.randn(3, 400, generator=torch.Generator().manual_seed(0))
+    explicit = kaiser_truncate(irs, 100, beta=2.0, window="half", align="onset", pre=16)
+    assert torch.equal(kaiser_truncate(irs, 100), explicit)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5])
+def test_a_kaiser_beta_of_zero_or_below_one_is_allowed(beta: float) -> None:
+    aug = make(Vintage, beta=beta, length=64)
+    assert aug.config.beta == beta and aug.irs.shape[-1] == 64
+
+
+def test_an_unknown_microphone_names_the_option_and_the_embedded_bank() -> None:
+    with pytest.raises(UsageError) as raised:
+        make(Vintage, microphones="NoSuchMic")
+    message = str(raised.value)
+    assert message.startswith("aug.vintage.microphones: unknown microphone 'NoSuchMic'")
+    assert message.endswith("(in the embedded bank)")
+
+
+def test_the_bank_lives_in_non_persistent_long_and_float_buffers() -> None:
+    aug = make(Vintage)
+    assert aug.device_ids.dtype == torch.long and aug.irs.dtype == torch.float32
+    assert aug.state_dict() == {}  # rebuilt from the configuration, never checkpointed
+    buffers = dict(aug.named_buffers())
+    assert {"irs", "device_ids"} <= set(buffers)
