@@ -347,3 +347,115 @@ def test_a_stored_run_row_and_folder_name_the_run(tmp_path):
     assert created.tzinfo is not None and created.microsecond == 0
     assert row.run_id.startswith(created.strftime("%Y%m%d-%H%M%S-"))
     assert not (tmp_path / "a" / ".partial").exists()
+
+
+# -- the Experiment object ---------------------------------------------------------------
+
+
+def experiment(tmp_path, **sections):
+    from harness.config import resolve
+    from harness.plugins import load_plugins
+    from harness.runner import Experiment
+    from tests.conftest import TOY_PLUGIN
+
+    (tmp_path / "tones").mkdir(exist_ok=True)
+    raw = {
+        "backbone": {"name": "toy"},
+        "dataset": {"name": "toy-tones", "root": str(tmp_path / "tones")},
+        "run": {"epochs": 1, "batch_size": 6},
+    }
+    for section, values in sections.items():
+        raw[section] = {**raw.get(section, {}), **values}
+    return Experiment(resolve(raw, load_plugins([str(TOY_PLUGIN)])))
+
+
+def test_selecting_the_best_epoch_needs_a_validation_split(tmp_path):
+    from harness.errors import UsageError
+
+    with pytest.raises(UsageError) as raised:
+        experiment(tmp_path, run={"select": "best"})
+    assert str(raised.value) == (
+        "run.select=best needs a validation split: set run.valid_fraction "
+        "(data set 'toy-tones' has none of its own)"
+    )
+
+
+def test_held_out_clips_leave_the_training_split(tmp_path):
+    exp = experiment(tmp_path, run={"valid_fraction": 0.25})
+    assert exp.has_valid and (len(exp.splits.train), len(exp.splits.valid)) == (13, 5)
+    assert not {c.path for c in exp.splits.train} & {c.path for c in exp.splits.valid}
+    plain = experiment(tmp_path)
+    assert not plain.has_valid and plain.splits.valid == [] and len(plain.splits.train) == 18
+    exp.close()
+    plain.close()
+
+
+def test_the_optimizer_trains_what_the_stage_names_with_the_runs_adam_settings(tmp_path):
+    from harness.api import Stage
+
+    exp = experiment(
+        tmp_path, run={"betas": [0.8, 0.9], "eps": 1e-6, "weight_decay": 0.01, "lr": 0.002}
+    )
+    exp.setup()
+    everything = exp.build_optimizer(Stage("all", 1, 0.002, 6))
+    (group,) = everything.param_groups
+    assert group["betas"] == (0.8, 0.9) and group["eps"] == 1e-6
+    assert group["lr"] == group["base_lr"] == 0.002 and group["weight_decay"] == 0.01
+    trainable = [p for p in [*exp.backbone.parameters(), *exp.method.parameters()]]
+    assert len(group["params"]) == len(trainable)
+    frozen = exp.build_optimizer(Stage("head", 1, 0.01, 6, backbone_blocks=0))
+    assert not any(p.requires_grad for p in exp.backbone.parameters())
+    assert sum(len(g["params"]) for g in frozen.param_groups) == len(list(exp.method.parameters()))
+    assert all(g["base_lr"] == g["lr"] for g in frozen.param_groups)
+    top = exp.build_optimizer(Stage("top", 1, 0.01, 6, backbone_blocks=1, layer_decay=0.5))
+    names = {n for n, p in exp.backbone.named_parameters() if p.requires_grad}
+    assert names == {"blocks.1.weight", "blocks.1.bias", "norm.weight", "norm.bias"}
+    assert len(top.param_groups) >= 2
+    exp.close()
+
+
+def test_more_accumulation_than_batches_is_a_usage_error(tmp_path):
+    from harness.errors import UsageError
+
+    exp = experiment(tmp_path, run={"grad_accum": 4})  # 18 clips: 3 batches of 6
+    exp.setup()
+    with pytest.raises(UsageError) as raised:
+        exp.train()
+    assert str(raised.value) == "run.grad_accum 4 exceeds the 3 batches of an epoch"
+    exp.close()
+
+
+def test_evaluation_prefixes_each_protocols_metrics_with_its_name(tmp_path):
+    exp = experiment(tmp_path, protocol={"names": ["device-logloss"]})
+    exp.setup()
+    exp.train()
+    metrics, tables = exp.evaluate()
+    assert metrics and all(k.startswith("device-logloss/") for k in metrics)
+    assert all(isinstance(v, float) for v in metrics.values())
+    assert list(tables) == ["device-logloss"] and tables["device-logloss"].startswith("| device")
+    assert exp.embed("eval") is exp.embed("eval")  # embedded once, then kept
+    assert exp.embed("eval").shape == (len(exp.splits.eval), 16)
+    probs = exp.predict("eval")
+    assert probs.shape == (len(exp.splits.eval), 3)
+    assert torch.allclose(probs.sum(1), torch.ones(len(probs)))
+    exp.close()
+    assert exp.metrics is None and exp._loaders == {}
+
+
+def test_run_threads_sets_the_torch_thread_count(tmp_path):
+    before = torch.get_num_threads()
+    try:
+        experiment(tmp_path, run={"threads": 1}).close()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_each_split_is_read_at_its_own_clip_length(tmp_path):
+    exp = experiment(tmp_path, run={"valid_fraction": 0.25})
+    exp.splits.train_clip_seconds = 0.25
+    assert exp.audio("train").source.length == 2000  # 0.25 s at 8 kHz
+    assert exp.audio("valid").source.length == 2000
+    assert exp.audio("eval").source.length == 4000  # the data set's clip length, 0.5 s
+    assert exp.audio("eval") is exp.audio("eval")
+    exp.close()
