@@ -459,3 +459,36 @@ def test_each_split_is_read_at_its_own_clip_length(tmp_path):
     assert exp.audio("eval").source.length == 4000  # the data set's clip length, 0.5 s
     assert exp.audio("eval") is exp.audio("eval")
     exp.close()
+
+
+def test_seed_everything_seeds_python_numpy_and_torch():
+    import random
+
+    import numpy as np
+
+    from harness.runner import seed_everything
+
+    seed = 2**40 + 7  # numpy takes it modulo 2**32
+    seed_everything(seed)
+    drawn = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    assert drawn == (random.random(), float(np.random.rand()), float(torch.rand(1)))
+
+
+def test_precision_checks_and_what_the_experiment_hands_on(tmp_path):
+    from harness.errors import UsageError
+    from harness.runner import check_precision
+
+    check_precision(torch.device("cpu"), "bf16")  # CPUs compute in bf16
+    check_precision(torch.device("cpu"), "fp32")
+    exp = experiment(tmp_path, run={"audio_cache": "off", "precision": "bf16", "workers": 0})
+    assert exp.engine.precision == "bf16" and exp.workers == 0
+    assert exp.task.time_axis == exp.backbone.time_axis and exp.task.devices == ["a", "b", "s4"]
+    assert len(exp.loader("train", 4, train=True)) == 4  # 18 clips, the last 2 dropped
+    assert len(exp.loader("eval", 4, train=False)) == 5  # 18 clips, all kept
+    exp.close()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError, match="decoded-audio cache folder .* is not writable"):
+        experiment(tmp_path, run={"audio_cache": str(tmp_path / "file" / "cache")})
