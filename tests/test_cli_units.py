@@ -158,3 +158,35 @@ def test_the_store_defaults_to_the_output_folder_unless_harness_store_is_set(mon
     assert default_store(Path("runs")) == Path("runs") / "results.sqlite"
     monkeypatch.setenv("HARNESS_STORE", "/data/all.sqlite")
     assert default_store(Path("runs")) == Path("/data/all.sqlite")
+
+
+def test_out_and_store_options_give_a_command_both_paths(tmp_path):
+    from click.testing import CliRunner
+
+    from harness.cli import out_and_store_options
+
+    @click.command()
+    @out_and_store_options("Where the runs go.")
+    def show(out, store_path):
+        click.echo(f"{type(out).__name__} {out} {store_path!r}")
+
+    runner = CliRunner()
+    assert runner.invoke(show, []).output == "PosixPath runs None\n"
+    store = tmp_path / "s.sqlite"
+    result = runner.invoke(show, ["--out", str(tmp_path), "--store", str(store)])
+    assert result.output == f"PosixPath {tmp_path} PosixPath('{store}')\n"
+    help_text = " ".join(runner.invoke(show, ["--help"]).output.split())
+    assert "--out DIRECTORY Where the runs go. [default: runs]" in help_text
+    assert (
+        "--store FILE SQLite results store (default: OUT/results.sqlite, or $HARNESS_STORE)."
+        in help_text
+    )
+    assert help_text.index("--out") < help_text.index("--store")
+    afile = tmp_path / "f"
+    afile.write_text("x")
+    assert runner.invoke(show, ["--out", str(afile)]).exit_code == 2  # a file, not a folder
+    assert runner.invoke(show, ["--store", str(tmp_path)]).exit_code == 2  # a folder
+    default_help = " ".join(runner.invoke(
+        click.command()(out_and_store_options()(lambda out, store_path: None)), ["--help"]
+    ).output.split())  # fmt: skip
+    assert "Folder of the run folders. [default: runs]" in default_help
