@@ -190,3 +190,13 @@ def test_out_and_store_options_give_a_command_both_paths(tmp_path):
         click.command()(out_and_store_options()(lambda out, store_path: None)), ["--help"]
     ).output.split())  # fmt: skip
     assert "Folder of the run folders. [default: runs]" in default_help
+
+
+def test_declared_plugin_commands_are_listed_and_import_their_plugin_when_used(capsys):
+    main(["--help"])
+    listing = capsys.readouterr().out
+    assert "sweep" in listing and "Run every configuration of SWEEP_FILE" in listing
+    main(["sweep", "--help"])
+    assert capsys.readouterr().out.startswith("Usage: harness sweep [OPTIONS] SWEEP_FILE")
+    assert exit_code(["no-such-command"]) == 2
+    assert "No such command 'no-such-command'" in capsys.readouterr().err
