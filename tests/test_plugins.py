@@ -155,3 +155,24 @@ def test_unknown_name_suggests_up_to_three_close_names_and_lists_all():
     )
     assert unknown_name_message("method", "zzz", ["ce"]) == "unknown method 'zzz'. Available: ce"
     assert unknown_name_message("method", "x", []) == "unknown method 'x'. Available: none"
+
+
+@pytest.mark.parametrize("name", ["", None, 5])
+def test_a_component_needs_a_non_empty_string_name(name):
+    from harness.api import Method
+    from harness.plugins import Registry
+
+    cls = type("Nameless", (Method,), {} if name is None else {"name": name})
+    with pytest.raises(HarnessError, match="^plugin 'p' registered a method without a name$"):
+        Registry("method").add(cls, "p")
+
+
+def test_a_registered_entry_knows_its_name_class_and_plugin():
+    from harness.api import Method
+    from harness.plugins import Registry
+
+    registry = Registry("method")
+    cls = type("Named", (Method,), {"name": "named"})
+    registry.add(cls, "my-plugin")
+    entry = registry.get("named")
+    assert (entry.name, entry.cls, entry.plugin) == ("named", cls, "my-plugin")
