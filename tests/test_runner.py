@@ -492,3 +492,108 @@ def test_precision_checks_and_what_the_experiment_hands_on(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(UsageError, match="decoded-audio cache folder .* is not writable"):
         experiment(tmp_path, run={"audio_cache": str(tmp_path / "file" / "cache")})
+
+
+def test_state_info_outside_a_run_folder_names_no_run(tmp_path):
+    from harness.api import Stage
+    from harness.resume import Position
+
+    exp = experiment(tmp_path)
+    info = exp.state_info(Stage("train", 2, 0.1, 6), Position(), checkpointed=False)
+    assert (info["run_id"], info["created"], info["checkpoint"]) == ("", "", False)
+    assert (info["stage_name"], info["stage_epochs"], info["stages"]) == ("train", 2, 0)
+    exp.close()
+
+
+def test_evaluation_bars_name_what_they_compute(tmp_path, monkeypatch):
+    shown: list[str] = []
+    real = runner_module.progress
+
+    def record(items, desc, **kw):
+        shown.append(desc)
+        return real(items, desc=desc, **kw)
+
+    monkeypatch.setattr(runner_module, "progress", record)
+    exp = experiment(tmp_path)
+    exp.setup()
+    exp.embed("eval")
+    exp.predict("eval")
+    assert shown == ["embedding eval", "predicting eval"]
+    exp.close()
+
+
+def test_git_commit_is_empty_when_git_fails_or_hangs(monkeypatch):
+    import subprocess
+
+    from harness.runner import git_commit
+
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(kwargs)
+        return SimpleNamespace(returncode=128, stdout="fatal: not a git repository\n")
+
+    monkeypatch.setattr(runner_module.subprocess, "run", failing)
+    assert git_commit() == ""
+    assert calls[0]["timeout"] == 5 and calls[0]["capture_output"] and calls[0]["text"]
+
+    def hanging(*args, **kwargs):
+        raise subprocess.TimeoutExpired("git", 5)
+
+    monkeypatch.setattr(runner_module.subprocess, "run", hanging)
+    assert git_commit() == ""
+
+
+def test_headers_of_listed_splits_the_data_set_lacks_are_skipped(monkeypatch):
+    seen: list[str] = []
+    monkeypatch.setattr(runner_module, "check_header", lambda path: seen.append(str(path)))
+    splits = DataSplits(["x"], [Clip(Path("t"), 0)], [Clip(Path("e"), 0)], 1.0)
+    splits.extra_splits = ("missing",)
+    check_audio_headers(splits)
+    assert seen == ["t", "e"]
+
+
+def test_the_run_folder_files_by_hand(tmp_path, monkeypatch):
+    from harness.runner import write_run_folder
+    from tests.test_store import make_record
+
+    reached: list[str] = []
+    monkeypatch.setattr(runner_module, "checkpoint", reached.append)
+    module = torch.nn.Linear(1, 1)
+    experiment_like = SimpleNamespace(
+        backbone=module, method=module, log_lines=["one", "two"], partial_dir=None
+    )
+    write_run_folder(tmp_path, make_record(), experiment_like, {"a": "TA", "b": "TB"})
+    assert reached == ["staging"]
+    assert (tmp_path / "log.txt").read_text() == "one\ntwo\n"
+    assert (tmp_path / "tables.md").read_text() == "## a\n\nTA\n\n## b\n\nTB\n"
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {"p/acc": 0.5}
+
+
+def test_every_training_record_is_copied_whatever_the_folder_order(tmp_path):
+    partial, folder = tmp_path / "partial", tmp_path / "run"
+    partial.mkdir()
+    folder.mkdir()
+    names = [f"log{i}.jsonl" for i in range(20)]
+    for name in [*names, "state.json"]:
+        (partial / name).write_text(name)
+    copy_training_records(partial, folder)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(names)
+
+
+def test_a_protocols_training_reports_to_the_run_log_and_metrics(tmp_path):
+    extra = ("--protocol", "finetune", "--epochs", "1", "--set", "protocol.finetune.epochs=2")
+    main(args(tmp_path, "a", *extra))
+    folder = finished(tmp_path / "a")
+    jobs = [e for e in events(folder) if e["stage"] == 0 and e["event"] == "epoch"]
+    assert [(e["stage_name"], e["epoch"]) for e in jobs] == [("finetune", 1), ("finetune", 2)]
+    log = (folder / "log.txt").read_text()
+    assert "finetune epoch 1/2: loss " in log and "finetune epoch 2/2: loss " in log
+
+
+def test_an_unfinished_run_is_not_resumed_unless_asked(tmp_path, monkeypatch):
+    interrupted(tmp_path, monkeypatch, "b", "epoch 2/3")
+    main(args(tmp_path, "b"))  # neither --resume nor --resume-if-any: a fresh run
+    log = (finished(tmp_path / "b") / "log.txt").read_text()
+    assert "resumed from" not in log
+    assert len(list((tmp_path / "b" / ".partial").iterdir())) == 1  # the old one is kept
