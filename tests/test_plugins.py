@@ -176,3 +176,89 @@ def test_a_registered_entry_knows_its_name_class_and_plugin():
     registry.add(cls, "my-plugin")
     entry = registry.get("named")
     assert (entry.name, entry.cls, entry.plugin) == ("named", cls, "my-plugin")
+
+
+LAZY_DEMO = '''
+import click
+from harness import hookimpl
+from harness.api import Method
+
+
+class LazyDemo(Method):
+    name = "lazy-demo"
+    description = "A method declared by its package's manifest."
+
+
+@hookimpl
+def register_methods(register):
+    register(LazyDemo)
+
+
+@hookimpl
+def register_commands(cli):
+    @cli.command("lazy-hello")
+    def hello():
+        """Says hello lazily."""
+'''
+
+
+def install_lazy_demo(site, manifest_text: str | None = None):
+    """A package with one plugin and (optionally) its manifest, installed the way pip does."""
+    import importlib
+
+    dist_info = site / "lazy_demo-1.0.dist-info"
+    dist_info.mkdir(parents=True, exist_ok=True)
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: lazy-demo\nVersion: 1.0\n")
+    groups = "[harness]\nlazydemo = harness_lazy_demo\n"
+    if manifest_text is not None:
+        groups += "[harness.manifest]\nlazydemo = harness_lazy_demo_manifest:MANIFEST\n"
+        (site / "harness_lazy_demo_manifest.py").write_text(f"MANIFEST = {manifest_text}\n")
+    (dist_info / "entry_points.txt").write_text(groups)
+    (site / "harness_lazy_demo.py").write_text(LAZY_DEMO)
+    importlib.invalidate_caches()
+    for name in ("harness_lazy_demo", "harness_lazy_demo_manifest"):
+        sys.modules.pop(name, None)
+
+
+def test_a_package_manifest_stands_in_for_its_plugin_until_it_is_used(tmp_path, monkeypatch):
+    from harness.plugins import LazyEntry, build_manifest
+
+    site = tmp_path / "site"
+    monkeypatch.syspath_prepend(str(site))
+    install_lazy_demo(site)
+    manifest = build_manifest(load_plugins(), "lazy-demo")
+    assert manifest["format"] == 1 and list(manifest["plugins"]) == ["lazydemo"]
+    declared = manifest["plugins"]["lazydemo"]
+    assert declared["module"] == "harness_lazy_demo"
+    assert declared["commands"] == {"lazy-hello": "Says hello lazily."}
+    install_lazy_demo(site, repr(manifest))
+    try:
+        lazy = load_plugins(lazy=True)
+        assert "harness_lazy_demo" not in sys.modules
+        entry = lazy["method"].get("lazy-demo")
+        assert isinstance(entry, LazyEntry) and entry.plugin == "lazydemo"
+        assert lazy.declared_commands()["lazy-hello"] == ("lazydemo", "Says hello lazily.")
+        assert entry.cls.name == "lazy-demo" and "harness_lazy_demo" in sys.modules
+        assert lazy.dists["lazydemo"].metadata["Name"] == "lazy-demo"
+        blocked = load_plugins(blocked=["lazydemo"], lazy=True)
+        assert "lazy-demo" not in blocked["method"]
+        # an edited source no longer matches the manifest: the plugin is imported at once
+        sys.modules.pop("harness_lazy_demo", None)
+        (site / "harness_lazy_demo.py").write_text(LAZY_DEMO + "\n# edited\n")
+        edited = load_plugins(lazy=True)
+        assert "harness_lazy_demo" in sys.modules
+        assert not isinstance(edited["method"].get("lazy-demo"), LazyEntry)
+        # a manifest of another format is ignored
+        install_lazy_demo(site, repr({**manifest, "format": 99}))
+        assert not isinstance(load_plugins(lazy=True)["method"].get("lazy-demo"), LazyEntry)
+    finally:
+        for name in ("harness_lazy_demo", "harness_lazy_demo_manifest"):
+            sys.modules.pop(name, None)
+
+
+def test_source_hashes_of_missing_modules_are_none():
+    from harness.plugins import source_sha256
+
+    assert source_sha256("no_such_module_xyz") is None
+    assert source_sha256("sys") is None  # built in: no source file
+    assert len(source_sha256("harness.errors")) == 64
