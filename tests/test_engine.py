@@ -556,3 +556,11 @@ def test_a_jobs_frontend_makes_the_features_in_training_mode_without_gradient():
     batch = batches(1)[0]
     assert with_features(batch, None).features is None
     assert torch.equal(with_features(batch, Frontend()).features, torch.ones(2, 4))
+
+
+def test_a_job_drops_the_short_last_batch_only_when_asked():
+    g = torch.Generator().manual_seed(0)
+    ten = FeatureData(torch.randn(10, 4, generator=g), torch.arange(10) % 3)
+    dropped = standalone(CPU).fit(feature_job(data=ten, batch_size=4, epochs=2))
+    kept = standalone(CPU).fit(feature_job(data=ten, batch_size=4, epochs=2, drop_last=False))
+    assert (dropped.steps, kept.steps) == (4, 6)
