@@ -471,24 +471,11 @@ def test_an_interrupted_in_process_run_resumes_to_the_same_weights(tmp_path, mon
     the SIGKILL tests in test_resume.py)."""
     import os
 
-    from harness import faults
     from tests.test_resume import args, assert_same_run, finished
+    from tests.test_runner import interrupted
 
     main(args(tmp_path, "a"))
-    real_os = faults.os
-
-    def interrupt(pid, sig):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(faults, "os", SimpleNamespace(
-        environ=real_os.environ, getpid=real_os.getpid, getppid=real_os.getppid, kill=interrupt,
-    ))  # fmt: skip
-    monkeypatch.setenv("HARNESS_TEST_KILL_AT", "epoch 2/3")
-    with pytest.raises(SystemExit) as stopped:
-        main(args(tmp_path, "b"))
-    assert stopped.value.code == 130
-    monkeypatch.delenv("HARNESS_TEST_KILL_AT")
-    (partial,) = (tmp_path / "b" / ".partial").iterdir()
+    partial = interrupted(tmp_path, monkeypatch, "b", "epoch 2/3")
     assert {"config.json", "state.json", "rank0.pt"} <= set(os.listdir(partial))
     state = json.loads((partial / "state.json").read_text())
     assert (state["stage_name"], state["stage_epochs"], state["epoch"]) == ("train", 3, 1)
