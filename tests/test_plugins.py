@@ -179,7 +179,6 @@ def test_a_registered_entry_knows_its_name_class_and_plugin():
 
 
 LAZY_DEMO = '''
-import click
 from harness import hookimpl
 from harness.api import Method
 
