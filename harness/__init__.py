@@ -7,7 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 # threads slowed training steps up to 20x. Must be set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from harness.hookspecs import hookimpl
+from harness.api.hookspecs import hookimpl
 
 DISTRIBUTION = "audio-tuning-harness"
 """The name on the package index (PyPI's ``harness`` is an unrelated project)."""

@@ -25,10 +25,10 @@ from typing import Any
 
 import pandas as pd
 
-from harness.config import RunConfig
-from harness.leaderboard import LeaderboardSpec, Table, build_tables, render
-from harness.plugins import Plugins, load_plugins
-from harness.store import ResultStore, RunRecord
+from harness.registry.config import RunConfig
+from harness.registry.plugins import Plugins, load_plugins
+from harness.results.leaderboard import LeaderboardSpec, Table, build_tables, render
+from harness.results.store import ResultStore, RunRecord
 
 __all__ = [
     "ResultStore",
@@ -66,9 +66,9 @@ def configure(
     ``flags`` are the command's flags (``backbone``, ``method``, ``aug``, ``dataset``,
     ``protocol``, ``epochs``, ``batch_size``, ``seed``); ``sets`` are ``--set`` assignments.
     """
-    from harness.cli import raw_config
-    from harness.config import resolve
-    from harness.errors import UsageError
+    from harness.cli.main import raw_config
+    from harness.registry.config import resolve
+    from harness.util.errors import UsageError
 
     unknown = set(flags) - set(FLAGS)
     if unknown:
@@ -89,7 +89,7 @@ def run(
 
     ``config`` is a :class:`RunConfig` from :func:`configure`, or a TOML file.
     """
-    from harness.runner import run_experiment
+    from harness.run.experiment import run_experiment
 
     cfg = config if isinstance(config, RunConfig) else configure(config, sets, **flags)
     out = Path(out)

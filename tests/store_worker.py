@@ -1,7 +1,7 @@
 """A process that stores pre-trained run records (for the concurrency test).
 
 ``python store_worker.py OUT STORE START_FILE WORKER RUNS``: waits for START_FILE, then
-commits RUNS records through :func:`harness.store.commit_run`, printing each run id.
+commits RUNS records through :func:`harness.results.store.commit_run`, printing each run id.
 Odd workers all store one identical configuration; even ones each their own.
 """
 
@@ -12,7 +12,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from harness.store import ResultStore, RunRecord, commit_run, new_run_id, write_json
+from harness.results.store import ResultStore, RunRecord, commit_run, new_run_id, write_json
 
 
 def main(out: Path, store: ResultStore, start: Path, worker: int, runs: int) -> None:

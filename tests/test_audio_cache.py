@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from harness import audio_cache
 from harness.api import Clip
-from harness.audio_cache import (
+from harness.data import audio_cache
+from harness.data.audio_cache import (
     FORMAT,
     CachedWaves,
     cache_folder,
@@ -19,9 +19,9 @@ from harness.audio_cache import (
     check_writable,
     fingerprint,
 )
-from harness.cache import cache_root
-from harness.data import split_audio
-from harness.errors import UsageError
+from harness.data.loader import split_audio
+from harness.util.cache import cache_root
+from harness.util.errors import UsageError
 
 RATE = 8000
 

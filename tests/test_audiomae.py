@@ -10,8 +10,8 @@ import torch
 import torchaudio.compliance.kaldi as kaldi
 from torch import nn
 
-from harness.checkpoints import load_backbone_checkpoint
-from harness.errors import DataError, UsageError
+from harness.registry.checkpoints import load_backbone_checkpoint
+from harness.util.errors import DataError, UsageError
 from harness_plugins.backbones.audiomae import (
     AUDIOSET_MEAN,
     AUDIOSET_STD,
@@ -97,7 +97,7 @@ def test_frontend_matches_kaldi_fbank_per_clip(seconds):
         expected = (reference_fbank(wave) - AUDIOSET_MEAN) / (2 * AUDIOSET_STD)
         # float32 batch vs clip-by-clip kernels differ by ~1e-3 in log-mel, below the float32
         # reference's own error against float64 (2.2e-3 in log = 2.5e-4 here); per clip the two
-        # are bit-identical (harness.fbank)
+        # are bit-identical (harness.nn.fbank)
         assert (out[clip, 0, :frames] - expected).abs().max().item() < 3e-4
     pad_value = (0.0 - AUDIOSET_MEAN) / (2 * AUDIOSET_STD)  # AudioMAE pads the fbank with zeros
     assert torch.allclose(out[:, 0, frames:], torch.full_like(out[:, 0, frames:], pad_value))

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from harness.api import Backbone, Encoded
-from harness.config import build_dataclass
-from harness.plugins import load_plugins
+from harness.registry.config import build_dataclass
+from harness.registry.plugins import load_plugins
 
 BATCH = 2
 CLASSES = 5
@@ -198,8 +198,8 @@ SIZED = [
 def test_checkpoint_of_another_size_names_the_right_size(tmp_path, name, sizes) -> None:
     """Every sized backbone: a checkpoint of its smallest size refuses to load into the next
     size with one line naming the size that fits."""
-    from harness.checkpoints import load_backbone_checkpoint
-    from harness.errors import HarnessError
+    from harness.registry.checkpoints import load_backbone_checkpoint
+    from harness.util.errors import HarnessError
 
     cls = REGISTRY.get(name).cls
     small, other = sizes[0], sizes[1]

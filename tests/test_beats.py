@@ -9,10 +9,10 @@ import pytest
 import torch
 import torchaudio.compliance.kaldi as kaldi
 
-from harness.checkpoints import load_backbone_checkpoint
-from harness.config import build_dataclass
-from harness.errors import DataError, UsageError
-from harness.plugins import load_plugins
+from harness.registry.checkpoints import load_backbone_checkpoint
+from harness.registry.config import build_dataclass
+from harness.registry.plugins import load_plugins
+from harness.util.errors import DataError, UsageError
 from harness_plugins.backbones.beats import SIZES, Beats, relative_position_bucket
 
 sb_beats = pytest.importorskip("speechbrain.lobes.models.beats")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import cache
-from harness.cache import (
+from harness.util import cache
+from harness.util.cache import (
     DONE_MARKER,
     build_once,
     cache_root,

@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 import pytest
 
-from harness import cli as cli_module
-from harness.cli import (
+from harness.cli import main as cli_module
+from harness.cli.main import (
     DeclaredCommand,
     add_declared_commands,
     add_protocol_flags,
@@ -18,8 +18,8 @@ from harness.cli import (
     main,
     raw_config,
 )
-from harness.errors import HarnessError, UsageError
-from harness.plugins import load_plugins
+from harness.registry.plugins import load_plugins
+from harness.util.errors import HarnessError, UsageError
 
 HELLO_PLUGIN = '''
 import click
@@ -163,7 +163,7 @@ def test_the_store_defaults_to_the_output_folder_unless_harness_store_is_set(mon
 def test_out_and_store_options_give_a_command_both_paths(tmp_path):
     from click.testing import CliRunner
 
-    from harness.cli import out_and_store_options
+    from harness.cli.main import out_and_store_options
 
     @click.command()
     @out_and_store_options("Where the runs go.")

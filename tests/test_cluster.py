@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import UsageError
-from harness.executors import (
+from harness.cli.executors import (
     build_options,
     first_error_line,
     option_table,
     run_cell,
     state_path,
 )
-from harness.store import ResultStore, ingest
+from harness.results.store import ResultStore, ingest
+from harness.util.errors import UsageError
 from tests.conftest import TOY_PLUGIN, run_cli
 from tests.slurm_testing import SlurmUnavailable, start_cluster
 
@@ -76,7 +76,7 @@ def test_options_layer_config_then_spec_then_flags():
         {"partition": None, "max_parallel": 2},
     )
     assert (opts.partition, opts.time, opts.max_parallel) == ("b", 30, 2)
-    from harness.executors import slurm_parameters
+    from harness.cli.executors import slurm_parameters
 
     params = slurm_parameters(opts, "x")
     assert params["additional_parameters"] == {"constraint": "a100", "exclusive": True}
@@ -179,8 +179,8 @@ def test_slurm_dry_run_prints_the_sbatch_file_and_submits_nothing(tmp_path, tone
 
 @pytest.mark.slow
 def test_folder_only_run_then_idempotent_ingest(tmp_path, tones):
-    from harness.config import resolve
-    from harness.plugins import load_plugins
+    from harness.registry.config import resolve
+    from harness.registry.plugins import load_plugins
 
     raw = {
         "backbone": {"name": "toy"},

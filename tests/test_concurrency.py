@@ -9,9 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from harness.leaderboard import LeaderboardSpec, render_leaderboard
-from harness.plugins import load_plugins
-from harness.store import ResultStore
+from harness.registry.plugins import load_plugins
+from harness.results.leaderboard import LeaderboardSpec, render_leaderboard
+from harness.results.store import ResultStore
 from tests.conftest import toy_run_args
 from tests.test_hardening import make_tones
 

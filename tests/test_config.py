@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import coerce, parse_set, resolve
-from harness.errors import UsageError
-from harness.plugins import load_plugins
+from harness.registry.config import coerce, parse_set, resolve
+from harness.registry.plugins import load_plugins
+from harness.util.errors import UsageError
 
 TOY = str(Path(__file__).parent / "toy_plugin.py")
 
@@ -120,7 +120,7 @@ def test_config_hash_ignores_order_and_record_only_run_keys(plugins):
 
 
 def test_hashed_config_drops_record_only_keys_and_keeps_the_rest():
-    from harness.config import hashed_config
+    from harness.registry.config import hashed_config
 
     config = {"method": {"name": "ce"}, "run": {"lr": 1.0, "loggers": ["x"],
                                                 "checkpoint_every_steps": 5}}  # fmt: skip
@@ -131,7 +131,8 @@ def test_hashed_config_drops_record_only_keys_and_keeps_the_rest():
 def test_finite_to_plain_and_domain_helpers():
     import math
 
-    from harness.config import between, finite, non_negative, positive, to_plain, unit
+    from harness.api.domains import between, finite, non_negative, positive, unit
+    from harness.registry.config import to_plain
 
     assert finite(1) and finite("x") and finite([1.0, 2]) and finite(0.0)
     assert not finite(math.nan) and not finite(-math.inf) and not finite((1.0, math.inf))
@@ -142,7 +143,7 @@ def test_finite_to_plain_and_domain_helpers():
 
 
 def test_a_config_file_that_is_not_utf8_names_the_file_and_the_reason(tmp_path):
-    from harness.config import read_toml
+    from harness.registry.config import read_toml
 
     path = tmp_path / "bad.toml"
     path.write_bytes(b'title = "\xff"\n')
@@ -198,7 +199,7 @@ def test_set_values_keep_everything_after_the_first_equals_sign():
 
 
 def test_a_table_over_a_value_names_the_full_key():
-    from harness.config import merge
+    from harness.registry.config import merge
 
     with pytest.raises(UsageError) as raised:
         merge({"method": {"head": {"dim": 1}}}, {"method": {"head": {"dim": {"x": 1}}}})
@@ -206,7 +207,7 @@ def test_a_table_over_a_value_names_the_full_key():
 
 
 def test_unknown_keys_suggest_at_most_three_close_names():
-    from harness.config import unknown_key_message
+    from harness.registry.config import unknown_key_message
 
     known = ["run.lr", "run.lr1", "run.lr2", "run.lr3", "run.seed"]
     assert unknown_key_message("run.lrx", known) == (
@@ -219,7 +220,7 @@ def test_unknown_keys_suggest_at_most_three_close_names():
 
 
 def test_domain_messages_read_as_a_bound_or_a_range():
-    from harness.config import Domain
+    from harness.api.domains import Domain
 
     assert Domain(gt=0).problem(-1) == "-1 must be > 0"
     assert Domain(ge=0, lt=1).problem(2) == "2 must be in [0, 1)"

@@ -1,4 +1,4 @@
-"""Waveform sources, samplers and loaders (harness.data) against hand-worked examples."""
+"""Waveform sources, samplers and loaders (harness.data.loader) against hand-worked examples."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from harness import data as data_module
 from harness.api import Clip, FeatureData
-from harness.data import (
+from harness.data import loader as data_module
+from harness.data.loader import (
     ClipAudio,
     FeatureLoader,
     OrderSampler,

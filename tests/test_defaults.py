@@ -12,10 +12,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.config import RunSettings, read_toml, resolve
-from harness.leaderboard import LeaderboardSpec, RowSpec, non_default_options, render_leaderboard
-from harness.plugins import load_plugins
-from harness.store import ResultStore, RunRecord
+from harness.api.settings import RunSettings
+from harness.registry.config import read_toml, resolve
+from harness.registry.plugins import load_plugins
+from harness.results.leaderboard import (
+    LeaderboardSpec,
+    RowSpec,
+    non_default_options,
+    render_leaderboard,
+)
+from harness.results.store import ResultStore, RunRecord
 
 REPO = Path(__file__).resolve().parents[1]
 

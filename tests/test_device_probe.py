@@ -10,10 +10,10 @@ import torch
 from torch import Tensor, nn
 
 from harness.api import Backbone, Batch, Clip, DataSplits, Encoded, EvalContext, Method, Task
-from harness.data import ClipAudio
-from harness.engine import standalone
-from harness.errors import DataError, HarnessError
-from harness.plugins import load_plugins
+from harness.data.loader import ClipAudio
+from harness.engine.trainer import standalone
+from harness.registry.plugins import load_plugins
+from harness.util.errors import DataError, HarnessError
 from harness_plugins.protocols.device_probe import (
     DeviceProbe,
     EncodedHead,

@@ -19,16 +19,16 @@ from click.testing import CliRunner
 
 from harness import hookimpl
 from harness.api import Batch, Task
-from harness.config import build_dataclass
-from harness.errors import DataError, UsageError
-from harness.impulse import (
+from harness.nn.impulse import (
     ImpulseResponseAugmentation,
     IRBank,
     frequency_responses_db,
     kaiser_truncate,
     quantile_bands,
 )
-from harness.plugins import Plugins, load_plugins, new_plugin_manager
+from harness.registry.config import build_dataclass
+from harness.registry.plugins import Plugins, load_plugins, new_plugin_manager
+from harness.util.errors import DataError, UsageError
 from harness_plugins.augmentations.multidir import (
     MultiDir,
     parse_multidir_name,
@@ -447,7 +447,7 @@ def test_bank_follows_the_task_sample_rate() -> None:
 
 
 def invoke_plot(*args: str):
-    from harness.cli import cli
+    from harness.cli.main import cli
 
     plugins = load_plugins()
     plugins.pm.hook.register_commands(cli=cli)
@@ -528,7 +528,7 @@ def test_the_response_bank_is_a_buffer_that_never_enters_the_weights(cls):
 
 
 def test_kaiser_truncation_defaults_are_the_documented_ones() -> None:
-    from harness.impulse import kaiser_truncate
+    from harness.nn.impulse import kaiser_truncate
 
     irs = torch.randn(3, 400, generator=torch.Generator().manual_seed(0))
     explicit = kaiser_truncate(irs, 100, beta=2.0, window="half", align="onset", pre=16)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from harness.api import Batch, Task
-from harness.dirgen import (
+from harness.nn.dirgen import (
     DirGenerator,
     condition_vector,
     dataset,
@@ -18,7 +18,7 @@ from harness.dirgen import (
     save_generator,
     train_generator,
 )
-from harness.errors import DataError, UsageError
+from harness.util.errors import DataError, UsageError
 from harness_plugins.augmentations.dirgen import DirGenAugmentation
 from harness_plugins.commands.dirgen import embedded_traits, load_bank
 
@@ -158,7 +158,7 @@ def test_missing_model_is_a_usage_error() -> None:
 
 
 def test_command_trains_and_stores_model_and_test_mse(tmp_path) -> None:
-    from harness.cli import main
+    from harness.cli.main import main
 
     out = tmp_path / "dirgen"
     main(["dirgen", "train", "--max-steps", "3", "--out", str(out)])

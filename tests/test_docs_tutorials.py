@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.plugins import load_plugins
-from harness.testing import TinyBackbone, apply_augmentation, make_batch, make_task
+from harness.api.testing import TinyBackbone, apply_augmentation, make_batch, make_task
+from harness.registry.plugins import load_plugins
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
 

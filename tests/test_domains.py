@@ -8,16 +8,11 @@ import typing
 
 import pytest
 
-from harness.config import (
-    RunSettings,
-    check_domains,
-    field_domains,
-    field_help,
-    is_numeric_hint,
-    resolve,
-)
-from harness.errors import UsageError
-from harness.plugins import HOOK_FOR_KIND, load_plugins
+from harness.api.domains import check_domains, field_domains, field_help, is_numeric_hint
+from harness.api.settings import RunSettings
+from harness.registry.config import resolve
+from harness.registry.plugins import HOOK_FOR_KIND, load_plugins
+from harness.util.errors import UsageError
 
 
 def config_classes():
@@ -108,7 +103,7 @@ def test_int_field_gets_an_int_and_float_field_a_float_from_toml_and_set():
 
 
 def test_domain_helpers_bounds_and_descriptions():
-    from harness.config import Domain, at_least, between, non_negative, positive, unit
+    from harness.api.domains import Domain, at_least, between, non_negative, positive, unit
 
     cases = [
         (positive("h"), [1e-9, 5.0], [0.0, -1.0], "> 0"),
@@ -142,7 +137,7 @@ def test_domain_helpers_bounds_and_descriptions():
 
 
 def test_field_help_and_numeric_hints():
-    from harness.config import field_domains
+    from harness.api.domains import field_domains
 
     assert field_help(RunSettings, "lr") == "Peak learning rate of Adam."
     assert field_help(RunSettings, "device").startswith("Torch device")
@@ -157,7 +152,7 @@ def test_field_help_and_numeric_hints():
 def test_subclass_domains_extend_and_override_their_base():
     import dataclasses as dc
 
-    from harness.config import Domain, domain_map
+    from harness.api.domains import Domain, domain_map
 
     @dc.dataclass
     class Base:
@@ -204,13 +199,13 @@ def test_dataset_defaults_to_the_first_protocols_preference():
     ],
 )
 def test_booleans_from_text(text, expected):
-    from harness.config import coerce
+    from harness.registry.config import coerce
 
     assert coerce(text, bool, "k") is expected
 
 
 def test_bad_booleans_and_sequences_name_the_key():
-    from harness.config import coerce
+    from harness.registry.config import coerce
 
     with pytest.raises(UsageError, match=r"bad value for k: 'maybe' is not a boolean"):
         coerce("maybe", bool, "k")
@@ -228,7 +223,7 @@ def test_bad_booleans_and_sequences_name_the_key():
 
 
 def test_unknown_keys_suggest_close_ones_and_list_the_valid():
-    from harness.config import unknown_key_message
+    from harness.registry.config import unknown_key_message
 
     message = unknown_key_message("run.lrr", ["run.lr", "run.eps"])
     assert message == (

@@ -11,7 +11,7 @@ import pytest
 import scipy.fft as sfft
 import soundfile as sf
 
-from harness.plugins import load_plugins
+from harness.registry.plugins import load_plugins
 from harness_plugins.datasets import tau22_embedded as te
 from harness_plugins.datasets.tau22 import DEVICE_ORDER, load_tau22
 from harness_plugins.datasets.tau22_embedded import Tau22Embedded
@@ -248,7 +248,7 @@ def test_scenes_are_learnable_and_unseen_devices_are_harder(tmp_path: Path):
     from sklearn.metrics import log_loss
     from sklearn.preprocessing import StandardScaler
 
-    from harness.data import load_clips
+    from harness.data.loader import load_clips
 
     splits = embedded(tmp_path, scale=0.3).load()
     mel = torchaudio.transforms.MelSpectrogram(32000, n_fft=1024, hop_length=320, n_mels=64)

@@ -1,4 +1,4 @@
-"""The training engine (harness.engine) against hand-computed references: gradient
+"""The training engine (harness.engine.trainer) against hand-computed references: gradient
 accumulation, clipping, schedules, log events, divergence checks and protocol jobs."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from harness import engine as engine_module
 from harness.api import Batch, FeatureData, StepOutput, TrainingJob
-from harness.distributed import Ranks
-from harness.engine import (
+from harness.engine import trainer as engine_module
+from harness.engine.distributed import Ranks
+from harness.engine.trainer import (
     Accumulator,
     Engine,
     Loop,
@@ -27,7 +27,7 @@ from harness.engine import (
     standalone,
     with_features,
 )
-from harness.errors import HarnessError, UsageError
+from harness.util.errors import HarnessError, UsageError
 
 CPU = torch.device("cpu")
 W0 = torch.tensor([0.5, -0.25, 1.0])

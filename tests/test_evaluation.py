@@ -13,15 +13,15 @@ import pytest
 import torch
 
 from harness.api import Clip
-from harness.cache import DONE_MARKER
-from harness.errors import UsageError
-from harness.evaluation import (
+from harness.data.embeddings import (
     backbone_fingerprint,
     cached_embed,
     clips_fingerprint,
     embedding_cache_dir,
     labeled_embeddings,
 )
+from harness.util.cache import DONE_MARKER
+from harness.util.errors import UsageError
 
 
 @dataclass

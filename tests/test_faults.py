@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import faults
-from harness.distributed import Ranks, env_ranks
-from harness.errors import DataError, HarnessError, Interrupted
+from harness.engine.distributed import Ranks, env_ranks
+from harness.util import faults
+from harness.util.errors import DataError, HarnessError, Interrupted
 
 
 @pytest.mark.parametrize(

@@ -13,11 +13,11 @@ import torch
 from sklearn.neighbors import NearestCentroid
 from torch import nn
 
-from harness import evaluation
 from harness.api import Backbone, Clip, DataSplits, EvalContext, Task
-from harness.config import build_dataclass
-from harness.errors import DataError, UsageError
-from harness.plugins import Plugins, new_plugin_manager
+from harness.data import embeddings as evaluation
+from harness.registry.config import build_dataclass
+from harness.registry.plugins import Plugins, new_plugin_manager
+from harness.util.errors import DataError, UsageError
 from harness_plugins.protocols import fewshot
 from harness_plugins.protocols.fewshot import (
     Fewshot,
@@ -479,7 +479,7 @@ def register_methods(register):
 
 
 def run_embedded(tmp_path: Path, *settings: str) -> int:
-    from harness.cli import main
+    from harness.cli.main import main
 
     plugin = tmp_path / "test_plugin.py"
     plugin.write_text(TEST_PLUGIN)
@@ -538,7 +538,7 @@ def test_cli_malformed_esc50_exits_2_and_stores_nothing(tmp_path, monkeypatch, c
     monkeypatch.setenv("HARNESS_PROGRESS", "0")
     (tmp_path / "esc" / "meta").mkdir(parents=True)
     (tmp_path / "esc" / "meta" / "esc50.csv").write_text("filename,fold,target\n1-1-A-0.wav,1,0\n")
-    from harness.cli import main
+    from harness.cli.main import main
 
     plugin = tmp_path / "test_plugin.py"
     plugin.write_text(TEST_PLUGIN)

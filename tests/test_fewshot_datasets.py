@@ -12,9 +12,9 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from harness.config import build_dataclass
-from harness.data import load_clips
-from harness.errors import DataError, UsageError
+from harness.data.loader import load_clips
+from harness.registry.config import build_dataclass
+from harness.util.errors import DataError, UsageError
 from harness_plugins.datasets import fewshot_embedded
 from harness_plugins.datasets.audioset import AudioSet
 from harness_plugins.datasets.esc50 import Esc50

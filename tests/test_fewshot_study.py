@@ -13,12 +13,13 @@ import pytest
 import torch
 
 from harness.api import Backbone, Clip, DataSplits, Encoded, Stage, Task
-from harness.config import RunSettings, build_dataclass, resolve
-from harness.errors import UsageError
-from harness.leaderboard import LeaderboardSpec, build_tables, grouped_runs, render
-from harness.plugins import load_plugins
-from harness.runner import Experiment
-from harness.store import ResultStore, RunRecord
+from harness.api.settings import RunSettings
+from harness.registry.config import build_dataclass, resolve
+from harness.registry.plugins import load_plugins
+from harness.results.leaderboard import LeaderboardSpec, build_tables, grouped_runs, render
+from harness.results.store import ResultStore, RunRecord
+from harness.run.experiment import Experiment
+from harness.util.errors import UsageError
 from harness_plugins.backbones.audiomae import AudioMAE
 from harness_plugins.commands.plot import fewshot_curves, select_clips
 from harness_plugins.commands.sweep import plan
@@ -261,7 +262,7 @@ def test_warmup_changes_the_encoder_exactly_as_the_mae_method_does(plugins, tmp_
 
 def harness(*argv: str) -> int:
     """Run the command line in this process; its exit code."""
-    from harness.cli import main
+    from harness.cli.main import main
 
     try:
         main(list(argv))
@@ -348,7 +349,7 @@ def test_fewshot_check_warns_once_naming_the_excluded_classes() -> None:
 
 
 def test_supervised_protocol_checks_need_two_labeled_train_classes() -> None:
-    from harness.evaluation import require_labeled_splits
+    from harness.data.embeddings import require_labeled_splits
 
     one_class = DataSplits(["a", "b"], [Clip(Path("x.wav"), 0)], [Clip(Path("y.wav"), 1)], 1.0)
     with pytest.raises(UsageError, match="fewer than two labeled classes"):

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from harness.api import Batch, Task
-from harness.config import build_dataclass
-from harness.errors import UsageError
-from harness.plugins import load_plugins
+from harness.registry.config import build_dataclass
+from harness.registry.plugins import load_plugins
+from harness.util.errors import UsageError
 from harness_plugins.augmentations.freq_mixstyle import (
     FreqMixStyle,
     frequency_statistics,

@@ -24,11 +24,11 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from harness.audio import check_header, read_audio  # noqa: E402
-from harness.config import parse_set, read_toml, resolve  # noqa: E402
-from harness.errors import HarnessError  # noqa: E402
-from harness.impulse import read_ir  # noqa: E402
-from harness.plugins import load_plugins  # noqa: E402
+from harness.data.audio import check_header, read_audio  # noqa: E402
+from harness.nn.impulse import read_ir  # noqa: E402
+from harness.registry.config import parse_set, read_toml, resolve  # noqa: E402
+from harness.registry.plugins import load_plugins  # noqa: E402
+from harness.util.errors import HarnessError  # noqa: E402
 
 SCALE = float(os.environ.get("HARNESS_FUZZ_SCALE", "1"))
 CASES = {

@@ -18,15 +18,12 @@ import soundfile as sf
 import torch
 
 from harness.api import Clip
-from harness.audio import check_header, read_audio
-from harness.cache import DONE_MARKER, owned_temp_dir, stale_temp_dirs
-from harness.cli import main
-from harness.errors import DataError, HarnessError
-from harness.impulse import read_ir
-from harness.leaderboard import LeaderboardSpec, render_leaderboard
-from harness.plugins import load_plugins
-from harness.runner import check_metrics
-from harness.store import (
+from harness.cli.main import main
+from harness.data.audio import check_header, read_audio
+from harness.nn.impulse import read_ir
+from harness.registry.plugins import load_plugins
+from harness.results.leaderboard import LeaderboardSpec, render_leaderboard
+from harness.results.store import (
     COLUMNS,
     ResultStore,
     RunRecord,
@@ -34,6 +31,9 @@ from harness.store import (
     commit_run,
     staged_dir,
 )
+from harness.run.experiment import check_metrics
+from harness.util.cache import DONE_MARKER, owned_temp_dir, stale_temp_dirs
+from harness.util.errors import DataError, HarnessError
 from tests.conftest import TOY_PLUGIN, run_cli, toy_run_args
 from tests.test_cli import assert_one_line_error, stored_runs
 
@@ -101,7 +101,7 @@ def test_non_finite_metric_fails_the_run_and_cannot_be_stored(tmp_path):
 
 
 def test_the_first_bad_frame_is_named_for_mono_and_multichannel_audio():
-    from harness.audio import check_samples
+    from harness.data.audio import check_samples
 
     stereo = np.zeros((6, 2), dtype=np.float32)
     stereo[3, 1] = np.nan
@@ -119,7 +119,7 @@ def test_the_first_bad_frame_is_named_for_mono_and_multichannel_audio():
 
 
 def test_audio_errors_are_one_line_and_name_the_file(tmp_path):
-    from harness.audio import one_line
+    from harness.data.audio import one_line
 
     empty = tmp_path / "empty.wav"
     sf.write(empty, np.zeros(0, dtype=np.float32), 16000, subtype="FLOAT")
@@ -142,7 +142,7 @@ def test_clips_of_every_rate_and_length_read_the_same_in_memory_and_on_demand(tm
     crop or zero-fill: the in-memory loader and the DataLoader's per-clip reader agree."""
     import torchaudio.functional as AF
 
-    from harness.data import DecodedWaves, load_clips
+    from harness.data.loader import DecodedWaves, load_clips
 
     gen = np.random.default_rng(0)
     specs = [(16000, 0.7, "a", 0), (8000, 0.3, "b", 1), (22050, 0.5, "s4", -1)]
@@ -185,8 +185,8 @@ def test_clips_of_every_rate_and_length_read_the_same_in_memory_and_on_demand(tm
 def test_the_decoded_audio_cache_holds_each_clip_to_half_an_int16_step_of_its_peak(tmp_path):
     """int16 rows scaled by max(1, peak): a loud clip (peak 1.5) keeps its level; the index
     names the files, rate and length; the global RNG is left alone."""
-    from harness.audio_cache import FULL_SCALE, CachedWaves, cached_audio
-    from harness.data import split_audio
+    from harness.data.audio_cache import FULL_SCALE, CachedWaves, cached_audio
+    from harness.data.loader import split_audio
 
     gen = np.random.default_rng(1)
     waves = [0.1 * gen.standard_normal(4000), 1.5 * np.sin(np.arange(4000) / 7.0)]
@@ -430,7 +430,7 @@ def test_header_check_finds_truncation_and_garbage(tmp_path):
 def test_a_run_folder_holds_exactly_what_its_store_row_says(tmp_path):
     """An in-process run: the folder's files, and the row rebuilt from them, match the store."""
     import harness
-    from harness.store import record_from_folder
+    from harness.results.store import record_from_folder
 
     main(toy_run_args(tmp_path))
     (row,) = ResultStore(tmp_path / "runs" / "results.sqlite").records()
@@ -491,7 +491,7 @@ def test_an_interrupted_in_process_run_resumes_to_the_same_weights(tmp_path, mon
 def test_run_ids_of_the_same_config_and_second_differ():
     from datetime import UTC, datetime
 
-    from harness.store import new_run_id
+    from harness.results.store import new_run_id
 
     now = datetime(2026, 1, 1, tzinfo=UTC)
     ids = {new_run_id(now, "abcdef0123456789") for _ in range(100)}
@@ -554,7 +554,7 @@ def cache_ctx(tmp_path, train_seconds=None):
 
 
 def test_corrupt_embedding_cache_entry_is_discarded_with_a_warning_and_rebuilt(tmp_path):
-    from harness.evaluation import cached_embed, embedding_cache_dir
+    from harness.data.embeddings import cached_embed, embedding_cache_dir
 
     ctx, calls = cache_ctx(tmp_path)
     folder = embedding_cache_dir(ctx, "eval", "hash")
@@ -578,7 +578,7 @@ def test_corrupt_embedding_cache_entry_is_discarded_with_a_warning_and_rebuilt(t
     ],
 )
 def test_a_cache_entry_that_is_not_finite_float_embeddings_is_rebuilt(tmp_path, stored, why):
-    from harness.evaluation import cached_embed, embedding_cache_dir
+    from harness.data.embeddings import cached_embed, embedding_cache_dir
 
     ctx, calls = cache_ctx(tmp_path)
     folder = embedding_cache_dir(ctx, "eval", "hash")
@@ -603,7 +603,7 @@ class RunsCodeWhenUnpickled:
 
 
 def test_a_cache_entry_is_never_unpickled_as_code(tmp_path):
-    from harness.evaluation import read_cached_embeddings
+    from harness.data.embeddings import read_cached_embeddings
 
     marker = tmp_path / "executed"
     torch.save(RunsCodeWhenUnpickled(marker), tmp_path / "embeddings.pt")
@@ -613,7 +613,7 @@ def test_a_cache_entry_is_never_unpickled_as_code(tmp_path):
 
 
 def test_training_clips_of_another_length_are_cached_apart(tmp_path):
-    from harness.evaluation import embedding_cache_dir, split_seconds
+    from harness.data.embeddings import embedding_cache_dir, split_seconds
 
     merged, _ = cache_ctx(tmp_path, train_seconds=10.0)
     plain, _ = cache_ctx(tmp_path)
@@ -627,7 +627,7 @@ def test_backbone_fingerprint_covers_class_config_and_every_weight():
     from dataclasses import dataclass
 
     from harness.api import Backbone
-    from harness.evaluation import backbone_fingerprint
+    from harness.data.embeddings import backbone_fingerprint
 
     class Tiny(Backbone):
         name = "tiny"
@@ -721,7 +721,7 @@ def test_commit_run_creates_missing_parents_and_leaves_nothing_when_writing_fail
 
 
 def test_run_files_are_sorted_indented_json(tmp_path):
-    from harness.store import write_json
+    from harness.results.store import write_json
 
     write_json(tmp_path / "new" / "r.json", {"b": 1, "a": [1]})
     text = (tmp_path / "new" / "r.json").read_text()
@@ -737,7 +737,7 @@ def write_record(folder: Path, run_id: str) -> None:
 
 
 def test_stale_temp_folders_are_found_down_to_the_given_depth_only(tmp_path, monkeypatch):
-    from harness.cache import build_once, cache_root, clean_stale_cache, host_name
+    from harness.util.cache import build_once, cache_root, clean_stale_cache, host_name
 
     def dead(parent: Path, name: str) -> Path:
         folder = parent / f".{name}.{host_name()}~999999~1.abc"
@@ -812,8 +812,8 @@ def test_interrupted_sweep_reports_the_runs_it_stored(tmp_path):
 
 
 def test_a_run_with_a_nan_metric_fails_and_stores_nothing(tmp_path, monkeypatch):
-    from harness.config import resolve
-    from harness.runner import Experiment, run_experiment
+    from harness.registry.config import resolve
+    from harness.run.experiment import Experiment, run_experiment
 
     make_tones(tmp_path / "tones")
     raw = {

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import hookspecs
+from harness.api import hookspecs
 
 GUIDE = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text()
 HOOKS = [

@@ -8,10 +8,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.api import Batch, Encoded, Task
-from harness.config import build_dataclass, resolve
-from harness.impulse import ImpulseResponseAugmentation, IRBank, IRConfig
-from harness.plugins import load_plugins
-from harness.runner import Experiment
+from harness.nn.impulse import ImpulseResponseAugmentation, IRBank, IRConfig
+from harness.registry.config import build_dataclass, resolve
+from harness.registry.plugins import load_plugins
+from harness.run.experiment import Experiment
 from harness_plugins.methods.icl import (
     InverseContrastive,
     inverse_contrastive_loss,

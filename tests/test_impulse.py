@@ -1,4 +1,4 @@
-"""harness.impulse: convolution, Kaiser truncation, loading, bad files, response statistics."""
+"""harness.nn.impulse: convolution, Kaiser truncation, loading, bad files, response statistics."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from harness.errors import DataError
-from harness.impulse import (
+from harness.nn.impulse import (
     IRBank,
     analog_highpass,
     analog_low_shelf,
@@ -33,6 +32,7 @@ from harness.impulse import (
     quantile_bands,
     read_ir,
 )
+from harness.util.errors import DataError
 
 
 def decaying_ir(length: int, onset: int, rng: np.random.Generator) -> np.ndarray:

@@ -7,7 +7,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 
 import harness
-from harness.runner import KEY_PACKAGES, environment
+from harness.run.experiment import KEY_PACKAGES, environment
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -16,7 +16,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 def test_distribution_name_is_not_pypis_harness():
     assert PYPROJECT["project"]["name"] == harness.DISTRIBUTION == "audio-tuning-harness"
     assert distribution(harness.DISTRIBUTION).entry_points.select(group="harness")
-    assert PYPROJECT["project"]["scripts"] == {"harness": "harness.cli:main"}
+    assert PYPROJECT["project"]["scripts"] == {"harness": "harness.cli.main:main"}
 
 
 def test_dependencies_are_ranges_and_the_installed_torch_satisfies_them():

@@ -1,6 +1,6 @@
 """Kill suite: SIGKILL at every stage of a run; the next command leaves no debris, loses no run.
 
-The stages are reached through the ``HARNESS_TEST_KILL_AT`` hook (:mod:`harness.faults`).
+The stages are reached through the ``HARNESS_TEST_KILL_AT`` hook (:mod:`harness.util.faults`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.cache import OWNER
-from harness.store import ResultStore, check_store
+from harness.results.store import ResultStore, check_store
+from harness.util.cache import OWNER
 from tests.conftest import run_cli, toy_run_args
 from tests.test_hardening import make_tones
 

@@ -1,4 +1,4 @@
-"""Shared ViT layers (harness.layers): the published defaults and table layouts by hand."""
+"""Shared ViT layers (harness.nn.layers): the published defaults and table layouts by hand."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import torch
 from timm.layers import DropPath
 
-from harness.layers import PatchEmbed, sincos_pos_embed_2d, vit_block
+from harness.nn.layers import PatchEmbed, sincos_pos_embed_2d, vit_block
 
 
 def test_vit_block_defaults_are_the_published_ones():

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-import harness.plugins as plugins_module
-from harness.errors import HarnessError
-from harness.plugins import Entry, LazyEntry, build_manifest, load_plugins
+import harness.registry.plugins as plugins_module
+from harness.registry.plugins import Entry, LazyEntry, build_manifest, load_plugins
+from harness.util.errors import HarnessError
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "plugins" / "manifest.json"
 
 PROBE = """
 import sys
-from harness.cli import main
+from harness.cli.main import main
 try:
     main({argv!r})
 except SystemExit as exit:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import UsageError
-from harness.leaderboard import (
+from harness.registry.plugins import load_plugins
+from harness.results.leaderboard import (
     LeaderboardSpec,
     RowSpec,
     aug_set,
@@ -23,8 +23,8 @@ from harness.leaderboard import (
     seedless_key,
     select_columns,
 )
-from harness.plugins import load_plugins
-from harness.store import ResultStore, RunRecord
+from harness.results.store import ResultStore, RunRecord
+from harness.util.errors import UsageError
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from harness.leaderboard import LeaderboardSpec, RowSpec, build_tables, render
-from harness.plugins import load_plugins
+from harness.registry.plugins import load_plugins
+from harness.results.leaderboard import LeaderboardSpec, RowSpec, build_tables, render
 from tests.browser import Browser, chromium_path
 from tests.test_leaderboard import RECORDS
 
@@ -92,7 +92,7 @@ def test_a_script_error_would_be_seen(browser, tmp_path):
 
 
 def test_cli_writes_json_and_html(tmp_path):
-    from harness.store import ResultStore
+    from harness.results.store import ResultStore
     from tests.conftest import run_cli
 
     store = ResultStore(tmp_path / "store.sqlite")
@@ -114,7 +114,7 @@ def test_cli_writes_json_and_html(tmp_path):
 def test_fewshot_grids_become_n_and_k_curves(plugins):
     import dataclasses
 
-    from harness.leaderboard_html import episode_figures
+    from harness.results.html import episode_figures
 
     runs = []
     for seed, shift in ((0, 0.0), (1, 5.0)):
@@ -133,7 +133,7 @@ def test_fewshot_grids_become_n_and_k_curves(plugins):
 
 @pytest.mark.parametrize(("count", "slanted"), [(3, False), (6, False), (13, True)])
 def test_many_bar_categories_are_slanted_so_their_names_do_not_overlap(count, slanted):
-    from harness.leaderboard_html import Series, svg_chart
+    from harness.results.html import Series, svg_chart
 
     names = [f"device {i}" for i in range(count)]
     series = [Series("row", list(range(count)), [1.0] * count, [None] * count)]

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from harness.api import Backbone, Clip, DataSplits, Encoded, EvalContext, Task
-from harness.data import ClipAudio
-from harness.engine import WarmupCosine
-from harness.errors import UsageError
+from harness.data.loader import ClipAudio
+from harness.engine.trainer import WarmupCosine
+from harness.util.errors import UsageError
 from harness_plugins.protocols.fewshot import Fewshot
 from harness_plugins.protocols.finetune import Finetune, optimizer_groups
 from harness_plugins.protocols.linear import Linear

@@ -11,8 +11,8 @@ import torch
 from torch import Tensor, nn
 
 from harness.api import Backbone, Batch, Encoded, Task
-from harness.checkpoints import load_backbone_checkpoint
-from harness.errors import UsageError
+from harness.registry.checkpoints import load_backbone_checkpoint
+from harness.util.errors import UsageError
 from harness_plugins.backbones.audiomae import (
     AudioMAE,
     audiomae_sincos,

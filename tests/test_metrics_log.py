@@ -124,7 +124,7 @@ class RecordingLogger:
 
 
 def test_metrics_log_writes_nulls_for_non_finite_values_and_resumes_at_an_offset(tmp_path):
-    from harness.metrics_log import MetricsLog
+    from harness.engine.metrics_log import MetricsLog
 
     logger = RecordingLogger()
     log = MetricsLog(tmp_path / "a" / "b", [logger])
@@ -162,7 +162,7 @@ def test_rng_state_survives_a_weights_only_checkpoint_and_replays_every_generato
     import numpy as np
     import torch
 
-    from harness.resume import rng_state, set_rng_state
+    from harness.engine.resume import rng_state, set_rng_state
 
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
     torch.save(rng_state(), tmp_path / "rng.pt")
@@ -178,7 +178,7 @@ def test_module_state_keeps_public_scalars_buffers_and_trainable_flags():
     import torch
     from torch import nn
 
-    from harness.resume import Position, load_module_state, module_state
+    from harness.engine.resume import Position, load_module_state, module_state
 
     class Queue(nn.Module):
         def __init__(self) -> None:
@@ -205,7 +205,7 @@ def test_module_state_keeps_public_scalars_buffers_and_trainable_flags():
 
 
 def test_a_nested_non_finite_value_is_refused_not_written_as_a_bare_nan(tmp_path):
-    from harness.metrics_log import MetricsLog
+    from harness.engine.metrics_log import MetricsLog
 
     log = MetricsLog(tmp_path, [])
     log.open(None, None)
@@ -217,7 +217,7 @@ def test_a_nested_non_finite_value_is_refused_not_written_as_a_bare_nan(tmp_path
 
 
 def test_clock_rates_by_hand(monkeypatch):
-    from harness import metrics_log
+    from harness.engine import metrics_log
 
     now = [10.0]
     monkeypatch.setattr(metrics_log.time, "perf_counter", lambda: now[0])
@@ -234,7 +234,7 @@ def test_clock_rates_by_hand(monkeypatch):
 
 
 def test_timed_adds_each_items_wait_to_every_clock(monkeypatch):
-    from harness import metrics_log
+    from harness.engine import metrics_log
 
     ticks = iter([0.0, 0.5, 1.0, 3.0, 3.0, 3.25, 4.0])
     monkeypatch.setattr(metrics_log.time, "perf_counter", lambda: next(ticks))
@@ -247,7 +247,7 @@ def test_timed_adds_each_items_wait_to_every_clock(monkeypatch):
 def test_learning_rates_name_the_heads_lr_and_every_group():
     import torch
 
-    from harness.metrics_log import gpu_memory, learning_rates
+    from harness.engine.metrics_log import gpu_memory, learning_rates
 
     one = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
     assert learning_rates(one) == {"lr": 0.5}

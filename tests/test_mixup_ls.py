@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.api import Backbone, Encoded, Task
-from harness.config import build_dataclass
-from harness.errors import UsageError
+from harness.registry.config import build_dataclass
+from harness.util.errors import UsageError
 from harness_plugins.methods.mixup_ls import (
     MixupLs,
     mixup,

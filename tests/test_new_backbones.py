@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.checkpoints import load_backbone_checkpoint
-from harness.errors import DataError, UsageError
-from harness.layers import sincos_pos_embed_1d
+from harness.nn.layers import sincos_pos_embed_1d
+from harness.registry.checkpoints import load_backbone_checkpoint
+from harness.util.errors import DataError, UsageError
 from harness_plugins.backbones import m2d, mae_ast, maskspec
 from harness_plugins.backbones.passt import PasstMel
 
@@ -369,7 +369,7 @@ def test_bad_inputs_are_one_line_errors() -> None:
     [(mae_ast, "MaeAst", 85.25e6), (maskspec, "MaskSpec", 85.64e6), (m2d, "M2D", 85.40e6)],
 )
 def test_base_sizes_are_the_published_vit_b(module, cls, params) -> None:
-    from harness.layers import count_parameters
+    from harness.nn.layers import count_parameters
 
     backbone = getattr(module, cls)
     assert count_parameters(backbone, backbone.Config(size="base")) == pytest.approx(
@@ -378,7 +378,7 @@ def test_base_sizes_are_the_published_vit_b(module, cls, params) -> None:
 
 
 def test_new_backbones_are_listed() -> None:
-    from harness.plugins import load_plugins
+    from harness.registry.plugins import load_plugins
 
     names = load_plugins()["backbone"].names()
     assert {"mae-ast", "maskspec", "m2d", "logmel-stats"} <= set(names)
@@ -406,7 +406,7 @@ def test_logmel_stats_hand_computed_and_frontend_is_kaldi() -> None:
 def test_stage_without_trainable_parameters_is_skipped_not_a_crash(tmp_path) -> None:
     """A parameter-free backbone whose method's heads are frozen: the stage is skipped."""
     from harness.api import Stage
-    from harness.runner import Experiment
+    from harness.run.experiment import Experiment
 
     class Stub:
         def __init__(self) -> None:
@@ -426,7 +426,7 @@ def test_stage_without_trainable_parameters_is_skipped_not_a_crash(tmp_path) -> 
 def test_core_fbank_is_bit_identical_to_torchaudio_per_clip() -> None:
     import torchaudio.compliance.kaldi as kaldi
 
-    from harness.fbank import KaldiFbank
+    from harness.nn.fbank import KaldiFbank
 
     wave = torch.randn(1, 24000, generator=torch.Generator().manual_seed(9)) * 0.1
     for window in ("hanning", "povey"):

@@ -15,9 +15,10 @@ from scipy import stats
 from torch import Tensor, nn
 
 from harness.api import Backbone, Encoded, Stage, Task
-from harness.config import RunSettings, build_dataclass
-from harness.errors import UsageError
-from harness.runner import Experiment
+from harness.api.settings import RunSettings
+from harness.registry.config import build_dataclass
+from harness.run.experiment import Experiment
+from harness.util.errors import UsageError
 from harness_plugins.backbones.audiomae import AudioMAE
 from harness_plugins.methods import nnclr
 from harness_plugins.methods.mae import MaskedAutoencoder
@@ -510,8 +511,8 @@ def test_each_stage_trains_exactly_the_intended_parameters() -> None:
 
 @pytest.mark.slow
 def test_training_run_keeps_frozen_parameters_and_updates_the_rest(tmp_path) -> None:
-    from harness.config import resolve
-    from harness.plugins import load_plugins
+    from harness.registry.config import resolve
+    from harness.registry.plugins import load_plugins
 
     toy_plugin = Path(__file__).resolve().parent / "toy_plugin.py"
     (tmp_path / "tones").mkdir()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import harness.notebook as hn
-from harness.errors import UsageError
+from harness.util.errors import UsageError
 from tests.test_leaderboard import RECORDS
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "notebook_api.py"

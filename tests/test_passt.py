@@ -9,10 +9,10 @@ import torch
 import torchaudio.compliance.kaldi as kaldi
 from torch import nn
 
-from harness.checkpoints import load_backbone_checkpoint
-from harness.config import build_dataclass
-from harness.errors import DataError, UsageError
-from harness.plugins import load_plugins
+from harness.registry.checkpoints import load_backbone_checkpoint
+from harness.registry.config import build_dataclass
+from harness.registry.plugins import load_plugins
+from harness.util.errors import DataError, UsageError
 from harness_plugins.backbones.passt import SIZES, PaSST, PasstHead, PasstMel
 
 reference = pytest.importorskip("hear21passt.models.passt")
@@ -294,7 +294,7 @@ def test_checkpoint_mismatch_names_missing_unexpected_and_shapes(tmp_path) -> No
 
 
 def test_checkpoint_of_a_deeper_model_summarises_blocks(tmp_path) -> None:
-    from harness.layers import vit_block
+    from harness.nn.layers import vit_block
 
     deeper = PaSST(PaSST.Config(size="tiny"))  # tiny's width with 12 blocks: no passt size
     deeper.blocks.extend(vit_block(96, 3) for _ in range(9))

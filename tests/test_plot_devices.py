@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-from harness.leaderboard import LeaderboardSpec, build_tables
-from harness.plugins import load_plugins
+from harness.registry.plugins import load_plugins
+from harness.results.leaderboard import LeaderboardSpec, build_tables
 from tests.test_leaderboard import record
 
 DEVICES = ["a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6"]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import HarnessError, UsageError
-from harness.plugins import load_plugins
+from harness.registry.plugins import load_plugins
+from harness.util.errors import HarnessError, UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "harness-focal-loss"
@@ -121,7 +121,7 @@ def test_third_party_package_is_discovered_through_its_dist_info(tmp_path, monke
 def test_global_options_are_found_before_the_command_and_from_the_environment(monkeypatch):
     import os
 
-    from harness.cli import scan_global_options
+    from harness.cli.main import scan_global_options
 
     monkeypatch.setenv("HARNESS_PLUGINS", os.pathsep.join(["env_a", "", "env_b"]))
     argv = ["--plugin", "p1", "--block=b1", "--debug", "--plugin=p2", "--block", "b2", "run",
@@ -133,7 +133,7 @@ def test_global_options_are_found_before_the_command_and_from_the_environment(mo
 
 
 def test_the_command_is_the_first_argument_that_is_no_global_option_or_its_value():
-    from harness.cli import first_command
+    from harness.cli.main import first_command
 
     assert first_command(["--plugin", "run", "--debug", "--block", "x", "sweep", "run"]) == "sweep"
     assert first_command(["run"]) == "run"
@@ -142,7 +142,7 @@ def test_the_command_is_the_first_argument_that_is_no_global_option_or_its_value
 
 
 def test_unknown_name_suggests_up_to_three_close_names_and_lists_all():
-    from harness.plugins import unknown_name_message
+    from harness.registry.plugins import unknown_name_message
 
     names = ["passt", "passa", "pas", "passtt", "beats"]
     assert unknown_name_message("backbone", "pass", names) == (
@@ -160,7 +160,7 @@ def test_unknown_name_suggests_up_to_three_close_names_and_lists_all():
 @pytest.mark.parametrize("name", ["", None, 5])
 def test_a_component_needs_a_non_empty_string_name(name):
     from harness.api import Method
-    from harness.plugins import Registry
+    from harness.registry.plugins import Registry
 
     cls = type("Nameless", (Method,), {} if name is None else {"name": name})
     with pytest.raises(HarnessError, match="^plugin 'p' registered a method without a name$"):
@@ -169,7 +169,7 @@ def test_a_component_needs_a_non_empty_string_name(name):
 
 def test_a_registered_entry_knows_its_name_class_and_plugin():
     from harness.api import Method
-    from harness.plugins import Registry
+    from harness.registry.plugins import Registry
 
     registry = Registry("method")
     cls = type("Named", (Method,), {"name": "named"})
@@ -220,7 +220,7 @@ def install_lazy_demo(site, manifest_text: str | None = None):
 
 
 def test_a_package_manifest_stands_in_for_its_plugin_until_it_is_used(tmp_path, monkeypatch):
-    from harness.plugins import LazyEntry, build_manifest
+    from harness.registry.plugins import LazyEntry, build_manifest
 
     site = tmp_path / "site"
     monkeypatch.syspath_prepend(str(site))
@@ -256,8 +256,8 @@ def test_a_package_manifest_stands_in_for_its_plugin_until_it_is_used(tmp_path, 
 
 
 def test_source_hashes_of_missing_modules_are_none():
-    from harness.plugins import source_sha256
+    from harness.registry.plugins import source_sha256
 
     assert source_sha256("no_such_module_xyz") is None
     assert source_sha256("sys") is None  # built in: no source file
-    assert len(source_sha256("harness.errors")) == 64
+    assert len(source_sha256("harness.util.errors")) == 64

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.checkpoints import load_backbone_checkpoint
-from harness.config import resolve
-from harness.errors import DataError, UsageError
-from harness.plugins import load_plugins
-from harness.pretrained import PREFIX, Pretrained, cache_path, fetch
+from harness.registry.checkpoints import load_backbone_checkpoint
+from harness.registry.config import resolve
+from harness.registry.plugins import load_plugins
+from harness.registry.pretrained import PREFIX, Pretrained, cache_path, fetch
+from harness.util.errors import DataError, UsageError
 
 
 class Server:

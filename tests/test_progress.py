@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness import progress as progress_module
-from harness.faults import KILL_ENV
-from harness.progress import enabled, note, progress
+from harness.util import progress as progress_module
+from harness.util.faults import KILL_ENV
+from harness.util.progress import enabled, note, progress
 
 
 @pytest.mark.parametrize(

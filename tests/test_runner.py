@@ -1,4 +1,4 @@
-"""The run's core (harness.runner) in process: stages, validation and best-epoch selection,
+"""The run's core (harness.run.experiment) in process: stages, validation and best-epoch selection,
 warm-up, mid-epoch checkpoints and their contents, resume, run records and preflight."""
 
 from __future__ import annotations
@@ -14,13 +14,12 @@ from types import ModuleType, SimpleNamespace
 import pytest
 import torch
 
-from harness import faults
-from harness import runner as runner_module
 from harness.api import Clip, DataSplits
-from harness.cli import main
-from harness.config import RunSettings
-from harness.errors import HarnessError
-from harness.runner import (
+from harness.api.settings import RunSettings
+from harness.cli.main import main
+from harness.results.store import ResultStore
+from harness.run import experiment as runner_module
+from harness.run.experiment import (
     check_audio_headers,
     check_metrics,
     check_output_folder,
@@ -32,7 +31,8 @@ from harness.runner import (
     package_versions,
     worker_seed,
 )
-from harness.store import ResultStore
+from harness.util import faults
+from harness.util.errors import HarnessError
 from tests.test_resume import args, assert_same_run, finished
 
 # 18 training clips; 0.2 held out as 4 single-clip groups leaves 14: 7 batches of 2, so
@@ -353,9 +353,9 @@ def test_a_stored_run_row_and_folder_name_the_run(tmp_path):
 
 
 def experiment(tmp_path, **sections):
-    from harness.config import resolve
-    from harness.plugins import load_plugins
-    from harness.runner import Experiment
+    from harness.registry.config import resolve
+    from harness.registry.plugins import load_plugins
+    from harness.run.experiment import Experiment
     from tests.conftest import TOY_PLUGIN
 
     (tmp_path / "tones").mkdir(exist_ok=True)
@@ -370,7 +370,7 @@ def experiment(tmp_path, **sections):
 
 
 def test_selecting_the_best_epoch_needs_a_validation_split(tmp_path):
-    from harness.errors import UsageError
+    from harness.util.errors import UsageError
 
     with pytest.raises(UsageError) as raised:
         experiment(tmp_path, run={"select": "best"})
@@ -415,7 +415,7 @@ def test_the_optimizer_trains_what_the_stage_names_with_the_runs_adam_settings(t
 
 
 def test_more_accumulation_than_batches_is_a_usage_error(tmp_path):
-    from harness.errors import UsageError
+    from harness.util.errors import UsageError
 
     exp = experiment(tmp_path, run={"grad_accum": 4})  # 18 clips: 3 batches of 6
     exp.setup()
@@ -466,7 +466,7 @@ def test_seed_everything_seeds_python_numpy_and_torch():
 
     import numpy as np
 
-    from harness.runner import seed_everything
+    from harness.run.experiment import seed_everything
 
     seed = 2**40 + 7  # numpy takes it modulo 2**32
     seed_everything(seed)
@@ -478,8 +478,8 @@ def test_seed_everything_seeds_python_numpy_and_torch():
 
 
 def test_precision_checks_and_what_the_experiment_hands_on(tmp_path):
-    from harness.errors import UsageError
-    from harness.runner import check_precision
+    from harness.run.experiment import check_precision
+    from harness.util.errors import UsageError
 
     check_precision(torch.device("cpu"), "bf16")  # CPUs compute in bf16
     check_precision(torch.device("cpu"), "fp32")
@@ -496,7 +496,7 @@ def test_precision_checks_and_what_the_experiment_hands_on(tmp_path):
 
 def test_state_info_outside_a_run_folder_names_no_run(tmp_path):
     from harness.api import Stage
-    from harness.resume import Position
+    from harness.engine.resume import Position
 
     exp = experiment(tmp_path)
     info = exp.state_info(Stage("train", 2, 0.1, 6), Position(), checkpointed=False)
@@ -525,7 +525,7 @@ def test_evaluation_bars_name_what_they_compute(tmp_path, monkeypatch):
 def test_git_commit_is_empty_when_git_fails_or_hangs(monkeypatch):
     import subprocess
 
-    from harness.runner import git_commit
+    from harness.run.experiment import git_commit
 
     calls = []
 
@@ -554,7 +554,7 @@ def test_headers_of_listed_splits_the_data_set_lacks_are_skipped(monkeypatch):
 
 
 def test_the_run_folder_files_by_hand(tmp_path, monkeypatch):
-    from harness.runner import write_run_folder
+    from harness.run.experiment import write_run_folder
     from tests.test_store import make_record
 
     reached: list[str] = []

@@ -15,11 +15,11 @@ import soundfile as sf
 import torch
 
 from harness.api import Clip
-from harness.audio_cache import FULL_SCALE, ROUNDING, CachedWaves, cached_audio
-from harness.cache import DONE_MARKER
-from harness.data import Loader, load_clips, resolve_workers, split_audio
-from harness.errors import UsageError
-from harness.runner import check_precision
+from harness.data.audio_cache import FULL_SCALE, ROUNDING, CachedWaves, cached_audio
+from harness.data.loader import Loader, load_clips, resolve_workers, split_audio
+from harness.run.experiment import check_precision
+from harness.util.cache import DONE_MARKER
+from harness.util.errors import UsageError
 
 from .conftest import run_cli, toy_run_args
 
@@ -98,7 +98,7 @@ def test_a_process_with_open_data_workers_exits(tmp_path, leave):
 from pathlib import Path
 import torch
 from harness.api import Clip
-from harness.data import Loader, split_audio
+from harness.data.loader import Loader, split_audio
 clips = [Clip(p, 0, "a") for p in sorted(Path({str(tmp_path / "wav")!r}).glob("*.wav"))]
 loader = Loader(split_audio(clips, 16000, 0.5, ["a"]), 2, torch.device("cpu"), workers=1)
 batches = loader.epoch()
@@ -336,7 +336,7 @@ class Queueing(torch.nn.Module):
 def ddp_rank(rank: int, init_file: str, out: str) -> None:
     import torch.distributed as dist
 
-    from harness.engine import wrap_ddp
+    from harness.engine.trainer import wrap_ddp
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     torch.manual_seed(0)
@@ -370,9 +370,9 @@ def test_ddp_keeps_each_ranks_queue_and_averages_gradients(tmp_path):
 
 
 def toy_experiment(tmp_path: Path, **run):
-    from harness.config import resolve
-    from harness.plugins import load_plugins
-    from harness.runner import Experiment
+    from harness.registry.config import resolve
+    from harness.registry.plugins import load_plugins
+    from harness.run.experiment import Experiment
 
     from .conftest import TOY_PLUGIN
 
@@ -414,7 +414,7 @@ def test_icl_pairs_stay_within_a_ranks_share():
     method's step sees only that share: ICL's pairs are the pairs inside the share (the ranks'
     losses are those of their shards by hand; pairs across ranks are not counted, so their
     mean differs from the one-process loss over all pairs of the global batch)."""
-    from harness.data import OrderSampler
+    from harness.data.loader import OrderSampler
     from harness_plugins.methods.icl import inverse_contrastive_loss
 
     order = torch.randperm(8, generator=torch.Generator().manual_seed(3))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from harness.api import Clip
-from harness.runner import hold_out
+from harness.run.experiment import hold_out
 from tests.conftest import run_cli, toy_run_args
 from tests.test_resume import finished
 
@@ -130,7 +130,7 @@ def test_warm_up_then_plateau_schedule_by_hand():
     rate halves after 2 epochs without improvement (patience 1), counted from the warm-up's end."""
     import torch
 
-    from harness.engine import WarmupPlateau
+    from harness.engine.trainer import WarmupPlateau
 
     params = [torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))]
     optimizer = torch.optim.SGD(
@@ -180,8 +180,8 @@ def test_a_protocol_job_stops_after_patience_epochs_without_progress_and_reports
     """Through the core's engine: waveform batches through the job's front-end; the constant
     loss never improves, so patience 2 stops it after epochs 1 (best), 2 and 3."""
     from harness.api import Clip, TrainingJob
-    from harness.data import ClipAudio
-    from harness.engine import job_optimizer, standalone
+    from harness.data.loader import ClipAudio
+    from harness.engine.trainer import job_optimizer, standalone
 
     clips = [Clip(Path(f"c{i}.wav"), i % 2) for i in range(8)]
     labels = torch.tensor([c.label for c in clips])

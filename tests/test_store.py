@@ -2,8 +2,8 @@
 
 import pytest
 
-from harness.errors import HarnessError
-from harness.store import COLUMNS, COMPLETE_MARKER, ResultStore, RunRecord, staged_dir
+from harness.results.store import COLUMNS, COMPLETE_MARKER, ResultStore, RunRecord, staged_dir
+from harness.util.errors import HarnessError
 
 
 def make_record(run_id="r1", config_hash="h1"):
@@ -104,7 +104,7 @@ def test_records_filter_order_and_missing_store(tmp_path):
 
 
 def test_recover_renames_committed_and_removes_uncommitted_dead_folders(tmp_path):
-    from harness.store import recover
+    from harness.results.store import recover
 
     out, store = tmp_path / "runs", ResultStore(tmp_path / "s.sqlite")
     store.add(make_record("done"))
@@ -116,7 +116,7 @@ def test_recover_renames_committed_and_removes_uncommitted_dead_folders(tmp_path
     (committed / COMPLETE_MARKER).write_text("done\n")
     (committed / "metrics.json").write_text("{}")
     (uncommitted / COMPLETE_MARKER).write_text("lost\n")
-    from harness.cache import host_name
+    from harness.util.cache import host_name
 
     for folder in (committed, uncommitted, incomplete):
         folder.rename(folder.with_name(folder.name.replace(".vm~", f".{host_name()}~")))
@@ -133,8 +133,8 @@ def test_recover_renames_committed_and_removes_uncommitted_dead_folders(tmp_path
 def test_check_store_lists_each_kind_of_problem_and_repairs_them(tmp_path):
     import json
 
-    from harness.cache import host_name
-    from harness.store import check_store
+    from harness.results.store import check_store
+    from harness.util.cache import host_name
 
     out, store = tmp_path / "runs", ResultStore(tmp_path / "runs" / "s.sqlite")
     store.add(make_record("kept"))  # its folder was deleted by hand
@@ -182,9 +182,9 @@ def test_check_store_lists_each_kind_of_problem_and_repairs_them(tmp_path):
 
 
 def test_the_kill_suites_stages_are_reached_in_order_while_committing(tmp_path, monkeypatch):
-    from harness import store as store_module
-    from harness.cache import owner_tag
-    from harness.store import commit_run
+    from harness.results import store as store_module
+    from harness.results.store import commit_run
+    from harness.util.cache import owner_tag
 
     reached = []
     monkeypatch.setattr(store_module, "checkpoint", reached.append)
@@ -204,7 +204,7 @@ def test_run_ids_name_the_time_the_config_and_a_random_part():
     import re
     from datetime import UTC, datetime
 
-    from harness.store import new_run_id
+    from harness.results.store import new_run_id
 
     created = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
     run_id = new_run_id(created, "0123456789abcdef")
@@ -212,7 +212,7 @@ def test_run_ids_name_the_time_the_config_and_a_random_part():
 
 
 def test_atomic_writes_create_missing_parents_and_leave_no_temporary_file(tmp_path):
-    from harness.store import write_json
+    from harness.results.store import write_json
 
     target = tmp_path / "a" / "b" / "x.json"
     write_json(target, {"b": 1, "a": [1.5]})
@@ -223,7 +223,7 @@ def test_atomic_writes_create_missing_parents_and_leave_no_temporary_file(tmp_pa
 def test_check_store_reports_every_problem_of_each_kind(tmp_path):
     import json
 
-    from harness.store import check_store
+    from harness.results.store import check_store
 
     out = tmp_path / "runs"
     out.mkdir()

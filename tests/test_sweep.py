@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from harness.errors import UsageError
+from harness.util.errors import UsageError
 from harness_plugins.commands.sweep import expand
 from tests.conftest import TOY_PLUGIN, run_cli
 

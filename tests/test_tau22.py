@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from harness.data import load_clips
-from harness.errors import DataError, UsageError
-from harness.plugins import load_plugins
+from harness.data.loader import load_clips
+from harness.registry.plugins import load_plugins
+from harness.util.errors import DataError, UsageError
 from harness_plugins.datasets.tau22 import Tau22, load_tau22, parse_file_name
 from tests.conftest import run_cli
 

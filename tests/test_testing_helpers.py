@@ -1,4 +1,4 @@
-"""harness.testing: the helpers behave as the core does, and the example plugin's tests use them."""
+"""harness.api.testing: the helpers behave as the core does; the example plugin's tests use them."""
 
 import math
 import os
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.testing import (
+from harness.api.testing import (
     TinyBackbone,
     apply_augmentation,
     build,

@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from sklearn.metrics import log_loss as sk_log_loss
 
 from harness.api import Batch, Encoded
-from harness.cli import raw_config
-from harness.config import resolve
-from harness.errors import DataError
-from harness.plugins import load_plugins
+from harness.cli.main import raw_config
+from harness.registry.config import resolve
+from harness.registry.plugins import load_plugins
+from harness.util.errors import DataError
 from harness_plugins.protocols.device_logloss import device_metrics
 from tests.test_nnclr import hand_method, unit
 
@@ -193,8 +193,8 @@ def test_param_groups_decay_lr_per_layer_and_exempt_biases_norms_and_tokens():
 def test_preflight_checks_every_file_of_every_split_once(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from harness import runner
     from harness.api import Clip
+    from harness.run import experiment as runner
 
     seen = []
     monkeypatch.setattr(runner, "check_header", seen.append)
@@ -213,7 +213,7 @@ def test_preflight_checks_every_file_of_every_split_once(tmp_path, monkeypatch):
 def test_run_records_name_the_data_generator_and_the_blocks_trained():
     from types import SimpleNamespace
 
-    from harness import runner
+    from harness.run import experiment as runner
 
     class Versioned:
         GENERATOR_VERSION = 7
@@ -233,7 +233,7 @@ def test_git_commit_is_the_checkout_head_or_empty(tmp_path, monkeypatch):
     from pathlib import Path
 
     import harness
-    from harness import runner
+    from harness.run import experiment as runner
 
     head = subprocess.run(
         ["git", "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -267,7 +267,7 @@ def test_the_in_progress_folder_holds_its_config_and_a_timestamped_state(tmp_pat
     import datetime
     import json
 
-    from harness.resume import remove_partial, start_partial, write_state
+    from harness.engine.resume import remove_partial, start_partial, write_state
 
     folder = tmp_path / ".partial" / "run1"
     start_partial(folder, {"b": 1, "a": {"c": 2}})

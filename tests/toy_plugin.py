@@ -21,7 +21,7 @@ from harness.api import (
     Stage,
     StepOutput,
 )
-from harness.errors import DataError
+from harness.util.errors import DataError
 
 RATE = 8000
 DEVICES = ["a", "b", "s4"]

@@ -1,7 +1,7 @@
 """``dirgen``: convolve training clips with responses of the trained DIR generator.
 
 The augmentation of seed 000, Section 5.3: each chosen clip is convolved (first ``T`` samples of
-the linear convolution, :func:`harness.impulse.convolve`) with the response the generator of
+the linear convolution, :func:`harness.nn.impulse.convolve`) with the response the generator of
 ``harness dirgen train`` produces for a microphone's traits. Traits are chosen
 (``pattern``, ``transducer``, ``diaphragm``, ``angle``, ``distance``) or, where left empty or
 negative, sampled per clip: categories uniformly, the angle uniformly in [0, 360) degrees and the
@@ -24,17 +24,19 @@ import torchaudio.functional as AF
 from torch import Tensor
 
 from harness import hookimpl
-from harness.api import Augmentation, Batch, Task
-from harness.config import Domain, between, domain_map, non_negative, positive
-from harness.dirgen import (
-    DIAPHRAGMS,
-    PATTERNS,
-    TRANSDUCERS,
-    condition_vector,
-    load_generator,
+from harness.api import (
+    Augmentation,
+    Batch,
+    Domain,
+    Task,
+    UsageError,
+    between,
+    domain_map,
+    non_negative,
+    positive,
 )
-from harness.errors import UsageError
-from harness.impulse import convolve
+from harness.nn.dirgen import DIAPHRAGMS, PATTERNS, TRANSDUCERS, condition_vector, load_generator
+from harness.nn.impulse import convolve
 
 
 class DirGenAugmentation(Augmentation):

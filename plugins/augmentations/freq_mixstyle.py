@@ -26,8 +26,7 @@ from torch import Tensor
 from torch.distributions import Beta
 
 from harness import hookimpl
-from harness.api import Augmentation, Batch, Task
-from harness.config import domain_map, positive, unit
+from harness.api import Augmentation, Batch, Task, domain_map, positive, unit
 
 __all__ = ["FreqMixStyle", "frequency_statistics", "mix_frequency_statistics"]
 

@@ -36,8 +36,8 @@ import numpy as np
 import torch
 
 from harness import hookimpl
-from harness.config import between, domain_map, positive
-from harness.impulse import (
+from harness.api import between, domain_map, positive
+from harness.nn.impulse import (
     PRE_ROLL_SECONDS,
     Align,
     ImpulseResponseAugmentation,
@@ -365,7 +365,7 @@ def synthetic_multidir(
       distance.
 
     Each 128 ms response is truncated to ``length`` samples with
-    :func:`harness.impulse.kaiser_truncate` exactly like the real collection,
+    :func:`harness.nn.impulse.kaiser_truncate` exactly like the real collection,
     then kept in memory (5400 x 1024 float32: 22 MB) for the process.
     """
     rng = np.random.default_rng(SEED)

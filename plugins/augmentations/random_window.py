@@ -15,8 +15,7 @@ import torch
 from torch import Tensor
 
 from harness import hookimpl
-from harness.api import Augmentation, Batch, Task
-from harness.config import Domain, domain_map
+from harness.api import Augmentation, Batch, Domain, Task, domain_map
 
 
 class RandomWindow(Augmentation):

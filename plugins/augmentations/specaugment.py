@@ -25,8 +25,7 @@ import torch
 from torch import Tensor
 
 from harness import hookimpl
-from harness.api import Augmentation, Batch, Task
-from harness.config import Domain, domain_map, non_negative
+from harness.api import Augmentation, Batch, Domain, Task, domain_map, non_negative
 
 __all__ = ["SpecAugment", "mask_along_axis"]
 

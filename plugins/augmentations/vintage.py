@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from harness import hookimpl
-from harness.impulse import (
+from harness.nn.impulse import (
     ImpulseResponseAugmentation,
     IRBank,
     analog_highpass,

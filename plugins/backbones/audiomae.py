@@ -28,14 +28,15 @@ Masked-encoder contract (what the ``mae`` method relies on; another backbone can
 * ``patchify(features) -> [B, N, patch_size**2]`` in the same patch order as the tokens;
 * ``patch_size`` and ``mae_decoder`` (the default decoder dims, depth and heads for this size).
 
-Checkpoints (``--set backbone.checkpoint=PATH``, loaded by :mod:`harness.checkpoints`): the
+Checkpoints (``--set backbone.checkpoint=PATH``, loaded by :mod:`harness.registry.checkpoints`): the
 published pretraining file (``{'model': ...}``: encoder keys ``patch_embed.proj``,
 ``cls_token``, ``pos_embed``, ``blocks.N...``, ``norm``, plus ``decoder_*`` and ``mask_token``),
 fine-tuned files (``fc_norm``, ``head``), and this backbone's own ``backbone.pt``.
 :meth:`AudioMAE.adapt_state_dict` sets the decoder and mask-token keys aside; a checkpoint without
 ``fc_norm`` (pretraining) or without ``norm`` (fine-tuned) leaves that LayerNorm at its initial
 values, as AudioMAE's fine-tuning does. A fine-tuned ``head`` is kept for
-:meth:`AudioMAE.build_head` when it fits the task's class count (see :mod:`harness.checkpoints`).
+:meth:`AudioMAE.build_head` when it fits the task's class count
+(see :mod:`harness.registry.checkpoints`).
 Positions: the official AudioMAE builds its fixed sin-cos table for the grid ``(8, T / 16)``
 (``PatchEmbed_org.patch_hw``) and adds it to time-major tokens; ``pos_layout="official"``
 (default) builds that table, so encoders move between this backbone and the official code either
@@ -56,12 +57,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness import hookimpl
-from harness.api import Backbone, Encoded, MaskedEncoding
-from harness.config import Domain, at_least, between, domain_map, positive
-from harness.errors import DataError, UsageError
-from harness.fbank import KaldiFbank as Fbank
-from harness.layers import PatchEmbed, random_masking, sincos_pos_embed_2d, vit_block
-from harness.layers import init_mae_weights as init_vit_weights
+from harness.api import (
+    Backbone,
+    DataError,
+    Domain,
+    Encoded,
+    MaskedEncoding,
+    UsageError,
+    at_least,
+    between,
+    domain_map,
+    positive,
+)
+from harness.nn.fbank import KaldiFbank as Fbank
+from harness.nn.layers import PatchEmbed, random_masking, sincos_pos_embed_2d, vit_block
+from harness.nn.layers import init_mae_weights as init_vit_weights
 
 __all__ = [
     "AUDIOSET_MEAN",
@@ -151,7 +161,7 @@ class KaldiFbank(nn.Module):
     Equal to ``torchaudio.compliance.kaldi.fbank(wave - wave.mean(), htk_compat=True,
     sample_frequency=16000, use_energy=False, window_type='hanning', num_mel_bins=128,
     dither=0.0, frame_shift=10)`` per clip, computed for the whole batch by
-    :class:`harness.fbank.KaldiFbank`.
+    :class:`harness.nn.fbank.KaldiFbank`.
     """
 
     def __init__(
@@ -391,7 +401,7 @@ class AudioMAE(Backbone):
     def adapt_state_dict(self, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
         """Map a published AudioMAE state dict (or a backbone.pt) onto this encoder's keys.
 
-        Called by :func:`harness.checkpoints.load_backbone_checkpoint` after unwrapping.
+        Called by :func:`harness.registry.checkpoints.load_backbone_checkpoint` after unwrapping.
         """
         state = dict(state_dict)
         self.check_size(state)
@@ -455,9 +465,9 @@ class AudioMAE(Backbone):
         return None
 
 
-# -- published checkpoints (--set backbone.pretrained=NAME; harness.pretrained) -----------
+# -- published checkpoints (--set backbone.pretrained=NAME; harness.registry.pretrained) -----------
 
-from harness.pretrained import Pretrained  # noqa: E402  (kept with its registry)
+from harness.registry.pretrained import Pretrained  # noqa: E402  (kept with its registry)
 
 # facebookresearch/AudioMAE README: the pre-trained base encoder on Google Drive; no sha256
 # is published, so the first download's hash is recorded and checked on every later use.

@@ -25,7 +25,7 @@ is how BEATs' own fine-tuned predictor pools.
 Sizes: ``base`` as published; ``small`` (12 x 384, 6 heads) and ``tiny`` (2 x 64, 2 heads, patches
 to 128 channels) keep every published component and only shrink widths and depth.
 
-Checkpoints (``--set backbone.checkpoint=PATH``, loaded by :mod:`harness.checkpoints`): the
+Checkpoints (``--set backbone.checkpoint=PATH``, loaded by :mod:`harness.registry.checkpoints`): the
 published format ``{'cfg': {...}, 'model': state_dict}``. :meth:`Beats.check_checkpoint` compares
 its ``cfg`` with the chosen size; a difference in an architecture key is a one-line error naming
 the keys and the size that matches (``cfg`` never changes the architecture). Training-only keys
@@ -48,11 +48,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness import hookimpl
-from harness.api import Backbone, Encoded
-from harness.checkpoints import swap_prefix
-from harness.config import at_least, domain_map
-from harness.errors import DataError, UsageError
-from harness.fbank import KaldiFbank as Fbank
+from harness.api import Backbone, DataError, Encoded, UsageError, at_least, domain_map
+from harness.nn.fbank import KaldiFbank as Fbank
+from harness.registry.checkpoints import swap_prefix
 
 __all__ = ["SIZES", "Beats", "BeatsArch", "BeatsFbank", "relative_position_bucket"]
 
@@ -151,7 +149,7 @@ class BeatsFbank(nn.Module):
 
     The fbank is torchaudio's ``compliance.kaldi.fbank`` with BEATs' arguments (and kaldi's
     defaults: povey window, no dither, snipped edges), computed for the whole batch at once by
-    :class:`harness.fbank.KaldiFbank` instead of clip by clip.
+    :class:`harness.nn.fbank.KaldiFbank` instead of clip by clip.
     """
 
     window_size = 400  # 25 ms
@@ -543,9 +541,9 @@ KEY_PREFIXES = (
 )
 
 
-# -- published checkpoints (--set backbone.pretrained=NAME; harness.pretrained) -----------
+# -- published checkpoints (--set backbone.pretrained=NAME; harness.registry.pretrained) -----------
 
-from harness.pretrained import Pretrained  # noqa: E402  (kept with its registry)
+from harness.registry.pretrained import Pretrained  # noqa: E402  (kept with its registry)
 
 # microsoft/unilm beats/README.md links (a read-only container SAS valid to 2033); no sha256
 # is published, so the first download's hash is recorded and checked on every later use.

@@ -5,7 +5,7 @@ spectrogram, ``[mean_1 .. mean_F, std_1 .. std_F]`` (population standard deviati
 ``T``). Nothing is trained: a tuned encoder that scores below this row has learned less than
 what trivial spectral statistics carry.
 
-Front-end: kaldi fbank (:class:`harness.fbank.KaldiFbank`) of the 16 kHz waveform, Hann window of
+Front-end: kaldi fbank (:class:`harness.nn.fbank.KaldiFbank`) of the 16 kHz waveform, Hann window of
 25 ms every 10 ms, ``n_mels`` bands (64 by default), time first ``[B, 1, T, n_mels]``.
 
 The backbone has no parameters and no blocks (``num_layers == 0``): a method trains only its own
@@ -21,10 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from harness import hookimpl
-from harness.api import Backbone, Encoded
-from harness.config import at_least, domain_map
-from harness.errors import UsageError
-from harness.fbank import KaldiFbank
+from harness.api import Backbone, Encoded, UsageError, at_least, domain_map
+from harness.nn.fbank import KaldiFbank
 
 __all__ = ["LogMelStats", "band_statistics"]
 

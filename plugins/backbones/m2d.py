@@ -36,11 +36,19 @@ import torchaudio
 from torch import Tensor, nn
 
 from harness import hookimpl
-from harness.api import Backbone, Encoded
-from harness.checkpoints import block_count, check_size
-from harness.config import Domain, at_least, between, domain_map, positive
-from harness.errors import DataError, UsageError
-from harness.layers import PatchEmbed, count_parameters, sincos_pos_embed_2d, vit_block
+from harness.api import (
+    Backbone,
+    DataError,
+    Domain,
+    Encoded,
+    UsageError,
+    at_least,
+    between,
+    domain_map,
+    positive,
+)
+from harness.nn.layers import PatchEmbed, count_parameters, sincos_pos_embed_2d, vit_block
+from harness.registry.checkpoints import block_count, check_size
 
 __all__ = ["M2D", "SIZES", "M2DMel", "M2DSize"]
 
@@ -253,9 +261,9 @@ class M2D(Backbone):
         return state
 
 
-# -- published checkpoints (--set backbone.pretrained=NAME; harness.pretrained) -----------
+# -- published checkpoints (--set backbone.pretrained=NAME; harness.registry.pretrained) -----------
 
-from harness.pretrained import Pretrained  # noqa: E402  (kept with its registry)
+from harness.registry.pretrained import Pretrained  # noqa: E402  (kept with its registry)
 
 # nttcslab/m2d README ("Pre-trained/Fine-tuned Weights"): GitHub release assets, each a zip
 # holding one folder named like it with the checkpoint. The members are the paths the same

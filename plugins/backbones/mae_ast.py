@@ -35,11 +35,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness import hookimpl
-from harness.api import Backbone, Encoded
-from harness.checkpoints import block_count, check_size, swap_prefix
-from harness.errors import DataError, UsageError
-from harness.fbank import KaldiFbank
-from harness.layers import count_parameters, sincos_pos_embed_1d
+from harness.api import Backbone, DataError, Encoded, UsageError
+from harness.nn.fbank import KaldiFbank
+from harness.nn.layers import count_parameters, sincos_pos_embed_1d
+from harness.registry.checkpoints import block_count, check_size, swap_prefix
 
 __all__ = ["SIZES", "MaeAst", "MaeAstSize", "from_published_keys", "to_published_keys"]
 
@@ -294,9 +293,9 @@ def from_published_keys(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-# -- published checkpoints (--set backbone.pretrained=NAME; harness.pretrained) -----------
+# -- published checkpoints (--set backbone.pretrained=NAME; harness.registry.pretrained) -----------
 
-from harness.pretrained import Pretrained  # noqa: E402  (kept with its registry)
+from harness.registry.pretrained import Pretrained  # noqa: E402  (kept with its registry)
 
 # AlanBaade/MAE-AST-Public README ("Pretrained Model Download"): the two 12-layer models of
 # the paper, hosted at UT Austin. Only the patch model is listed (this backbone builds the

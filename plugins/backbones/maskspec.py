@@ -36,11 +36,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness import hookimpl
-from harness.api import Backbone, Encoded
-from harness.checkpoints import block_count, check_size
-from harness.config import between, domain_map
-from harness.errors import UsageError
-from harness.layers import PatchEmbed, count_parameters, vit_block
+from harness.api import Backbone, Encoded, UsageError, between, domain_map
+from harness.nn.layers import PatchEmbed, count_parameters, vit_block
+from harness.registry.checkpoints import block_count, check_size
 from harness_plugins.backbones.passt import PasstMel
 
 __all__ = ["FRAME_MEAN", "FRAME_STD", "SIZES", "MaskSpec", "MaskSpecMel"]

@@ -12,7 +12,7 @@ offset in training, from the start in evaluation), and *patchout* during
 training only: whole frequency rows and time columns of the patch grid
 (structured) and single patches (unstructured) are dropped, which shortens the
 sequence and regularises. The clip embedding is the mean of the two tokens after
-the final norm. The transformer blocks are timm's (:mod:`harness.layers`); attention runs
+the final norm. The transformer blocks are timm's (:mod:`harness.nn.layers`); attention runs
 through PyTorch's fused ``scaled_dot_product_attention``.
 
 Parameter names follow the published key layout (``cls_token``, ``dist_token``,
@@ -46,11 +46,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness import hookimpl
-from harness.api import Backbone, Encoded
-from harness.checkpoints import block_count, check_size
-from harness.config import at_least, between, domain_map, non_negative
-from harness.errors import DataError, UsageError
-from harness.layers import vit_block
+from harness.api import (
+    Backbone,
+    DataError,
+    Encoded,
+    UsageError,
+    at_least,
+    between,
+    domain_map,
+    non_negative,
+)
+from harness.nn.layers import vit_block
+from harness.registry.checkpoints import block_count, check_size
 
 __all__ = ["SIZES", "PaSST", "PasstHead", "PasstMel", "PasstSize"]
 
@@ -236,7 +243,8 @@ class PaSST(Backbone):
         "patch_embed.",
     )
     head_prefixes: ClassVar[tuple[str, ...]] = ("head.", "head_dist.")
-    """Checkpoint keys of the classifier that :meth:`build_head` builds (harness.checkpoints)."""
+    """Checkpoint keys of the classifier that :meth:`build_head` builds
+    (:mod:`harness.registry.checkpoints`)."""
 
     @dataclass
     class Config:
@@ -396,7 +404,7 @@ class PaSST(Backbone):
     # -- checkpoints ------------------------------------------------------------
 
     def adapt_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Older published layouts to the current one (called by harness.checkpoints).
+        """Older published layouts to the current one (called by harness.registry.checkpoints).
 
         A 2-D ``patch_embed.proj.weight`` (linear patchify) becomes a convolution; an
         ImageNet ViT/DeiT checkpoint (``pos_embed``, RGB patch filters) is converted as
@@ -479,9 +487,9 @@ def count_parameters(cls: type[PaSST], size: str) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-# -- published checkpoints (--set backbone.pretrained=NAME; harness.pretrained) -----------
+# -- published checkpoints (--set backbone.pretrained=NAME; harness.registry.pretrained) -----------
 
-from harness.pretrained import Pretrained  # noqa: E402  (kept with its registry)
+from harness.registry.pretrained import Pretrained  # noqa: E402  (kept with its registry)
 
 # Releases of kkoutini/PaSST that fit this module (stride 10, 128 mel bins); no sha256 is
 # published, so the first download's hash is recorded and checked on every later use.

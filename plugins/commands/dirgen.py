@@ -1,5 +1,5 @@
 """``harness dirgen train``: train the microphone-trait DIR generator of seed 000, Section 5.3
-(:mod:`harness.dirgen`), store it and its test MSE::
+(:mod:`harness.nn.dirgen`), store it and its test MSE::
 
     harness dirgen train --epochs 20 --out runs/dirgen
     harness run ... --aug dirgen --set aug.dirgen.model=runs/dirgen/dirgen.pt
@@ -14,9 +14,9 @@ from typing import Any
 import click
 
 from harness import hookimpl
-from harness.dirgen import LENGTH, dataset, read_traits, save_generator, train_generator
-from harness.errors import UsageError
-from harness.impulse import IRBank
+from harness.api import UsageError
+from harness.nn.dirgen import LENGTH, dataset, read_traits, save_generator, train_generator
+from harness.nn.impulse import IRBank
 from harness_plugins.augmentations.multidir import MICROPHONE_TYPES, MultiDir
 
 

@@ -31,15 +31,15 @@ import click
 import numpy as np
 
 from harness import hookimpl
-from harness.config import build_dataclass, parse_set
-from harness.errors import UsageError
-from harness.impulse import (
+from harness.api import UsageError
+from harness.nn.impulse import (
     ImpulseResponseAugmentation,
     IRBank,
     ResponseBands,
     frequency_responses_db,
     quantile_bands,
 )
+from harness.registry.config import build_dataclass, parse_set
 
 COVERAGE = (1.0, 0.8, 0.5)
 BAND_ALPHA = (0.18, 0.32, 0.5)
@@ -108,7 +108,7 @@ def dirs(
     output: Path | None,
 ) -> None:
     """Frequency-response quantile bands of a DIR collection (as the seed's Figure 1)."""
-    from harness.cli import plugins_from
+    from harness.cli.main import plugins_from
 
     entry = plugins_from(ctx)["augmentation"].get(aug_name)
     if not issubclass(entry.cls, ImpulseResponseAugmentation):
@@ -208,9 +208,9 @@ def devices(
     ctx: click.Context, spec: Path | None, store: Path | None, metric: str, output: Path
 ) -> None:
     """Per-device values of each leaderboard row: mean over seeds with std error bars."""
-    from harness.cli import DEFAULT_OUT, default_store, plugins_from
-    from harness.leaderboard import LeaderboardSpec, build_tables
-    from harness.store import ResultStore
+    from harness.cli.main import DEFAULT_OUT, default_store, plugins_from
+    from harness.results.leaderboard import LeaderboardSpec, build_tables
+    from harness.results.store import ResultStore
 
     board = LeaderboardSpec.from_file(spec) if spec else LeaderboardSpec()
     board = board.with_options(protocol="device-logloss", metric=metric, agg="mean")
@@ -292,7 +292,7 @@ class FewshotCurve:
 def fewshot_curves(spec: Any, records: list[Any], vs: str, fixed: int) -> list[FewshotCurve]:
     """One curve per leaderboard row: its best seed by ``acc`` (as the best-of-seeds table),
     at every stored N with K = ``fixed`` (``vs="n"``) or every K with N = ``fixed`` (``"k"``)."""
-    from harness.leaderboard import grouped_runs, metrics_of, seedless_key
+    from harness.results.leaderboard import grouped_runs, metrics_of, seedless_key
 
     if vs not in ("n", "k"):
         raise UsageError(f"bad value for --vs: {vs!r} (expected n or k)")
@@ -364,9 +364,9 @@ def fewshot(
 
     The runs need the sweep metrics, e.g. harness run ... --sweep-n 5,10,15 --sweep-k 1,5,10.
     """
-    from harness.cli import DEFAULT_OUT, default_store
-    from harness.leaderboard import LeaderboardSpec
-    from harness.store import ResultStore
+    from harness.cli.main import DEFAULT_OUT, default_store
+    from harness.results.leaderboard import LeaderboardSpec
+    from harness.results.store import ResultStore
 
     board = LeaderboardSpec.from_file(spec) if spec else LeaderboardSpec()
     board = board.with_options(protocol="fewshot")
@@ -421,7 +421,7 @@ class Encoder:
 
 def find_run(value: str, store: Path) -> Path:
     """A run folder (with ``config.json`` and ``backbone.pt``) named by path or run id."""
-    from harness.store import ResultStore
+    from harness.results.store import ResultStore
 
     path = Path(value)
     if path.is_dir():
@@ -455,7 +455,7 @@ def stored_config(folder: Path) -> dict[str, Any]:
 def run_config(folder: Path, plugins: Any) -> Any:
     """A stored run's run settings, backbone and data set, resolved (method, augmentations and
     protocols are left at their defaults: a t-SNE needs none of them)."""
-    from harness.config import resolve
+    from harness.registry.config import resolve
 
     stored = stored_config(folder)
     return resolve({k: stored[k] for k in ("run", "backbone", "dataset") if k in stored}, plugins)
@@ -489,8 +489,8 @@ def run_encoder(folder: Path, cfg: Any) -> Encoder:
 
 def initial_encoder(cfg: Any) -> Encoder:
     """The encoder a run started from: its seeded initialisation, or its checkpoint."""
-    from harness.checkpoints import load_backbone_checkpoint
-    from harness.runner import seed_everything
+    from harness.registry.checkpoints import load_backbone_checkpoint
+    from harness.run.experiment import seed_everything
 
     seed_everything(cfg.run.seed)  # the runner builds the backbone right after seeding
     backbone = cfg.backbone.build()
@@ -503,7 +503,7 @@ def initial_encoder(cfg: Any) -> Encoder:
 
 def before_encoder(value: str | None, cfg: Any, store: Path, plugins: Any) -> Encoder:
     """``--before``: a run (folder or id), a checkpoint file, or (None) the run's start."""
-    from harness.checkpoints import load_backbone_checkpoint
+    from harness.registry.checkpoints import load_backbone_checkpoint
 
     if value is None:
         return initial_encoder(cfg)
@@ -538,7 +538,7 @@ def embed_clips(encoder: Encoder, clips: list[Any], splits: Any, batch_size: int
     """Clip embeddings ``[M, D]`` (float32, CPU) of the frozen encoder, in eval mode."""
     import torch
 
-    from harness.data import batches, load_clips
+    from harness.data.loader import batches, load_clips
 
     backbone = encoder.backbone.eval()
     frontend = backbone.frontend().eval()
@@ -616,7 +616,7 @@ def tsne(
     Both encoders embed the same clips of the tuned run's data set; each panel is a
     separate t-SNE of one encoder's embeddings.
     """
-    from harness.cli import DEFAULT_OUT, default_store, plugins_from
+    from harness.cli.main import DEFAULT_OUT, default_store, plugins_from
 
     plugins = plugins_from(ctx)
     store = store or default_store(DEFAULT_OUT)
@@ -718,7 +718,7 @@ def curve_keys(events: list[dict[str, Any]], wanted: str | None) -> list[str]:
 def curves(run_ref: str, metrics: str | None, store: Path | None, output: Path) -> None:
     """Training curves of one run from its metrics.jsonl: loss, the method's logs, lr,
     throughput; per logged step (line) and per epoch (dots), against the optimizer step."""
-    from harness.cli import DEFAULT_OUT, default_store
+    from harness.cli.main import DEFAULT_OUT, default_store
 
     path = Path(run_ref)
     if path.is_dir() and (path / "metrics.jsonl").is_file():

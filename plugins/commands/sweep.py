@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from harness import hookimpl
-from harness.config import (
+from harness.api import HarnessError, Interrupted, UsageError
+from harness.registry.config import (
     LIST_KINDS,
     SINGLE_KINDS,
     RunConfig,
@@ -30,11 +31,10 @@ from harness.config import (
     read_toml,
     resolve,
 )
-from harness.errors import HarnessError, Interrupted, UsageError
-from harness.plugins import Plugins
+from harness.registry.plugins import Plugins
 
 if TYPE_CHECKING:
-    from harness.executors import ExecutorOptions
+    from harness.cli.executors import ExecutorOptions
 
 NAME_AXES = set(SINGLE_KINDS) | set(LIST_KINDS)
 SWEEP_KEYS = {"base", "seeds", "grid"}
@@ -191,24 +191,24 @@ def sweep(
     **flags: Any,
 ) -> None:
     """Run every configuration of SWEEP_FILE that is not yet in the results store."""
-    from harness.cli import default_store, plugins_from
-    from harness.progress import note
-    from harness.runner import run_experiment
-    from harness.store import ResultStore, ingest
+    from harness.cli.main import default_store, plugins_from
+    from harness.results.store import ResultStore, ingest
+    from harness.run.experiment import run_experiment
+    from harness.util.progress import note
 
     recipe = read_toml(config_file) if config_file else {}
     opts = executor_options(sweep_file, config_file, recipe, flags)
     recipe = {k: v for k, v in recipe.items() if k != "executor"}
     if opts.executor == "slurm" and not (dry_run or show_status):
-        from harness.executors import require_sbatch
+        from harness.cli.executors import require_sbatch
 
         require_sbatch()
     runs = plan(sweep_file, plugins_from(ctx), list(assignments), recipe)
     results = ResultStore(store or default_store(out))
     ingest(out, results)
     if show_status or opts.executor != "inline":
-        from harness.cli import scan_global_options
-        from harness.executors import Cell, run_jobs
+        from harness.cli.executors import Cell, run_jobs
+        from harness.cli.main import scan_global_options
 
         specs, blocked, _ = scan_global_options(ctx.find_root().obj.get("argv", []))
         specs = [str(Path(s).resolve()) if Path(s).is_file() else s for s in specs]
@@ -259,7 +259,7 @@ def executor_options(
     sweep_file: Path, config_file: Path | None, recipe: dict[str, Any], flags: dict[str, Any]
 ) -> ExecutorOptions:
     """Executor options: the config's ``[executor]``, then the spec's, then the flags."""
-    from harness.executors import build_options, option_table
+    from harness.cli.executors import build_options, option_table
 
     spec = read_toml(sweep_file).get("executor", {})
     layers = [option_table(spec, str(sweep_file))]

@@ -1,6 +1,6 @@
 """Shared helpers of the data set loaders: the cache folder, metadata checks, clip lists.
 
-Not a plugin. Every check raises a one-line :class:`harness.errors.DataError`
+Not a plugin. Every check raises a one-line :class:`harness.util.errors.DataError`
 naming the file (and the field or line) that is wrong.
 """
 
@@ -13,8 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from harness.config import Domain
-from harness.errors import DataError
+from harness.api import DataError, Domain
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 

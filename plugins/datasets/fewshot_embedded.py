@@ -34,10 +34,19 @@ import numpy as np
 import soundfile as sf
 
 from harness import hookimpl
-from harness.api import Dataset, DataSplits
-from harness.cache import build_once, cache_root
-from harness.config import Domain, at_least, between, domain_map, non_negative
-from harness.progress import note, progress
+from harness.api import (
+    Dataset,
+    DataSplits,
+    Domain,
+    at_least,
+    between,
+    build_once,
+    cache_root,
+    domain_map,
+    non_negative,
+    note,
+    progress,
+)
 from harness_plugins.datasets.audioset import read_audioset_json
 from harness_plugins.datasets.esc50 import FOLDS, read_esc50, split_by_fold
 

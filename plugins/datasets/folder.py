@@ -14,9 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import hookimpl
-from harness.api import Clip, Dataset, DataSplits
-from harness.config import Domain, domain_map, non_negative
-from harness.errors import DataError
+from harness.api import Clip, DataError, Dataset, DataSplits, Domain, domain_map, non_negative
 from harness_plugins.datasets._common import (
     CLIP_SECONDS,
     audio_files,

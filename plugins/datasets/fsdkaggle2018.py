@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import hookimpl
-from harness.api import Clip, Dataset, DataSplits
-from harness.config import domain_map
+from harness.api import Clip, Dataset, DataSplits, domain_map
 from harness_plugins.datasets._common import (
     CLIP_SECONDS,
     check_audio_exists,

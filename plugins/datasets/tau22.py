@@ -34,9 +34,7 @@ from typing import NamedTuple
 import numpy as np
 
 from harness import hookimpl
-from harness.api import Clip, Dataset, DataSplits
-from harness.config import domain_map, non_negative
-from harness.errors import DataError, UsageError
+from harness.api import Clip, DataError, Dataset, DataSplits, UsageError, domain_map, non_negative
 from harness_plugins.datasets._common import text_errors
 
 META_FILE = "meta.csv"

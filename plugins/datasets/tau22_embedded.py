@@ -97,10 +97,19 @@ import numpy as np
 import scipy.fft as sfft
 
 from harness import hookimpl
-from harness.api import Dataset, DataSplits
-from harness.cache import DONE_MARKER, build_once, cache_root
-from harness.config import Domain, at_least, domain_map, non_negative
-from harness.progress import note, progress
+from harness.api import (
+    DONE_MARKER,
+    Dataset,
+    DataSplits,
+    Domain,
+    at_least,
+    build_once,
+    cache_root,
+    domain_map,
+    non_negative,
+    note,
+    progress,
+)
 from harness_plugins.datasets.tau22 import DEVICE_ORDER, FOLD_DIR, META_FILE, load_tau22
 
 GENERATOR_VERSION = 1

@@ -13,9 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from harness import hookimpl
-from harness.api import Clip, Dataset, DataSplits
-from harness.config import domain_map
-from harness.errors import DataError
+from harness.api import Clip, DataError, Dataset, DataSplits, domain_map
 from harness_plugins.datasets._common import (
     CLIP_SECONDS,
     check_audio_exists,

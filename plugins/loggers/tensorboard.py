@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import hookimpl
-from harness.api import Logger
-from harness.errors import UsageError
+from harness.api import Logger, UsageError
 
 FOLDER = "tensorboard"
 POSITION_KEYS = {"event", "stage", "stage_name", "epoch", "step", "global_step"}

@@ -8,8 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from harness import hookimpl
-from harness.api import Backbone, Batch, Encoded, Method, StepOutput, Task
-from harness.config import between, domain_map
+from harness.api import Backbone, Batch, Encoded, Method, StepOutput, Task, between, domain_map
 
 
 class CrossEntropy(Method):

@@ -15,7 +15,7 @@ left out of the pairs.
 Device classes are the batch's :meth:`~harness.api.Batch.device_classes`: the recording
 device, or the class a waveform augmentation gave a clip it altered. With the DIR
 augmentations (``multidir``, ``vintage``) a convolved clip is a new device (recording
-device x microphone, see :class:`harness.impulse.ImpulseResponseAugmentation`), as in
+device x microphone, see :class:`harness.nn.impulse.ImpulseResponseAugmentation`), as in
 Section 3: "augmentation leads to more device classes, which gives the contrastive learning
 more positive and negative samples".
 
@@ -34,8 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from harness import hookimpl
-from harness.api import Backbone, Batch, StepOutput
-from harness.config import domain_map, non_negative, positive
+from harness.api import Backbone, Batch, StepOutput, domain_map, non_negative, positive
 from harness_plugins.methods.ce import CrossEntropy
 
 

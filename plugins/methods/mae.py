@@ -38,10 +38,20 @@ import torch
 from torch import Tensor, nn
 
 from harness import hookimpl
-from harness.api import Backbone, Batch, MaskedBackbone, Method, StepOutput, Task
-from harness.config import Domain, between, domain_map, non_negative
-from harness.errors import UsageError
-from harness.layers import Mlp, init_mae_weights, vit_block
+from harness.api import (
+    Backbone,
+    Batch,
+    Domain,
+    MaskedBackbone,
+    Method,
+    StepOutput,
+    Task,
+    UsageError,
+    between,
+    domain_map,
+    non_negative,
+)
+from harness.nn.layers import Mlp, init_mae_weights, vit_block
 from harness_plugins.backbones.audiomae import audiomae_sincos
 
 __all__ = ["MaskedAutoencoder", "masked_patch_loss"]

@@ -18,8 +18,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness import hookimpl
-from harness.api import Backbone, Batch, Encoded, Method, StepOutput, Task
-from harness.config import between, domain_map, positive
+from harness.api import (
+    Backbone,
+    Batch,
+    Encoded,
+    Method,
+    StepOutput,
+    Task,
+    between,
+    domain_map,
+    positive,
+)
 
 __all__ = ["MixupLs", "mixup", "sample_lambda", "smooth_labels", "soft_cross_entropy"]
 

@@ -79,10 +79,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness import hookimpl
-from harness.api import Backbone, Batch, MaskedBackbone, Method, Stage, StepOutput, Task
-from harness.config import (
+from harness.api import (
+    Backbone,
+    Batch,
     Domain,
+    MaskedBackbone,
+    Method,
     RunSettings,
+    Stage,
+    StepOutput,
+    Task,
+    UsageError,
     at_least,
     between,
     domain_map,
@@ -90,7 +97,6 @@ from harness.config import (
     positive,
     unit,
 )
-from harness.errors import UsageError
 from harness_plugins.methods.mae import MaskedAutoencoder
 from harness_plugins.methods.mixup_ls import (
     mixup,

@@ -56,17 +56,21 @@ from harness import hookimpl
 from harness.api import (
     Batch,
     Column,
+    DataError,
+    Domain,
     EmbeddingHead,
     Encoded,
     EvalContext,
     FeatureData,
+    HarnessError,
     Protocol,
     ProtocolResult,
     StepOutput,
     TrainingJob,
+    at_least,
+    domain_map,
+    non_negative,
 )
-from harness.config import Domain, at_least, domain_map, non_negative
-from harness.errors import DataError, HarnessError
 
 __all__ = ["DeviceProbe", "balanced_class_weights", "probe_metrics"]
 

@@ -11,7 +11,7 @@ All episodes are sampled at once (random keys + ``topk``) and evaluated as
 batched tensor operations: a gather of the support and query embeddings,
 centroids by a mean, scores by a batched matrix product.
 
-Embeddings are cached on disk by the core (:mod:`harness.evaluation`), keyed by a hash of
+Embeddings are cached on disk by the core (:mod:`harness.data.embeddings`), keyed by a hash of
 the backbone's weights and configuration and of the clip list, so a rerun with the same
 encoder and data skips the encoder.
 """
@@ -33,15 +33,17 @@ from torch import Tensor
 from harness import hookimpl
 from harness.api import (
     Column,
+    DataError,
     DataSplits,
     EvalContext,
     Method,
     Protocol,
     ProtocolResult,
+    UsageError,
+    at_least,
+    domain_map,
 )
-from harness.config import at_least, domain_map
-from harness.errors import DataError, UsageError
-from harness.evaluation import backbone_fingerprint, labeled_embeddings
+from harness.data.embeddings import backbone_fingerprint, labeled_embeddings
 
 Distance = Literal["euclidean", "cosine"]
 CHUNK_BYTES = 2**21

@@ -27,17 +27,21 @@ from harness.api import (
     Batch,
     Column,
     DataSplits,
+    Domain,
     EvalContext,
     Method,
     Protocol,
     ProtocolResult,
     StepOutput,
     TrainingJob,
+    UsageError,
+    at_least,
+    between,
+    domain_map,
+    non_negative,
 )
-from harness.config import Domain, at_least, between, domain_map, non_negative
-from harness.data import ClipAudio, batches
-from harness.errors import UsageError
-from harness.evaluation import labeled_subset, require_labeled_splits
+from harness.data.embeddings import labeled_subset, require_labeled_splits
+from harness.data.loader import ClipAudio, batches
 
 
 def optimizer_groups(

@@ -15,10 +15,19 @@ from typing import ClassVar
 import numpy as np
 
 from harness import hookimpl
-from harness.api import Column, DataSplits, EvalContext, Method, Protocol, ProtocolResult
-from harness.config import at_least, domain_map, positive
-from harness.errors import UsageError
-from harness.evaluation import (
+from harness.api import (
+    Column,
+    DataSplits,
+    EvalContext,
+    Method,
+    Protocol,
+    ProtocolResult,
+    UsageError,
+    at_least,
+    domain_map,
+    positive,
+)
+from harness.data.embeddings import (
     TRAIN_HINT,
     backbone_fingerprint,
     labeled_embeddings,

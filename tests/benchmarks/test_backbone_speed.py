@@ -38,8 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.config import build_dataclass
-from harness.plugins import load_plugins
+from harness.registry.config import build_dataclass
+from harness.registry.plugins import load_plugins
 from harness_plugins.backbones.passt import SIZES, PaSST
 from tests.benchmarks.claims import CLAIMS, assert_claim
 

@@ -25,10 +25,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.audio_cache import cached_audio
-from harness.config import resolve
-from harness.data import Loader, split_audio
-from harness.plugins import load_plugins
+from harness.data.audio_cache import cached_audio
+from harness.data.loader import Loader, split_audio
+from harness.registry.config import resolve
+from harness.registry.plugins import load_plugins
 
 MAX_MEMORY_RATIO = 1.25
 MIN_SPEEDUP = 10.0
@@ -58,7 +58,8 @@ def peak_rss_mb(args: list[str], env: dict) -> float:
 def generate(scale: int, env: dict) -> None:
     """Write the embedded data set at ``scale`` (not part of the measured run)."""
     code = (
-        "from harness.plugins import load_plugins; from harness.config import resolve;"
+        "from harness.registry.plugins import load_plugins; "
+        "from harness.registry.config import resolve;"
         f"resolve({{'dataset': {{'name': 'tau22-embedded', 'scale': {scale}}}}}, "
         "load_plugins()).dataset.build().load()"
     )

@@ -1,6 +1,6 @@
 """Batched DIR convolution: 64 clips x 1 s at 32 kHz with 1024-tap impulse responses.
 
-Ours: :func:`harness.impulse.convolve` (batched overlap-save real FFTs), and
+Ours: :func:`harness.nn.impulse.convolve` (batched overlap-save real FFTs), and
 the ``multidir`` augmentation's full forward pass (clip selection, IR draw,
 convolution, write-back) with every clip chosen. Reference: a per-example
 ``scipy.signal.fftconvolve`` loop keeping the first T samples, measured in the
@@ -25,7 +25,7 @@ import scipy.signal
 import torch
 
 from harness.api import Batch, Task
-from harness.impulse import convolve
+from harness.nn.impulse import convolve
 from harness_plugins.augmentations.multidir import MultiDir
 from tests.benchmarks.claims import assert_claim
 

@@ -21,9 +21,9 @@ import time
 import pytest
 import torch
 
-from harness.config import resolve
-from harness.data import Loader, resolve_workers, split_audio
-from harness.plugins import load_plugins
+from harness.data.loader import Loader, resolve_workers, split_audio
+from harness.registry.config import resolve
+from harness.registry.plugins import load_plugins
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -127,7 +127,7 @@ def test_passt_s_training_throughput(benchmark, precision, compiled):
 @pytest.mark.benchmark(group="gpu-data")
 def test_data_path_against_the_training_step(benchmark, source, tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
-    from harness.audio_cache import cached_audio
+    from harness.data.audio_cache import cached_audio
 
     cfg = resolve({"dataset": {"name": "tau22-embedded", "scale": 0.5}}, load_plugins())
     splits = cfg.dataset.build().load()

@@ -25,9 +25,9 @@ import pytest
 import torch
 
 from harness.api import Batch, Task
-from harness.config import resolve
-from harness.data import load_clips
-from harness.plugins import load_plugins
+from harness.data.loader import load_clips
+from harness.registry.config import resolve
+from harness.registry.plugins import load_plugins
 from tests.benchmarks.claims import assert_claim
 
 BATCH = 32

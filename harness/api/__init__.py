@@ -1,0 +1,161 @@
+"""The public plugin API: everything a plugin needs from the core, besides :mod:`harness.nn`.
+
+Owns the component base classes (:class:`Backbone`, :class:`Method`, :class:`Augmentation`,
+:class:`Dataset`, :class:`Protocol`, :class:`Logger`), the data they exchange (:class:`Clip`,
+:class:`DataSplits`, :class:`Batch`, ...), the training and evaluation contracts
+(:class:`TrainingJob`, :class:`EvalContext`), the hook specifications, config domains and
+the errors a plugin raises. May import :mod:`harness.util` only.
+
+Importing this package is cheap: the torch-backed names load on first use, so the command
+line can read hook specifications and config domains without importing torch.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from harness.api.domains import (
+    FINITE,
+    Domain,
+    at_least,
+    between,
+    check_domains,
+    domain_map,
+    field_domains,
+    field_help,
+    non_negative,
+    positive,
+    unit,
+)
+from harness.api.hookspecs import hookimpl, hookspec
+from harness.util.errors import DataError, HarnessError, Interrupted, UsageError
+
+_LAZY = {
+    "harness.api.components": (
+        "Augmentation",
+        "Backbone",
+        "Batch",
+        "Clip",
+        "Column",
+        "DataSplits",
+        "Dataset",
+        "EmbeddingHead",
+        "Encoded",
+        "EvalContext",
+        "FeatureData",
+        "KINDS",
+        "Logger",
+        "MaskedBackbone",
+        "MaskedEncoding",
+        "Method",
+        "NoConfig",
+        "Protocol",
+        "ProtocolResult",
+        "Stage",
+        "StepOutput",
+        "Task",
+        "TrainingJob",
+        "TrainingResult",
+    ),
+    "harness.api.settings": ("RunSettings",),
+    "harness.util.cache": ("DONE_MARKER", "build_once", "cache_root"),
+    "harness.util.progress": ("note", "progress"),
+}
+_WHERE = {name: module for module, names in _LAZY.items() for name in names}
+
+if TYPE_CHECKING:
+    from harness.api.components import (
+        KINDS,
+        Augmentation,
+        Backbone,
+        Batch,
+        Clip,
+        Column,
+        Dataset,
+        DataSplits,
+        EmbeddingHead,
+        Encoded,
+        EvalContext,
+        FeatureData,
+        Logger,
+        MaskedBackbone,
+        MaskedEncoding,
+        Method,
+        NoConfig,
+        Protocol,
+        ProtocolResult,
+        Stage,
+        StepOutput,
+        Task,
+        TrainingJob,
+        TrainingResult,
+    )
+    from harness.api.settings import RunSettings
+    from harness.util.cache import DONE_MARKER, build_once, cache_root
+    from harness.util.progress import note, progress
+
+
+def __getattr__(name: str) -> Any:
+    """Load a torch-backed name of the API on first use (PEP 562)."""
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'harness.api' has no attribute {name!r}")
+    value = vars(import_module(module))[name]
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+__all__ = [
+    "DONE_MARKER",
+    "FINITE",
+    "KINDS",
+    "Augmentation",
+    "Backbone",
+    "Batch",
+    "Clip",
+    "Column",
+    "DataError",
+    "DataSplits",
+    "Dataset",
+    "Domain",
+    "EmbeddingHead",
+    "Encoded",
+    "EvalContext",
+    "FeatureData",
+    "HarnessError",
+    "Interrupted",
+    "Logger",
+    "MaskedBackbone",
+    "MaskedEncoding",
+    "Method",
+    "NoConfig",
+    "Protocol",
+    "ProtocolResult",
+    "RunSettings",
+    "Stage",
+    "StepOutput",
+    "Task",
+    "TrainingJob",
+    "TrainingResult",
+    "UsageError",
+    "at_least",
+    "between",
+    "build_once",
+    "cache_root",
+    "check_domains",
+    "domain_map",
+    "field_domains",
+    "field_help",
+    "hookimpl",
+    "hookspec",
+    "non_negative",
+    "note",
+    "positive",
+    "progress",
+    "unit",
+]

@@ -1,0 +1,578 @@
+"""The plugin API: base classes for the five plugin kinds and the data they exchange.
+
+The data path reads straight through, each step owned by one kind::
+
+    Dataset (clips) -> Batch on the training device -> waveform Augmentations
+    -> Backbone.frontend() -> feature Augmentations -> Backbone (Encoded)
+    -> Method (training loss) ... Protocol (evaluation) -> run record
+
+Every component class carries ``name``, ``description`` and a ``Config``
+dataclass whose typed fields (with defaults) are its parameters; the core
+validates ``--set kind.field=value`` against it and hands the instance to
+``__init__``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, runtime_checkable
+from typing import Protocol as Interface
+
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from harness.api.settings import RunSettings
+
+
+@dataclass
+class NoConfig:
+    """Config of a component without parameters."""
+
+
+# -- data ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One audio file of a data set."""
+
+    path: Path
+    label: int
+    """Index into :attr:`DataSplits.classes`; -1 when unlabeled."""
+    device: str = ""
+    """Recording device (``a``, ``b``, ``s4`` ...); empty when unknown."""
+    meta: Mapping[str, str] = field(default_factory=dict)
+    segments: tuple[Path, ...] = ()
+    """When set, the clip is these files concatenated in order (``path`` is the first)."""
+
+
+@dataclass
+class DataSplits:
+    """What a data set provides: class names and the clips of each split."""
+
+    classes: list[str]
+    train: list[Clip]
+    eval: list[Clip]
+    clip_seconds: float
+    """Every clip is cropped or zero-padded to this length."""
+    devices: list[str] = field(default_factory=list)
+    """All recording devices, in display order (empty when the set has none)."""
+    root: Path | None = None
+    train_clip_seconds: float | None = None
+    """Length of training clips when it differs (e.g. 10 s recordings merged from 1 s segments)."""
+    valid: list[Clip] = field(default_factory=list)
+    """A published validation split (e.g. Speech Commands' ``validation_list.txt``) for model
+    selection and the plateau schedule; empty when the set has none (``run.valid_fraction``
+    then holds out part of ``train``)."""
+
+
+@dataclass
+class Task:
+    """What methods and augmentations may know about the data they train on."""
+
+    classes: list[str]
+    devices: list[str]
+    sample_rate: int
+    time_axis: int = -1
+    """Time axis of the backbone's features (-1 for ``[B, 1, F, T]``, -2 for ``[B, 1, T, F]``)."""
+    device_classes: list[str] = field(default_factory=list)
+    """The training device space :attr:`Batch.device_class` indexes: the recording devices
+    (same indices as :attr:`devices`), then the classes waveform augmentations add with
+    :meth:`add_device_classes` (e.g. recording device x microphone of a DIR)."""
+
+    def __post_init__(self) -> None:
+        if not self.device_classes:
+            self.device_classes = list(self.devices)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def num_device_classes(self) -> int:
+        """Size of the extended device space (recording devices plus augmented devices)."""
+        return len(self.device_classes)
+
+    def add_device_classes(self, names: Sequence[str]) -> int:
+        """Append device classes an augmentation creates; returns the index of the first."""
+        first = len(self.device_classes)
+        self.device_classes.extend(names)
+        return first
+
+
+@dataclass
+class Batch:
+    """A training or evaluation batch on the training device."""
+
+    wave: Tensor
+    """Waveforms ``[B, T]`` at the backbone's sample rate."""
+    label: Tensor
+    """Class indices ``[B]``."""
+    device: Tensor
+    """Recording-device indices ``[B]`` into :attr:`Task.devices` (-1 when unknown)."""
+    index: Tensor
+    """Clip indices ``[B]`` into the split."""
+    features: Tensor | None = None
+    """Front-end output, filled by the core after waveform augmentations."""
+    device_class: Tensor | None = None
+    """Device classes ``[B]`` into :attr:`Task.device_classes` for training objectives (-1 when
+    unknown): the recording device, unless a waveform augmentation changed the clip's device
+    (:meth:`relabel_devices`). The core starts it as a copy of :attr:`device`; ``device``
+    itself always stays the real recording device (evaluation uses only that)."""
+
+    def device_classes(self) -> Tensor:
+        """:attr:`device_class`, or the recording devices when no augmentation set it."""
+        return self.device if self.device_class is None else self.device_class
+
+    def relabel_devices(self, rows: Tensor, classes: Tensor) -> None:
+        """Give clips ``rows`` the device classes ``classes`` (indices into the task's space)."""
+        if self.device_class is None:
+            self.device_class = self.device.clone()
+        self.device_class[rows.to(self.device_class.device)] = classes.to(self.device_class)
+
+
+@dataclass
+class Encoded:
+    """A backbone's output."""
+
+    embedding: Tensor
+    """Clip embedding ``[B, D]``."""
+    tokens: Tensor
+    """All output tokens ``[B, N, D]`` (after the final norm)."""
+
+
+@dataclass
+class StepOutput:
+    """The loss of one training step and scalars to log."""
+
+    loss: Tensor
+    logs: dict[str, Tensor | float] = field(default_factory=dict)
+    """Scalars to log; pass detached tensors, not ``.item()`` (the core reads them in bulk,
+    so the step never waits for the GPU)."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One phase of staged training; the core builds a fresh optimizer for each stage."""
+
+    name: str
+    epochs: int
+    lr: float
+    batch_size: int
+    backbone_blocks: int | None = None
+    """Top backbone blocks trained, with what lies above them; 0 freezes the whole backbone;
+    None leaves ``requires_grad`` as it is."""
+    layer_decay: float = 1.0
+    """Layer-wise learning-rate decay (see :meth:`Backbone.param_groups`); used when
+    ``backbone_blocks`` is set."""
+    note: str = ""
+    """Why the stage runs or what it starts from, for the run log."""
+
+
+# -- components ---------------------------------------------------------------
+
+
+class Backbone(nn.Module):
+    """An audio encoder and the front-end it expects.
+
+    Subclasses keep their transformer blocks, bottom to top, in ``self.blocks``
+    so the core can freeze layers and apply layer-wise learning-rate decay.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Config: ClassVar[type] = NoConfig
+    sample_rate: ClassVar[int]
+    """Sample rate (Hz) of the waveforms fed to :meth:`frontend`."""
+    time_axis: ClassVar[int] = -1
+    """Time axis of the front-end output: -1 for ``[B, 1, F, T]``, -2 for ``[B, 1, T, F]``."""
+    stem_prefixes: ClassVar[tuple[str, ...]] = ()
+    """Parameter-name prefixes below the first block (patch and position embeddings)."""
+    head_prefixes: ClassVar[tuple[str, ...]] = ()
+    """Key prefixes of the classifier in published checkpoints (e.g. ``("head.",)``); the
+    checkpoint loader keeps those tensors in ``pretrained_head_state`` for :meth:`build_head`
+    when the class count fits, and replaces the head otherwise."""
+    embed_dim: int
+    blocks: nn.ModuleList
+    pretrained_head_state: dict[str, Tensor] | None = None
+    """Classifier tensors of the loaded checkpoint (see :attr:`head_prefixes`) for
+    :meth:`build_head`; set by the checkpoint loader."""
+    load_notes: Sequence[str] = ()
+    """What :meth:`adapt_state_dict` changed in the last checkpoint, for the run log."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self.config = config
+
+    @classmethod
+    def describe_extra(cls) -> list[str]:
+        """Extra lines ``harness list backbones`` prints (input, sizes, ...)."""
+        return []
+
+    def check_checkpoint(self, checkpoint: Any) -> None:
+        """Refuse a loaded checkpoint object that does not fit this backbone (e.g. a stored
+        ``cfg`` of another size), raising :class:`harness.util.errors.DataError`."""
+
+    def adapt_state_dict(self, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Map a published checkpoint's key layout onto this module's (default: as is)."""
+        return dict(state_dict)
+
+    def frontend(self) -> nn.Module:
+        """A module mapping waveforms ``[B, T]`` to the features :meth:`forward` takes."""
+        raise NotImplementedError
+
+    def forward(self, features: Tensor) -> Encoded:
+        raise NotImplementedError
+
+    def embed(self, features: Tensor) -> Tensor:
+        """The clip embedding ``[B, D]``."""
+        return self(features).embedding
+
+    def build_head(self, num_classes: int) -> nn.Module:
+        """A classification head mapping an :class:`Encoded` to logits ``[B, C]``."""
+        return EmbeddingHead(self.embed_dim, num_classes)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.blocks)
+
+    def layer_of(self, param_name: str) -> int:
+        """0 below the first block, ``i + 1`` inside ``blocks[i]``, ``num_layers + 1`` above."""
+        if param_name.startswith("blocks."):
+            return int(param_name.split(".")[1]) + 1
+        if param_name.startswith(self.stem_prefixes):
+            return 0
+        return self.num_layers + 1
+
+    def freeze_all_but_top(self, n: int) -> None:
+        """Train only the top ``n`` blocks and what lies above them (``n = 0``: nothing below)."""
+        lowest_trained = self.num_layers - n + 1
+        for param_name, param in self.named_parameters():
+            param.requires_grad = self.layer_of(param_name) >= lowest_trained
+
+    def param_groups(
+        self, lr: float, layer_decay: float = 1.0, weight_decay: float = 0.0
+    ) -> list[dict]:
+        """Optimizer groups with ``lr * layer_decay ** (num_layers + 1 - layer)`` per layer.
+
+        Biases, norms and tokens (1-D or token-shaped parameters) get no weight decay.
+        """
+        groups: dict[tuple[int, bool], dict] = {}
+        top = self.num_layers + 1
+        for param_name, param in self.named_parameters():
+            if not param.requires_grad:
+                continue
+            layer = self.layer_of(param_name)
+            decay = param.ndim > 1 and not param_name.endswith(("token", "pos_embed"))
+            group = groups.setdefault(
+                (layer, decay),
+                {
+                    "params": [],
+                    "lr": lr * layer_decay ** (top - layer),
+                    "weight_decay": weight_decay if decay else 0.0,
+                    "layer": layer,
+                },
+            )
+            group["params"].append(param)
+        return [groups[k] for k in sorted(groups)]
+
+
+@dataclass
+class MaskedEncoding:
+    """What :meth:`MaskedBackbone.forward_masked` returns."""
+
+    latent: Tensor
+    """``[B, 1 + K, D]``: class token then the ``K`` visible patches, after the final norm."""
+    mask: Tensor
+    """``[B, N]`` in patch order: 1 = hidden, 0 = visible."""
+    ids_restore: Tensor
+    """``[B, N]``: where each patch sits in ``cat(visible, hidden)``."""
+    grid: tuple[int, int]
+    """Patches along time and frequency (``N = rows * cols``)."""
+
+
+@runtime_checkable
+class MaskedBackbone(Interface):
+    """The masked-encoder contract of masked-autoencoder methods (``mae``, NNCLR's MAE
+    warm-up): a :class:`Backbone` that also provides these (AudioMAE does)."""
+
+    patch_size: int
+    mae_decoder: tuple[int, int, int]
+    """Default decoder width, depth and heads for this size."""
+    pos_layout: Literal["official", "time-major"]
+    """Order of the sincos position table: AudioMAE's official (frequency rows) or time-major."""
+
+    def forward_masked(self, features: Tensor, mask_ratio: float) -> MaskedEncoding:
+        """Encode a random ``1 - mask_ratio`` share of the patches."""
+        ...
+
+    def patchify(self, features: Tensor) -> Tensor:
+        """``[B, N, patch_size**2]`` patches, in the order of the tokens."""
+        ...
+
+
+class EmbeddingHead(nn.Module):
+    """LayerNorm and a linear layer on the clip embedding."""
+
+    def __init__(self, dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.linear = nn.Linear(dim, num_classes)
+
+    def forward(self, encoded: Encoded) -> Tensor:
+        return self.linear(self.norm(encoded.embedding))
+
+
+class Method(nn.Module):
+    """A training objective. Owns its heads; never the training loop."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Config: ClassVar[type] = NoConfig
+    supervised: ClassVar[bool] = True
+    """Whether :meth:`logits` gives class scores that protocols may evaluate."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self.config = config
+
+    def setup(self, backbone: Backbone, task: Task) -> None:
+        """Build heads once the backbone and the task are known."""
+
+    def training_step(self, batch: Batch, backbone: Backbone) -> StepOutput:
+        raise NotImplementedError
+
+    def stages(self, backbone: Backbone, run: RunSettings) -> list[Stage]:
+        """Training phases in order; empty (the default): one phase with the run's settings."""
+        return []
+
+    def begin_stage(self, stage: Stage) -> None:
+        """Called by the core before each stage's optimizer is built (e.g. to switch objective)."""
+
+    def logits(self, encoded: Encoded) -> Tensor:
+        """Class scores ``[B, C]`` for evaluation (supervised methods only)."""
+        raise NotImplementedError(f"method '{self.name}' trains no classifier")
+
+
+class Augmentation(nn.Module):
+    """A training-time transform of whole batches on the training device.
+
+    A waveform augmentation that changes the device a clip sounds recorded with (e.g. a
+    convolution with a microphone's impulse response) may give the clip a new device class:
+    it reserves the classes in :meth:`setup` with :meth:`Task.add_device_classes` and sets
+    them in :meth:`forward` with :meth:`Batch.relabel_devices`. Device-aware objectives
+    (``icl``) read :meth:`Batch.device_classes`; evaluation sees only recording devices.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Config: ClassVar[type] = NoConfig
+    stage: ClassVar[str] = "waveform"
+    """``"waveform"`` (before the front-end) or ``"features"`` (after it)."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self.config = config
+
+    def setup(self, task: Task) -> None:
+        """Prepare banks or buffers for the task's sample rate."""
+
+    def forward(self, x: Tensor, batch: Batch) -> Tensor:
+        raise NotImplementedError
+
+
+class Dataset:
+    """A data set on disk (or generated into a cache folder)."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Config: ClassVar[type] = NoConfig
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def load(self) -> DataSplits:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Column:
+    """One leaderboard column a protocol fills."""
+
+    key: str
+    """Metric key in the run's metrics."""
+    label: str
+    group: str = ""
+    higher_is_better: bool = False
+    error_key: str = ""
+    """Metric key of this value's own uncertainty (e.g. a 95% CI), shown as ± where a table
+    shows single runs (``best``, ``runs``); ``mean`` shows the std over seeds instead."""
+
+
+@dataclass
+class ProtocolResult:
+    metrics: dict[str, float]
+    table: str = ""
+    """A human-readable table printed at the end of ``harness run``."""
+
+
+@dataclass
+class FeatureData:
+    """Precomputed inputs of a :class:`TrainingJob` (e.g. cached clip embeddings): row ``i``
+    of ``features`` becomes a batch's :attr:`Batch.features`."""
+
+    features: Tensor
+    labels: Tensor
+    devices: Tensor | None = None
+    """Recording-device indices (default: unknown, -1)."""
+
+
+@dataclass
+class TrainingJob:
+    """A training an evaluation protocol asks the core for (:attr:`EvalContext.train`).
+
+    The core runs it through the run's one training loop (:mod:`harness.engine.trainer`) on the
+    run's device and precision, under DDP when several processes run, and logs it to
+    ``metrics.jsonl`` and the loggers with ``stage = 0`` and ``stage_name = name``. Data
+    order and initialisation are seeded with ``seed``; the global RNGs are left as they were.
+    """
+
+    name: str
+    """The protocol's name (shown in logs)."""
+    model: nn.Module
+    """Trained in place: ``model(batch)`` returns the :class:`StepOutput` of a batch."""
+    data: Any
+    """A split's :class:`harness.data.loader.ClipAudio` (``ctx.audio(split)`` or a subset: batches
+    of waveforms, ``frontend`` gives the features) or :class:`FeatureData`."""
+    epochs: int
+    batch_size: int
+    lr: float
+    optimizer: Literal["adam", "adamw"] = "adam"
+    weight_decay: float = 0.0
+    param_groups: list[dict] | None = None
+    """Optimizer groups (each may set its own ``lr``); default: every trainable parameter."""
+    schedule: Literal["constant", "cosine"] = "constant"
+    """``cosine``: linear warm-up over ``warmup_fraction`` of the steps, then cosine to 0."""
+    warmup_fraction: float = 0.0
+    patience: int = 0
+    """Stop after this many epochs without a drop of the epoch's mean loss by more than
+    ``min_delta`` (0: train every epoch)."""
+    min_delta: float = 0.0
+    frontend: nn.Module | None = None
+    """Maps waveforms to features (run without gradient) for waveform data."""
+    drop_last: bool = True
+    seed: int = 0
+    log_epochs: bool = True
+    """Whether each epoch's line goes into the run log (off for jobs of many short epochs)."""
+
+
+@dataclass
+class TrainingResult:
+    epoch_losses: list[float]
+    """Mean training loss of each epoch trained."""
+    steps: int
+
+    @property
+    def epochs(self) -> int:
+        return len(self.epoch_losses)
+
+
+@dataclass
+class EvalContext:
+    """What the core hands a protocol."""
+
+    backbone: Backbone
+    method: Method
+    task: Task
+    splits: DataSplits
+    torch_device: torch.device
+    batch_size: int
+    seed: int
+    audio: Callable[[str], Any]
+    """``audio(split)`` -> the split's :class:`harness.data.loader.ClipAudio`."""
+    predict: Callable[[str], Tensor]
+    """``predict(split)`` -> class probabilities ``[N, C]`` on the CPU."""
+    embed: Callable[[str], Tensor]
+    """``embed(split)`` -> clip embeddings ``[N, D]`` on the CPU (cached)."""
+    train: Callable[[TrainingJob], TrainingResult] | None = None
+    """The run's training engine (set by the core); protocols call :meth:`fit`."""
+
+    def fit(self, job: TrainingJob) -> TrainingResult:
+        """Train ``job.model`` in place through the run's training engine: its device,
+        precision, processes and metrics log (outside a run: a one-process fp32 engine)."""
+        if self.train is not None:
+            return self.train(job)
+        from harness.engine.trainer import standalone
+
+        return standalone(self.torch_device).fit(job)
+
+
+class Protocol:
+    """An evaluation of a trained model."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Config: ClassVar[type] = NoConfig
+    columns: ClassVar[list[Column]] = []
+    """Leaderboard columns (metric keys without the ``<protocol>/`` prefix)."""
+    primary: ClassVar[str | None] = None
+    """The column that ranks runs (picks the best seed); default: the first column."""
+    needs_classifier: ClassVar[bool] = False
+    default_dataset: ClassVar[str | None] = None
+    """The data set a run uses when this is its first protocol and no data set is named."""
+    cli_flags: ClassVar[dict[str, str]] = {}
+    """Extra ``harness run`` flags mapped to Config fields, e.g. ``{"--sweep-n": "sweep_n"}``."""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def check(self, splits: DataSplits, method: Method) -> None:
+        """Refuse, before training starts, data or methods this protocol cannot evaluate."""
+
+    def evaluate(self, ctx: EvalContext) -> ProtocolResult:
+        raise NotImplementedError
+
+
+class Logger:
+    """Receives a run's training metrics as they are logged (``run.loggers``).
+
+    Events are flat dicts: ``event`` (``"step"`` every ``run.sync_every`` optimizer steps,
+    ``"epoch"`` after each epoch), ``stage``, ``stage_name``, ``epoch``, ``step`` (of the
+    stage), ``global_step`` (over all stages) and float values: ``loss``, every key of the
+    method's :class:`StepOutput` logs, ``lr`` (and ``lr/group<i>``), ``clips_per_s``,
+    ``data_wait`` (fraction of the time spent waiting for batches) and, on CUDA,
+    ``gpu_mem_gb``. The trainings evaluation protocols run through :meth:`EvalContext.fit`
+    log the same events with ``stage = 0`` and ``stage_name`` = the protocol (their
+    ``step`` counts their own optimizer steps). Only the main process logs.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Config: ClassVar[type] = NoConfig
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def open(self, folder: Path, resume_step: int | None) -> None:
+        """Start writing into ``folder`` (the in-progress folder; its content becomes part
+        of the run folder). ``resume_step``: the global step a resumed run continues after
+        (drop anything logged beyond it), None for a fresh run."""
+
+    def log(self, event: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Flush and release files (called when training ends or fails)."""
+
+
+KINDS: dict[str, type] = {
+    "backbone": Backbone,
+    "method": Method,
+    "augmentation": Augmentation,
+    "dataset": Dataset,
+    "protocol": Protocol,
+    "logger": Logger,
+}

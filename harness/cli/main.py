@@ -1,0 +1,583 @@
+"""The ``harness`` command line: run, list, leaderboard, plugins (and plugin commands)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from harness import __version__
+from harness.registry.config import merge, parse_set, read_toml, resolve, set_name
+from harness.registry.plugins import HOOK_FOR_KIND, Plugins, component_info, load_plugins
+from harness.util.errors import HarnessError
+
+DEFAULT_OUT = Path("runs")
+
+
+def out_and_store_options(out_help: str = "Folder of the run folders.") -> Callable:
+    """The ``--out`` folder and ``--store`` file options that every store-reading command takes."""
+
+    def decorate(command: Callable) -> Callable:
+        command = click.option(
+            "--store",
+            "store_path",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="SQLite results store (default: OUT/results.sqlite, or $HARNESS_STORE).",
+        )(command)
+        return click.option(
+            "--out",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=DEFAULT_OUT,
+            show_default=True,
+            help=out_help,
+        )(command)
+
+    return decorate
+
+
+PROTOCOL_FLAG = "protocol_flag__"
+KIND_ALIASES = {f"{kind}s": kind for kind in HOOK_FOR_KIND} | {"augs": "augmentation"}
+
+
+def default_store(out: Path) -> Path:
+    return Path(os.environ.get("HARNESS_STORE", out / "results.sqlite"))
+
+
+def plugins_from(ctx: click.Context) -> Plugins:
+    return ctx.find_root().obj["plugins"]
+
+
+class DeclaredCommand(click.Command):
+    """A plugin command known from its manifest; using it imports the plugin."""
+
+    def __init__(self, name: str, plugin: str, short_help: str) -> None:
+        super().__init__(name, short_help=short_help, help=short_help)
+        self.plugin = plugin
+
+
+class LazyGroup(click.Group):
+    """Lists declared plugin commands in ``--help``; resolving one imports its plugin."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple:
+        name, cmd, rest = super().resolve_command(ctx, args)
+        if isinstance(cmd, DeclaredCommand):
+            plugins_from(ctx).call_hook(cmd.plugin, "register_commands", cli=self)
+            cmd = self.commands.get(name or "")
+            if cmd is None or isinstance(cmd, DeclaredCommand):
+                raise HarnessError(f"plugin '{cmd.plugin}' declares command '{name}' but adds none")
+        return name, cmd, rest
+
+
+def add_declared_commands(plugins: Plugins) -> None:
+    for command, (plugin, short_help) in plugins.declared_commands().items():
+        if command not in cli.commands or isinstance(cli.commands[command], DeclaredCommand):
+            cli.add_command(DeclaredCommand(command, plugin, short_help))
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="harness")
+@click.option(
+    "--plugin",
+    "plugin_specs",
+    multiple=True,
+    metavar="PATH_OR_MODULE",
+    help="Load a plugin from a .py file or an importable module (repeatable).",
+)
+@click.option(
+    "--block",
+    "blocked",
+    multiple=True,
+    metavar="NAME",
+    help="Do not load the installed plugin NAME (repeatable).",
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.pass_context
+def cli(
+    ctx: click.Context, plugin_specs: tuple[str, ...], blocked: tuple[str, ...], debug: bool
+) -> None:
+    """Benchmark harness for tuning audio transformers."""
+    ctx.ensure_object(dict)
+
+
+@cli.command()
+@click.option("--backbone", help="Backbone name (default: passt).")
+@click.option("--method", help="Tuning method (default: ce).")
+@click.option("--aug", help="Comma-separated augmentations, or 'none'.")
+@click.option("--dataset", help="Data set (default: tau22-embedded).")
+@click.option("--protocol", help="Comma-separated evaluation protocols (default: device-logloss).")
+@click.option("--epochs", type=int, help="Training epochs.")
+@click.option("--batch-size", type=int, help="Training batch size.")
+@click.option("--seed", type=int, help="Random seed.")
+@click.option("--device", help="Torch device: cpu, cuda, cuda:N or auto.")
+@click.option(
+    "--config", "config_file", type=click.Path(dir_okay=False), help="A TOML config file."
+)
+@click.option(
+    "--set",
+    "assignments",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override any config value, e.g. --set method.alpha=0.4 (repeatable).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_OUT,
+    show_default=True,
+    help="Folder for run folders.",
+)
+@click.option(
+    "--store",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite results store (default: OUT/results.sqlite, or $HARNESS_STORE).",
+)
+@click.option(
+    "--nproc",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Processes (GPUs) to train with; launches torchrun (DDP; gloo with --device cpu).",
+)
+@click.option(
+    "--resume",
+    is_flag=False,
+    flag_value="auto",
+    default=None,
+    metavar="[PATH]",
+    help="Continue the interrupted run of this configuration in OUT (or the in-progress "
+    "folder PATH); an error when there is none.",
+)
+@click.option(
+    "--resume-if-any",
+    is_flag=True,
+    help="Continue the interrupted run of this configuration in OUT if there is one, "
+    "else start afresh (for requeued jobs).",
+)
+@click.pass_context
+def run(
+    ctx: click.Context,
+    config_file: str | None,
+    assignments: tuple[str, ...],
+    out: Path,
+    store: Path | None,
+    nproc: int,
+    resume: str | None,
+    resume_if_any: bool,
+    **flags: Any,
+) -> None:
+    """Train and evaluate one combination, store the run, and print its tables."""
+    from harness.results.store import ResultStore
+    from harness.run.experiment import run_experiment
+
+    protocol_sets = [
+        f"protocol.{value}"
+        for key in [k for k in flags if k.startswith(PROTOCOL_FLAG)]
+        for value in flags.pop(key) or ()
+    ]
+    raw = raw_config(config_file, flags, (*assignments, *protocol_sets))
+    cfg = resolve(raw, plugins_from(ctx))
+    if nproc != 1 and "LOCAL_RANK" not in os.environ:
+        launch_torchrun(nproc, cfg.run.device, ctx.find_root().obj.get("argv", sys.argv[1:]))
+        return
+    result = run_experiment(
+        cfg, out, ResultStore(store or default_store(out)), resume, resume_if_any
+    )
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # rank 0 prints the tables and the stored run
+    for name, table in result.tables.items():
+        click.echo(f"\n{name}\n{table}")
+    click.echo(f"\nstored run {result.record.run_id} in {result.record.run_dir}")
+
+
+def launch_torchrun(nproc: int, device: str, argv: list[str]) -> None:
+    """Run this command again in ``nproc`` processes under ``torch.distributed.run``."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser
+    from torch.distributed.run import run as torchrun
+
+    from harness.engine.distributed import check_nproc
+
+    check_nproc(nproc, device)
+    args = strip_nproc(argv)
+    if "OMP_NUM_THREADS" not in os.environ:  # share the cores (torchrun would set 1 and warn)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        os.environ["OMP_NUM_THREADS"] = str(max(1, cores // nproc))
+    parsed = get_args_parser().parse_args(
+        ["--standalone", "--nproc_per_node", str(nproc), "-m", "harness", *args]
+    )
+    try:
+        torchrun(parsed)
+    except ChildFailedError as err:
+        codes = [f.exitcode for f in err.failures.values()]
+        code = next((c for c in codes if c > 0), 1)
+        raise ProcessFailed(
+            f"a training process exited with code {code} (see above)", code
+        ) from None
+
+
+class ProcessFailed(HarnessError):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.exit_code = code
+
+
+def strip_nproc(argv: list[str]) -> list[str]:
+    """``argv`` without ``--nproc N`` / ``--nproc=N``."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
+def raw_config(
+    config_file: str | None, flags: dict[str, Any], assignments: tuple[str, ...]
+) -> dict[str, Any]:
+    """Defaults < config file < flags < --set."""
+    raw: dict[str, Any] = read_toml(config_file) if config_file else {}
+    for section in ("backbone", "method", "dataset"):
+        if flags.get(section):
+            raw = set_name(raw, section, flags[section])
+    for flag, section in (("aug", "aug"), ("protocol", "protocol")):
+        if flags.get(flag) is not None:
+            raw = set_name(raw, section, flags[flag])
+    run_flags = {
+        k: flags[k] for k in ("epochs", "batch_size", "seed", "device") if flags.get(k) is not None
+    }
+    raw = merge(raw, {"run": run_flags})
+    return merge(raw, parse_set(list(assignments)))
+
+
+@cli.command("list")
+@click.argument("kind", required=False)
+@click.pass_context
+def list_(ctx: click.Context, kind: str | None) -> None:
+    """List registered components with their plugin, description and parameters."""
+    from harness.registry.plugins import unknown_name_message
+
+    plugins = plugins_from(ctx)
+    kinds = list(HOOK_FOR_KIND)
+    if kind is not None:
+        wanted = KIND_ALIASES.get(kind, kind)
+        if wanted not in HOOK_FOR_KIND:
+            raise HarnessError(unknown_name_message("kind", kind, [f"{k}s" for k in kinds]))
+        kinds = [wanted]
+    for name in kinds:
+        click.echo(f"{name}s:")
+        for entry in plugins[name]:
+            info = component_info(entry)
+            click.echo(f"  {entry.name}  [{entry.plugin}]  {info['description']}")
+            for line in info["extra"]:
+                click.echo(f"      {line}")
+            if info.get("pretrained"):
+                names = ", ".join(info["pretrained"])
+                click.echo(f"      pretrained (--set {name}.pretrained=NAME): {names}")
+            for param, type_name, default, help_text in info["params"]:
+                described = f"  {help_text}" if help_text else ""
+                click.echo(f"      {param}: {type_name} = {default}{described}")
+        click.echo("")
+
+
+@cli.command()
+@click.option(
+    "--manifest-for",
+    "distribution",
+    metavar="DIST",
+    help="Print the manifest of DIST's plugins (metadata read without importing them).",
+)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
+@click.pass_context
+def plugins(ctx: click.Context, distribution: str | None, output: Path | None) -> None:
+    """List loaded plugins: package, version, hooks and what they register."""
+    if distribution is not None:
+        write_manifest(plugins_from(ctx), distribution, output)
+        return
+    for row in plugins_from(ctx).describe():
+        source = f"{row['package']} {row['version']}" if row["version"] else row["package"]
+        click.echo(f"{row['name']}  ({source})")
+        click.echo(f"    hooks: {', '.join(row['hooks']) or '-'}")
+        if row["provides"]:
+            click.echo(f"    provides: {', '.join(row['provides'])}")
+
+
+@cli.command()
+@click.option(
+    "--store",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite results store (default: runs/results.sqlite, or $HARNESS_STORE).",
+)
+@click.option(
+    "--spec",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A leaderboard spec (TOML), e.g. leaderboards/device_generalization.toml.",
+)
+@click.option(
+    "--protocol", default=None, help="Protocol whose columns to show (default: device-logloss)."
+)
+@click.option(
+    "--metric", default=None, help="Metric family of the protocol's columns (e.g. logloss, acc)."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["markdown", "csv", "latex", "html", "json"]),
+    help="html: one self-contained page (sortable tables, figures); json: for programs.",
+    default="markdown",
+    show_default=True,
+)
+@click.option(
+    "--agg",
+    type=click.Choice(["best", "mean", "both", "runs"]),
+    default=None,
+    help="Seeds: best run, mean ± std, both, or every run (default: the spec's, else both).",
+)
+@click.option("--backbone", help="Only runs with this backbone.")
+@click.option("--method", help="Only runs with this method.")
+@click.option("--aug", help="Only runs with this augmentation label (e.g. multidir, none).")
+@click.option("--dataset", help="Only runs on this data set.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
+@click.pass_context
+def leaderboard(
+    ctx: click.Context,
+    store: Path | None,
+    spec: Path | None,
+    fmt: str,
+    output: Path | None,
+    **options: Any,
+) -> None:
+    """Render stored runs as a leaderboard table."""
+    from harness.results.leaderboard import LeaderboardSpec, render_leaderboard
+    from harness.results.store import ResultStore
+
+    board = LeaderboardSpec.from_file(spec) if spec else LeaderboardSpec()
+    board = board.with_options(**options)
+    results = ResultStore(store or default_store(DEFAULT_OUT))
+    from harness.results.store import ingest
+
+    ingest(results.path.parent, results)  # run folders that cluster jobs finished
+    if fmt == "html":
+        from harness.results.html import render_html
+        from harness.results.leaderboard import build_tables
+
+        records = results.records()
+        where = f" --store {store}" if store else ""
+        spec_arg = f" --spec {spec}" if spec else ""
+        commands = [f"harness sweep {spec}{where}"] if spec else []
+        commands.append(f"harness leaderboard{spec_arg}{where} --format html")
+        tables = build_tables(board, records, plugins_from(ctx))
+        text = render_html(board, tables, records, commands)
+    else:
+        text = render_leaderboard(board, results, plugins_from(ctx), fmt)
+    if spec and fmt == "markdown":
+        where = f" --store {store}" if store else ""
+        commands = f"harness sweep {spec}{where}\n     harness leaderboard --spec {spec}{where}"
+        text = f"<!-- {commands} -->\n\n{text}"
+    if output:
+        from harness.results.store import write_text_atomic
+
+        write_text_atomic(output, text)
+    else:
+        click.echo(text)
+
+
+def write_manifest(loaded: Plugins, distribution: str, output: Path | None) -> None:
+    import json
+    from importlib.metadata import PackageNotFoundError
+
+    from harness.registry.plugins import build_manifest
+
+    try:
+        manifest = build_manifest(loaded, distribution)
+    except PackageNotFoundError:
+        raise HarnessError(f"distribution '{distribution}' is not installed") from None
+    text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    from harness.results.store import write_text_atomic
+
+    write_text_atomic(output, text)
+
+
+@cli.command()
+@out_and_store_options()
+@click.option("--partial", is_flag=True, help="List interrupted (in-progress) runs instead.")
+def runs(out: Path, store_path: Path | None, partial: bool) -> None:
+    """List stored runs, or with --partial the interrupted runs --resume can continue."""
+    if partial:
+        from harness.engine.resume import list_partials
+
+        found = list_partials(out)
+        for item in found:
+            click.echo(item.describe())
+        if not found:
+            click.echo(f"no interrupted runs in {out}")
+        return
+    from harness.results.store import ResultStore
+
+    records = ResultStore(store_path or default_store(out)).records()
+    for record in records:
+        click.echo(
+            f"{record.run_id}  {record.backbone}/{record.method}/{record.aug}/{record.dataset}"
+            f"  seed {record.seed}  {record.run_dir}"
+        )
+    if not records:
+        click.echo(f"no stored runs in {store_path or default_store(out)}")
+
+
+@cli.group()
+def store() -> None:
+    """Inspect and repair the results store and its run folders."""
+
+
+@store.command("check")
+@out_and_store_options()
+@click.option("--repair", is_flag=True, help="Fix what can be fixed (see the list printed).")
+def store_check(out: Path, store_path: Path | None, repair: bool) -> None:
+    """Report inconsistencies between run folders and rows (temporary folders too)."""
+    from harness.results.store import ResultStore, check_store
+    from harness.util.cache import clean_stale_cache
+
+    results = ResultStore(store_path or default_store(out))
+    problems = check_store(out, results, repair)
+    if repair:
+        problems += [f"stale cache folder (removed): {p}" for p in clean_stale_cache()]
+    for line in problems:
+        click.echo(line)
+    open_problems = [p for p in problems if "not recoverable" in p or "integrity_check" in p]
+    if not problems:
+        click.echo(f"store {results.path} and run folders in {out}: consistent")
+    elif not repair:
+        raise HarnessError(f"{len(problems)} problem(s) found; run with --repair to fix them")
+    elif open_problems:
+        raise HarnessError(f"{len(open_problems)} problem(s) could not be repaired")
+
+
+@store.command("ingest")
+@out_and_store_options("Folder of the run folders (written by cluster jobs).")
+def store_ingest(out: Path, store_path: Path | None) -> None:
+    """Add finished run folders that have no row yet to the store (idempotent)."""
+    from harness.results.store import ResultStore, ingest
+
+    results = ResultStore(store_path or default_store(out))
+    added, problems = ingest(out, results)
+    for line in problems:
+        click.echo(f"not ingested: {line}")
+    click.echo(f"ingested {len(added)} run(s) from {out} into {results.path}")
+    if problems:
+        raise HarnessError(f"{len(problems)} run folder(s) hold no complete record")
+
+
+def add_protocol_flags(plugins: Plugins) -> None:
+    """Give ``harness run`` the extra flags protocols declare (e.g. ``--sweep-n``)."""
+    existing = {opt for param in run.params for opt in param.opts}
+    for entry in plugins["protocol"]:
+        for flag, field_name in entry.cls.cli_flags.items():
+            if flag in existing:
+                continue
+            prefix = f"{entry.name}.{field_name}="
+            dest = f"{PROTOCOL_FLAG}{entry.name}_{field_name}".replace("-", "_")
+            run.params.append(
+                click.Option(
+                    [flag, dest],
+                    multiple=True,
+                    callback=lambda _ctx, _param, values, p=prefix: [p + v for v in values],
+                    help=f"Sets protocol.{entry.name}.{field_name} (protocol '{entry.name}').",
+                )
+            )
+            existing.add(flag)
+
+
+def scan_global_options(argv: list[str]) -> tuple[list[str], list[str], bool]:
+    """Find --plugin/--block/--debug before click parses, so plugin commands can be added."""
+    specs, blocked, debug = [], [], False
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("--plugin", "--block") and i + 1 < len(argv):
+            (specs if arg == "--plugin" else blocked).append(argv[i + 1])
+            i += 2
+            continue
+        if arg.startswith(("--plugin=", "--block=")):
+            key, _, value = arg.partition("=")
+            (specs if key == "--plugin" else blocked).append(value)
+        elif arg == "--debug":
+            debug = True
+        elif not arg.startswith("-"):
+            break
+        i += 1
+    env_specs = [s for s in os.environ.get("HARNESS_PLUGINS", "").split(os.pathsep) if s]
+    return env_specs + specs, blocked, debug
+
+
+def first_command(argv: list[str]) -> str | None:
+    """The sub-command's name: the first argument that is neither a global option nor its value."""
+    i = 0
+    while i < len(argv):
+        if argv[i] in ("--plugin", "--block"):
+            i += 2
+            continue
+        if not argv[i].startswith("-"):
+            return argv[i]
+        i += 1
+    return None
+
+
+def setup_plugins(specs: list[str], blocked: list[str], debug: bool, argv: list[str]) -> Plugins:
+    """Load the plugins and their commands; a plugin that raises is a one-line error naming it."""
+    try:
+        loaded = load_plugins(specs, blocked, lazy=True)
+        loaded.pm.hook.register_commands(cli=cli)
+        add_declared_commands(loaded)
+        if first_command(argv) == "run":  # protocol flags need the protocols imported
+            add_protocol_flags(loaded)
+    except (HarnessError, SystemExit):
+        raise
+    except Exception as err:
+        if debug:
+            raise
+        frames = traceback.extract_tb(err.__traceback__)
+        where = frames[-1].filename if frames else "?"
+        message = " ".join(str(err).split()) or type(err).__name__
+        raise HarnessError(
+            f"a plugin failed while loading ({where}): {type(err).__name__}: {message}"
+        ) from None
+    return loaded
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    specs, blocked, debug = scan_global_options(argv)
+    try:
+        loaded = setup_plugins(specs, blocked, debug, argv)
+        cli.main(
+            argv, prog_name="harness", standalone_mode=False, obj={"plugins": loaded, "argv": argv}
+        )
+    except SystemExit as err:
+        if debug:
+            raise
+        click.echo(f"harness: error: plugin code called sys.exit({err.code!r})", err=True)
+        sys.exit(2)
+    except HarnessError as err:
+        if debug:
+            raise
+        click.echo(f"harness: error: {err}", err=True)
+        sys.exit(err.exit_code)
+    except click.exceptions.Abort:
+        click.echo("harness: interrupted; nothing was stored", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("harness: interrupted; nothing was stored", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)

@@ -1,0 +1,111 @@
+"""Reading audio files and resampling them (soundfile + torchaudio.functional)."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from harness.util.errors import DataError
+from harness.util.faults import checkpoint
+
+MAX_ABS_SAMPLE = 1e3
+"""Largest sample magnitude accepted (60 dB above full scale): beyond it a file is corrupt."""
+
+
+def wav_data_shortfall(path: Path) -> int:
+    """Bytes the WAV header's data chunk promises beyond the end of the file (0 if complete).
+
+    libsndfile silently shortens a truncated file, so the RIFF chunks are walked here.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        if fh.read(4) != b"RIFF":
+            return 0
+        fh.seek(12)
+        while fh.tell() < size:
+            header = fh.read(8)
+            if len(header) < 8:
+                return 0
+            chunk, length = header[:4], struct.unpack("<I", header[4:])[0]
+            if chunk == b"data":
+                return max(0, fh.tell() + length - size)
+            fh.seek(length + (length & 1), 1)
+    return 0
+
+
+def check_samples(data: np.ndarray, path: Path, what: str = "audio file") -> None:
+    """NaN, infinite or absurdly large samples make a file unusable (a DataError naming it)."""
+    finite = np.isfinite(data)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite.all(axis=-1) if data.ndim > 1 else ~finite)[0])
+        raise DataError(f"{what} {path} contains NaN or infinite samples (first at frame {bad})")
+    peak = float(np.abs(data).max()) if data.size else 0.0
+    if peak > MAX_ABS_SAMPLE:
+        raise DataError(
+            f"{what} {path} has a sample of magnitude {peak:.3g} (more than {MAX_ABS_SAMPLE:g}): "
+            "corrupt or wrongly scaled"
+        )
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """Mono float32 samples and the file's sample rate; a bad file is a :class:`DataError`."""
+    path = Path(path)
+    checkpoint("audio")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except FileNotFoundError:
+        raise DataError(f"audio file not found: {path}") from None
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as err:
+        raise DataError(f"unreadable audio file {path}: {one_line(err)}") from None
+    missing = wav_data_shortfall(path)
+    if missing:
+        raise DataError(f"truncated audio file {path}: {missing} bytes of audio data missing")
+    if data.shape[0] == 0:
+        raise DataError(f"empty audio file {path}")
+    if rate <= 0:
+        raise DataError(f"audio file {path} has an invalid sample rate {rate}")
+    check_samples(data, path)
+    return data.mean(axis=1), rate
+
+
+def check_header(path: str | Path) -> None:
+    """Cheap preflight: the file opens, has frames, and its data chunk is complete."""
+    path = Path(path)
+    try:
+        info = sf.info(str(path))
+    except FileNotFoundError:
+        raise DataError(f"audio file not found: {path}") from None
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as err:
+        raise DataError(f"unreadable audio file {path}: {one_line(err)}") from None
+    if info.frames == 0:
+        raise DataError(f"empty audio file {path}")
+    if info.samplerate <= 0:
+        raise DataError(f"audio file {path} has an invalid sample rate {info.samplerate}")
+    missing = wav_data_shortfall(path)
+    if missing:
+        raise DataError(f"truncated audio file {path}: {missing} bytes of audio data missing")
+
+
+def one_line(err: BaseException) -> str:
+    """An exception's message on one line."""
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
+
+
+def resample(wave: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
+    """Resample along the last axis (a no-op when the rates agree)."""
+    if orig_rate == new_rate:
+        return wave
+    return AF.resample(wave, orig_rate, new_rate)
+
+
+def fit_length(wave: np.ndarray, length: int) -> np.ndarray:
+    """Crop or zero-pad a 1-D signal to ``length`` samples."""
+    if wave.shape[0] >= length:
+        return wave[:length]
+    return np.pad(wave, (0, length - wave.shape[0]))

@@ -1,0 +1,186 @@
+"""What evaluation protocols share: labeled splits, the on-disk embedding cache and the
+backbone fingerprint it is keyed by.
+
+Embeddings are cached on disk (``$HARNESS_CACHE/embeddings/<key>``, with a done marker),
+keyed by a hash of the backbone's weights and configuration and of the clip list, so a
+rerun with the same encoder and data skips the encoder; an entry that cannot be read is
+discarded with a warning and rebuilt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from harness.api import Backbone, Clip, DataSplits, EvalContext
+from harness.data.loader import ClipAudio
+from harness.util.cache import DONE_MARKER, build_once, cache_root
+from harness.util.errors import DataError, UsageError
+
+TRAIN_HINT = "{who} trains on labels (fewshot-embedded: dataset.train=labeled, dataset.fold=1-5)"
+
+
+def require_labeled_splits(splits: DataSplits, who: str) -> None:
+    """Refuse, before training, a data set whose train split has no two labeled classes or
+    whose eval split has no labeled clip: a supervised protocol (linear probe, fine-tuning)
+    could not be fitted or scored."""
+    train_classes = {c.label for c in splits.train if c.label >= 0}
+    if not train_classes:
+        hint = TRAIN_HINT.format(who=who)
+        raise UsageError(f"{who}: the 'train' split has no labeled clips; {hint}")
+    if len(train_classes) < 2:
+        raise UsageError(f"{who}: the train split has fewer than two labeled classes")
+    if not any(c.label >= 0 for c in splits.eval):
+        raise UsageError(f"{who}: the 'eval' split has no labeled clips")
+
+
+def labeled_subset(audio: ClipAudio, who: str, split: str) -> ClipAudio:
+    """The clips of ``audio`` that have a label (an error when none has)."""
+    keep = torch.nonzero(audio.labels >= 0).flatten()
+    if len(keep) == 0:
+        raise UsageError(f"{who}: the '{split}' split has no labeled clips")
+    if len(keep) == len(audio):
+        return audio
+    return ClipAudio(
+        clips=[audio.clips[i] for i in keep.tolist()],
+        wave=audio.wave[keep],
+        labels=audio.labels[keep],
+        devices=audio.devices[keep],
+        sample_rate=audio.sample_rate,
+    )
+
+
+def backbone_fingerprint(backbone: Backbone) -> str:
+    """A hash of the backbone's class, configuration and every tensor of its state dict."""
+    digest = hashlib.blake2b(digest_size=16)
+    cls = type(backbone)
+    digest.update(f"{cls.__module__}.{cls.__qualname__}".encode())
+    config = backbone.config
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        digest.update(json.dumps(dataclasses.asdict(config), sort_keys=True, default=str).encode())
+    else:
+        digest.update(repr(config).encode())
+    for name, tensor in sorted(backbone.state_dict().items()):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return digest.hexdigest()
+
+
+def clips_fingerprint(clips: Sequence[Clip]) -> str:
+    """A hash of the clip files (path, size, modification time) in order."""
+    digest = hashlib.blake2b(digest_size=16)
+    for clip in clips:
+        for path in clip.segments or (clip.path,):
+            try:
+                stat = Path(path).stat()
+            except OSError:
+                raise DataError(f"audio file not found: {path}") from None
+            digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def split_seconds(ctx: EvalContext, split: str) -> float:
+    if split == "train" and ctx.splits.train_clip_seconds:
+        return ctx.splits.train_clip_seconds
+    return ctx.splits.clip_seconds
+
+
+def embedding_cache_dir(ctx: EvalContext, split: str, backbone_hash: str) -> Path:
+    clips = getattr(ctx.splits, split)
+    digest = hashlib.blake2b(digest_size=16)
+    parts = (
+        backbone_hash,
+        clips_fingerprint(clips),
+        ctx.backbone.sample_rate,
+        split_seconds(ctx, split),
+    )
+    digest.update(json.dumps([str(p) for p in parts]).encode())
+    return cache_root() / "embeddings" / digest.hexdigest()
+
+
+def cached_embed(ctx: EvalContext, split: str, backbone_hash: str | None = None) -> Tensor:
+    """``ctx.embed(split)``, read from or written to the on-disk embedding cache."""
+    backbone_hash = backbone_hash or backbone_fingerprint(ctx.backbone)
+    folder = embedding_cache_dir(ctx, split, backbone_hash)
+    count = len(getattr(ctx.splits, split))
+    if (folder / DONE_MARKER).is_file():
+        stored = read_cached_embeddings(folder / "embeddings.pt")
+        if stored is not None and stored.ndim == 2 and stored.shape[0] == count:
+            return stored
+    embeddings = ctx.embed(split)
+
+    def write(tmp: Path) -> None:
+        torch.save(embeddings.detach().cpu().contiguous(), tmp / "embeddings.pt")
+        info = {
+            "split": split,
+            "clips": count,
+            "dim": int(embeddings.shape[1]),
+            "backbone": getattr(ctx.backbone, "name", type(ctx.backbone).__name__),
+        }
+        (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+
+    shutil.rmtree(folder, ignore_errors=True)  # unfinished, or written for another clip count
+    try:
+        build_once(folder, write)
+    except OSError as err:
+        warnings.warn(f"could not cache embeddings in {folder}: {err}", stacklevel=2)
+    return embeddings
+
+
+def read_cached_embeddings(path: Path) -> Tensor | None:
+    """A cached embedding matrix, or None (with a warning) when the entry cannot be used."""
+    try:
+        stored = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as err:  # any unreadable file: pickle, zip, EOF and OS errors alike
+        warnings.warn(
+            f"discarding unreadable embedding cache entry {path} ({type(err).__name__}); "
+            "rebuilding it",
+            stacklevel=3,
+        )
+        return None
+    if not isinstance(stored, Tensor) or not stored.is_floating_point():
+        warnings.warn(f"discarding embedding cache entry {path}: not a float tensor", stacklevel=3)
+        return None
+    if not torch.isfinite(stored).all():
+        warnings.warn(f"discarding embedding cache entry {path}: non-finite values", stacklevel=3)
+        return None
+    return stored
+
+
+def labeled_embeddings(
+    ctx: EvalContext, split: str, who: str, backbone_hash: str | None = None
+) -> tuple[Tensor, Tensor]:
+    """Embeddings ``[M, D]`` and labels ``[M]`` of the labeled clips of ``split``.
+
+    ``split`` is ``train``, ``eval`` or ``all`` (both); unlabeled clips (label -1)
+    are left out, and a split without labeled clips is not embedded at all. With
+    ``backbone_hash`` (see :func:`backbone_fingerprint`) the on-disk cache is used.
+    """
+    parts = ["train", "eval"] if split == "all" else [split]
+    embeddings, labels = [], []
+    for part in parts:
+        part_labels = torch.tensor([c.label for c in getattr(ctx.splits, part)], dtype=torch.long)
+        keep = part_labels >= 0
+        if not bool(keep.any()):
+            continue
+        part_embeddings = (
+            cached_embed(ctx, part, backbone_hash) if backbone_hash else ctx.embed(part)
+        )
+        if not bool(keep.all()):
+            part_embeddings, part_labels = part_embeddings[keep], part_labels[keep]
+        embeddings.append(part_embeddings.float())
+        labels.append(part_labels)
+    if not embeddings:
+        raise UsageError(f"{who}: the '{split}' split has no labeled clips")
+    if len(embeddings) == 1:
+        return embeddings[0], labels[0]
+    return torch.cat(embeddings), torch.cat(labels)

@@ -1,0 +1,409 @@
+"""Leaderboards for programs (JSON) and people (one self-contained HTML page).
+
+The page needs no network: CSS, the column-sorting script and the figures (inline SVG)
+are all in the file. Figures: one grouped bar chart per table (a bar per row and column,
+the seeds' std or each run's own uncertainty as error bars) and, when the runs store
+few-shot grids (``acc_{N}way{K}shot``), accuracy against N and against K.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from harness.results.leaderboard import LeaderboardSpec, Table, grouped_runs, metrics_of
+from harness.results.store import RunRecord
+
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
+EPISODE_KEY = re.compile(r"^acc_(\d+)way(\d+)shot$")
+
+
+def _number(value: Any) -> float | None:
+    """A finite float, or None (JSON has no NaN)."""
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def table_dict(table: Table) -> dict[str, Any]:
+    rows = []
+    for i in range(len(table.labels)):
+        labels = {k: _plain(v) for k, v in table.labels.iloc[i].items()}
+        values = {c.key: _number(table.values.at[i, c.key]) for c in table.columns}
+        errors = {
+            c.key: _number(table.errors.at[i, c.key]) if table.errors is not None else None
+            for c in table.columns
+        }
+        rows.append({"labels": labels, "values": values, "errors": errors})
+    return {
+        "title": table.title,
+        "error_kind": table.error_kind,
+        "columns": [
+            {
+                "key": c.key,
+                "label": c.label,
+                "group": c.group,
+                "higher_is_better": c.higher_is_better,
+                "error_key": c.error_key,
+            }
+            for c in table.columns
+        ],
+        "rows": rows,
+    }
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def spec_dict(spec: LeaderboardSpec) -> dict[str, Any]:
+    return {
+        "title": spec.title,
+        "protocol": spec.protocol,
+        "metric": spec.metric,
+        "agg": spec.agg,
+        "filters": dict(spec.filters),
+        "where": dict(spec.where),
+        "recipe_augs": list(spec.recipe_augs),
+        "rows": [{"label": r.label, "match": dict(r.match)} for r in spec.rows],
+    }
+
+
+def render_json(spec: LeaderboardSpec, tables: list[Table]) -> str:
+    """The spec and every table as JSON: labels, values and errors per row (null: missing)."""
+    doc = {"spec": spec_dict(spec), "tables": [table_dict(t) for t in tables]}
+    return json.dumps(doc, indent=1, allow_nan=False) + "\n"
+
+
+# -- figures (inline SVG) ------------------------------------------------------------
+
+
+@dataclass
+class Series:
+    name: str
+    x: list[float]
+    y: list[float | None]
+    err: list[float | None]
+
+
+def _esc(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _ticks(low: float, high: float, count: int = 5) -> list[float]:
+    if high <= low:
+        high = low + 1.0
+    raw = (high - low) / count
+    step = 10 ** math.floor(math.log10(raw))
+    step *= next(m for m in (1, 2, 2.5, 5, 10) if raw <= step * m)
+    first = math.floor(low / step) * step
+    return [first + i * step for i in range(int((high - first) / step) + 2)]
+
+
+SLANT_ABOVE = 6
+"""Bar charts with more categories than this slant their names."""
+
+
+def svg_chart(
+    title: str,
+    series: Sequence[Series],
+    xlabel: str,
+    ylabel: str,
+    categories: Sequence[str] | None = None,
+    note: str = "",
+) -> str:
+    """Grouped bars over ``categories`` (x = category index), or lines over numeric x."""
+    slanted = categories is not None and len(categories) > SLANT_ABOVE
+    width, height, left, right, top = 860, 340, 64, 250, 34
+    bottom = 70
+    if slanted:  # room for the slanted category names
+        height, bottom = 390, 120
+    plot_w, plot_h = width - left - right, height - top - bottom
+    tops = [y + (e or 0) for s in series for y, e in zip(s.y, s.err, strict=True) if y is not None]
+    lows = [y - (e or 0) for s in series for y, e in zip(s.y, s.err, strict=True) if y is not None]
+    if not tops:
+        return ""
+    low = min(0.0, *lows) if categories is not None else min(lows)
+    ticks = _ticks(low, max(tops))
+    y0, y1 = ticks[0], ticks[-1]
+
+    def sy(value: float) -> float:
+        return top + plot_h * (1 - (value - y0) / (y1 - y0))
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{_esc(title)}">',
+        f'<text x="{left}" y="20" class="t">{_esc(title)}</text>',
+    ]
+    for tick in ticks:
+        parts.append(
+            f'<line x1="{left}" x2="{left + plot_w}" y1="{sy(tick):.1f}" y2="{sy(tick):.1f}" '
+            f'class="g"/><text x="{left - 6}" y="{sy(tick) + 4:.1f}" text-anchor="end">'
+            f"{tick:g}</text>"
+        )
+    if categories is not None:
+        parts += _bars(series, categories, left, plot_w, top + plot_h, sy, slanted)
+    else:
+        parts += _lines(series, left, plot_w, top + plot_h, sy)
+    parts.append(
+        f'<text x="{left + plot_w / 2}" y="{height - 12}" text-anchor="middle">{_esc(xlabel)}'
+        f'</text><text transform="translate(16 {top + plot_h / 2}) rotate(-90)" '
+        f'text-anchor="middle">{_esc(ylabel)}</text>'
+    )
+    for i, s in enumerate(series):
+        y = top + 14 + 18 * i
+        parts.append(
+            f'<rect x="{left + plot_w + 12}" y="{y - 10}" width="12" height="12" '
+            f'fill="{PALETTE[i % len(PALETTE)]}"/><text x="{left + plot_w + 30}" y="{y}">'
+            f"{_esc(s.name[:40])}</text>"
+        )
+    if note:
+        parts.append(f'<text x="{left}" y="{height - 32}" class="n">{_esc(note)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _bars(series, categories, left, plot_w, base, sy, slanted: bool = False) -> list[str]:
+    parts = []
+    group_w = plot_w / len(categories)
+    bar_w = group_w * 0.8 / max(len(series), 1)
+    for c, name in enumerate(categories):
+        x_mid = left + group_w * (c + 0.5)
+        if slanted:  # many categories: names slanted so that they do not overlap
+            parts.append(
+                f'<text x="{x_mid:.1f}" y="{base + 12}" text-anchor="end" '
+                f'transform="rotate(-35 {x_mid:.1f} {base + 12})">{_esc(name)}</text>'
+            )
+        else:
+            parts.append(
+                f'<text x="{x_mid:.1f}" y="{base + 16}" text-anchor="middle">{_esc(name)}</text>'
+            )
+        for i, s in enumerate(series):
+            value, error = s.y[c], s.err[c]
+            if value is None:
+                continue
+            x = left + group_w * c + group_w * 0.1 + bar_w * i
+            y_top, y_zero = sy(max(value, 0.0)), sy(min(value, 0.0))
+            parts.append(
+                f'<rect x="{x:.1f}" y="{y_top:.1f}" width="{bar_w:.1f}" '
+                f'height="{max(y_zero - y_top, 0.5):.1f}" fill="{PALETTE[i % len(PALETTE)]}">'
+                f"<title>{_esc(s.name)} {_esc(name)}: {value:.3f}</title></rect>"
+            )
+            if error:
+                xc = x + bar_w / 2
+                parts.append(
+                    f'<line x1="{xc:.1f}" x2="{xc:.1f}" y1="{sy(value - error):.1f}" '
+                    f'y2="{sy(value + error):.1f}" class="e"/>'
+                )
+    return parts
+
+
+def _lines(series, left, plot_w, base, sy) -> list[str]:
+    xs = sorted({x for s in series for x in s.x})
+    span = (xs[-1] - xs[0]) or 1.0
+
+    def sx(value: float) -> float:
+        return left + 20 + (plot_w - 40) * (value - xs[0]) / span
+
+    parts = [f'<text x="{sx(x):.1f}" y="{base + 16}" text-anchor="middle">{x:g}</text>' for x in xs]
+    for i, s in enumerate(series):
+        colour = PALETTE[i % len(PALETTE)]
+        points = [(x, y, e) for x, y, e in zip(s.x, s.y, s.err, strict=True) if y is not None]
+        path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y, _ in points)
+        parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        for x, y, e in points:
+            if e:
+                parts.append(
+                    f'<line x1="{sx(x):.1f}" x2="{sx(x):.1f}" y1="{sy(y - e):.1f}" '
+                    f'y2="{sy(y + e):.1f}" class="e"/>'
+                )
+            parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3.5" fill="{colour}"/>')
+    return parts
+
+
+def row_label(labels: dict[str, Any]) -> str:
+    if labels.get("row"):
+        return str(labels["row"])
+    parts = [str(labels[k]) for k in ("method", "aug", "params") if labels.get(k)]
+    return " ".join(parts) or "run"
+
+
+def table_figure(table: Table) -> str:
+    """A bar per row and column; error bars as the table shows them (std or own)."""
+    series = []
+    for i in range(len(table.labels)):
+        labels = dict(table.labels.iloc[i].items())
+        values = [_number(table.values.at[i, c.key]) for c in table.columns]
+        errors = [
+            _number(table.errors.at[i, c.key]) if table.errors is not None else None
+            for c in table.columns
+        ]
+        series.append(Series(row_label(labels), list(range(len(values))), values, errors))
+    seeds = sorted({int(s) for s in table.labels.get("seeds", [])} or {1})
+    if table.error_kind == "std":
+        note = f"bars: mean over seeds ({', '.join(map(str, seeds))} per row); error bars: std"
+    else:
+        note = "bars: the best seed's values; error bars: its own uncertainty where reported"
+    categories = [c.label for c in table.columns]
+    if len(set(categories)) < len(categories):
+        categories = [f"{c.group} {c.label}".strip() for c in table.columns]
+    return svg_chart(table.title, series, "column", "value", categories, note)
+
+
+def episode_figures(spec: LeaderboardSpec, records: Iterable[RunRecord]) -> list[str]:
+    """Accuracy vs N (at the smallest K) and vs K (at the smallest N) of each row's best run."""
+    grids = []
+    for labels, runs in grouped_runs(spec, list(records)):
+        best = max(runs, key=lambda r: metrics_of(r, spec.protocol).get("acc", -math.inf))
+        metrics = metrics_of(best, spec.protocol)
+        points = {}
+        for key, value in metrics.items():
+            found = EPISODE_KEY.match(key)
+            if found:
+                n_way, k_shot = int(found[1]), int(found[2])
+                ci = metrics.get(f"ci_{n_way}way{k_shot}shot")
+                points[n_way, k_shot] = (value, ci)
+        if points:
+            grids.append((row_label(labels), points))
+    if not grids:
+        return []
+    figures = []
+    all_points = {p for _, g in grids for p in g}
+    k_fixed = min(k for _, k in all_points)
+    n_fixed = min(n for n, _ in all_points)
+    for vs, fixed in (("N", k_fixed), ("K", n_fixed)):
+        series = []
+        for name, grid in grids:
+            keys = sorted(p for p in grid if (p[1] if vs == "N" else p[0]) == fixed)
+            xs = [float(p[0] if vs == "N" else p[1]) for p in keys]
+            if len(xs) > 1:
+                ys = [_number(grid[p][0]) for p in keys]
+                errs = [_number(grid[p][1]) for p in keys]
+                series.append(Series(name, xs, ys, errs))
+        if series:
+            other = "K" if vs == "N" else "N"
+            figures.append(
+                svg_chart(
+                    f"Few-shot accuracy vs {vs} ({other} = {fixed}), best seed per row",
+                    series,
+                    f"{vs} ({'classes per episode' if vs == 'N' else 'support clips per class'})",
+                    "accuracy (%)",
+                    note="error bars: 95% CI over episodes",
+                )
+            )
+    return figures
+
+
+# -- the page ------------------------------------------------------------------------
+
+STYLE = """
+body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
+h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em}
+.w{overflow-x:auto}table{border-collapse:collapse;margin:.6em 0}
+th,td{border:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}
+td.l,th.l{text-align:left}
+th{background:#f3f3f3;cursor:pointer;user-select:none}
+th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
+td.best{font-weight:bold}pre{background:#f7f7f7;padding:.6em;overflow-x:auto}
+svg text{font:11px sans-serif}svg .t{font-size:13px;font-weight:bold}svg .n{fill:#555}
+svg .g{stroke:#e4e4e4}svg .e{stroke:#222;stroke-width:1.2}
+dl{display:grid;grid-template-columns:max-content auto;gap:2px 12px}dt{font-weight:bold}
+"""
+
+SCRIPT = """
+function sortTable(th){
+  const table=th.closest('table'),body=table.tBodies[0],col=th.cellIndex;
+  const dir=th.getAttribute('aria-sort')==='ascending'?'descending':'ascending';
+  for(const other of th.parentNode.cells)other.removeAttribute('aria-sort');
+  th.setAttribute('aria-sort',dir);
+  const key=r=>{const c=r.cells[col],v=c.dataset.v;return v===undefined?c.textContent:Number(v)};
+  const rows=Array.from(body.rows).sort((a,b)=>{
+    const x=key(a),y=key(b);
+    if(typeof x==='number'&&typeof y==='number'){
+      if(isNaN(x))return 1;if(isNaN(y))return -1;return dir==='ascending'?x-y:y-x}
+    return dir==='ascending'?String(x).localeCompare(y):String(y).localeCompare(x)});
+  for(const r of rows)body.appendChild(r);
+}
+document.addEventListener('click',e=>{const th=e.target.closest('th');if(th)sortTable(th)});
+"""
+
+
+def _cell(table: Table, i: int, column: Any) -> str:
+    value = _number(table.values.at[i, column.key])
+    if value is None:
+        return '<td data-v="NaN">–</td>'
+    error = _number(table.errors.at[i, column.key]) if table.errors is not None else None
+    text = f"{value:.3f}" + (f" ± {error:.3f}" if error else "")
+    finite = [v for v in table.values[column.key] if _number(v) is not None]
+    best = max(finite) if column.higher_is_better else min(finite)
+    bold = ' class="best"' if len(set(finite)) > 1 and value == best else ""
+    return f'<td data-v="{value!r}"{bold}>{_esc(text)}</td>'
+
+
+def table_html(table: Table) -> str:
+    from harness.results.leaderboard import header
+
+    heads = [f'<th class="l">{_esc(c)}</th>' for c in table.labels.columns]
+    heads += [f"<th>{_esc(header(c))}</th>" for c in table.columns]
+    rows = []
+    for i in range(len(table.labels)):
+        labels = []
+        for value in table.labels.iloc[i].tolist():
+            plain = _plain(value)
+            attr = f' data-v="{plain}"' if isinstance(plain, int | float) else ""
+            labels.append(f'<td class="l"{attr}>{_esc(plain)}</td>')
+        cells = [_cell(table, i, c) for c in table.columns]
+        rows.append(f"<tr>{''.join(labels + cells)}</tr>")
+    return (
+        f'<div class="w"><table><thead><tr>{"".join(heads)}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+def render_html(
+    spec: LeaderboardSpec,
+    tables: list[Table],
+    records: Iterable[RunRecord] = (),
+    commands: Sequence[str] = (),
+) -> str:
+    """One self-contained page: the spec's header, every table (sortable) and figures."""
+    title = spec.title or f"Leaderboard: {spec.protocol}"
+    options = spec_dict(spec)
+    header = "".join(
+        f"<dt>{_esc(k)}</dt><dd>{_esc(json.dumps(v) if not isinstance(v, str) else v)}</dd>"
+        for k, v in options.items()
+        if v not in ("", None, [], {}) and k not in ("title", "rows")
+    )
+    rows = "".join(
+        f"<li>{_esc(r['label'])}: <code>{_esc(json.dumps(r['match']))}</code></li>"
+        for r in options["rows"]
+    )
+    body = [f"<h1>{_esc(title)}</h1>"]
+    if commands:
+        body.append("<pre>" + _esc("\n".join(commands)) + "</pre>")
+    body.append(f"<dl>{header}</dl>")
+    if rows:
+        body.append(f"<details><summary>rows</summary><ul>{rows}</ul></details>")
+    if not tables or tables[0].labels.empty:
+        body.append(f"<p>no stored runs with protocol '{_esc(spec.protocol)}' match</p>")
+    for table in tables:
+        body.append(f"<h2>{_esc(table.title)}</h2>{table_html(table)}")
+        if not table.labels.empty:
+            body.append(f"<figure>{table_figure(table)}</figure>")
+    for figure in episode_figures(spec, records):
+        body.append(f"<figure>{figure}</figure>")
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{_esc(title)}</title><style>{STYLE}</style></head>"
+        f"<body>{''.join(body)}<script>{SCRIPT}</script></body></html>\n"
+    )

@@ -1,0 +1,454 @@
+"""Run folders and the SQLite results store.
+
+A run's folder and its row are one recoverable unit (:func:`commit_run`): the
+folder is written under a temporary name that names its process, the row is
+inserted in one transaction (the commit point), then the folder is renamed into
+place. A failed run leaves neither folder nor row; a killed one leaves at most a
+temporary folder of a dead process, which the next command removes (before the
+commit point) or renames into place (after it): :func:`recover`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from harness.util.cache import owned_temp_dir, stale_temp_dirs, temp_owner
+from harness.util.errors import HarnessError
+from harness.util.faults import checkpoint
+
+COMPLETE_MARKER = ".complete"
+"""Written last into a staged run folder: everything but the rename is done."""
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    created TEXT NOT NULL,
+    config_hash TEXT NOT NULL,
+    backbone TEXT NOT NULL,
+    method TEXT NOT NULL,
+    aug TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    protocols TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    config_json TEXT NOT NULL,
+    metrics_json TEXT NOT NULL,
+    run_dir TEXT NOT NULL,
+    harness_version TEXT NOT NULL,
+    git_commit TEXT NOT NULL,
+    environment_json TEXT NOT NULL,
+    duration_s REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_config_hash ON runs (config_hash);
+"""
+
+COLUMNS = [
+    "run_id",
+    "created",
+    "config_hash",
+    "backbone",
+    "method",
+    "aug",
+    "dataset",
+    "protocols",
+    "seed",
+    "config_json",
+    "metrics_json",
+    "run_dir",
+    "harness_version",
+    "git_commit",
+    "environment_json",
+    "duration_s",
+]
+
+
+@dataclass
+class RunRecord:
+    """One row of the results store."""
+
+    run_id: str
+    created: str
+    config_hash: str
+    backbone: str
+    method: str
+    aug: str
+    dataset: str
+    protocols: str
+    seed: int
+    config: dict[str, Any]
+    metrics: dict[str, float]
+    run_dir: str
+    harness_version: str
+    git_commit: str
+    environment: dict[str, Any]
+    duration_s: float
+
+    def row(self) -> tuple:
+        try:
+            values = {
+                **self.__dict__,
+                "config_json": json.dumps(self.config, sort_keys=True, allow_nan=False),
+                "metrics_json": json.dumps(self.metrics, sort_keys=True, allow_nan=False),
+                "environment_json": json.dumps(self.environment, sort_keys=True),
+            }
+        except ValueError:
+            bad = sorted(k for k, v in self.metrics.items() if not _finite(v))
+            raise HarnessError(
+                f"run {self.run_id}: non-finite value in its record (metrics: {', '.join(bad)})"
+            ) from None
+        return tuple(values[c] for c in COLUMNS)
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> RunRecord:
+        data = dict(row)
+        try:
+            data["config"] = json.loads(data.pop("config_json"))
+            data["metrics"] = json.loads(data.pop("metrics_json"))
+            data["environment"] = json.loads(data.pop("environment_json"))
+        except (TypeError, ValueError) as err:
+            run_id = data.get("run_id")
+            raise HarnessError(f"stored run {run_id} has an unreadable record: {err}") from None
+        return cls(**data)
+
+
+def _finite(value: Any) -> bool:
+    return not isinstance(value, float) or (value == value and abs(value) != float("inf"))
+
+
+class ResultStore:
+    """The SQLite file that holds one row per finished run."""
+
+    folder_only = False
+    """True for :class:`FolderOnlyStore`: a complete run folder is the commit."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=60)
+        except (sqlite3.Error, OSError) as err:
+            raise HarnessError(f"cannot open results store {self.path}: {err}") from None
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.executescript(SCHEMA)
+            self._check_schema(conn)
+            with conn:
+                yield conn
+        except sqlite3.DatabaseError as err:
+            raise HarnessError(f"results store {self.path} is not usable: {err}") from None
+        finally:
+            conn.close()
+
+    def _check_schema(self, conn: sqlite3.Connection) -> None:
+        present = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+        missing = [c for c in COLUMNS if c not in present]
+        if missing:
+            raise HarnessError(
+                f"results store {self.path} has another schema: table 'runs' lacks "
+                f"{', '.join(missing)}"
+            )
+
+    def check_writable(self) -> None:
+        """Preflight: the store opens, has the right schema and takes a write lock."""
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+
+    def add(self, record: RunRecord) -> None:
+        placeholders = ", ".join("?" for _ in COLUMNS)
+        row = record.row()
+        with self._connect() as conn:
+            try:
+                conn.execute(
+                    f"INSERT INTO runs ({', '.join(COLUMNS)}) VALUES ({placeholders})", row
+                )
+            except sqlite3.IntegrityError:
+                raise HarnessError(
+                    f"results store {self.path} already holds a run with id {record.run_id}"
+                ) from None
+            checkpoint("insert")
+
+    def add_new(self, record: RunRecord) -> bool:
+        """Insert ``record`` unless its run id is stored already; True if it was added."""
+        placeholders = ", ".join("?" for _ in COLUMNS)
+        with self._connect() as conn:
+            cursor = conn.execute(
+                f"INSERT OR IGNORE INTO runs ({', '.join(COLUMNS)}) VALUES ({placeholders})",
+                record.row(),
+            )
+            return cursor.rowcount == 1
+
+    def delete(self, run_id: str) -> None:
+        with self._connect() as conn:
+            conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+
+    def run_ids(self) -> dict[str, str]:
+        """``{run_id: run_dir}`` of every stored run."""
+        if not self.path.exists():
+            return {}
+        with self._connect() as conn:
+            return dict(conn.execute("SELECT run_id, run_dir FROM runs").fetchall())
+
+    def integrity(self) -> str:
+        """SQLite's ``PRAGMA integrity_check`` result (``ok`` when sound)."""
+        with self._connect() as conn:
+            return "; ".join(r[0] for r in conn.execute("PRAGMA integrity_check").fetchall())
+
+    def records(self, **filters: str | None) -> list[RunRecord]:
+        """All runs, oldest first; ``filters`` match columns exactly (None: any)."""
+        if not self.path.exists():
+            return []
+        active = {k: v for k, v in filters.items() if v is not None}
+        unknown = set(active) - set(COLUMNS)
+        if unknown:
+            raise HarnessError(f"cannot filter runs by {', '.join(sorted(unknown))}")
+        where = " AND ".join(f"{k} = ?" for k in active) or "1"
+        with self._connect() as conn:
+            rows = conn.execute(
+                f"SELECT * FROM runs WHERE {where} ORDER BY created, run_id", tuple(active.values())
+            ).fetchall()
+        return [RunRecord.from_row(r) for r in rows]
+
+    def has_config(self, config_hash: str) -> bool:
+        if not self.path.exists():
+            return False
+        with self._connect() as conn:
+            row = conn.execute("SELECT 1 FROM runs WHERE config_hash = ? LIMIT 1", (config_hash,))
+            return row.fetchone() is not None
+
+
+class FolderOnlyStore(ResultStore):
+    """Commit mode for cluster jobs: runs write their folder only, never the SQLite file.
+
+    The rename of the complete staged folder is the commit point; the driver (or
+    ``harness store ingest``) adds the rows later with :func:`ingest`, so SQLite is
+    never written by several hosts over a network file system.
+    """
+
+    folder_only = True
+
+    def __init__(self, out_dir: str | Path) -> None:
+        super().__init__(Path(out_dir) / ".no-store")  # never created
+
+    def check_writable(self) -> None:
+        pass
+
+    def add(self, record: RunRecord) -> None:
+        pass
+
+    def delete(self, run_id: str) -> None:
+        pass
+
+    def run_ids(self) -> dict[str, str]:
+        return {}
+
+    def integrity(self) -> str:
+        return "ok"
+
+    def records(self, **filters: str | None) -> list[RunRecord]:
+        return []
+
+    def has_config(self, config_hash: str) -> bool:
+        return False
+
+
+def run_folders(out_dir: Path) -> list[Path]:
+    """Finished run folders in ``out_dir`` (those holding a ``record.json``), by name."""
+    if not out_dir.is_dir():
+        return []
+    return sorted(
+        p
+        for p in out_dir.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and (p / "record.json").is_file()
+    )
+
+
+def ingest(out_dir: Path, store: ResultStore) -> tuple[list[RunRecord], list[str]]:
+    """Add the finished run folders of ``out_dir`` that have no row yet; idempotent.
+
+    Returns the records added and one line per folder that holds no complete record.
+    """
+    out_dir = Path(out_dir)
+    folders = run_folders(out_dir)
+    if not folders:
+        return [], []
+    stored = store.run_ids()
+    added, problems = [], []
+    for folder in folders:
+        if folder.name in stored:
+            continue
+        try:
+            record = record_from_folder(folder)
+            record.row()  # a record that cannot be stored (NaN) is reported, not stored
+        except HarnessError as err:
+            problems.append(str(err))
+            continue
+        if store.add_new(record):
+            added.append(record)
+    return added, problems
+
+
+def new_run_id(created: datetime, config_hash: str) -> str:
+    """``<UTC time to the microsecond>-<config hash>-<random>``: unique across processes."""
+    return f"{created:%Y%m%d-%H%M%S-%f}-{config_hash[:8]}-{secrets.token_hex(4)}"
+
+
+@contextmanager
+def staged_dir(final: Path) -> Iterator[Path]:
+    """A temporary folder beside ``final`` that becomes ``final`` only if the block succeeds."""
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise HarnessError(f"cannot create output folder {final.parent}: {err}") from None
+    if final.exists():
+        raise HarnessError(f"run folder already exists: {final}")
+    tmp = owned_temp_dir(final.parent, final.name)
+    try:
+        yield tmp
+        _rename_into_place(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _rename_into_place(tmp: Path, final: Path) -> None:
+    if final.exists():
+        raise HarnessError(f"run folder already exists: {final}")
+    try:
+        os.rename(tmp, final)
+    except OSError as err:
+        raise HarnessError(f"cannot move run folder into place at {final}: {err}") from None
+
+
+def commit_run(
+    final: Path, store: ResultStore, record: RunRecord, write: Callable[[Path], None]
+) -> None:
+    """Write a run's folder with ``write(tmp)`` and store its row, as one recoverable unit."""
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise HarnessError(f"cannot create output folder {final.parent}: {err}") from None
+    if final.exists():
+        raise HarnessError(f"run folder already exists: {final}")
+    tmp = owned_temp_dir(final.parent, final.name)
+    try:
+        write(tmp)
+        (tmp / COMPLETE_MARKER).write_text(f"{record.run_id}\n")
+        store.add(record)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    checkpoint("commit")
+    try:
+        _rename_into_place(tmp, final)
+    except BaseException:
+        store.delete(record.run_id)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@dataclass
+class Recovery:
+    """What :func:`recover` did (or, with ``repair=False``, found)."""
+
+    finished: list[Path]
+    """Complete run folders of committed runs, renamed into place."""
+    removed: list[Path]
+    """Temporary folders of dead processes whose run was never committed."""
+
+
+def recover(out_dir: Path, store: ResultStore, repair: bool = True) -> Recovery:
+    """Finish or undo what killed processes left in ``out_dir`` (live processes' folders stay)."""
+    result = Recovery([], [])
+    stale = stale_temp_dirs([out_dir])
+    if not stale:
+        return result
+    stored = store.run_ids()
+    for tmp in stale:
+        run_id = temp_owner(tmp)[0]  # type: ignore[index]
+        final = out_dir / run_id
+        committed = run_id in stored or store.folder_only
+        if committed and (tmp / COMPLETE_MARKER).is_file() and not final.exists():
+            result.finished.append(final)
+            if repair:
+                os.rename(tmp, final)
+        else:
+            result.removed.append(tmp)
+            if repair:
+                shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def record_from_folder(folder: Path) -> RunRecord:
+    """The record a run folder holds (``record.json`` and ``config.json``)."""
+    try:
+        data = json.loads((folder / "record.json").read_text())
+        data["config"] = json.loads((folder / "config.json").read_text())
+        data["run_dir"] = str(folder)
+        return RunRecord(**{k: data[k] for k in RunRecord.__dataclass_fields__})
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise HarnessError(f"run folder {folder} holds no complete record: {err}") from None
+
+
+def check_store(out_dir: Path, store: ResultStore, repair: bool = False) -> list[str]:
+    """Problems between ``out_dir``'s run folders and ``store`` (fixed with ``repair``)."""
+    problems = []
+    integrity = store.integrity() if store.path.exists() else "ok"
+    if integrity != "ok":
+        problems.append(f"store {store.path}: integrity_check: {integrity}")
+    recovery = recover(out_dir, store, repair)
+    verb = "renamed into place" if repair else "to rename into place"
+    problems += [f"committed run left staged ({verb}): {p}" for p in recovery.finished]
+    verb = "removed" if repair else "to remove"
+    problems += [f"temporary folder of a dead process ({verb}): {p}" for p in recovery.removed]
+    stored = store.run_ids()
+    folders = (
+        sorted(p for p in out_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if out_dir.is_dir()
+        else []
+    )
+    for folder in folders:
+        if folder.name in stored or not (folder / "record.json").is_file():
+            continue
+        try:
+            record = record_from_folder(folder)
+        except HarnessError as err:
+            problems.append(f"run folder without a row, not recoverable: {err}")
+            continue
+        problems.append(
+            f"run folder without a row ({'stored' if repair else 'to store'}): {folder}"
+        )
+        if repair:
+            store.add(record)
+    names = {p.name for p in folders} | {p.name for p in recovery.finished}
+    here = out_dir.resolve()
+    for run_id, run_dir in sorted(stored.items()):
+        if Path(run_dir).resolve().parent != here:
+            continue  # a run of another output folder sharing this store
+        if run_id not in names and not Path(run_dir).is_dir():
+            problems.append(f"row without a run folder (left as is): {run_id} ({run_dir})")
+    return problems
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
