@@ -1,9 +1,11 @@
 """Distribution name, dependency ranges, lock file and the versions every run records."""
 
+import os
 import tomllib
 from importlib.metadata import distribution, version
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 
 import harness
@@ -27,6 +29,10 @@ def test_dependencies_are_ranges_and_the_installed_torch_satisfies_them():
         assert by_name[name].specifier.contains(version(name))
 
 
+@pytest.mark.skipif(
+    not os.environ.get("HARNESS_FROM_LOCK"),
+    reason="the environment was not installed from requirements.lock (set HARNESS_FROM_LOCK=1)",
+)
 def test_lock_pins_exactly_the_installed_versions():
     pins = dict(
         line.split("==")

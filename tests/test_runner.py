@@ -6,15 +6,14 @@ from __future__ import annotations
 import json
 import math
 import platform
-import sys
 from datetime import datetime
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from harness.api import Clip, DataSplits
+from harness.api import Clip, Dataset, DataSplits
 from harness.api.settings import RunSettings
 from harness.cli.main import main
 from harness.results.store import ResultStore
@@ -26,7 +25,6 @@ from harness.run.experiment import (
     copy_training_records,
     describe_blocks,
     environment,
-    generator_version,
     loop_state,
     package_versions,
     worker_seed,
@@ -249,23 +247,16 @@ def test_describe_blocks():
     ]  # fmt: skip
 
 
-def test_generator_version_from_the_class_or_its_module():
-    module = ModuleType("fake_generated_dataset")
-    module.GENERATOR_VERSION = 4
-    sys.modules[module.__name__] = module
-    try:
-        by_module = type("ByModule", (), {"__module__": module.__name__})
-        by_class = type("ByClass", (), {"__module__": module.__name__, "GENERATOR_VERSION": 7})
-        plain = type("Plain", (), {"__module__": "json"})
-        assert [generator_version(c) for c in (by_module, by_class, plain, None)] == [
-            4, 7, None, None,
-        ]  # fmt: skip
-    finally:
-        del sys.modules[module.__name__]
+def test_generator_version_is_the_data_sets_declared_one():
+    class Generated(Dataset):
+        generator_version = 7
+
+    assert environment(Generated)["data_generator_version"] == 7
+    assert environment(Dataset)["data_generator_version"] is None
 
 
 def test_environment_names_the_interpreter_libraries_and_generator():
-    generated = type("G", (), {"GENERATOR_VERSION": 2})
+    generated = type("G", (Dataset,), {"generator_version": 2})
     env = environment(generated)
     assert env == {
         "python": platform.python_version(),
@@ -307,10 +298,8 @@ def test_check_audio_headers_reads_every_file_of_every_split_once(monkeypatch):
     clip = lambda name, *segments: Clip(Path(name), 0, segments=tuple(map(Path, segments)))  # noqa: E731
     splits = DataSplits(["x"], [clip("t1"), clip("t2")], [clip("e1"), clip("t1")], 1.0)
     splits.valid = [clip("v1", "v1", "v2")]
-    splits.extra_splits = ("query",)
-    splits.query = [clip("q1"), clip("v2")]
     check_audio_headers(splits)
-    assert seen == ["t1", "t2", "e1", "v1", "v2", "q1"]
+    assert seen == ["t1", "t2", "v1", "v2", "e1"]
 
 
 def test_check_metrics_names_every_non_finite_metric():

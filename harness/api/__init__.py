@@ -29,11 +29,14 @@ from harness.api.domains import (
     unit,
 )
 from harness.api.hookspecs import hookimpl, hookspec
+from harness.api.pretrained import Pretrained
 from harness.util.errors import DataError, HarnessError, Interrupted, UsageError
 
 _LAZY = {
     "harness.api.components": (
         "Augmentation",
+        "Component",
+        "SPLIT_NAMES",
         "Backbone",
         "Batch",
         "Clip",
@@ -67,11 +70,13 @@ _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 if TYPE_CHECKING:
     from harness.api.components import (
         KINDS,
+        SPLIT_NAMES,
         Augmentation,
         Backbone,
         Batch,
         Clip,
         Column,
+        Component,
         Dataset,
         DataSplits,
         EmbeddingHead,
@@ -114,11 +119,13 @@ __all__ = [
     "DONE_MARKER",
     "FINITE",
     "KINDS",
+    "SPLIT_NAMES",
     "Augmentation",
     "Backbone",
     "Batch",
     "Clip",
     "Column",
+    "Component",
     "DataError",
     "DataSplits",
     "Dataset",
@@ -134,6 +141,7 @@ __all__ = [
     "MaskedEncoding",
     "Method",
     "NoConfig",
+    "Pretrained",
     "Protocol",
     "ProtocolResult",
     "RunSettings",

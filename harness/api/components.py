@@ -23,6 +23,9 @@ from typing import Protocol as Interface
 import torch
 from torch import Tensor, nn
 
+from harness.api.pretrained import Pretrained
+from harness.util.errors import UsageError
+
 if TYPE_CHECKING:
     from harness.api.settings import RunSettings
 
@@ -30,6 +33,20 @@ if TYPE_CHECKING:
 @dataclass
 class NoConfig:
     """Config of a component without parameters."""
+
+
+class Component:
+    """What every component kind declares: its registry name, a one-line description, its
+    typed ``Config`` dataclass, and extra lines for ``harness list``."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Config: ClassVar[type] = NoConfig
+
+    @classmethod
+    def describe_extra(cls) -> list[str]:
+        """Extra lines ``harness list`` prints under the component (input, sizes, ...)."""
+        return []
 
 
 # -- data ---------------------------------------------------------------------
@@ -67,6 +84,16 @@ class DataSplits:
     """A published validation split (e.g. Speech Commands' ``validation_list.txt``) for model
     selection and the plateau schedule; empty when the set has none (``run.valid_fraction``
     then holds out part of ``train``)."""
+
+    def split(self, name: str) -> list[Clip]:
+        """The clips of split ``name`` (one of :data:`SPLIT_NAMES`)."""
+        if name not in SPLIT_NAMES:
+            raise UsageError(f"unknown split {name!r} (splits: {', '.join(SPLIT_NAMES)})")
+        return {"train": self.train, "valid": self.valid, "eval": self.eval}[name]
+
+
+SPLIT_NAMES = ("train", "valid", "eval")
+"""The splits every :class:`DataSplits` has (``valid`` may be empty)."""
 
 
 @dataclass
@@ -175,16 +202,15 @@ class Stage:
 # -- components ---------------------------------------------------------------
 
 
-class Backbone(nn.Module):
+class Backbone(Component, nn.Module):
     """An audio encoder and the front-end it expects.
 
     Subclasses keep their transformer blocks, bottom to top, in ``self.blocks``
     so the core can freeze layers and apply layer-wise learning-rate decay.
     """
 
-    name: ClassVar[str]
-    description: ClassVar[str]
-    Config: ClassVar[type] = NoConfig
+    pretrained: ClassVar[Mapping[str, Pretrained]] = {}
+    """Published checkpoints by name (``--set backbone.pretrained=NAME``)."""
     sample_rate: ClassVar[int]
     """Sample rate (Hz) of the waveforms fed to :meth:`frontend`."""
     time_axis: ClassVar[int] = -1
@@ -207,10 +233,10 @@ class Backbone(nn.Module):
         super().__init__()
         self.config = config
 
-    @classmethod
-    def describe_extra(cls) -> list[str]:
-        """Extra lines ``harness list backbones`` prints (input, sizes, ...)."""
-        return []
+    def checkpoint_source(self) -> str:
+        """The weights this backbone starts from: a file, ``pretrained:NAME``, or "" (its own
+        initialisation). Backbones with a ``checkpoint`` config field return it."""
+        return ""
 
     def check_checkpoint(self, checkpoint: Any) -> None:
         """Refuse a loaded checkpoint object that does not fit this backbone (e.g. a stored
@@ -326,12 +352,9 @@ class EmbeddingHead(nn.Module):
         return self.linear(self.norm(encoded.embedding))
 
 
-class Method(nn.Module):
+class Method(Component, nn.Module):
     """A training objective. Owns its heads; never the training loop."""
 
-    name: ClassVar[str]
-    description: ClassVar[str]
-    Config: ClassVar[type] = NoConfig
     supervised: ClassVar[bool] = True
     """Whether :meth:`logits` gives class scores that protocols may evaluate."""
 
@@ -357,7 +380,7 @@ class Method(nn.Module):
         raise NotImplementedError(f"method '{self.name}' trains no classifier")
 
 
-class Augmentation(nn.Module):
+class Augmentation(Component, nn.Module):
     """A training-time transform of whole batches on the training device.
 
     A waveform augmentation that changes the device a clip sounds recorded with (e.g. a
@@ -367,9 +390,6 @@ class Augmentation(nn.Module):
     (``icl``) read :meth:`Batch.device_classes`; evaluation sees only recording devices.
     """
 
-    name: ClassVar[str]
-    description: ClassVar[str]
-    Config: ClassVar[type] = NoConfig
     stage: ClassVar[str] = "waveform"
     """``"waveform"`` (before the front-end) or ``"features"`` (after it)."""
 
@@ -384,12 +404,12 @@ class Augmentation(nn.Module):
         raise NotImplementedError
 
 
-class Dataset:
+class Dataset(Component):
     """A data set on disk (or generated into a cache folder)."""
 
-    name: ClassVar[str]
-    description: ClassVar[str]
-    Config: ClassVar[type] = NoConfig
+    generator_version: ClassVar[int | None] = None
+    """For a data set the harness generates: the generator's version, recorded in every run
+    (None for data read from disk)."""
 
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -510,12 +530,9 @@ class EvalContext:
         return standalone(self.torch_device).fit(job)
 
 
-class Protocol:
+class Protocol(Component):
     """An evaluation of a trained model."""
 
-    name: ClassVar[str]
-    description: ClassVar[str]
-    Config: ClassVar[type] = NoConfig
     columns: ClassVar[list[Column]] = []
     """Leaderboard columns (metric keys without the ``<protocol>/`` prefix)."""
     primary: ClassVar[str | None] = None
@@ -536,7 +553,7 @@ class Protocol:
         raise NotImplementedError
 
 
-class Logger:
+class Logger(Component):
     """Receives a run's training metrics as they are logged (``run.loggers``).
 
     Events are flat dicts: ``event`` (``"step"`` every ``run.sync_every`` optimizer steps,
@@ -548,10 +565,6 @@ class Logger:
     log the same events with ``stage = 0`` and ``stage_name`` = the protocol (their
     ``step`` counts their own optimizer steps). Only the main process logs.
     """
-
-    name: ClassVar[str]
-    description: ClassVar[str]
-    Config: ClassVar[type] = NoConfig
 
     def __init__(self, config: Any) -> None:
         self.config = config

@@ -21,6 +21,7 @@ from typing import Any
 
 import pluggy
 
+from harness import api
 from harness.api import hookspecs
 from harness.util.errors import HarnessError, UsageError
 
@@ -56,15 +57,13 @@ class Registry:
         self._entries: dict[str, Entry] = {}
 
     def add(self, cls: type, plugin: str) -> None:
-        from harness import api  # imports torch: only once a plugin really registers a class
-
         base = api.KINDS[self.kind]
         if not (isinstance(cls, type) and issubclass(cls, base)):
             raise HarnessError(
                 f"plugin '{plugin}' registered {cls!r} as a {self.kind}, "
                 f"but it is not a subclass of harness.api.{base.__name__}"
             )
-        name = getattr(cls, "name", None)
+        name = cls.name
         if not isinstance(name, str) or not name:
             raise HarnessError(f"plugin '{plugin}' registered a {self.kind} without a name")
         declared = self._entries.get(name)
@@ -148,8 +147,8 @@ def component_info(entry: Entry | LazyEntry) -> dict[str, Any]:
     return {
         "name": entry.name,
         "description": cls.description,
-        "extra": list(cls.describe_extra()) if hasattr(cls, "describe_extra") else [],
-        "pretrained": sorted(registry(cls)),
+        "extra": list(cls.describe_extra()),
+        "pretrained": sorted(registry(cls)) if issubclass(cls, api.Backbone) else [],
         "params": [
             [param, type_name, repr(default), str(helps.get(param) or "")]
             for param, type_name, default in describe_params(cls)

@@ -1,7 +1,7 @@
 """Published checkpoints by name: download once into the cache, verify on every use.
 
-A backbone plugin lists its published checkpoints in a module-level ``PRETRAINED`` dict
-of :class:`Pretrained` entries (URL, key layout, and a sha256 only where the publisher
+A backbone class lists its published checkpoints in its ``pretrained`` mapping
+of :class:`harness.api.Pretrained` entries (URL, key layout, and a sha256 only where the publisher
 states one). ``--set backbone.pretrained=NAME`` becomes ``backbone.checkpoint =
 "pretrained:NAME"`` (machine-independent in the run's config); loading it calls
 :func:`fetch`, which downloads the file into ``$HARNESS_CACHE/pretrained/<backbone>/``
@@ -22,54 +22,30 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import tempfile
 import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from http.client import HTTPException
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from harness.api.pretrained import Pretrained
 from harness.util.cache import cache_root
 from harness.util.errors import DataError, UsageError
+
+if TYPE_CHECKING:
+    from harness.api.components import Backbone
 
 PREFIX = "pretrained:"
 CHUNK = 1 << 20
 TIMEOUT_S = 60.0
 
 
-@dataclass(frozen=True)
-class Pretrained:
-    """One published checkpoint."""
-
-    url: str
-    layout: str
-    """Key layout of the file, e.g. ``passt`` (hear21passt release) or ``beats`` ({cfg, model})."""
-    config: Mapping[str, Any] = field(default_factory=dict)
-    """Backbone config values the file needs (``size`` ...); applied unless set explicitly."""
-    sha256: str | None = None
-    """Only a hash the publisher states (of the file at ``url``: for an entry with a ``member``
-    the archive's); otherwise the first download's hash is recorded."""
-    page: str = ""
-    """Where a person can download the file by hand (shown when offline)."""
-    description: str = ""
-    member: str | None = None
-    """The checkpoint's path inside the zip archive at ``url``; None: ``url`` is the file."""
-
-    @property
-    def filename(self) -> str:
-        """The name of the published file (the archive, for an entry with a ``member``)."""
-        return self.url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
-
-
-def registry(backbone_cls: type) -> Mapping[str, Pretrained]:
-    """The backbone plugin module's ``PRETRAINED`` dict (empty when it has none)."""
-    module = sys.modules.get(backbone_cls.__module__)
-    found = getattr(module, "PRETRAINED", None) or getattr(backbone_cls, "PRETRAINED", None)
-    return found if isinstance(found, Mapping) else {}
+def registry(backbone_cls: type[Backbone]) -> Mapping[str, Pretrained]:
+    """The backbone's published checkpoints by name (:attr:`Backbone.pretrained`)."""
+    return backbone_cls.pretrained
 
 
 def lookup(backbone_cls: type, name: str) -> Pretrained:
@@ -77,7 +53,7 @@ def lookup(backbone_cls: type, name: str) -> Pretrained:
 
     known = registry(backbone_cls)
     if name not in known:
-        backbone = getattr(backbone_cls, "name", backbone_cls.__name__)
+        backbone = backbone_cls.name
         raise UsageError(unknown_name_message(f"pretrained {backbone} checkpoint", name, known))
     return known[name]
 
@@ -113,7 +89,7 @@ def resolve_checkpoint(backbone_cls: type, checkpoint: str | Path) -> Path:
     if not text.startswith(PREFIX):
         return Path(text).expanduser()
     entry = lookup(backbone_cls, text[len(PREFIX) :])
-    backbone = getattr(backbone_cls, "name", backbone_cls.__name__)
+    backbone = backbone_cls.name
     return fetch(entry, cache_path(backbone, entry))
 
 

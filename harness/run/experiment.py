@@ -8,7 +8,6 @@ import platform
 import random
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -22,10 +21,12 @@ from torch import Tensor
 
 import harness
 from harness.api import (
+    SPLIT_NAMES,
     Augmentation,
     Backbone,
     Batch,
     Clip,
+    Dataset,
     DataSplits,
     EvalContext,
     Method,
@@ -249,7 +250,7 @@ class Experiment:
 
     def audio(self, split: str) -> ClipAudio:
         if split not in self._audio:
-            clips = getattr(self.splits, split)
+            clips = self.splits.split(split)
             seconds = self.splits.clip_seconds
             if split in ("train", "valid") and self.splits.train_clip_seconds:
                 seconds = self.splits.train_clip_seconds
@@ -296,7 +297,7 @@ class Experiment:
     # -- training -------------------------------------------------------------
 
     def setup(self) -> None:
-        checkpoint = getattr(self.backbone.config, "checkpoint", "")
+        checkpoint = self.backbone.checkpoint_source()
         if checkpoint:
             report = load_backbone_checkpoint(self.backbone, checkpoint, self.task.num_classes)
             for line in report.notes:
@@ -723,22 +724,14 @@ def package_versions(names: tuple[str, ...] = KEY_PACKAGES) -> dict[str, str | N
     return versions
 
 
-def generator_version(dataset_cls: type | None) -> Any:
-    """A generating data set's ``GENERATOR_VERSION`` (class or module attribute), else None."""
-    if dataset_cls is None:
-        return None
-    module = sys.modules.get(dataset_cls.__module__)
-    return getattr(dataset_cls, "GENERATOR_VERSION", getattr(module, "GENERATOR_VERSION", None))
-
-
-def environment(dataset_cls: type | None = None) -> dict[str, Any]:
+def environment(dataset_cls: type[Dataset] | None = None) -> dict[str, Any]:
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),
         "threads": torch.get_num_threads(),
         "packages": package_versions(),
-        "data_generator_version": generator_version(dataset_cls),
+        "data_generator_version": dataset_cls.generator_version if dataset_cls else None,
     }
 
 
@@ -761,8 +754,8 @@ def check_output_folder(out_dir: Path) -> None:
 def check_audio_headers(splits: DataSplits) -> None:
     """Preflight: every file of every split opens and its header's data is all there."""
     seen: set[Path] = set()
-    for split in ("train", "eval", "valid", *getattr(splits, "extra_splits", ())):
-        for clip in getattr(splits, split, None) or ():
+    for split in SPLIT_NAMES:
+        for clip in splits.split(split):
             for path in clip.segments or (clip.path,):
                 if path not in seen:
                     seen.add(path)

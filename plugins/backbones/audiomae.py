@@ -63,6 +63,7 @@ from harness.api import (
     Domain,
     Encoded,
     MaskedEncoding,
+    Pretrained,
     UsageError,
     at_least,
     between,
@@ -214,11 +215,30 @@ class LinearHead(nn.Module):
 # -- the backbone -------------------------------------------------------------
 
 
+# -- published checkpoints (--set backbone.pretrained=NAME; harness.registry.pretrained) -----------
+
+# facebookresearch/AudioMAE README: the pre-trained base encoder on Google Drive; no sha256
+# is published, so the first download's hash is recorded and checked on every later use.
+# Drive may answer a large file with a confirmation page: the error then names the file to
+# place by hand.
+PRETRAINED = {
+    "audiomae-base-as2m": Pretrained(
+        "https://drive.usercontent.google.com/download?id=1ni_DV4dRf7GxM8k-Eirx71WP9Gg89wwu"
+        "&export=download&confirm=t&name=/pretrained.pth",
+        layout="audiomae",
+        config={"size": "base"},
+        page="https://drive.google.com/file/d/1ni_DV4dRf7GxM8k-Eirx71WP9Gg89wwu/view",
+        description="AudioMAE ViT-B/16, self-supervised on AudioSet-2M (pretrained.pth)",
+    ),
+}
+
+
 class AudioMAE(Backbone):
     """The AudioMAE ViT encoder with global average pooling and ``fc_norm``."""
 
     name = "audiomae"
     description = "AudioMAE ViT/16 encoder on kaldi fbank (Huang et al. 2022), mean pool + fc_norm."
+    pretrained = PRETRAINED
     sample_rate = SAMPLE_RATE
     time_axis = -2
     stem_prefixes = ("patch_embed.", "cls_token", "pos_embed")
@@ -290,6 +310,9 @@ class AudioMAE(Backbone):
         """What :meth:`adapt_state_dict` changed, for the run log."""
         self.pretrained_head_state: dict[str, Tensor] | None = None
         self.reset_parameters()
+
+    def checkpoint_source(self) -> str:
+        return self.config.checkpoint
 
     @classmethod
     def describe_extra(cls) -> list[str]:
@@ -463,26 +486,6 @@ class AudioMAE(Backbone):
             if torch.allclose(pos[0].float(), expected, atol=1e-4):
                 return layout
         return None
-
-
-# -- published checkpoints (--set backbone.pretrained=NAME; harness.registry.pretrained) -----------
-
-from harness.registry.pretrained import Pretrained  # noqa: E402  (kept with its registry)
-
-# facebookresearch/AudioMAE README: the pre-trained base encoder on Google Drive; no sha256
-# is published, so the first download's hash is recorded and checked on every later use.
-# Drive may answer a large file with a confirmation page: the error then names the file to
-# place by hand.
-PRETRAINED = {
-    "audiomae-base-as2m": Pretrained(
-        "https://drive.usercontent.google.com/download?id=1ni_DV4dRf7GxM8k-Eirx71WP9Gg89wwu"
-        "&export=download&confirm=t&name=/pretrained.pth",
-        layout="audiomae",
-        config={"size": "base"},
-        page="https://drive.google.com/file/d/1ni_DV4dRf7GxM8k-Eirx71WP9Gg89wwu/view",
-        description="AudioMAE ViT-B/16, self-supervised on AudioSet-2M (pretrained.pth)",
-    ),
-}
 
 
 @hookimpl

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness import hookimpl
-from harness.api import Backbone, DataError, Encoded, UsageError, at_least, domain_map
+from harness.api import Backbone, DataError, Encoded, Pretrained, UsageError, at_least, domain_map
 from harness.nn.fbank import KaldiFbank as Fbank
 from harness.registry.checkpoints import swap_prefix
 
@@ -299,6 +299,34 @@ class BeatsBlock(nn.Module):
 # -- the backbone -------------------------------------------------------------
 
 
+# -- published checkpoints (--set backbone.pretrained=NAME; harness.registry.pretrained) -----------
+
+# microsoft/unilm beats/README.md links (a read-only container SAS valid to 2033); no sha256
+# is published, so the first download's hash is recorded and checked on every later use.
+_BEATS_SAS = (
+    "?sv=2020-08-04&st=2023-03-01T07%3A51%3A05Z&se=2033-03-02T07%3A51%3A00Z&sr=c&sp=rl"
+    "&sig=QJXmSJG9DbMKf48UDIU1MfzIro8HQOf3sqlNXiflY1I%3D"
+)
+_BEATS_SHARE = "https://valle.blob.core.windows.net/share/BEATs"
+_BEATS_PAGE = "https://github.com/microsoft/unilm/tree/master/beats"
+PRETRAINED = {
+    "beats-iter3": Pretrained(
+        f"{_BEATS_SHARE}/BEATs_iter3.pt{_BEATS_SAS}",
+        layout="beats",
+        config={"size": "base"},
+        page=_BEATS_PAGE,
+        description="BEATs iter3, self-supervised on AudioSet-2M",
+    ),
+    "beats-iter3-plus-as2m": Pretrained(
+        f"{_BEATS_SHARE}/BEATs_iter3_plus_AS2M.pt{_BEATS_SAS}",
+        layout="beats",
+        config={"size": "base"},
+        page=_BEATS_PAGE,
+        description="BEATs iter3+, self-supervised on AudioSet-2M",
+    ),
+}
+
+
 class Beats(Backbone):
     """The BEATs encoder on BEATs' kaldi-fbank front-end."""
 
@@ -307,6 +335,7 @@ class Beats(Backbone):
         "BEATs encoder (Chen et al. 2022): conv patches, conv positional embedding, gated "
         "relative position bias, deep-norm post-LN; loads the published {'cfg', 'model'} format"
     )
+    pretrained = PRETRAINED
     sample_rate = SAMPLE_RATE
     time_axis = -2
     stem_prefixes = (
@@ -357,6 +386,9 @@ class Beats(Backbone):
         )
         self.blocks = nn.ModuleList(BeatsBlock(arch) for _ in range(arch.encoder_layers))
         self.reset_parameters()
+
+    def checkpoint_source(self) -> str:
+        return self.config.checkpoint
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -539,36 +571,6 @@ KEY_PREFIXES = (
     ("pos_conv.", "encoder.pos_conv.0."),
     ("embed_norm.", "encoder.layer_norm."),
 )
-
-
-# -- published checkpoints (--set backbone.pretrained=NAME; harness.registry.pretrained) -----------
-
-from harness.registry.pretrained import Pretrained  # noqa: E402  (kept with its registry)
-
-# microsoft/unilm beats/README.md links (a read-only container SAS valid to 2033); no sha256
-# is published, so the first download's hash is recorded and checked on every later use.
-_BEATS_SAS = (
-    "?sv=2020-08-04&st=2023-03-01T07%3A51%3A05Z&se=2033-03-02T07%3A51%3A00Z&sr=c&sp=rl"
-    "&sig=QJXmSJG9DbMKf48UDIU1MfzIro8HQOf3sqlNXiflY1I%3D"
-)
-_BEATS_SHARE = "https://valle.blob.core.windows.net/share/BEATs"
-_BEATS_PAGE = "https://github.com/microsoft/unilm/tree/master/beats"
-PRETRAINED = {
-    "beats-iter3": Pretrained(
-        f"{_BEATS_SHARE}/BEATs_iter3.pt{_BEATS_SAS}",
-        layout="beats",
-        config={"size": "base"},
-        page=_BEATS_PAGE,
-        description="BEATs iter3, self-supervised on AudioSet-2M",
-    ),
-    "beats-iter3-plus-as2m": Pretrained(
-        f"{_BEATS_SHARE}/BEATs_iter3_plus_AS2M.pt{_BEATS_SAS}",
-        layout="beats",
-        config={"size": "base"},
-        page=_BEATS_PAGE,
-        description="BEATs iter3+, self-supervised on AudioSet-2M",
-    ),
-}
 
 
 @hookimpl

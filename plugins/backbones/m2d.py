@@ -41,6 +41,7 @@ from harness.api import (
     DataError,
     Domain,
     Encoded,
+    Pretrained,
     UsageError,
     at_least,
     between,
@@ -116,6 +117,50 @@ class M2DMel(nn.Module):
         return f"mean={self.mean}, std={self.std}"
 
 
+# -- published checkpoints (--set backbone.pretrained=NAME; harness.registry.pretrained) -----------
+
+# nttcslab/m2d README ("Pre-trained/Fine-tuned Weights"): GitHub release assets, each a zip
+# holding one folder named like it with the checkpoint. The members are the paths the same
+# repository loads after unzipping: README.md and Guide_app.md (221006-mr7),
+# app/circor/1-Run-M2D.ipynb (220930-mr7_enconly; 221006-mr7_enconly in commit b7c5904),
+# examples/Colab_M2D-CLAP_ESC-50_ZS.ipynb (240128 M2D-CLAP). Only 16 kHz 80x608 files with
+# 16x16 patches are listed: the files this backbone builds. No sha256 is published, so the
+# extracted checkpoint's hash is recorded at the first download and checked on every use.
+_M2D_RELEASE = "https://github.com/nttcslab/m2d/releases/download/v0.1.0"
+_M2D_PAGE = "https://github.com/nttcslab/m2d/releases"
+
+
+def _m2d(stem: str, description: str) -> Pretrained:
+    return Pretrained(
+        f"{_M2D_RELEASE}/{stem}.zip",
+        layout="m2d",
+        config={"size": "base", "input_frames": INPUT_FRAMES},
+        page=_M2D_PAGE,
+        description=description,
+        member=f"{stem}/checkpoint-300.pth",
+    )
+
+
+PRETRAINED = {
+    "m2d-vit-base-221006-mr7": _m2d(
+        "m2d_vit_base-80x608p16x16-221006-mr7",
+        "M2D/0.7 ViT-B/16, self-supervised on AudioSet-2M (full pretraining checkpoint)",
+    ),
+    "m2d-vit-base-221006-mr7-enconly": _m2d(
+        "m2d_vit_base-80x608p16x16-221006-mr7_enconly",
+        "M2D/0.7 ViT-B/16, self-supervised on AudioSet-2M (encoder only)",
+    ),
+    "m2d-vit-base-220930-mr7-enconly": _m2d(
+        "m2d_vit_base-80x608p16x16-220930-mr7_enconly",
+        "M2D/0.7 ViT-B/16, self-supervised on AudioSet-2M, 2022-09-30 run (encoder only)",
+    ),
+    "m2d-clap-vit-base-240128": _m2d(
+        "m2d_clap_vit_base-80x608p16x16-240128",
+        "M2D-CLAP ViT-B/16 audio encoder, AudioSet-2M with captions (text side set aside)",
+    ),
+}
+
+
 class M2D(Backbone):
     """The M2D ViT encoder; see the module docstring."""
 
@@ -124,6 +169,7 @@ class M2D(Backbone):
         "M2D ViT/16 encoder (Niizumi et al. 2023) on 80-bin log-mel; embedding = time mean of "
         "the frequency-stacked patch embeddings (3840 dims at base)"
     )
+    pretrained = PRETRAINED
     sample_rate = SAMPLE_RATE
     time_axis = -1
     stem_prefixes = ("patch_embed.", "cls_token", "pos_embed")
@@ -173,6 +219,9 @@ class M2D(Backbone):
         self.norm_stats = (config.norm_mean, config.norm_std)
         self.load_notes: list[str] = []
         self.reset_parameters()
+
+    def checkpoint_source(self) -> str:
+        return self.config.checkpoint
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -259,52 +308,6 @@ class M2D(Backbone):
             sizes = {n: (s.dim, s.depth) for n, s in SIZES.items()}
             check_size("m2d", self.config.size, (proj.shape[0], block_count(state)), sizes)
         return state
-
-
-# -- published checkpoints (--set backbone.pretrained=NAME; harness.registry.pretrained) -----------
-
-from harness.registry.pretrained import Pretrained  # noqa: E402  (kept with its registry)
-
-# nttcslab/m2d README ("Pre-trained/Fine-tuned Weights"): GitHub release assets, each a zip
-# holding one folder named like it with the checkpoint. The members are the paths the same
-# repository loads after unzipping: README.md and Guide_app.md (221006-mr7),
-# app/circor/1-Run-M2D.ipynb (220930-mr7_enconly; 221006-mr7_enconly in commit b7c5904),
-# examples/Colab_M2D-CLAP_ESC-50_ZS.ipynb (240128 M2D-CLAP). Only 16 kHz 80x608 files with
-# 16x16 patches are listed: the files this backbone builds. No sha256 is published, so the
-# extracted checkpoint's hash is recorded at the first download and checked on every use.
-_M2D_RELEASE = "https://github.com/nttcslab/m2d/releases/download/v0.1.0"
-_M2D_PAGE = "https://github.com/nttcslab/m2d/releases"
-
-
-def _m2d(stem: str, description: str) -> Pretrained:
-    return Pretrained(
-        f"{_M2D_RELEASE}/{stem}.zip",
-        layout="m2d",
-        config={"size": "base", "input_frames": INPUT_FRAMES},
-        page=_M2D_PAGE,
-        description=description,
-        member=f"{stem}/checkpoint-300.pth",
-    )
-
-
-PRETRAINED = {
-    "m2d-vit-base-221006-mr7": _m2d(
-        "m2d_vit_base-80x608p16x16-221006-mr7",
-        "M2D/0.7 ViT-B/16, self-supervised on AudioSet-2M (full pretraining checkpoint)",
-    ),
-    "m2d-vit-base-221006-mr7-enconly": _m2d(
-        "m2d_vit_base-80x608p16x16-221006-mr7_enconly",
-        "M2D/0.7 ViT-B/16, self-supervised on AudioSet-2M (encoder only)",
-    ),
-    "m2d-vit-base-220930-mr7-enconly": _m2d(
-        "m2d_vit_base-80x608p16x16-220930-mr7_enconly",
-        "M2D/0.7 ViT-B/16, self-supervised on AudioSet-2M, 2022-09-30 run (encoder only)",
-    ),
-    "m2d-clap-vit-base-240128": _m2d(
-        "m2d_clap_vit_base-80x608p16x16-240128",
-        "M2D-CLAP ViT-B/16 audio encoder, AudioSet-2M with captions (text side set aside)",
-    ),
-}
 
 
 @hookimpl

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness import hookimpl
-from harness.api import Backbone, DataError, Encoded, UsageError
+from harness.api import Backbone, DataError, Encoded, Pretrained, UsageError
 from harness.nn.fbank import KaldiFbank
 from harness.nn.layers import count_parameters, sincos_pos_embed_1d
 from harness.registry.checkpoints import block_count, check_size, swap_prefix
@@ -120,6 +120,24 @@ class MaeAstFbank(nn.Module):
         return self.kaldi(wave).unsqueeze(1)
 
 
+# -- published checkpoints (--set backbone.pretrained=NAME; harness.registry.pretrained) -----------
+
+# AlanBaade/MAE-AST-Public README ("Pretrained Model Download"): the two 12-layer models of
+# the paper, hosted at UT Austin. Only the patch model is listed (this backbone builds the
+# 16x16 patch encoder; the frame model is refused by check_checkpoint). No sha256 is
+# published: the first download's hash is recorded and checked on every later use.
+PRETRAINED = {
+    "mae-ast-patch-12l-chunk75": Pretrained(
+        "https://www.cs.utexas.edu/~harwath/model_checkpoints/mae_ast/"
+        "chunk_patch_75_12LayerEncoder.pt",
+        layout="mae-ast",
+        config={"size": "base"},
+        page="https://github.com/AlanBaade/MAE-AST-Public#pretrained-model-download",
+        description="MAE-AST Patch: 12-layer encoder, 75% chunked masking (the paper's model)",
+    ),
+}
+
+
 class MaeAst(Backbone):
     """The MAE-AST patch encoder; see the module docstring."""
 
@@ -128,6 +146,7 @@ class MaeAst(Backbone):
         "MAE-AST patch encoder (Baade et al. 2022): kaldi fbank, batch norm, 16x16 patches, "
         "sinusoidal positions, fairseq post-LN layers; loads the published fairseq format"
     )
+    pretrained = PRETRAINED
     sample_rate = SAMPLE_RATE
     time_axis = -2
     stem_prefixes = ("batch_norm.", "post_extract_proj.", "embed_norm.")
@@ -155,6 +174,9 @@ class MaeAst(Backbone):
         self._positions: dict[tuple[int, torch.device], Tensor] = {}
         self.load_notes: list[str] = []
         self.reset_parameters()
+
+    def checkpoint_source(self) -> str:
+        return self.config.checkpoint
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -291,26 +313,6 @@ def from_published_keys(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     for key, value in state.items():
         out[swap_prefix(key, KEY_PREFIXES, reverse=True)] = value
     return out
-
-
-# -- published checkpoints (--set backbone.pretrained=NAME; harness.registry.pretrained) -----------
-
-from harness.registry.pretrained import Pretrained  # noqa: E402  (kept with its registry)
-
-# AlanBaade/MAE-AST-Public README ("Pretrained Model Download"): the two 12-layer models of
-# the paper, hosted at UT Austin. Only the patch model is listed (this backbone builds the
-# 16x16 patch encoder; the frame model is refused by check_checkpoint). No sha256 is
-# published: the first download's hash is recorded and checked on every later use.
-PRETRAINED = {
-    "mae-ast-patch-12l-chunk75": Pretrained(
-        "https://www.cs.utexas.edu/~harwath/model_checkpoints/mae_ast/"
-        "chunk_patch_75_12LayerEncoder.pt",
-        layout="mae-ast",
-        config={"size": "base"},
-        page="https://github.com/AlanBaade/MAE-AST-Public#pretrained-model-download",
-        description="MAE-AST Patch: 12-layer encoder, 75% chunked masking (the paper's model)",
-    ),
-}
 
 
 @hookimpl

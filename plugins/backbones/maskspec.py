@@ -168,6 +168,9 @@ class MaskSpec(Backbone):
         self.load_notes: list[str] = []
         self.reset_parameters()
 
+    def checkpoint_source(self) -> str:
+        return self.config.checkpoint
+
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """timm's ViT initialisation: truncated normal (0.02) tokens, positions and linears."""

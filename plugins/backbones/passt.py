@@ -50,6 +50,7 @@ from harness.api import (
     Backbone,
     DataError,
     Encoded,
+    Pretrained,
     UsageError,
     at_least,
     between,
@@ -227,11 +228,49 @@ def grid_length(frames: int) -> int:
 # -- backbone -----------------------------------------------------------------
 
 
+# -- published checkpoints (--set backbone.pretrained=NAME; harness.registry.pretrained) -----------
+
+# Releases of kkoutini/PaSST that fit this module (stride 10, 128 mel bins); no sha256 is
+# published, so the first download's hash is recorded and checked on every later use.
+_PASST_RELEASES = "https://github.com/kkoutini/PaSST/releases/download"
+PRETRAINED = {
+    "passt-s-ap476-swa": Pretrained(
+        f"{_PASST_RELEASES}/v0.0.1-audioset/passt-s-f128-p16-s10-ap.476-swa.pt",
+        layout="passt",
+        config={"size": "base"},
+        page="https://github.com/kkoutini/PaSST/releases/tag/v0.0.1-audioset",
+        description="PaSST-S, AudioSet, 10 s, SWA (mAP .476)",
+    ),
+    "passt-s-kd-ap486": Pretrained(
+        f"{_PASST_RELEASES}/v.0.0.9/passt-s-kd-ap.486.pt",
+        layout="passt",
+        config={"size": "base"},
+        page="https://github.com/kkoutini/PaSST/releases/tag/v.0.0.9",
+        description="PaSST-S with knowledge distillation, AudioSet, 10 s (mAP .486)",
+    ),
+    "passt-s-20s-ap474-swa": Pretrained(
+        f"{_PASST_RELEASES}/v0.0.5/passt-s-f128-20sec-p16-s10-ap.474-swa.pt",
+        layout="passt",
+        config={"size": "base", "input_tdim": 2000},
+        page="https://github.com/kkoutini/PaSST/releases/tag/v0.0.5",
+        description="PaSST-S, AudioSet, 20 s clips, SWA (mAP .474)",
+    ),
+    "passt-s-30s-ap473-swa": Pretrained(
+        f"{_PASST_RELEASES}/v0.0.5/passt-s-f128-30sec-p16-s10-ap.473-swa.pt",
+        layout="passt",
+        config={"size": "base", "input_tdim": 3000},
+        page="https://github.com/kkoutini/PaSST/releases/tag/v0.0.5",
+        description="PaSST-S, AudioSet, 30 s clips, SWA (mAP .473)",
+    ),
+}
+
+
 class PaSST(Backbone):
     """PaSST (Koutini et al. 2022) with its own mel front-end; see the module docstring."""
 
     name = "passt"
     description = "PaSST spectrogram transformer with patchout (Koutini et al. 2022), 32 kHz mel"
+    pretrained = PRETRAINED
     sample_rate = SAMPLE_RATE
     time_axis = -1
     stem_prefixes = (
@@ -311,6 +350,9 @@ class PaSST(Backbone):
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.pretrained_head_state: dict[str, Tensor] | None = None
         self.reset_parameters()
+
+    def checkpoint_source(self) -> str:
+        return self.config.checkpoint
 
     def reset_parameters(self) -> None:
         """The published initialisation: truncated normal (std 0.02) for tokens and linears."""
@@ -485,45 +527,6 @@ def count_parameters(cls: type[PaSST], size: str) -> int:
     with torch.device("meta"):
         model = cls(cls.Config(size=size))
     return sum(p.numel() for p in model.parameters())
-
-
-# -- published checkpoints (--set backbone.pretrained=NAME; harness.registry.pretrained) -----------
-
-from harness.registry.pretrained import Pretrained  # noqa: E402  (kept with its registry)
-
-# Releases of kkoutini/PaSST that fit this module (stride 10, 128 mel bins); no sha256 is
-# published, so the first download's hash is recorded and checked on every later use.
-_PASST_RELEASES = "https://github.com/kkoutini/PaSST/releases/download"
-PRETRAINED = {
-    "passt-s-ap476-swa": Pretrained(
-        f"{_PASST_RELEASES}/v0.0.1-audioset/passt-s-f128-p16-s10-ap.476-swa.pt",
-        layout="passt",
-        config={"size": "base"},
-        page="https://github.com/kkoutini/PaSST/releases/tag/v0.0.1-audioset",
-        description="PaSST-S, AudioSet, 10 s, SWA (mAP .476)",
-    ),
-    "passt-s-kd-ap486": Pretrained(
-        f"{_PASST_RELEASES}/v.0.0.9/passt-s-kd-ap.486.pt",
-        layout="passt",
-        config={"size": "base"},
-        page="https://github.com/kkoutini/PaSST/releases/tag/v.0.0.9",
-        description="PaSST-S with knowledge distillation, AudioSet, 10 s (mAP .486)",
-    ),
-    "passt-s-20s-ap474-swa": Pretrained(
-        f"{_PASST_RELEASES}/v0.0.5/passt-s-f128-20sec-p16-s10-ap.474-swa.pt",
-        layout="passt",
-        config={"size": "base", "input_tdim": 2000},
-        page="https://github.com/kkoutini/PaSST/releases/tag/v0.0.5",
-        description="PaSST-S, AudioSet, 20 s clips, SWA (mAP .474)",
-    ),
-    "passt-s-30s-ap473-swa": Pretrained(
-        f"{_PASST_RELEASES}/v0.0.5/passt-s-f128-30sec-p16-s10-ap.473-swa.pt",
-        layout="passt",
-        config={"size": "base", "input_tdim": 3000},
-        page="https://github.com/kkoutini/PaSST/releases/tag/v0.0.5",
-        description="PaSST-S, AudioSet, 30 s clips, SWA (mAP .473)",
-    ),
-}
 
 
 @hookimpl

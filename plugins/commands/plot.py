@@ -494,7 +494,7 @@ def initial_encoder(cfg: Any) -> Encoder:
 
     seed_everything(cfg.run.seed)  # the runner builds the backbone right after seeding
     backbone = cfg.backbone.build()
-    checkpoint = getattr(backbone.config, "checkpoint", "")
+    checkpoint = backbone.checkpoint_source()
     if checkpoint:
         load_backbone_checkpoint(backbone, checkpoint)
         return Encoder(backbone, f"{cfg.backbone.name}\ncheckpoint {Path(checkpoint).name}")
@@ -528,7 +528,7 @@ def select_clips(splits: Any, names: list[str], split: str) -> tuple[list[Any], 
         raise UsageError(f"--classes names a class twice: {', '.join(names)}")
     wanted = {splits.classes.index(n): i for i, n in enumerate(names)}
     parts = ["train", "eval"] if split == "all" else [split]
-    clips = [c for part in parts for c in getattr(splits, part) if c.label in wanted]
+    clips = [c for part in parts for c in splits.split(part) if c.label in wanted]
     if len(clips) < 2:
         raise UsageError(f"the '{split}' split has {len(clips)} clips of these classes")
     return clips, [wanted[c.label] for c in clips]

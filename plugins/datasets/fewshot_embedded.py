@@ -453,6 +453,7 @@ def write_class_splits(folder: Path, names: list[str], seed: int) -> None:
 
 class FewshotEmbedded(Dataset):
     name = "fewshot-embedded"
+    generator_version = GENERATOR_VERSION
     description = (
         "Synthetic few-shot benchmark: 50 sound classes of 8 families in the ESC-50 layout, "
         "plus an unlabeled pool; generated into the cache folder on first use."

@@ -1137,6 +1137,7 @@ class Tau22Embedded(Dataset):
     """Synthetic TAU22-style device benchmark, generated on first use."""
 
     name = "tau22-embedded"
+    generator_version = GENERATOR_VERSION
     description = (
         "Synthetic acoustic scenes recorded by 9 simulated devices in the TAU22 layout "
         "(generated into the cache on first use)"

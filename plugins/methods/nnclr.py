@@ -694,7 +694,7 @@ class Nnclr(Method):
 
 
 def has_checkpoint(backbone: Backbone) -> bool:
-    return bool(getattr(backbone.config, "checkpoint", ""))
+    return bool(backbone.checkpoint_source())
 
 
 def supports_mae(backbone: Backbone) -> bool:

@@ -284,7 +284,7 @@ class Fewshot(Protocol):
         cfg = self.config
         parts = ["train", "eval"] if cfg.split == "all" else [cfg.split]
         labels = torch.tensor(
-            [c.label for part in parts for c in getattr(splits, part) if c.label >= 0],
+            [c.label for part in parts for c in splits.split(part) if c.label >= 0],
             dtype=torch.long,
         )
         if labels.numel() == 0:
