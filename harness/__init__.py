@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from harness.api.hookspecs import hookimpl
+from harness.util import moved
 
 DISTRIBUTION = "audio-tuning-harness"
 """The name on the package index (PyPI's ``harness`` is an unrelated project)."""
@@ -16,5 +17,7 @@ try:
     __version__ = version(DISTRIBUTION)
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
+
+moved.install()  # old module paths (harness.config, harness.testing, ...) for one release
 
 __all__ = ["__version__", "hookimpl"]
