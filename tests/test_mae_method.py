@@ -11,13 +11,10 @@ import torch
 from torch import Tensor, nn
 
 from harness.api import Backbone, Batch, Encoded, Task
+from harness.nn.layers import audiomae_sincos
 from harness.registry.checkpoints import load_backbone_checkpoint
 from harness.util.errors import UsageError
-from harness_plugins.backbones.audiomae import (
-    AudioMAE,
-    audiomae_sincos,
-    random_masking,
-)
+from harness_plugins.backbones.audiomae import AudioMAE, random_masking
 from harness_plugins.methods.mae import MaskedAutoencoder, masked_patch_loss
 from tests.conftest import TOY_PLUGIN, run_cli
 
@@ -183,10 +180,32 @@ class PlainBackbone(Backbone):
         return Encoded(x, x[:, None])
 
 
+CONTRACT_MESSAGE = (
+    r"implements harness\.api\.MaskedBackbone \(forward_masked, patchify, patch_size, "
+    r"mae_decoder, pos_layout\); backbone '{}' does not"
+)
+
+
 def test_backbone_without_the_contract_is_a_usage_error():
     method = MaskedAutoencoder(MaskedAutoencoder.Config())
-    with pytest.raises(UsageError, match=r"backbone 'plain' lacks forward_masked"):
+    with pytest.raises(UsageError, match=CONTRACT_MESSAGE.format("plain")):
         method.setup(PlainBackbone(PlainBackbone.Config()), TASK)
+
+
+class HalfMaskedBackbone(PlainBackbone):
+    """Declares the masked-encoder fields but neither ``forward_masked`` nor ``patchify``."""
+
+    name = "half"
+    patch_size = 16
+    mae_decoder = (32, 1, 4)
+    pos_layout = "time-major"
+
+
+def test_backbone_with_part_of_the_contract_is_refused():
+    method = MaskedAutoencoder(MaskedAutoencoder.Config())
+    with pytest.raises(UsageError, match=CONTRACT_MESSAGE.format("half")):
+        method.setup(HalfMaskedBackbone(HalfMaskedBackbone.Config()), TASK)
+    assert not method.state_dict(), "a refused setup builds no decoder"
 
 
 def test_bad_options_are_rejected():

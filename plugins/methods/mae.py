@@ -51,13 +51,12 @@ from harness.api import (
     domain_map,
     non_negative,
 )
-from harness.nn.layers import Mlp, init_mae_weights, vit_block
-from harness_plugins.backbones.audiomae import audiomae_sincos
+from harness.nn.layers import Mlp, audiomae_sincos, init_mae_weights, vit_block
 
 __all__ = ["MaskedAutoencoder", "masked_patch_loss"]
 
 CONTRACT = ("forward_masked", "patchify", "patch_size", "mae_decoder", "pos_layout")
-"""The attributes of :class:`harness.api.MaskedBackbone`, named in the error message."""
+"""The members of :class:`harness.api.MaskedBackbone`, named in the error message."""
 
 
 def masked_patch_loss(pred: Tensor, target: Tensor, mask: Tensor, norm_pix_loss: bool) -> Tensor:
@@ -127,10 +126,10 @@ class MaskedAutoencoder(Method):
 
     def setup(self, backbone: Backbone, task: Task) -> None:
         if not isinstance(backbone, MaskedBackbone):
-            missing = [attr for attr in CONTRACT if not hasattr(backbone, attr)]
             raise UsageError(
-                f"method 'mae' needs a masked-autoencoder backbone (e.g. audiomae) with "
-                f"{', '.join(CONTRACT)}; backbone '{backbone.name}' lacks {', '.join(missing)}"
+                f"method 'mae' needs a masked-autoencoder backbone (e.g. audiomae) that "
+                f"implements harness.api.MaskedBackbone ({', '.join(CONTRACT)}); "
+                f"backbone '{backbone.name}' does not"
             )
         self.pos_layout = backbone.pos_layout
         default_dim, default_depth, default_heads = backbone.mae_decoder
