@@ -15,7 +15,8 @@ from harness.nn.layers import audiomae_sincos
 from harness.registry.checkpoints import load_backbone_checkpoint
 from harness.util.errors import UsageError
 from harness_plugins.backbones.audiomae import AudioMAE, random_masking
-from harness_plugins.methods.mae import MaskedAutoencoder, masked_patch_loss
+from harness_plugins.methods._masked_autoencoder import masked_patch_loss
+from harness_plugins.methods.mae import MaskedAutoencoder
 from tests.conftest import TOY_PLUGIN, run_cli
 
 TASK = Task(classes=[], devices=[], sample_rate=16000, time_axis=-2)
@@ -347,7 +348,7 @@ def test_local_decoder_attends_within_windows_and_reconstructs_every_patch():
 def test_local_decoder_block_equals_the_official_equations():
     """One shifted block against its equations written out: roll by (-2, 0), (4, 4) windows,
     cosine attention / tau + meta-MLP bias, the -100 border mask, roll back, post-norms."""
-    from harness_plugins.methods.mae import SwinDecoderBlock
+    from harness.nn.swin import SwinDecoderBlock
 
     torch.manual_seed(0)
     block = SwinDecoderBlock(32, 4, (4, 4), (2, 0)).eval()

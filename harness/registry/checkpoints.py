@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from harness.api import Backbone
+from harness.registry.pretrained import resolve_checkpoint
 from harness.util.errors import DataError
 
 WRAPPER_KEYS = ("model", "state_dict", "module", "net")
@@ -72,8 +73,6 @@ def load_backbone_checkpoint(
         does not fit the backbone (one line naming missing, unexpected and
         mis-shaped keys).
     """
-    from harness.registry.pretrained import resolve_checkpoint
-
     path = resolve_checkpoint(type(backbone), path)  # downloads a "pretrained:NAME" once
     raw = read_checkpoint(path)
     backbone.check_checkpoint(raw)
