@@ -118,3 +118,14 @@ def test_a_cache_whose_header_is_not_int16_rows_is_refused(tmp_path):
     np.save(folder / "waves.npy", np.zeros((3, 3999), np.int16))
     with pytest.raises(OSError, match="bad waves.npy header"):
         CachedWaves(folder)
+
+
+def test_wave_sources_declare_their_clip_seconds(tmp_path):
+    import torch
+
+    from harness.data.loader import DecodedWaves, TensorWaves
+
+    decoded = DecodedWaves([Clip(path=tmp_path / "a.wav", label=0)], 16000, 0.5)
+    assert decoded.clip_seconds == 0.5 and decoded.length == 8000
+    assert TensorWaves(torch.zeros(2, 10)).clip_seconds is None
+    assert decoded.subset(np.array([0])).clip_seconds is None

@@ -20,7 +20,7 @@ from harness_plugins.backbones.audiomae import (
     KaldiFbank,
     sincos_pos_embed_2d,
 )
-from harness_plugins.methods.mae import MaskedAutoencoder
+from harness_plugins.methods._masked_autoencoder import MaskedAutoencoder
 
 
 def make(size: str = "tiny", **kw) -> AudioMAE:

@@ -13,7 +13,7 @@ import soundfile as sf
 
 from harness.registry.plugins import load_plugins
 from harness_plugins.datasets import tau22_embedded as te
-from harness_plugins.datasets.tau22 import DEVICE_ORDER, load_tau22
+from harness_plugins.datasets._tau22_layout import DEVICE_ORDER, load_tau22
 from harness_plugins.datasets.tau22_embedded import Tau22Embedded
 
 SMALL = 0.1

@@ -229,7 +229,7 @@ TAU_META = ["filename", "scene_label", "identifier", "source_label"]
     st.binary(max_size=4),
 )
 def test_tau22_tables_load_or_fail_with_one_line(meta, train, evaluate, junk):
-    from harness_plugins.datasets.tau22 import load_tau22
+    from harness_plugins.datasets._tau22_layout import load_tau22
 
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
@@ -246,7 +246,7 @@ ESC_FIELDS = ["filename", "fold", "target", "category", "esc10", "src_file", "ta
 @cases("esc50")
 @given(table_text(ESC_FIELDS, ","), st.binary(max_size=4))
 def test_esc50_csv_loads_or_fails_with_one_line(text, junk):
-    from harness_plugins.datasets.esc50 import read_esc50
+    from harness_plugins.datasets._esc50_layout import read_esc50
 
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
@@ -295,7 +295,7 @@ JSON_VALUES = st.recursive(
 @cases("json_loaders")
 @given(JSON_VALUES, st.binary(max_size=3), st.booleans())
 def test_nsynth_and_audioset_json_load_or_fail_with_one_line(value, junk, nested):
-    from harness_plugins.datasets.audioset import read_audioset_json
+    from harness_plugins.datasets._common import read_audioset_json
     from harness_plugins.datasets.nsynth import read_examples
 
     text = json.dumps({"n": value} if nested else value)

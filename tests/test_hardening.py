@@ -361,8 +361,8 @@ def test_plugin_whose_hook_raises_or_exits_is_a_one_line_error(tmp_path):
 
 @pytest.mark.parametrize("name", ["meta.csv", "esc50.csv"])
 def test_non_utf8_metadata_is_a_data_error(tmp_path, name):
-    from harness_plugins.datasets.esc50 import read_esc50
-    from harness_plugins.datasets.tau22 import load_tau22
+    from harness_plugins.datasets._esc50_layout import read_esc50
+    from harness_plugins.datasets._tau22_layout import load_tau22
 
     if name == "meta.csv":
         (tmp_path / name).write_bytes(b"filename\tscene_label\tidentifier\tsource_label\n\xff\n")

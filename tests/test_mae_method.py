@@ -11,14 +11,12 @@ import torch
 from torch import Tensor, nn
 
 from harness.api import Backbone, Batch, Encoded, Task
+from harness.nn.layers import audiomae_sincos
 from harness.registry.checkpoints import load_backbone_checkpoint
 from harness.util.errors import UsageError
-from harness_plugins.backbones.audiomae import (
-    AudioMAE,
-    audiomae_sincos,
-    random_masking,
-)
-from harness_plugins.methods.mae import MaskedAutoencoder, masked_patch_loss
+from harness_plugins.backbones.audiomae import AudioMAE, random_masking
+from harness_plugins.methods._masked_autoencoder import masked_patch_loss
+from harness_plugins.methods.mae import MaskedAutoencoder
 from tests.conftest import TOY_PLUGIN, run_cli
 
 TASK = Task(classes=[], devices=[], sample_rate=16000, time_axis=-2)
@@ -183,10 +181,32 @@ class PlainBackbone(Backbone):
         return Encoded(x, x[:, None])
 
 
+CONTRACT_MESSAGE = (
+    r"implements harness\.api\.MaskedBackbone \(forward_masked, patchify, patch_size, "
+    r"mae_decoder, pos_layout\); backbone '{}' does not"
+)
+
+
 def test_backbone_without_the_contract_is_a_usage_error():
     method = MaskedAutoencoder(MaskedAutoencoder.Config())
-    with pytest.raises(UsageError, match=r"backbone 'plain' lacks forward_masked"):
+    with pytest.raises(UsageError, match=CONTRACT_MESSAGE.format("plain")):
         method.setup(PlainBackbone(PlainBackbone.Config()), TASK)
+
+
+class HalfMaskedBackbone(PlainBackbone):
+    """Declares the masked-encoder fields but neither ``forward_masked`` nor ``patchify``."""
+
+    name = "half"
+    patch_size = 16
+    mae_decoder = (32, 1, 4)
+    pos_layout = "time-major"
+
+
+def test_backbone_with_part_of_the_contract_is_refused():
+    method = MaskedAutoencoder(MaskedAutoencoder.Config())
+    with pytest.raises(UsageError, match=CONTRACT_MESSAGE.format("half")):
+        method.setup(HalfMaskedBackbone(HalfMaskedBackbone.Config()), TASK)
+    assert not method.state_dict(), "a refused setup builds no decoder"
 
 
 def test_bad_options_are_rejected():
@@ -328,7 +348,7 @@ def test_local_decoder_attends_within_windows_and_reconstructs_every_patch():
 def test_local_decoder_block_equals_the_official_equations():
     """One shifted block against its equations written out: roll by (-2, 0), (4, 4) windows,
     cosine attention / tau + meta-MLP bias, the -100 border mask, roll back, post-norms."""
-    from harness_plugins.methods.mae import SwinDecoderBlock
+    from harness.nn.swin import SwinDecoderBlock
 
     torch.manual_seed(0)
     block = SwinDecoderBlock(32, 4, (4, 4), (2, 0)).eval()

@@ -12,13 +12,8 @@ from torch import Tensor, nn
 from harness.api import Backbone, Encoded, Task
 from harness.registry.config import build_dataclass
 from harness.util.errors import UsageError
-from harness_plugins.methods.mixup_ls import (
-    MixupLs,
-    mixup,
-    sample_lambda,
-    smooth_labels,
-    soft_cross_entropy,
-)
+from harness_plugins.methods._common import mixup, sample_lambda, smooth_labels, soft_cross_entropy
+from harness_plugins.methods.mixup_ls import MixupLs
 
 
 class TinyBackbone(Backbone):

@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.nn.layers import sincos_pos_embed_1d
+from harness.nn.mel import PasstMel
 from harness.registry.checkpoints import load_backbone_checkpoint
 from harness.util.errors import DataError, UsageError
 from harness_plugins.backbones import m2d, mae_ast, maskspec
-from harness_plugins.backbones.passt import PasstMel
 
 
 def randomize(model: nn.Module, seed: int = 0) -> None:

@@ -21,7 +21,7 @@ from harness.run.experiment import Experiment
 from harness.util.errors import UsageError
 from harness_plugins.backbones.audiomae import AudioMAE
 from harness_plugins.methods import nnclr
-from harness_plugins.methods.mae import MaskedAutoencoder
+from harness_plugins.methods._masked_autoencoder import MaskedAutoencoder
 from harness_plugins.methods.nnclr import (
     Box,
     FifoQueue,
@@ -269,7 +269,7 @@ def test_time_band_starts_are_uniform_over_all_frames() -> None:
 
 
 def test_band_width_follows_t_sqrt_one_minus_beta() -> None:
-    from harness_plugins.methods.mixup_ls import sample_lambda
+    from harness_plugins.methods._common import sample_lambda
 
     torch.manual_seed(4)
     frames, alpha = 100_000, 0.7

@@ -9,11 +9,12 @@ import torch
 import torchaudio.compliance.kaldi as kaldi
 from torch import nn
 
+from harness.nn.mel import PasstMel
 from harness.registry.checkpoints import load_backbone_checkpoint
 from harness.registry.config import build_dataclass
 from harness.registry.plugins import load_plugins
 from harness.util.errors import DataError, UsageError
-from harness_plugins.backbones.passt import SIZES, PaSST, PasstHead, PasstMel
+from harness_plugins.backbones.passt import SIZES, PaSST, PasstHead
 
 reference = pytest.importorskip("hear21passt.models.passt")
 reference_mel = pytest.importorskip("hear21passt.models.preprocess")

@@ -142,7 +142,7 @@ def test_the_command_is_the_first_argument_that_is_no_global_option_or_its_value
 
 
 def test_unknown_name_suggests_up_to_three_close_names_and_lists_all():
-    from harness.registry.plugins import unknown_name_message
+    from harness.util.names import unknown_name_message
 
     names = ["passt", "passa", "pas", "passtt", "beats"]
     assert unknown_name_message("backbone", "pass", names) == (

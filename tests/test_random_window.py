@@ -11,7 +11,7 @@ from harness.api import Batch, Task
 from harness.data.loader import load_clips
 from harness.registry.plugins import load_plugins
 from harness_plugins.augmentations.random_window import RandomWindow
-from harness_plugins.datasets.tau22 import load_tau22
+from harness_plugins.datasets._tau22_layout import load_tau22
 from tests.test_tau22 import write_tau22
 
 

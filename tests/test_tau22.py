@@ -12,7 +12,8 @@ import soundfile as sf
 from harness.data.loader import load_clips
 from harness.registry.plugins import load_plugins
 from harness.util.errors import DataError, UsageError
-from harness_plugins.datasets.tau22 import Tau22, load_tau22, parse_file_name
+from harness_plugins.datasets._tau22_layout import load_tau22, parse_file_name
+from harness_plugins.datasets.tau22 import Tau22
 from tests.conftest import run_cli
 
 RATE = 44100

@@ -100,7 +100,7 @@ def write_tau22(root, meta_rows, header=("filename", "scene_label", "identifier"
 
 
 def test_tau22_empty_field_is_an_error_naming_the_line(tmp_path):
-    from harness_plugins.datasets.tau22 import load_tau22
+    from harness_plugins.datasets._tau22_layout import load_tau22
 
     write_tau22(tmp_path, [("audio/park-paris-1-2-0-a.wav", "park", "", "a")])
     with pytest.raises(DataError, match=r"meta\.csv: line 2: empty 'identifier'"):
@@ -108,7 +108,7 @@ def test_tau22_empty_field_is_an_error_naming_the_line(tmp_path):
 
 
 def test_tau22_without_a_filename_column_is_an_error(tmp_path):
-    from harness_plugins.datasets.tau22 import load_tau22
+    from harness_plugins.datasets._tau22_layout import load_tau22
 
     header = ("file", "scene_label", "identifier", "source_label")
     write_tau22(tmp_path, [("audio/park-paris-1-2-0-a.wav", "park", "p-1", "a")], header)

@@ -137,7 +137,7 @@ def write_cache(tmp: Path, audio: ClipAudio, workers: int, desc: str) -> None:
         "format": FORMAT,
         "shape": [n, length],
         "sample_rate": audio.sample_rate,
-        "clip_seconds": getattr(source, "clip_seconds", None),
+        "clip_seconds": source.clip_seconds,
         "clips": [[str(p) for p in clip_files(c)] for c in audio.clips],
     }
     (tmp / "index.json").write_text(json.dumps(info) + "\n")

@@ -48,6 +48,9 @@ class WaveSource:
 
     length: int
     """Samples per clip."""
+    clip_seconds: float | None = None
+    """Seconds each clip was cut to when read from its files; None where the source does not
+    know it (waveforms already in memory, subsets)."""
 
     def __len__(self) -> int:
         raise NotImplementedError

@@ -10,6 +10,8 @@ fairseq-style models, random masking, and MAE's initialisation.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -18,14 +20,21 @@ from timm.layers import PatchEmbed as TimmPatchEmbed
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
+from harness.nn.state_dicts import block_count, check_size
 from harness.util.errors import UsageError
 
 __all__ = [
+    "POS_LAYOUTS",
     "Block",
     "DropPath",
+    "GridViT",
     "Mlp",
     "PatchEmbed",
+    "VitSize",
+    "audiomae_sincos",
+    "check_vit_size",
     "count_parameters",
+    "describe_vit_sizes",
     "init_mae_weights",
     "random_masking",
     "sincos_1d",
@@ -82,6 +91,24 @@ def sincos_pos_embed_2d(dim: int, grid: tuple[int, int], cls_token: bool = True)
     return table.float()
 
 
+POS_LAYOUTS = ("official", "time-major")
+"""Orders of the AudioMAE sin-cos table, see :func:`audiomae_sincos`."""
+
+
+def audiomae_sincos(dim: int, grid: tuple[int, int], layout: str = "official") -> Tensor:
+    """The fixed sin-cos table ``[1 + rows * cols, dim]`` of a ``(time rows, freq cols)`` grid.
+
+    ``official``: the table the official AudioMAE builds from ``PatchEmbed_org.patch_hw``
+    ``= (cols, rows)`` (``(8, 64)`` for 1024 frames) and adds to the time-major tokens: token
+    ``n`` gets the column code of ``n % rows`` and the row code of ``n // rows``.
+    ``time-major``: the table of the token grid itself (token ``t * cols + f`` encodes ``f``
+    and ``t``). Both are MAE's ``get_2d_sincos_pos_embed`` on a row-major grid.
+    """
+    if layout == "official":
+        return sincos_pos_embed_2d(dim, (grid[1], grid[0]))
+    return sincos_pos_embed_2d(dim, grid)
+
+
 def sincos_pos_embed_1d(length: int, dim: int) -> Tensor:
     """The interleaved 1-D table ``[length, dim]`` of "Attention is all you need".
 
@@ -133,3 +160,85 @@ def count_parameters(cls: type[nn.Module], config: object) -> int:
     with torch.device("meta"):
         model = cls(config)
     return sum(p.numel() for p in model.parameters())
+
+
+@dataclass(frozen=True)
+class VitSize:
+    """Width, depth and attention heads of a ViT encoder."""
+
+    dim: int
+    depth: int
+    heads: int
+
+
+class GridViT(nn.Module):
+    """A timm-layout ViT over a grid of spectrogram patches, inherited by backbones next to
+    ``Backbone`` (M2D, MaskSpec).
+
+    Its parts keep the published key names: ``patch_embed``, ``cls_token``, ``pos_embed`` (the
+    class token's row, then a frequency-major ``rows x cols`` table), ``blocks`` and ``norm``.
+    """
+
+    grid: tuple[int, int]
+    patch_embed: PatchEmbed
+    cls_token: nn.Parameter
+    pos_embed: nn.Parameter
+    blocks: nn.ModuleList
+    norm: nn.LayerNorm
+
+    def build_grid_vit(
+        self, size: VitSize, grid: tuple[int, int], patch: int, drop_path: float
+    ) -> None:
+        """Create the parts for ``size`` over a ``(rows, cols)`` patch grid; the stochastic depth
+        rate rises linearly from 0 in the first block to ``drop_path`` in the last."""
+        self.grid = grid
+        self.patch_embed = PatchEmbed(size.dim, patch, flatten=False)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, size.dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid[0] * grid[1], size.dim))
+        rates = [drop_path * i / max(size.depth - 1, 1) for i in range(size.depth)]
+        self.blocks = nn.ModuleList(vit_block(size.dim, size.heads, drop_path=r) for r in rates)
+        self.norm = nn.LayerNorm(size.dim, eps=1e-6)
+
+    def encode_grid(self, features: Tensor) -> tuple[Tensor, int, int]:
+        """Features ``[B, 1, F, T]`` -> normed tokens ``[B, 1 + rows * cols, D]`` (class token
+        first, patches frequency-major), ``rows`` and ``cols``.
+
+        Each frequency row adds the first ``cols`` time columns of its row of the table, so input
+        shorter than the table uses its start.
+        """
+        x = self.patch_embed(features)
+        rows, cols = x.shape[2], x.shape[3]
+        x = x.flatten(2).transpose(1, 2)
+        table = self.pos_embed[:, 1:].reshape(1, self.grid[0], self.grid[1], -1)
+        x = x + table[:, :, :cols].reshape(1, rows * cols, -1)
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
+        x = torch.cat([cls, x], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x), rows, cols
+
+
+def check_vit_size(
+    backbone: str, chosen: str, state: Mapping[str, Tensor], sizes: Mapping[str, VitSize]
+) -> None:
+    """Refuse a state dict whose patch embedding and block count fit another size in ``sizes``
+    (one line naming the size that fits); a state dict without ``patch_embed.proj`` passes."""
+    proj = state.get("patch_embed.proj.weight")
+    if proj is not None:
+        shapes = {name: (size.dim, size.depth) for name, size in sizes.items()}
+        check_size(backbone, chosen, (proj.shape[0], block_count(state)), shapes)
+
+
+def describe_vit_sizes(
+    cls: type[nn.Module], sizes: Mapping[str, VitSize], embedding_factor: int = 1
+) -> list[str]:
+    """One line per size: layers, dims, heads, parameters of ``cls`` built with ``size=NAME``,
+    and the embedding width ``dim * embedding_factor``."""
+    lines = []
+    for name, size in sizes.items():
+        params = count_parameters(cls, cls.Config(size=name))
+        lines.append(
+            f"size {name}: {size.depth} layers x {size.dim} dims, {size.heads} heads, "
+            f"{params / 1e6:.2f}M parameters, embedding [B, {size.dim * embedding_factor}]"
+        )
+    return lines

@@ -21,7 +21,9 @@ from typing import Any, Literal
 
 from harness.api.domains import check_domains, finite
 from harness.api.settings import RunSettings
+from harness.registry.params import to_plain
 from harness.registry.plugins import Entry, Plugins
+from harness.registry.pretrained import apply_pretrained
 from harness.util.errors import UsageError
 
 DEFAULTS: dict[str, Any] = {
@@ -97,17 +99,6 @@ def hashed_config(config: dict[str, Any]) -> dict[str, Any]:
     """The part of :meth:`RunConfig.as_dict` that identifies equal runs."""
     run = {k: v for k, v in config.get("run", {}).items() if k not in UNHASHED_RUN_KEYS}
     return {**config, "run": run}
-
-
-def to_plain(value: Any) -> Any:
-    """Tuples to lists and paths to strings, so configs round-trip through JSON and TOML."""
-    if isinstance(value, dict):
-        return {k: to_plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 # -- building the raw mapping -------------------------------------------------
@@ -227,8 +218,6 @@ def resolve_single(values: dict[str, Any], section: str, registry) -> Component:
         raise UsageError(f"{section}.name must be a non-empty string")
     entry = registry.get(name)
     if section == "backbone" and "pretrained" in values:  # a published checkpoint by name
-        from harness.registry.pretrained import apply_pretrained
-
         values = apply_pretrained(entry.cls, values)
     return Component(entry, build_dataclass(entry.cls.Config, values, section))
 
@@ -354,23 +343,3 @@ def coerce_number(value: Any, hint: type, key: str) -> int | float:
         except ValueError:
             pass
     raise UsageError(f"bad value for {key}: {value!r} is not {kind}")
-
-
-def describe_params(cls: type) -> list[tuple[str, str, Any]]:
-    """``(name, type, default)`` for each field of a component's Config."""
-    hints = typing.get_type_hints(cls.Config)
-    rows = []
-    for f in dataclasses.fields(cls.Config):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        type_name = type_label(hints[f.name])
-        rows.append((f.name, type_name, to_plain(default)))
-    return rows
-
-
-def type_label(hint: Any) -> str:
-    """``int``, ``list[str]``, ``one of tiny|small|base`` ... for listings."""
-    if typing.get_origin(hint) is Literal:
-        return "one of " + "|".join(map(str, typing.get_args(hint)))
-    if isinstance(hint, type) and not typing.get_args(hint):
-        return hint.__name__
-    return str(hint).replace("typing.", "")

@@ -8,7 +8,8 @@ an unknown name is an error with close-match suggestions.
 
 from __future__ import annotations
 
-import difflib
+import dataclasses
+import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -19,11 +20,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import click
 import pluggy
 
 from harness import api
 from harness.api import hookspecs
+from harness.registry.params import describe_params
 from harness.util.errors import HarnessError, UsageError
+from harness.util.names import unknown_name_message
 
 ENTRY_POINT_GROUP = "harness"
 MANIFEST_GROUP = "harness.manifest"
@@ -109,13 +113,6 @@ class Registry:
         return name in self._entries
 
 
-def unknown_name_message(kind: str, name: str, known: Iterable[str]) -> str:
-    known = list(known)
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    return f"unknown {kind} '{name}'.{hint} Available: {', '.join(known) or 'none'}"
-
-
 class LazyEntry:
     """A component declared in a plugin's manifest: importing its plugin waits for ``cls``."""
 
@@ -136,19 +133,13 @@ def component_info(entry: Entry | LazyEntry) -> dict[str, Any]:
     """``description``, ``extra`` lines and ``params`` (name, type, default, help) for listings."""
     if isinstance(entry, LazyEntry):
         return entry.info
-    import dataclasses
-
-    from harness.registry.config import describe_params
-
     cls = entry.cls
-    from harness.registry.pretrained import registry
-
     helps = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls.Config)}
     return {
         "name": entry.name,
         "description": cls.description,
         "extra": list(cls.describe_extra()),
-        "pretrained": sorted(registry(cls)) if issubclass(cls, api.Backbone) else [],
+        "pretrained": sorted(cls.pretrained) if issubclass(cls, api.Backbone) else [],
         "params": [
             [param, type_name, repr(default), str(helps.get(param) or "")]
             for param, type_name, default in describe_params(cls)
@@ -338,8 +329,6 @@ def declared_plugins(blocked: Iterable[str] = ()) -> list[DeclaredPlugin]:
 
 def source_sha256(module_name: str) -> str | None:
     """Hash of a module's source file, found without importing the module itself."""
-    import hashlib
-
     try:
         spec = importlib.util.find_spec(module_name)
     except (ImportError, ValueError):
@@ -351,8 +340,6 @@ def source_sha256(module_name: str) -> str | None:
 
 def build_manifest(plugins: Plugins, distribution: str) -> dict[str, Any]:
     """The manifest of every entry-point plugin of ``distribution`` (imports them all)."""
-    import click
-
     plugins.load_all()
     wanted = importlib.metadata.distribution(distribution).entry_points
     entries = {ep.name: ep for ep in wanted.select(group=ENTRY_POINT_GROUP)}

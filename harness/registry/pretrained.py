@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 from harness.api.pretrained import Pretrained
 from harness.util.cache import cache_root
 from harness.util.errors import DataError, UsageError
+from harness.util.files import write_text_atomic
+from harness.util.names import unknown_name_message
 
 if TYPE_CHECKING:
     from harness.api.components import Backbone
@@ -49,8 +51,6 @@ def registry(backbone_cls: type[Backbone]) -> Mapping[str, Pretrained]:
 
 
 def lookup(backbone_cls: type, name: str) -> Pretrained:
-    from harness.registry.plugins import unknown_name_message
-
     known = registry(backbone_cls)
     if name not in known:
         backbone = backbone_cls.name
@@ -120,7 +120,7 @@ def fetch(entry: Pretrained, path: Path, progress: bool | None = None) -> Path:
                 f"download of {entry.filename} has sha256 {digest[:16]}..., "
                 f"expected {entry.sha256[:16]}... from the registry; nothing was kept"
             )
-        _write_atomic(recorded, digest + "\n")
+        write_text_atomic(recorded, digest + "\n")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -147,7 +147,7 @@ def fetch_member(entry: Pretrained, path: Path, progress: bool | None = None) ->
     try:
         tmp, digest = extract(archive, entry.member, path, entry.filename)
         try:
-            _write_atomic(path.with_name(path.name + ".sha256"), digest + "\n")
+            write_text_atomic(path.with_name(path.name + ".sha256"), digest + "\n")
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -186,15 +186,9 @@ def extract(archive: Path, member: str, path: Path, name: str) -> tuple[Path, st
     return tmp, digest.hexdigest()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    from harness.results.store import write_text_atomic
-
-    write_text_atomic(path, text)
-
-
 def verify(path: Path, expected: str | None, recorded: Path) -> None:
     if expected is None:
-        _write_atomic(recorded, sha256_of(path) + "\n")  # placed by hand: record it now
+        write_text_atomic(recorded, sha256_of(path) + "\n")  # placed by hand: record it now
         return
     actual = sha256_of(path)
     if actual != expected.lower():
@@ -221,7 +215,7 @@ def download(
     HTML page instead of a file) removes the partial file and raises one line naming the
     file to place by hand (and, for an archive, where its ``extracted`` member may go).
     """
-    from harness.util import progress as bars
+    from harness.util import progress as bars  # imports tqdm (~60 ms): kept out of `harness --help`
 
     show = bars.enabled() if progress is None else progress
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
@@ -247,7 +241,7 @@ def download(
 
 
 def _stream(response, out, digest, total: int | None, show: bool, name: str) -> int:
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # ~60 ms: only a download needs it, not `harness --help`
 
     received = 0
     with tqdm(

@@ -71,7 +71,14 @@ from harness.api import (
     positive,
 )
 from harness.nn.fbank import KaldiFbank as Fbank
-from harness.nn.layers import PatchEmbed, random_masking, sincos_pos_embed_2d, vit_block
+from harness.nn.layers import (
+    POS_LAYOUTS,
+    PatchEmbed,
+    audiomae_sincos,
+    random_masking,
+    sincos_pos_embed_2d,
+    vit_block,
+)
 from harness.nn.layers import init_mae_weights as init_vit_weights
 
 __all__ = [
@@ -81,7 +88,6 @@ __all__ = [
     "AudioMAE",
     "KaldiFbank",
     "MaskedEncoding",
-    "audiomae_sincos",
     "init_vit_weights",
     "random_masking",
     "sincos_pos_embed_2d",
@@ -125,22 +131,6 @@ SIZES: dict[str, Size] = {
 
 
 # -- positions and masking -----------------------------------------------------
-
-POS_LAYOUTS = ("official", "time-major")
-
-
-def audiomae_sincos(dim: int, grid: tuple[int, int], layout: str = "official") -> Tensor:
-    """The fixed sin-cos table ``[1 + rows * cols, dim]`` of a ``(time rows, freq cols)`` grid.
-
-    ``official``: the table the official AudioMAE builds from ``PatchEmbed_org.patch_hw``
-    ``= (cols, rows)`` (``(8, 64)`` for 1024 frames) and adds to the time-major tokens: token
-    ``n`` gets the column code of ``n % rows`` and the row code of ``n // rows``.
-    ``time-major``: the table of the token grid itself (token ``t * cols + f`` encodes ``f``
-    and ``t``). Both are MAE's ``get_2d_sincos_pos_embed`` on a row-major grid.
-    """
-    if layout == "official":
-        return sincos_pos_embed_2d(dim, (grid[1], grid[0]))
-    return sincos_pos_embed_2d(dim, grid)
 
 
 def keep_random(x: Tensor, dim: int, keep: int) -> Tensor:

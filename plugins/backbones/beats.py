@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from harness import hookimpl
 from harness.api import Backbone, DataError, Encoded, Pretrained, UsageError, at_least, domain_map
 from harness.nn.fbank import KaldiFbank as Fbank
-from harness.registry.checkpoints import swap_prefix
+from harness.nn.state_dicts import swap_prefix
 
 __all__ = ["SIZES", "Beats", "BeatsArch", "BeatsFbank", "relative_position_bucket"]
 

@@ -48,10 +48,15 @@ from harness.api import (
     domain_map,
     positive,
 )
-from harness.nn.layers import PatchEmbed, count_parameters, sincos_pos_embed_2d, vit_block
-from harness.registry.checkpoints import block_count, check_size
+from harness.nn.layers import (
+    GridViT,
+    VitSize,
+    check_vit_size,
+    describe_vit_sizes,
+    sincos_pos_embed_2d,
+)
 
-__all__ = ["M2D", "SIZES", "M2DMel", "M2DSize"]
+__all__ = ["M2D", "SIZES", "M2DMel"]
 
 SAMPLE_RATE = 16000
 N_MELS = 80
@@ -68,16 +73,9 @@ ENCODER_PREFIXES = ("patch_embed.", "cls_token", "pos_embed", "blocks.", "norm."
 EVAR_PREFIX = "module.ar.runtime.backbone."
 
 
-@dataclass(frozen=True)
-class M2DSize:
-    dim: int
-    depth: int
-    heads: int
-
-
-SIZES: dict[str, M2DSize] = {
-    "tiny": M2DSize(dim=48, depth=2, heads=3),
-    "base": M2DSize(dim=768, depth=12, heads=12),
+SIZES: dict[str, VitSize] = {
+    "tiny": VitSize(dim=48, depth=2, heads=3),
+    "base": VitSize(dim=768, depth=12, heads=12),
 }
 
 
@@ -161,7 +159,7 @@ PRETRAINED = {
 }
 
 
-class M2D(Backbone):
+class M2D(Backbone, GridViT):
     """The M2D ViT encoder; see the module docstring."""
 
     name = "m2d"
@@ -208,14 +206,9 @@ class M2D(Backbone):
         super().__init__(config)
         spec = SIZES[config.size]
         self.dim = spec.dim
-        self.grid = (N_MELS // PATCH, config.input_frames // PATCH)
-        self.embed_dim = spec.dim * self.grid[0]
-        self.patch_embed = PatchEmbed(spec.dim, PATCH, flatten=False)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, spec.dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid[0] * self.grid[1], spec.dim))
-        rates = [config.drop_path * i / max(spec.depth - 1, 1) for i in range(spec.depth)]
-        self.blocks = nn.ModuleList(vit_block(spec.dim, spec.heads, drop_path=r) for r in rates)
-        self.norm = nn.LayerNorm(spec.dim, eps=1e-6)
+        grid = (N_MELS // PATCH, config.input_frames // PATCH)
+        self.embed_dim = spec.dim * grid[0]
+        self.build_grid_vit(spec, grid, PATCH, config.drop_path)
         self.norm_stats = (config.norm_mean, config.norm_std)
         self.load_notes: list[str] = []
         self.reset_parameters()
@@ -239,17 +232,11 @@ class M2D(Backbone):
 
     @classmethod
     def describe_extra(cls) -> list[str]:
-        lines = [
+        return [
             "input: 16 kHz waveform -> log-mel [B, 1, 80, T] (50-8000 Hz, 10 ms hop), "
-            f"16x16 patches, {INPUT_FRAMES}-frame chunks"
+            f"16x16 patches, {INPUT_FRAMES}-frame chunks",
+            *describe_vit_sizes(cls, SIZES, embedding_factor=N_MELS // PATCH),
         ]
-        for name, spec in SIZES.items():
-            params = count_parameters(cls, cls.Config(size=name))
-            lines.append(
-                f"size {name}: {spec.depth} layers x {spec.dim} dims, {spec.heads} heads, "
-                f"{params / 1e6:.2f}M parameters, embedding [B, {spec.dim * N_MELS // PATCH}]"
-            )
-        return lines
 
     def frontend(self) -> nn.Module:
         return M2DMel(*self.norm_stats)
@@ -258,16 +245,8 @@ class M2D(Backbone):
 
     def encode_chunk(self, x: Tensor) -> Tensor:
         """One chunk ``[B, 1, 80, t <= input_frames]`` -> ``[B, t / 16, 5 * dim]``."""
-        x = self.patch_embed(x)
-        rows, cols = x.shape[2], x.shape[3]
-        x = x.flatten(2).transpose(1, 2)
-        table = self.pos_embed[:, 1:].reshape(1, self.grid[0], self.grid[1], self.dim)
-        x = x + table[:, :, :cols].reshape(1, rows * cols, self.dim)
-        cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
-        x = torch.cat([cls, x], dim=1)
-        for block in self.blocks:
-            x = block(x)
-        x = self.norm(x)[:, 1:]
+        tokens, rows, cols = self.encode_grid(x)
+        x = tokens[:, 1:]
         return x.reshape(x.shape[0], rows, cols, self.dim).permute(0, 2, 1, 3).flatten(2)
 
     def forward(self, features: Tensor) -> Encoded:
@@ -303,10 +282,7 @@ class M2D(Backbone):
             self.load_notes.append(
                 f"set aside {len(aside)} keys outside the online encoder (target, decoder, head)"
             )
-        proj = state.get("patch_embed.proj.weight")
-        if proj is not None:
-            sizes = {n: (s.dim, s.depth) for n, s in SIZES.items()}
-            check_size("m2d", self.config.size, (proj.shape[0], block_count(state)), sizes)
+        check_vit_size("m2d", self.config.size, state, SIZES)
         return state
 
 

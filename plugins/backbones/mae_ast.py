@@ -38,7 +38,7 @@ from harness import hookimpl
 from harness.api import Backbone, DataError, Encoded, Pretrained, UsageError
 from harness.nn.fbank import KaldiFbank
 from harness.nn.layers import count_parameters, sincos_pos_embed_1d
-from harness.registry.checkpoints import block_count, check_size, swap_prefix
+from harness.nn.state_dicts import block_count, check_size, swap_prefix
 
 __all__ = ["SIZES", "MaeAst", "MaeAstSize", "from_published_keys", "to_published_keys"]
 

@@ -37,9 +37,8 @@ from torch import Tensor, nn
 
 from harness import hookimpl
 from harness.api import Backbone, Encoded, UsageError, between, domain_map
-from harness.nn.layers import PatchEmbed, count_parameters, vit_block
-from harness.registry.checkpoints import block_count, check_size
-from harness_plugins.backbones.passt import PasstMel
+from harness.nn.layers import GridViT, VitSize, check_vit_size, describe_vit_sizes
+from harness.nn.mel import PasstMel
 
 __all__ = ["FRAME_MEAN", "FRAME_STD", "SIZES", "MaskSpec", "MaskSpecMel"]
 
@@ -85,16 +84,9 @@ FRAME_STD = (
 # fmt: on
 
 
-@dataclass(frozen=True)
-class MaskSpecSize:
-    dim: int
-    depth: int
-    heads: int
-
-
-SIZES: dict[str, MaskSpecSize] = {
-    "tiny": MaskSpecSize(dim=48, depth=2, heads=3),
-    "base": MaskSpecSize(dim=768, depth=12, heads=12),
+SIZES: dict[str, VitSize] = {
+    "tiny": VitSize(dim=48, depth=2, heads=3),
+    "base": VitSize(dim=768, depth=12, heads=12),
 }
 
 
@@ -122,7 +114,7 @@ class LinearHead(nn.Module):
         return self.head(encoded.embedding)
 
 
-class MaskSpec(Backbone):
+class MaskSpec(Backbone, GridViT):
     """The MaskSpec ViT encoder; see the module docstring."""
 
     name = "maskspec"
@@ -157,13 +149,8 @@ class MaskSpec(Backbone):
         super().__init__(config)
         spec = SIZES[config.size]
         self.embed_dim = spec.dim
-        self.grid = (N_MELS // PATCH, TARGET_FRAMES // PATCH)
-        self.patch_embed = PatchEmbed(spec.dim, PATCH, flatten=False)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, spec.dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid[0] * self.grid[1], spec.dim))
-        rates = [config.drop_path * i / max(spec.depth - 1, 1) for i in range(spec.depth)]
-        self.blocks = nn.ModuleList(vit_block(spec.dim, spec.heads, drop_path=r) for r in rates)
-        self.norm = nn.LayerNorm(spec.dim, eps=1e-6)
+        grid = (N_MELS // PATCH, TARGET_FRAMES // PATCH)
+        self.build_grid_vit(spec, grid, PATCH, config.drop_path)
         self.pretrained_head_state: dict[str, Tensor] | None = None
         self.load_notes: list[str] = []
         self.reset_parameters()
@@ -183,17 +170,11 @@ class MaskSpec(Backbone):
 
     @classmethod
     def describe_extra(cls) -> list[str]:
-        lines = [
+        return [
             "input: 32 kHz waveform -> PaSST log-mel [B, 1, 128, T], per-band normalised, "
-            f"stretched to {TARGET_FRAMES} frames, 16x16 patches (8 x 62)"
+            f"stretched to {TARGET_FRAMES} frames, 16x16 patches (8 x 62)",
+            *describe_vit_sizes(cls, SIZES),
         ]
-        for name, spec in SIZES.items():
-            params = count_parameters(cls, cls.Config(size=name))
-            lines.append(
-                f"size {name}: {spec.depth} layers x {spec.dim} dims, {spec.heads} heads, "
-                f"{params / 1e6:.2f}M parameters, embedding [B, {spec.dim}]"
-            )
-        return lines
 
     def frontend(self) -> nn.Module:
         return MaskSpecMel()
@@ -224,16 +205,7 @@ class MaskSpec(Backbone):
             )
         if features.shape[-1] < PATCH:
             raise UsageError(f"maskspec needs at least {PATCH} frames, got {frames}")
-        x = self.patch_embed(features)
-        rows, cols = x.shape[2], x.shape[3]
-        x = x.flatten(2).transpose(1, 2)
-        table = self.pos_embed[:, 1:].reshape(1, self.grid[0], self.grid[1], -1)
-        x = x + table[:, :, :cols].reshape(1, rows * cols, -1)
-        cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
-        x = torch.cat([cls, x], dim=1)
-        for block in self.blocks:
-            x = block(x)
-        x = self.norm(x)
+        x, _, _ = self.encode_grid(features)
         embedding = x[:, 0] if self.config.pool == "cls" else x[:, 1:].mean(dim=1)
         return Encoded(embedding=embedding, tokens=x)
 
@@ -244,10 +216,7 @@ class MaskSpec(Backbone):
         for key in aside:
             del state[key]
         self.load_notes = [f"set aside {len(aside)} MAE decoder keys"] if aside else []
-        proj = state.get("patch_embed.proj.weight")
-        if proj is not None:
-            sizes = {n: (s.dim, s.depth) for n, s in SIZES.items()}
-            check_size("maskspec", self.config.size, (proj.shape[0], block_count(state)), sizes)
+        check_vit_size("maskspec", self.config.size, state, SIZES)
         return state
 
 

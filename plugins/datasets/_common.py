@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from harness.api import DataError, Domain
+from harness.api import Clip, DataError, Domain
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 
@@ -124,3 +124,20 @@ MAX_CLIP_SECONDS = 3600.0
 CLIP_SECONDS = Domain(
     gt=0, le=MAX_CLIP_SECONDS, help="Seconds per clip (longer clips are cropped, shorter padded)."
 )
+
+
+def read_audioset_json(path: Path, dataset: str = "audioset") -> list[Clip]:
+    """Unlabeled clips listed in an AudioMAE-style JSON file."""
+    data = read_json(path, dataset)
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise DataError(f"{path}: missing field 'data' (a list of {{'wav': ..., 'labels': ...}})")
+    clips = []
+    for number, item in enumerate(data["data"]):
+        wav = item.get("wav") if isinstance(item, dict) else None
+        if not isinstance(wav, str) or not wav:
+            raise DataError(f"{path}: data[{number}] has no field 'wav'")
+        labels = item.get("labels", "")
+        clip_path = Path(wav) if Path(wav).is_absolute() else path.parent / wav
+        clips.append(Clip(path=clip_path, label=-1, meta={"labels": str(labels)}))
+    check_audio_exists((c.path for c in clips), path)
+    return require_clips(clips, dataset, path)

@@ -14,31 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import hookimpl
-from harness.api import Clip, DataError, Dataset, DataSplits, domain_map
+from harness.api import Dataset, DataSplits, domain_map
 from harness_plugins.datasets._common import (
     CLIP_SECONDS,
-    check_audio_exists,
     check_positive,
-    read_json,
-    require_clips,
+    read_audioset_json,
 )
-
-
-def read_audioset_json(path: Path, dataset: str = "audioset") -> list[Clip]:
-    """Unlabeled clips listed in an AudioMAE-style JSON file."""
-    data = read_json(path, dataset)
-    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-        raise DataError(f"{path}: missing field 'data' (a list of {{'wav': ..., 'labels': ...}})")
-    clips = []
-    for number, item in enumerate(data["data"]):
-        wav = item.get("wav") if isinstance(item, dict) else None
-        if not isinstance(wav, str) or not wav:
-            raise DataError(f"{path}: data[{number}] has no field 'wav'")
-        labels = item.get("labels", "")
-        clip_path = Path(wav) if Path(wav).is_absolute() else path.parent / wav
-        clips.append(Clip(path=clip_path, label=-1, meta={"labels": str(labels)}))
-    check_audio_exists((c.path for c in clips), path)
-    return require_clips(clips, dataset, path)
 
 
 class AudioSet(Dataset):

@@ -47,8 +47,8 @@ from harness.api import (
     note,
     progress,
 )
-from harness_plugins.datasets.audioset import read_audioset_json
-from harness_plugins.datasets.esc50 import FOLDS, read_esc50, split_by_fold
+from harness_plugins.datasets._common import read_audioset_json
+from harness_plugins.datasets._esc50_layout import FOLDS, read_esc50, split_by_fold
 
 GENERATOR_VERSION = 1
 FAMILIES = ("harmonic", "noise", "siren", "impulses", "bell", "vowel", "crackle", "chord")

@@ -110,7 +110,7 @@ from harness.api import (
     note,
     progress,
 )
-from harness_plugins.datasets.tau22 import DEVICE_ORDER, FOLD_DIR, META_FILE, load_tau22
+from harness_plugins.datasets._tau22_layout import DEVICE_ORDER, FOLD_DIR, META_FILE, load_tau22
 
 GENERATOR_VERSION = 1
 SAMPLE_RATE = 44100

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from harness import hookimpl
 from harness.api import Backbone, Batch, StepOutput, domain_map, non_negative, positive
-from harness_plugins.methods.ce import CrossEntropy
+from harness_plugins.methods._common import HeadCrossEntropy
 
 
 def same_device_pairs(devices: Tensor) -> Tensor:
@@ -59,7 +59,7 @@ def inverse_contrastive_loss(z: Tensor, devices: Tensor, alpha: float, beta: flo
     return penalty[off_diagonal].mean()
 
 
-class InverseContrastive(CrossEntropy):
+class InverseContrastive(HeadCrossEntropy):
     """Cross-entropy plus lambda_ICL times the inverse contrastive loss over device classes."""
 
     name = "icl"
@@ -69,7 +69,7 @@ class InverseContrastive(CrossEntropy):
     )
 
     @dataclass
-    class Config(CrossEntropy.Config):
+    class Config(HeadCrossEntropy.Config):
         alpha: float = 0.2
         """Threshold of the same-device barrier (Section 5.2: 0.2)."""
         beta: float = 1.0

@@ -5,8 +5,8 @@ with one ``lam ~ Beta(alpha, alpha)`` per batch, on the backbone's features; the
 label-smoothed one-hot labels mixed with the same ``lam``. The loss is the soft cross-entropy of
 the classifier's logits against those targets.
 
-The helpers here (:func:`mixup`, :func:`smooth_labels`, :func:`soft_cross_entropy`,
-:func:`sample_lambda`) are shared with the contrastive mixing methods in ``nnclr.py``.
+The mixing helpers live in ``_common.py``, shared with the contrastive mixing methods in
+``nnclr.py``.
 """
 
 from __future__ import annotations
@@ -29,29 +29,9 @@ from harness.api import (
     domain_map,
     positive,
 )
+from harness_plugins.methods._common import mixup, sample_lambda, smooth_labels, soft_cross_entropy
 
-__all__ = ["MixupLs", "mixup", "sample_lambda", "smooth_labels", "soft_cross_entropy"]
-
-
-def sample_lambda(alpha: float) -> float:
-    """One mixing coefficient ``lam ~ Beta(alpha, alpha)`` from torch's global generator."""
-    concentration = torch.tensor(float(alpha))
-    return float(torch.distributions.Beta(concentration, concentration).sample())
-
-
-def mixup(x: Tensor, lam: float, perm: Tensor) -> Tensor:
-    """``lam * x + (1 - lam) * x[perm]`` along the batch axis."""
-    return lam * x + (1.0 - lam) * x[perm]
-
-
-def smooth_labels(targets: Tensor, smoothing: float) -> Tensor:
-    """Label smoothing of probability rows: ``(1 - eps) * y + eps / C`` (torch's convention)."""
-    return (1.0 - smoothing) * targets + smoothing / targets.shape[-1]
-
-
-def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
-    """Mean over rows of ``-sum_c targets[c] * log_softmax(logits)[c]``."""
-    return -(targets * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+__all__ = ["MixupLs"]
 
 
 class MixupLs(Method):

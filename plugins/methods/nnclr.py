@@ -97,13 +97,13 @@ from harness.api import (
     positive,
     unit,
 )
-from harness_plugins.methods.mae import MaskedAutoencoder
-from harness_plugins.methods.mixup_ls import (
+from harness_plugins.methods._common import (
     mixup,
     sample_lambda,
     smooth_labels,
     soft_cross_entropy,
 )
+from harness_plugins.methods._masked_autoencoder import MaskedAutoencoder
 
 __all__ = [
     "MAE_STAGE",
