@@ -97,8 +97,9 @@ def test_the_layers_are_the_core_packages():
     packages = {p.name for p in (ROOT / "harness").iterdir() if (p / "__init__.py").is_file()}
     assert packages == set(LAYERS)
     for package in LAYERS:
-        doc = ast.get_docstring(ast.parse((ROOT / "harness" / package / "__init__.py").read_text()))
-        assert doc and "import" in doc.lower(), f"harness/{package}/__init__.py must say what it may import"
+        init = ROOT / "harness" / package / "__init__.py"
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        assert "import" in doc.lower(), f"{init} must say what its package may import"
 
 
 def test_core_packages_import_only_their_own_layer_and_those_below():
