@@ -18,11 +18,10 @@ from harness.results.leaderboard import (
     matches,
     no_columns_message,
     non_default_options,
-    render,
-    render_leaderboard,
     seedless_key,
     select_columns,
 )
+from harness.results.render import render, render_leaderboard
 from harness.results.store import ResultStore, RunRecord
 from harness.util.errors import UsageError
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.results.leaderboard import LeaderboardSpec, Table, grouped_runs, metrics_of
+from harness.results.leaderboard import LeaderboardSpec, Table, grouped_runs, header, metrics_of
 from harness.results.store import RunRecord
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
@@ -351,8 +351,6 @@ def _cell(table: Table, i: int, column: Any) -> str:
 
 
 def table_html(table: Table) -> str:
-    from harness.results.leaderboard import header
-
     heads = [f'<th class="l">{_esc(c)}</th>' for c in table.labels.columns]
     heads += [f"<th>{_esc(header(c))}</th>" for c in table.columns]
     rows = []

@@ -14,7 +14,6 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from tabulate import tabulate
 from harness.api import Column
 from harness.registry.config import read_toml
 from harness.registry.plugins import Plugins
-from harness.results.store import ResultStore, RunRecord
+from harness.results.store import RunRecord
 from harness.util.errors import UsageError
 
 AGGREGATIONS = ("best", "mean", "both", "runs")
@@ -390,46 +389,6 @@ def render_table(table: Table, fmt: str) -> str:
         rows.append(labels + [cell_text(table, i, c, fmt) for c in table.columns])
     headers = [*table.labels.columns, *(header(c, fmt) for c in table.columns)]
     return tabulate(rows, headers=headers, tablefmt="github" if fmt == "markdown" else "latex_raw")
-
-
-def render(
-    spec: LeaderboardSpec,
-    tables: list[Table],
-    fmt: str,
-    records: Sequence[RunRecord] = (),
-    options: list[tuple[str, list[str]]] | None = None,
-) -> str:
-    if fmt in ("json", "html"):
-        from harness.results import html as leaderboard_html
-
-        if fmt == "json":
-            return leaderboard_html.render_json(spec, tables)
-        return leaderboard_html.render_html(spec, tables, records)
-    if not tables or tables[0].labels.empty:
-        return f"no stored runs with protocol '{spec.protocol}' match this leaderboard"
-    if fmt == "csv":
-        return pd.concat([csv_frame(t) for t in tables], ignore_index=True).to_csv(index=False)
-    parts = [f"# {spec.title}\n" if spec.title and fmt == "markdown" else ""]
-    if options:
-        parts.append(options_note(options, fmt))
-    for table in tables:
-        if fmt == "markdown":
-            parts.append(f"## {table.title}\n\n{render_table(table, fmt)}\n")
-        else:
-            parts.append(f"% {table.title}\n{render_table(table, fmt)}\n")
-    return "\n".join(p for p in parts if p).rstrip() + "\n"
-
-
-def render_leaderboard(
-    spec: LeaderboardSpec, store: ResultStore, plugins: Plugins, fmt: str
-) -> str:
-    records = store.records()
-    options = [
-        (labels.get("row") or " ".join(labels[k] for k in RECORD_FIELDS if k in labels), opts)
-        for labels, runs in grouped_runs(spec, records)
-        if (opts := non_default_options(runs, plugins))
-    ]
-    return render(spec, build_tables(spec, records, plugins), fmt, records, options)
 
 
 # -- options away from their defaults (the seed methods' defaults are the papers') --------
