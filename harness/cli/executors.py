@@ -16,18 +16,31 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import click
 import submitit
+import torch
+from submitit.slurm.slurm import _make_sbatch_string
 
-from harness.util.errors import HarnessError, UsageError
-
-if TYPE_CHECKING:
-    from harness.registry.config import RunConfig
-    from harness.results.store import ResultStore, RunRecord
+from harness.registry.config import RunConfig, resolve
+from harness.registry.plugins import load_plugins
+from harness.results.store import (
+    FolderOnlyStore,
+    ResultStore,
+    RunRecord,
+    ingest,
+    record_from_folder,
+    run_folders,
+    write_json,
+)
+from harness.run.experiment import run_experiment
+from harness.util.errors import HarnessError, Interrupted, UsageError
+from harness.util.progress import note
 
 EXECUTORS = ("inline", "local", "slurm")
 SLURM_ONLY = ("max_parallel", "partition", "time", "mem", "gpus", "account", "qos", "sbatch")
@@ -140,8 +153,6 @@ class Cell:
 
 def finished_record(out_dir: Path, config_hash: str) -> RunRecord | None:
     """The record of a finished run folder of this config in ``out_dir``, else None."""
-    from harness.results.store import record_from_folder, run_folders
-
     for folder in run_folders(out_dir):
         try:
             record = record_from_folder(folder)
@@ -158,8 +169,6 @@ def run_cell(cfg: RunConfig, out_dir: Path, resume: bool = True) -> RunRecord:
     A cell whose folder is already complete (a requeued job that had finished) is not
     run again; ``resume`` continues from the engine's checkpoints where it supports it.
     """
-    from harness.results.store import FolderOnlyStore
-    from harness.run.experiment import run_experiment
 
     done = finished_record(out_dir, cfg.config_hash())
     if done is not None:
@@ -172,8 +181,6 @@ def run_cell(cfg: RunConfig, out_dir: Path, resume: bool = True) -> RunRecord:
 
 
 def resolve_cell(cell: Cell) -> RunConfig:
-    from harness.registry.config import resolve
-    from harness.registry.plugins import load_plugins
 
     cfg = resolve(cell.raw, load_plugins(cell.plugin_specs, cell.blocked, lazy=True))
     if cfg.config_hash() != cell.config_hash:
@@ -193,8 +200,6 @@ class CellJob(submitit.helpers.Checkpointable):
     def __call__(self) -> str:
         out_dir = Path(self.cell.out_dir)
         if self.cell.threads:
-            import torch
-
             torch.set_num_threads(self.cell.threads)
         if self.cell.nproc > 1:
             return run_distributed(self.cell)
@@ -246,8 +251,6 @@ def read_state(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def write_state(path: Path, state: dict[str, dict[str, Any]]) -> None:
-    from harness.results.store import write_json
-
     write_json(path, state)
 
 
@@ -384,8 +387,6 @@ def slurm_parameters(opts: ExecutorOptions, name: str) -> dict[str, Any]:
 
 def sbatch_script(opts: ExecutorOptions, folder: Path, name: str, count: int) -> str:
     """The sbatch file submitit would write for an array of ``count`` cells."""
-    from submitit.slurm.slurm import _make_sbatch_string
-
     params = slurm_parameters(opts, name)
     python, where = shlex.quote(sys.executable), shlex.quote(str(folder))
     command = f"{python} -u -m submitit.core._submit {where}"
@@ -433,8 +434,6 @@ def submit(
 
 
 def describe(cells: list[Cell], status: dict[str, CellStatus]) -> None:
-    import click
-
     for i, cell in enumerate(cells, 1):
         where = f"{cell.label} [{cell.config_hash[:8]}]"
         click.echo(f"[{i}/{len(cells)}] {where}: {status[cell.config_hash]}")
@@ -451,9 +450,6 @@ def run_jobs(
     no_wait: bool = False,
 ) -> None:
     """Submit the cells that are neither stored nor running, wait, ingest, report."""
-    import click
-
-    from harness.util.progress import note
 
     hashes = [c.config_hash for c in cells]
     state_file = state_path(store.path)
@@ -497,8 +493,6 @@ def run_jobs(
     try:
         driver.run(todo, live if opts.executor == "slurm" else [], no_wait)
     except KeyboardInterrupt:
-        from harness.util.errors import Interrupted
-
         if opts.executor == "local":
             driver.cancel()
             raise Interrupted(
@@ -546,8 +540,6 @@ class Driver:
         self.failed: list[tuple[str, str]] = []
 
     def launch(self, cells: list[Cell]) -> None:
-        from harness.util.progress import note
-
         if not cells:
             return
         for cell, job in submit(self.opts, cells, self.folder, self.name):
@@ -557,8 +549,6 @@ class Driver:
         write_state(self.state_file, self.state)
 
     def run(self, todo: list[Cell], live: list[Cell], no_wait: bool) -> None:
-        import time
-
         for cell in live:
             self.active[cell.config_hash] = (cell, None)
         pending = list(todo)
@@ -575,8 +565,6 @@ class Driver:
                 time.sleep(1.0)
 
     def poll(self) -> None:
-        from harness.results.store import ingest
-        from harness.util.progress import note
 
         entries = {h: self.state[h] for h in self.active}
         slurm = slurm_states([e["job_id"] for e in entries.values() if e["executor"] == "slurm"])

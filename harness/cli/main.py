@@ -31,11 +31,10 @@ from harness.registry.plugins import (
     build_manifest,
     component_info,
     load_plugins,
-    unknown_name_message,
 )
 from harness.results.store import ResultStore, check_store, ingest, write_text_atomic
 from harness.util.cache import clean_stale_cache
-from harness.util.errors import HarnessError
+from harness.util.errors import HarnessError, unknown_name_message
 
 PROTOCOL_FLAG = "protocol_flag__"
 KIND_ALIASES = {f"{kind}s": kind for kind in HOOK_FOR_KIND} | {"augs": "augmentation"}

@@ -64,7 +64,15 @@ RUN_IDS_STORE = "SQLite results store for run ids"
 
 
 def png_option(default: str) -> Callable:
-    """``--output``: the PNG file a plot command writes."""
+    """``--output``: the PNG file a plot command writes. A ``default`` with a ``<placeholder>``
+    depends on other options: the value is then None and the command fills it in."""
+    if "<" in default:
+        return click.option(
+            "--output",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help=f"PNG file to write (default: {default}).",
+        )
     return click.option(
         "--output",
         type=click.Path(dir_okay=False, path_type=Path),
@@ -101,12 +109,7 @@ def plot() -> None:
     show_default=True,
     help="Rate the responses are resampled to before analysis.",
 )
-@click.option(
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="PNG file to write (default: dirs-<aug>.png).",
-)
+@png_option("dirs-<aug>.png")
 @click.pass_context
 def dirs(
     ctx: click.Context,
@@ -196,12 +199,7 @@ def devices(
 )
 @click.option("--k", "k_shot", type=int, default=1, show_default=True, help="K when --vs n.")
 @click.option("--n", "n_way", type=int, default=5, show_default=True, help="N when --vs k.")
-@click.option(
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="PNG file to write (default: fewshot-vs-<n|k>.png).",
-)
+@png_option("fewshot-vs-<n|k>.png")
 @click.pass_context
 def fewshot(
     ctx: click.Context,

@@ -8,7 +8,6 @@ an unknown name is an error with close-match suggestions.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -23,7 +22,7 @@ import pluggy
 
 from harness import api
 from harness.api import hookspecs
-from harness.util.errors import HarnessError, UsageError
+from harness.util.errors import HarnessError, UsageError, unknown_name_message
 
 ENTRY_POINT_GROUP = "harness"
 MANIFEST_GROUP = "harness.manifest"
@@ -107,13 +106,6 @@ class Registry:
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
-
-
-def unknown_name_message(kind: str, name: str, known: Iterable[str]) -> str:
-    known = list(known)
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    return f"unknown {kind} '{name}'.{hint} Available: {', '.join(known) or 'none'}"
 
 
 class LazyEntry:

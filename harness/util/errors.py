@@ -1,4 +1,10 @@
-"""Errors the command line reports as one line with exit code 2."""
+"""Errors the command line reports as one line with exit code 2, and the message for an
+unknown name."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
 
 
 class HarnessError(Exception):
@@ -23,3 +29,11 @@ class Interrupted(HarnessError):
     """The user interrupted a command (Ctrl-C); the message says what was kept."""
 
     exit_code = 130
+
+
+def unknown_name_message(kind: str, name: str, known: Iterable[str]) -> str:
+    """``unknown <kind> '<name>'``, the close matches among ``known`` and all of them."""
+    known = list(known)
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return f"unknown {kind} '{name}'.{hint} Available: {', '.join(known) or 'none'}"

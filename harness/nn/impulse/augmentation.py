@@ -22,8 +22,7 @@ from harness.nn.impulse.dsp import (
     kaiser_truncate,
     normalize_irs,
 )
-from harness.registry.plugins import unknown_name_message
-from harness.util.errors import DataError, UsageError
+from harness.util.errors import DataError, UsageError, unknown_name_message
 
 DeviceClass = Literal["microphone", "response", "keep"]
 

@@ -13,7 +13,7 @@ import torch
 import torchaudio.functional as AF
 from torch import Tensor
 
-from harness.data.audio import check_samples, wav_data_shortfall
+from harness.util.audio_files import check_samples, wav_data_shortfall
 from harness.util.errors import DataError, UsageError
 from harness.util.progress import progress
 

@@ -80,9 +80,9 @@ class MultiDirConfig(IRConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("angle_min", "angle_max"):
-            if not 0.0 <= getattr(self, name) <= 360.0:
-                raise ValueError(f"{name} must be in [0, 360], got {getattr(self, name)}")
+        for name, angle in (("angle_min", self.angle_min), ("angle_max", self.angle_max)):
+            if not 0.0 <= angle <= 360.0:
+                raise ValueError(f"{name} must be in [0, 360], got {angle}")
 
     @property
     def angle_filtered(self) -> bool:
