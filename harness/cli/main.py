@@ -22,6 +22,7 @@ from harness.cli.options import (
     out_and_store_options,
     plugins_from,
     scan_global_options,
+    spec_option,
     store_option,
 )
 from harness.registry.config import merge, parse_set, read_toml, resolve, set_name
@@ -331,11 +332,7 @@ def plugins(ctx: click.Context, distribution: str | None, output: Path | None) -
 
 @cli.command()
 @store_option()
-@click.option(
-    "--spec",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="A leaderboard spec (TOML), e.g. leaderboards/device_generalization.toml.",
-)
+@spec_option("A leaderboard spec (TOML), e.g. leaderboards/device_generalization.toml.")
 @click.option(
     "--protocol", default=None, help="Protocol whose columns to show (default: device-logloss)."
 )

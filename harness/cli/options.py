@@ -39,6 +39,11 @@ def store_option(
     )
 
 
+def spec_option(help_text: str) -> Callable:
+    """``--spec``: a leaderboard spec file (TOML)."""
+    return click.option("--spec", type=click.Path(dir_okay=False, path_type=Path), help=help_text)
+
+
 def out_and_store_options(out_help: str = "Folder of the run folders.") -> Callable:
     """The ``--out`` folder and ``--store`` file options that every command writing or reading
     run folders takes (parameters ``out`` and ``store_path``)."""

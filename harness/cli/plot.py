@@ -28,7 +28,13 @@ import click
 import numpy as np
 import torch
 
-from harness.cli.options import DEFAULT_OUT, default_store, plugins_from, store_option
+from harness.cli.options import (
+    DEFAULT_OUT,
+    default_store,
+    plugins_from,
+    spec_option,
+    store_option,
+)
 from harness.nn.impulse import (
     ImpulseResponseAugmentation,
     IRBank,
@@ -56,7 +62,7 @@ from harness.results.plots import (
     select_clips,
     tsne_2d,
 )
-from harness.results.store import ResultStore
+from harness.results.store import ResultStore, RunRecord
 from harness.run.experiment import seed_everything
 from harness.util.errors import UsageError
 
@@ -80,6 +86,11 @@ def png_option(default: str) -> Callable:
         show_default=True,
         help="PNG file to write.",
     )
+
+
+def run_option(help_text: str) -> Callable:
+    """``--run`` (parameter ``run_ref``, required): a run folder or a run id."""
+    return click.option("--run", "run_ref", required=True, help=help_text)
 
 
 @click.group("plot")
@@ -159,12 +170,16 @@ def describe_source(config: IRConfig, bank: IRBank) -> str:
     return f"{source}, {bank.length} samples at {bank.sample_rate} Hz"
 
 
+def board_and_records(
+    spec: Path | None, store: Path | None, **options: str
+) -> tuple[LeaderboardSpec, list[RunRecord]]:
+    """The leaderboard of ``spec`` (or the default one) with ``options``, and the stored runs."""
+    board = LeaderboardSpec.from_file(spec) if spec else LeaderboardSpec()
+    return board.with_options(**options), ResultStore(store or default_store(DEFAULT_OUT)).records()
+
+
 @plot.command("devices")
-@click.option(
-    "--spec",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="A leaderboard spec, e.g. leaderboards/device_generalization.toml.",
-)
+@spec_option("A leaderboard spec, e.g. leaderboards/device_generalization.toml.")
 @store_option()
 @click.option("--metric", default="logloss", show_default=True, help="logloss or acc.")
 @png_option("devices.png")
@@ -173,9 +188,9 @@ def devices(
     ctx: click.Context, spec: Path | None, store: Path | None, metric: str, output: Path
 ) -> None:
     """Per-device values of each leaderboard row: mean over seeds with std error bars."""
-    board = LeaderboardSpec.from_file(spec) if spec else LeaderboardSpec()
-    board = board.with_options(protocol="device-logloss", metric=metric, agg="mean")
-    records = ResultStore(store or default_store(DEFAULT_OUT)).records()
+    board, records = board_and_records(
+        spec, store, protocol="device-logloss", metric=metric, agg="mean"
+    )
     [table] = build_tables(board, records, plugins_from(ctx))
     if table.labels.empty:
         raise UsageError("no stored device-logloss runs match this leaderboard")
@@ -184,11 +199,7 @@ def devices(
 
 
 @plot.command("fewshot")
-@click.option(
-    "--spec",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="A leaderboard spec whose rows are the curves, e.g. leaderboards/fewshot_mixing.toml.",
-)
+@spec_option("A leaderboard spec whose rows are the curves, e.g. leaderboards/fewshot_mixing.toml.")
 @store_option()
 @click.option(
     "--vs",
@@ -214,9 +225,7 @@ def fewshot(
 
     The runs need the sweep metrics, e.g. harness run ... --sweep-n 5,10,15 --sweep-k 1,5,10.
     """
-    board = LeaderboardSpec.from_file(spec) if spec else LeaderboardSpec()
-    board = board.with_options(protocol="fewshot")
-    records = ResultStore(store or default_store(DEFAULT_OUT)).records()
+    board, records = board_and_records(spec, store, protocol="fewshot")
     fixed = k_shot if vs == "n" else n_way
     curves = fewshot_curves(board, records, vs, fixed)
     if not curves:
@@ -315,12 +324,7 @@ def before_encoder(value: str | None, cfg: RunConfig, store: Path, plugins: Plug
 
 
 @plot.command("tsne")
-@click.option(
-    "--run",
-    "run_ref",
-    required=True,
-    help="The tuned run: a run folder (runs/<id>) or a run id in the store.",
-)
+@run_option("The tuned run: a run folder (runs/<id>) or a run id in the store.")
 @click.option(
     "--before",
     default=None,
@@ -381,12 +385,7 @@ def tsne(
 
 
 @plot.command("curves")
-@click.option(
-    "--run",
-    "run_ref",
-    required=True,
-    help="A run folder, an in-progress folder (runs/.partial/<id>) or a run id in the store.",
-)
+@run_option("A run folder, an in-progress folder (runs/.partial/<id>) or a run id in the store.")
 @click.option("--metrics", default=None, help="Comma-separated keys to draw (default: all).")
 @store_option(RUN_IDS_STORE)
 @png_option("curves.png")
