@@ -132,6 +132,7 @@ def build_options(*layers: dict[str, Any]) -> ExecutorOptions:
 
 
 def require_sbatch() -> None:
+    """Fail before anything is submitted when SLURM's ``sbatch`` is missing."""
     if shutil.which("sbatch") is None:
         raise UsageError("executor 'slurm' needs SLURM's sbatch on PATH; nothing was submitted")
 
@@ -181,7 +182,7 @@ def run_cell(cfg: RunConfig, out_dir: Path, resume: bool = True) -> RunRecord:
 
 
 def resolve_cell(cell: Cell) -> RunConfig:
-
+    """The cell's config resolved in the job; it must hash as it did in the driver."""
     cfg = resolve(cell.raw, load_plugins(cell.plugin_specs, cell.blocked, lazy=True))
     if cfg.config_hash() != cell.config_hash:
         raise HarnessError(
@@ -241,6 +242,7 @@ def state_path(store_path: Path) -> Path:
 
 
 def read_state(path: Path) -> dict[str, dict[str, Any]]:
+    """The sweep's job state file (``{}`` when there is none yet)."""
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -251,11 +253,14 @@ def read_state(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def write_state(path: Path, state: dict[str, dict[str, Any]]) -> None:
+    """Write the sweep's job state file atomically."""
     write_json(path, state)
 
 
 @dataclass
 class CellStatus:
+    """Where one cell of a sweep stands, for ``--status`` and the progress lines."""
+
     state: str
     """stored, running, queued, failed, finished (folder not yet ingested) or not started."""
     detail: str = ""
@@ -282,10 +287,12 @@ def slurm_states(job_ids: list[str]) -> dict[str, str]:
 
 
 def job_paths(entry: dict[str, Any]) -> submitit.core.utils.JobPaths:
+    """submitit's paths (logs, result) of a state entry's job."""
     return submitit.core.utils.JobPaths(entry["folder"], job_id=entry["job_id"], task_id=0)
 
 
 def first_error_line(trace: str) -> str:
+    """The last non-empty line of a traceback: the error itself."""
     lines = [line.strip() for line in str(trace).strip().splitlines() if line.strip()]
     return lines[-1] if lines else "unknown error"
 
@@ -305,6 +312,7 @@ def job_outcome(entry: dict[str, Any]) -> CellStatus | None:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether a local process with this id exists."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -394,6 +402,7 @@ def sbatch_script(opts: ExecutorOptions, folder: Path, name: str, count: int) ->
 
 
 def make_executor(opts: ExecutorOptions, folder: Path, name: str) -> submitit.Executor:
+    """The submitit executor of ``opts`` (SLURM job array or local processes)."""
     if opts.executor == "slurm":
         require_sbatch()
         executor: submitit.Executor = submitit.SlurmExecutor(
@@ -410,6 +419,7 @@ def make_executor(opts: ExecutorOptions, folder: Path, name: str) -> submitit.Ex
 
 
 def state_entry(opts: ExecutorOptions, job: submitit.Job, folder: Path, label: str) -> dict:
+    """What the state file keeps of a submitted job."""
     return {
         "executor": opts.executor,
         "job_id": str(job.job_id),
@@ -434,6 +444,7 @@ def submit(
 
 
 def describe(cells: list[Cell], status: dict[str, CellStatus]) -> None:
+    """Print one line per cell with its status."""
     for i, cell in enumerate(cells, 1):
         where = f"{cell.label} [{cell.config_hash[:8]}]"
         click.echo(f"[{i}/{len(cells)}] {where}: {status[cell.config_hash]}")

@@ -1,4 +1,5 @@
-"""The ``harness`` command line: run, list, leaderboard, plugins (and plugin commands)."""
+"""The ``harness`` command line: run, list, leaderboard, plugins, runs and store; the core
+commands of :data:`CORE_COMMANDS` (sweep, plot, dirgen) and plugin commands, imported on use."""
 
 from __future__ import annotations
 
@@ -68,6 +69,11 @@ class DeclaredCommand(click.Command, ABC):
     def add_real_command(self, ctx: click.Context, group: click.Group) -> None:
         """Add the command this one stands for to ``group``."""
 
+    @property
+    @abstractmethod
+    def origin(self) -> str:
+        """What declares the command, for an error message."""
+
 
 class PluginCommand(DeclaredCommand):
     """A plugin command known from its manifest; using it imports the plugin."""
@@ -78,6 +84,10 @@ class PluginCommand(DeclaredCommand):
 
     def add_real_command(self, ctx: click.Context, group: click.Group) -> None:
         plugins_from(ctx).call_hook(self.plugin, "register_commands", cli=group)
+
+    @property
+    def origin(self) -> str:
+        return f"plugin '{self.plugin}'"
 
 
 class CoreCommand(DeclaredCommand):
@@ -91,6 +101,10 @@ class CoreCommand(DeclaredCommand):
         module, _, attribute = self.target.partition(":")
         group.add_command(vars(import_module(module))[attribute], self.name)
 
+    @property
+    def origin(self) -> str:
+        return f"module '{self.target}'"
+
 
 class LazyGroup(click.Group):
     """Lists declared commands in ``--help``; resolving one imports its module or plugin."""
@@ -101,20 +115,21 @@ class LazyGroup(click.Group):
             cmd.add_real_command(ctx, self)
             real = self.commands.get(name or "")
             if real is None or isinstance(real, DeclaredCommand):
-                origin = f"plugin '{cmd.plugin}'" if isinstance(cmd, PluginCommand) else cmd.target
-                raise HarnessError(f"{origin} declares command '{name}' but adds none")
+                raise HarnessError(f"{cmd.origin} declares command '{name}' but adds none")
             cmd = real
         return name, cmd, rest
 
 
 def add_core_commands(group: click.Group) -> None:
-    """Declare the :data:`CORE_COMMANDS` a plugin has not replaced."""
+    """Declare the :data:`CORE_COMMANDS` that ``group`` does not hold yet."""
     for command, (target, short_help) in CORE_COMMANDS.items():
         if command not in group.commands:
             group.add_command(CoreCommand(command, target, short_help))
 
 
 def add_declared_commands(plugins: Plugins) -> None:
+    """List the commands of plugins not imported yet (from their manifests); a real or core
+    command of the same name is kept."""
     for command, (plugin, short_help) in plugins.declared_commands().items():
         if command not in cli.commands or isinstance(cli.commands[command], PluginCommand):
             cli.add_command(PluginCommand(command, plugin, short_help))
@@ -244,6 +259,8 @@ def launch_torchrun(nproc: int, device: str, argv: list[str]) -> None:
 
 
 class ProcessFailed(HarnessError):
+    """A training process of ``--nproc`` failed; the command exits with its code."""
+
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
         self.exit_code = code
@@ -523,6 +540,7 @@ def setup_plugins(specs: list[str], blocked: list[str], debug: bool, argv: list[
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The ``harness`` entry point: load plugins, run the command, map errors to exit codes."""
     argv = list(sys.argv[1:] if argv is None else argv)
     specs, blocked, debug = scan_global_options(argv)
     try:

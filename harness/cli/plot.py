@@ -166,6 +166,7 @@ def aug_settings(aug_name: str, assignments: tuple[str, ...]) -> dict[str, Any]:
 
 
 def describe_source(config: IRConfig, bank: IRBank) -> str:
+    """Where a bank came from, its length and sample rate."""
     source = config.path or "synthetic embedded bank"
     return f"{source}, {bank.length} samples at {bank.sample_rate} Hz"
 

@@ -56,6 +56,8 @@ SWEEP_KEYS = {"base", "seeds", "grid"}
 
 @dataclass
 class SweepRun:
+    """One run of a sweep: its label and its validated config."""
+
     label: str
     config: RunConfig
     raw: dict[str, Any] | None = None

@@ -53,6 +53,8 @@ class RowSpec:
 
 @dataclass(frozen=True)
 class LeaderboardSpec:
+    """What a leaderboard shows: protocol, metric, seed aggregation, filters, rows."""
+
     title: str = ""
     protocol: str = "device-logloss"
     metric: str | None = None
@@ -140,6 +142,7 @@ def matches(
 
 
 def aug_set(label: str) -> frozenset[str]:
+    """The augmentations of a ``a+b`` label (``none`` is the empty set)."""
     return frozenset(a for a in label.split("+") if a and a != "none")
 
 
@@ -157,6 +160,7 @@ def seedless_key(record: RunRecord) -> str:
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config tables as ``{dotted.key: value}`` (lists as JSON)."""
     out = {}
     for key, value in config.items():
         path = f"{prefix}{key}"
@@ -185,6 +189,7 @@ def varying_params(records: list[RunRecord]) -> list[str]:
 
 
 def auto_label(record: RunRecord, params: list[str]) -> str:
+    """``key=value, ...`` of the varying parameters, naming a row."""
     flat = flatten(record.config)
     parts = [f"{k}={flat[k]}" for k in params if k in flat and not k.startswith("protocol.")]
     return ", ".join(parts)
@@ -209,6 +214,7 @@ def select_columns(
 
 
 def no_columns_message(spec: LeaderboardSpec, plugins: Plugins, records: list[RunRecord]) -> str:
+    """Why a protocol has no columns to show, with the metric families stored."""
     protocol = plugins["protocol"].get(spec.protocol).cls
     stored = {k.split("/")[0] for r in records for k in metrics_of(r, spec.protocol)}
     families = sorted({c.key.split("/")[0] for c in protocol.columns} | stored)
@@ -220,6 +226,7 @@ def no_columns_message(spec: LeaderboardSpec, plugins: Plugins, records: list[Ru
 
 
 def metrics_of(record: RunRecord, protocol: str) -> dict[str, float]:
+    """A run's metrics of one protocol, without the ``protocol/`` prefix."""
     prefix = f"{protocol}/"
     return {k[len(prefix) :]: v for k, v in record.metrics.items() if k.startswith(prefix)}
 
@@ -275,6 +282,8 @@ class Table:
 
 
 def build_tables(spec: LeaderboardSpec, records: list[RunRecord], plugins: Plugins) -> list[Table]:
+    """The leaderboard's tables, one per seed aggregation (best, mean): a row per run group,
+    a column per metric."""
     columns = select_columns(spec, plugins, records)
     groups = grouped_runs(spec, records)
     if groups and not columns:
@@ -343,6 +352,7 @@ def _aggregate(agg, groups, columns, protocol, primary, lower_better) -> Table:
 
 
 def header(column: Column, fmt: str = "markdown") -> str:
+    """A column heading with the arrow of the better direction."""
     if fmt == "latex":
         arrow = "$\\uparrow$" if column.higher_is_better else "$\\downarrow$"
     else:
@@ -351,12 +361,14 @@ def header(column: Column, fmt: str = "markdown") -> str:
 
 
 def best_index(values: pd.Series, column: Column) -> Any:
+    """The row of the best value of a column (None when all values are equal)."""
     if values.dropna().nunique() < 2:
         return None
     return values.idxmax() if column.higher_is_better else values.idxmin()
 
 
 def cell_text(table: Table, row: int, column: Column, fmt: str) -> str:
+    """A table cell: the value, its error if any, the best value in bold."""
     value = table.values.at[row, column.key]
     if pd.isna(value):
         return "–"
@@ -383,6 +395,7 @@ def csv_frame(table: Table) -> pd.DataFrame:
 
 
 def render_table(table: Table, fmt: str) -> str:
+    """One table as Markdown (GitHub) or LaTeX."""
     rows = []
     for i in range(len(table.labels)):
         labels = [str(v) for v in table.labels.iloc[i].tolist()]

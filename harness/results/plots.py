@@ -98,6 +98,7 @@ def device_columns(table: Table) -> list[Column]:
 
 
 def seed_count(n: Any) -> str:
+    """``1 seed``, ``3 seeds``."""
     return f"{int(n)} seed" + ("" if int(n) == 1 else "s")
 
 
@@ -187,6 +188,7 @@ def fewshot_curves(
 
 
 def row_name(labels: dict[str, Any]) -> str:
+    """A leaderboard row's name from its backbone, method and parameters."""
     return " ".join(str(labels[k]) for k in ("backbone", "method", "params") if labels.get(k))
 
 
@@ -280,7 +282,7 @@ def draw_tsne(panels: list[tuple[str, np.ndarray]], labels: np.ndarray, names: l
 
 
 def figure_colours(count: int) -> list[Any]:
-
+    """``count`` distinct colours of a qualitative colour map (repeating beyond 20)."""
     cmap = colormaps["tab10" if count <= 10 else "tab20"]
     return [cmap(i % cmap.N) for i in range(count)]
 
@@ -310,6 +312,7 @@ def read_metrics(folder: Path) -> list[dict[str, Any]]:
 
 
 def curve_keys(events: list[dict[str, Any]], wanted: str | None) -> list[str]:
+    """The logged numeric keys to draw: ``wanted`` (comma list, checked) or all."""
     present = [k for e in events for k, v in e.items() if isinstance(v, int | float)]
     keys = list(dict.fromkeys(k for k in present if k not in CURVE_SKIP))
     if wanted is None:

@@ -450,4 +450,5 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically."""
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

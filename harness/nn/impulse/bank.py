@@ -70,6 +70,7 @@ class IRBank:
 
 
 def one_line(err: BaseException) -> str:
+    """An exception's message on one line."""
     return " ".join(str(err).split())
 
 
@@ -166,6 +167,7 @@ def load_ir_files(
 def load_chunk(
     files: Sequence[Path], sample_rate: int, transform: Callable[[Tensor], Tensor] | None
 ) -> Tensor:
+    """Read files, resample them (grouped by rate) and ``transform`` the stack."""
     by_rate: dict[int, list[int]] = {}
     signals: list[np.ndarray] = []
     for i, path in enumerate(files):
@@ -182,6 +184,7 @@ def load_chunk(
 
 
 def default_meta(path: Path) -> dict[str, Any]:
+    """Metadata of a file whose name says nothing more: the stem as microphone."""
     return {"microphone": path.stem, "angle": None, "distance": None, "source": str(path)}
 
 
@@ -234,6 +237,7 @@ def load_sofa(path: Path, sample_rate: int) -> IRBank:
 
 
 def sofa_sample_rate(sofa: Any, path: Path) -> int:
+    """A SOFA file's one sample rate; several or a fractional one is an error."""
     rates = np.unique(np.asarray(getattr(sofa, "Data_SamplingRate", []), dtype=np.float64))
     if rates.size != 1 or not rates[0] > 0 or rates[0] != round(rates[0]):
         raise DataError(

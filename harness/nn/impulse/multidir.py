@@ -191,6 +191,7 @@ class SyntheticMicrophone:
 
 
 def draw_microphone(index: int, rng: np.random.Generator) -> SyntheticMicrophone:
+    """The parameters of synthetic microphone ``index``, drawn from ``rng``."""
     pattern, transducer, diaphragm = MICROPHONE_TYPES[index]
     a_mid = PATTERNS[pattern] + (
         rng.uniform(0.02, 0.05) if pattern == "figure-8" else rng.normal(0, 0.03)
