@@ -3,6 +3,7 @@ the --set chain and the store default (the subprocess view is in test_cli.py).""
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
@@ -11,13 +12,16 @@ import pytest
 
 from harness.cli import main as cli_module
 from harness.cli.main import (
+    CORE_COMMANDS,
     DeclaredCommand,
+    LazyGroup,
+    PluginCommand,
     add_declared_commands,
     add_protocol_flags,
-    default_store,
     main,
     raw_config,
 )
+from harness.cli.options import default_store, out_and_store_options
 from harness.registry.plugins import load_plugins
 from harness.util.errors import HarnessError, UsageError
 
@@ -163,8 +167,6 @@ def test_the_store_defaults_to_the_output_folder_unless_harness_store_is_set(mon
 def test_out_and_store_options_give_a_command_both_paths(tmp_path):
     from click.testing import CliRunner
 
-    from harness.cli.main import out_and_store_options
-
     @click.command()
     @out_and_store_options("Where the runs go.")
     def show(out, store_path):
@@ -192,11 +194,46 @@ def test_out_and_store_options_give_a_command_both_paths(tmp_path):
     assert "Folder of the run folders. [default: runs]" in default_help
 
 
-def test_declared_plugin_commands_are_listed_and_import_their_plugin_when_used(capsys):
+def test_lazy_core_commands_are_listed_and_import_their_module_when_used(capsys):
     main(["--help"])
     listing = capsys.readouterr().out
     assert "sweep" in listing and "Run every configuration of SWEEP_FILE" in listing
     main(["sweep", "--help"])
     assert capsys.readouterr().out.startswith("Usage: harness sweep [OPTIONS] SWEEP_FILE")
+    assert not isinstance(cli_module.cli.commands["sweep"], DeclaredCommand)  # the real one
     assert exit_code(["no-such-command"]) == 2
     assert "No such command 'no-such-command'" in capsys.readouterr().err
+
+
+def test_every_core_command_target_is_a_click_command_of_that_name():
+    for name, (target, short_help) in CORE_COMMANDS.items():
+        module, _, attribute = target.partition(":")
+        command = vars(importlib.import_module(module))[attribute]
+        assert isinstance(command, click.Command) and command.name == name
+        assert command.get_short_help_str(limit=200) == short_help
+
+
+def test_a_declared_command_whose_target_adds_nothing_is_an_error():
+    group = LazyGroup()
+    group.add_command(PluginCommand("phantom", "phantom-plugin", "Nothing either."))
+
+    class NoPlugins:
+        def call_hook(self, plugin, hook, cli):
+            assert (plugin, hook, cli) == ("phantom-plugin", "register_commands", group)
+
+    context = click.Context(group, obj={"plugins": NoPlugins()})
+    with pytest.raises(HarnessError, match="plugin 'phantom-plugin' declares command 'phantom'"):
+        group.resolve_command(context, ["phantom"])
+
+
+def test_plot_outputs_show_a_fixed_default_or_the_pattern_the_command_fills_in(capsys):
+    main(["plot", "tsne", "--help"])
+    tsne_help = " ".join(capsys.readouterr().out.split())
+    assert "--output FILE PNG file to write. [default: tsne.png]" in tsne_help
+    assert "--store FILE SQLite results store for run ids (default: runs/results.sqlite" in (
+        tsne_help
+    )
+    main(["plot", "dirs", "--help"])
+    dirs_help = " ".join(capsys.readouterr().out.split())
+    assert "--output FILE PNG file to write (default: dirs-<aug>.png)." in dirs_help
+    assert "[default: dirs" not in dirs_help

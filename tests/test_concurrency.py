@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 from harness.registry.plugins import load_plugins
-from harness.results.leaderboard import LeaderboardSpec, render_leaderboard
+from harness.results.leaderboard import LeaderboardSpec
+from harness.results.render import render_leaderboard
 from harness.results.store import ResultStore
 from tests.conftest import toy_run_args
 from tests.test_hardening import make_tones

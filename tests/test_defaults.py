@@ -19,8 +19,8 @@ from harness.results.leaderboard import (
     LeaderboardSpec,
     RowSpec,
     non_default_options,
-    render_leaderboard,
 )
+from harness.results.render import render_leaderboard
 from harness.results.store import ResultStore, RunRecord
 
 REPO = Path(__file__).resolve().parents[1]

@@ -26,14 +26,11 @@ from harness.nn.impulse import (
     kaiser_truncate,
     quantile_bands,
 )
+from harness.nn.impulse.multidir import parse_multidir_name, synthetic_multidir
 from harness.registry.config import build_dataclass
 from harness.registry.plugins import Plugins, load_plugins, new_plugin_manager
 from harness.util.errors import DataError, UsageError
-from harness_plugins.augmentations.multidir import (
-    MultiDir,
-    parse_multidir_name,
-    synthetic_multidir,
-)
+from harness_plugins.augmentations.multidir import MultiDir
 from harness_plugins.augmentations.vintage import Vintage, synthetic_vintage
 from tests.conftest import run_cli
 

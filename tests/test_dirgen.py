@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from harness.api import Batch, Task
+from harness.cli.dirgen import embedded_traits, load_bank
 from harness.nn.dirgen import (
     DirGenerator,
     condition_vector,
@@ -20,7 +21,6 @@ from harness.nn.dirgen import (
 )
 from harness.util.errors import DataError, UsageError
 from harness_plugins.augmentations.dirgen import DirGenAugmentation
-from harness_plugins.commands.dirgen import embedded_traits, load_bank
 
 
 def test_condition_vector_hand_computed() -> None:

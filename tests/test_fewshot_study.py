@@ -14,15 +14,16 @@ import torch
 
 from harness.api import Backbone, Clip, DataSplits, Encoded, Stage, Task
 from harness.api.settings import RunSettings
+from harness.cli.sweep import plan
 from harness.registry.config import build_dataclass, resolve
 from harness.registry.plugins import load_plugins
-from harness.results.leaderboard import LeaderboardSpec, build_tables, grouped_runs, render
+from harness.results.leaderboard import LeaderboardSpec, build_tables, grouped_runs
+from harness.results.plots import fewshot_curves, select_clips
+from harness.results.render import render
 from harness.results.store import ResultStore, RunRecord
 from harness.run.experiment import Experiment
 from harness.util.errors import UsageError
 from harness_plugins.backbones.audiomae import AudioMAE
-from harness_plugins.commands.plot import fewshot_curves, select_clips
-from harness_plugins.commands.sweep import plan
 from harness_plugins.methods.nnclr import MAE_STAGE, Nnclr, NnclrTCutMix
 from harness_plugins.protocols.fewshot import Fewshot
 
@@ -533,7 +534,8 @@ def test_plot_tsne_embeds_the_chosen_classes_before_and_after_tuning(
     capsys.readouterr()
 
     plugins = load_plugins([str(tmp_path / "study_plugin.py")])
-    from harness_plugins.commands.plot import embed_clips, initial_encoder, run_config, run_encoder
+    from harness.cli.plot import initial_encoder, run_config, run_encoder
+    from harness.results.plots import embed_clips
 
     cfg = run_config(folder, plugins)
     splits = cfg.dataset.build().load()

@@ -22,7 +22,8 @@ from harness.cli.main import main
 from harness.data.audio import check_header, read_audio
 from harness.nn.impulse import read_ir
 from harness.registry.plugins import load_plugins
-from harness.results.leaderboard import LeaderboardSpec, render_leaderboard
+from harness.results.leaderboard import LeaderboardSpec
+from harness.results.render import render_leaderboard
 from harness.results.store import (
     COLUMNS,
     ResultStore,
@@ -384,7 +385,7 @@ def test_truncated_impulse_response_is_an_error(tmp_path):
 
 
 def test_plot_of_an_unreadable_backbone_is_a_one_line_error(tmp_path):
-    from harness_plugins.commands.plot import run_encoder
+    from harness.cli.plot import run_encoder
 
     (tmp_path / "backbone.pt").write_bytes(b"not a torch file")
     cfg = SimpleNamespace(backbone=SimpleNamespace(build=lambda: torch.nn.Linear(1, 1)))

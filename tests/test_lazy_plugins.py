@@ -42,22 +42,41 @@ def test_fast_commands_import_no_torch_and_no_plugin_module(argv):
     assert "HEAVY [] []" in out, out
 
 
-def test_help_lists_plugin_commands_from_the_manifest():
+def test_help_lists_the_lazy_core_commands():
     out = subprocess.run(
         [sys.executable, "-m", "harness", "--help"], capture_output=True, text=True, timeout=120
     ).stdout
-    assert "sweep" in out and "plot" in out and "leaderboard" in out
+    assert "sweep" in out and "plot" in out and "dirgen" in out and "leaderboard" in out
 
 
-def test_declared_command_imports_its_plugin_when_used():
+COMMAND_MODULES = """
+import sys
+from harness.cli.main import main
+main({argv!r})
+print("LOADED", sorted(m for m in sys.modules if m in {modules!r}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("argv", "loaded"),
+    [
+        (["--help"], []),
+        (["sweep", "--help"], ["harness.cli.sweep"]),
+        (["dirgen", "--help"], ["harness.cli.dirgen"]),
+    ],
+)
+def test_a_lazy_core_command_imports_its_module_only_when_used(argv, loaded):
+    modules = ["harness.cli.dirgen", "harness.cli.plot", "harness.cli.sweep"]
     result = subprocess.run(
-        [sys.executable, "-m", "harness", "sweep", "--help"],
+        [sys.executable, "-c", COMMAND_MODULES.format(argv=argv, modules=modules)],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert "Usage: harness sweep [OPTIONS] SWEEP_FILE" in result.stdout
+    assert f"LOADED {loaded}" in result.stdout
+    if argv[0] == "sweep":
+        assert "Usage: harness sweep [OPTIONS] SWEEP_FILE" in result.stdout
 
 
 def test_committed_manifest_is_current():

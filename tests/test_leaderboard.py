@@ -18,11 +18,10 @@ from harness.results.leaderboard import (
     matches,
     no_columns_message,
     non_default_options,
-    render,
-    render_leaderboard,
     seedless_key,
     select_columns,
 )
+from harness.results.render import render, render_leaderboard
 from harness.results.store import ResultStore, RunRecord
 from harness.util.errors import UsageError
 
@@ -329,3 +328,11 @@ def test_an_empty_leaderboard_says_so_in_every_text_format(plugins):
         assert render(spec, build_tables(spec, RECORDS, plugins), fmt) == (
             "no stored runs with protocol 'fewshot' match this leaderboard"
         )
+
+
+def test_render_puts_the_reproducing_commands_on_the_html_page_only():
+    commands = ["harness sweep a.toml", "harness leaderboard --format html"]
+    page = render(LeaderboardSpec(), [], "html", (), None, commands)
+    assert "<pre>harness sweep a.toml\nharness leaderboard --format html</pre>" in page
+    assert "harness sweep" not in render(LeaderboardSpec(), [], "html")
+    assert "harness sweep" not in render(LeaderboardSpec(), [], "markdown", (), None, commands)

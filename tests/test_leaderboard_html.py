@@ -6,7 +6,8 @@ import re
 import pytest
 
 from harness.registry.plugins import load_plugins
-from harness.results.leaderboard import LeaderboardSpec, RowSpec, build_tables, render
+from harness.results.leaderboard import LeaderboardSpec, RowSpec, build_tables
+from harness.results.render import render
 from tests.browser import Browser, chromium_path
 from tests.test_leaderboard import RECORDS
 

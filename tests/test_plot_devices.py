@@ -28,7 +28,7 @@ def with_all_devices(run, offset):
 
 @pytest.mark.parametrize("metric", ["acc", "logloss"])
 def test_device_bars_have_one_tick_per_device_and_state_the_spread(metric):
-    from harness_plugins.commands.plot import draw_devices
+    from harness.results.plots import draw_devices
 
     runs = [
         with_all_devices(record("r1", "ce", "none", 0, 1, 1), 0.1),

@@ -5,8 +5,8 @@ import textwrap
 
 import pytest
 
+from harness.cli.sweep import expand
 from harness.util.errors import UsageError
-from harness_plugins.commands.sweep import expand
 from tests.conftest import TOY_PLUGIN, run_cli
 
 

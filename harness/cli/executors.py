@@ -16,18 +16,31 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import click
 import submitit
+import torch
+from submitit.slurm.slurm import _make_sbatch_string
 
-from harness.util.errors import HarnessError, UsageError
-
-if TYPE_CHECKING:
-    from harness.registry.config import RunConfig
-    from harness.results.store import ResultStore, RunRecord
+from harness.registry.config import RunConfig, resolve
+from harness.registry.plugins import load_plugins
+from harness.results.store import (
+    FolderOnlyStore,
+    ResultStore,
+    RunRecord,
+    ingest,
+    record_from_folder,
+    run_folders,
+    write_json,
+)
+from harness.run.experiment import run_experiment
+from harness.util.errors import HarnessError, Interrupted, UsageError
+from harness.util.progress import note
 
 EXECUTORS = ("inline", "local", "slurm")
 SLURM_ONLY = ("max_parallel", "partition", "time", "mem", "gpus", "account", "qos", "sbatch")
@@ -119,6 +132,7 @@ def build_options(*layers: dict[str, Any]) -> ExecutorOptions:
 
 
 def require_sbatch() -> None:
+    """Fail before anything is submitted when SLURM's ``sbatch`` is missing."""
     if shutil.which("sbatch") is None:
         raise UsageError("executor 'slurm' needs SLURM's sbatch on PATH; nothing was submitted")
 
@@ -140,8 +154,6 @@ class Cell:
 
 def finished_record(out_dir: Path, config_hash: str) -> RunRecord | None:
     """The record of a finished run folder of this config in ``out_dir``, else None."""
-    from harness.results.store import record_from_folder, run_folders
-
     for folder in run_folders(out_dir):
         try:
             record = record_from_folder(folder)
@@ -158,8 +170,6 @@ def run_cell(cfg: RunConfig, out_dir: Path, resume: bool = True) -> RunRecord:
     A cell whose folder is already complete (a requeued job that had finished) is not
     run again; ``resume`` continues from the engine's checkpoints where it supports it.
     """
-    from harness.results.store import FolderOnlyStore
-    from harness.run.experiment import run_experiment
 
     done = finished_record(out_dir, cfg.config_hash())
     if done is not None:
@@ -172,9 +182,7 @@ def run_cell(cfg: RunConfig, out_dir: Path, resume: bool = True) -> RunRecord:
 
 
 def resolve_cell(cell: Cell) -> RunConfig:
-    from harness.registry.config import resolve
-    from harness.registry.plugins import load_plugins
-
+    """The cell's config resolved in the job; it must hash as it did in the driver."""
     cfg = resolve(cell.raw, load_plugins(cell.plugin_specs, cell.blocked, lazy=True))
     if cfg.config_hash() != cell.config_hash:
         raise HarnessError(
@@ -193,8 +201,6 @@ class CellJob(submitit.helpers.Checkpointable):
     def __call__(self) -> str:
         out_dir = Path(self.cell.out_dir)
         if self.cell.threads:
-            import torch
-
             torch.set_num_threads(self.cell.threads)
         if self.cell.nproc > 1:
             return run_distributed(self.cell)
@@ -236,6 +242,7 @@ def state_path(store_path: Path) -> Path:
 
 
 def read_state(path: Path) -> dict[str, dict[str, Any]]:
+    """The sweep's job state file (``{}`` when there is none yet)."""
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -246,13 +253,14 @@ def read_state(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def write_state(path: Path, state: dict[str, dict[str, Any]]) -> None:
-    from harness.results.store import write_json
-
+    """Write the sweep's job state file atomically."""
     write_json(path, state)
 
 
 @dataclass
 class CellStatus:
+    """Where one cell of a sweep stands, for ``--status`` and the progress lines."""
+
     state: str
     """stored, running, queued, failed, finished (folder not yet ingested) or not started."""
     detail: str = ""
@@ -279,10 +287,12 @@ def slurm_states(job_ids: list[str]) -> dict[str, str]:
 
 
 def job_paths(entry: dict[str, Any]) -> submitit.core.utils.JobPaths:
+    """submitit's paths (logs, result) of a state entry's job."""
     return submitit.core.utils.JobPaths(entry["folder"], job_id=entry["job_id"], task_id=0)
 
 
 def first_error_line(trace: str) -> str:
+    """The last non-empty line of a traceback: the error itself."""
     lines = [line.strip() for line in str(trace).strip().splitlines() if line.strip()]
     return lines[-1] if lines else "unknown error"
 
@@ -302,6 +312,7 @@ def job_outcome(entry: dict[str, Any]) -> CellStatus | None:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether a local process with this id exists."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -384,8 +395,6 @@ def slurm_parameters(opts: ExecutorOptions, name: str) -> dict[str, Any]:
 
 def sbatch_script(opts: ExecutorOptions, folder: Path, name: str, count: int) -> str:
     """The sbatch file submitit would write for an array of ``count`` cells."""
-    from submitit.slurm.slurm import _make_sbatch_string
-
     params = slurm_parameters(opts, name)
     python, where = shlex.quote(sys.executable), shlex.quote(str(folder))
     command = f"{python} -u -m submitit.core._submit {where}"
@@ -393,6 +402,7 @@ def sbatch_script(opts: ExecutorOptions, folder: Path, name: str, count: int) ->
 
 
 def make_executor(opts: ExecutorOptions, folder: Path, name: str) -> submitit.Executor:
+    """The submitit executor of ``opts`` (SLURM job array or local processes)."""
     if opts.executor == "slurm":
         require_sbatch()
         executor: submitit.Executor = submitit.SlurmExecutor(
@@ -409,6 +419,7 @@ def make_executor(opts: ExecutorOptions, folder: Path, name: str) -> submitit.Ex
 
 
 def state_entry(opts: ExecutorOptions, job: submitit.Job, folder: Path, label: str) -> dict:
+    """What the state file keeps of a submitted job."""
     return {
         "executor": opts.executor,
         "job_id": str(job.job_id),
@@ -433,8 +444,7 @@ def submit(
 
 
 def describe(cells: list[Cell], status: dict[str, CellStatus]) -> None:
-    import click
-
+    """Print one line per cell with its status."""
     for i, cell in enumerate(cells, 1):
         where = f"{cell.label} [{cell.config_hash[:8]}]"
         click.echo(f"[{i}/{len(cells)}] {where}: {status[cell.config_hash]}")
@@ -451,9 +461,6 @@ def run_jobs(
     no_wait: bool = False,
 ) -> None:
     """Submit the cells that are neither stored nor running, wait, ingest, report."""
-    import click
-
-    from harness.util.progress import note
 
     hashes = [c.config_hash for c in cells]
     state_file = state_path(store.path)
@@ -497,8 +504,6 @@ def run_jobs(
     try:
         driver.run(todo, live if opts.executor == "slurm" else [], no_wait)
     except KeyboardInterrupt:
-        from harness.util.errors import Interrupted
-
         if opts.executor == "local":
             driver.cancel()
             raise Interrupted(
@@ -546,8 +551,6 @@ class Driver:
         self.failed: list[tuple[str, str]] = []
 
     def launch(self, cells: list[Cell]) -> None:
-        from harness.util.progress import note
-
         if not cells:
             return
         for cell, job in submit(self.opts, cells, self.folder, self.name):
@@ -557,8 +560,6 @@ class Driver:
         write_state(self.state_file, self.state)
 
     def run(self, todo: list[Cell], live: list[Cell], no_wait: bool) -> None:
-        import time
-
         for cell in live:
             self.active[cell.config_hash] = (cell, None)
         pending = list(todo)
@@ -575,8 +576,6 @@ class Driver:
                 time.sleep(1.0)
 
     def poll(self) -> None:
-        from harness.results.store import ingest
-        from harness.util.progress import note
 
         entries = {h: self.state[h] for h in self.active}
         slurm = slurm_states([e["job_id"] for e in entries.values() if e["executor"] == "slurm"])

@@ -1,82 +1,139 @@
-"""The ``harness`` command line: run, list, leaderboard, plugins (and plugin commands)."""
+"""The ``harness`` command line: run, list, leaderboard, plugins, runs and store; the core
+commands of :data:`CORE_COMMANDS` (sweep, plot, dirgen) and plugin commands, imported on use."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError
 from pathlib import Path
 from typing import Any
 
 import click
 
 from harness import __version__
+from harness.cli.options import (
+    DEFAULT_OUT,
+    config_and_set_options,
+    default_store,
+    out_and_store_options,
+    plugins_from,
+    scan_global_options,
+    spec_option,
+    store_option,
+)
 from harness.registry.config import merge, parse_set, read_toml, resolve, set_name
-from harness.registry.plugins import HOOK_FOR_KIND, Plugins, component_info, load_plugins
+from harness.registry.plugins import (
+    HOOK_FOR_KIND,
+    Plugins,
+    build_manifest,
+    component_info,
+    load_plugins,
+)
+from harness.results.store import ResultStore, check_store, ingest, write_text_atomic
+from harness.util.cache import clean_stale_cache
 from harness.util.errors import HarnessError
-
-DEFAULT_OUT = Path("runs")
-
-
-def out_and_store_options(out_help: str = "Folder of the run folders.") -> Callable:
-    """The ``--out`` folder and ``--store`` file options that every store-reading command takes."""
-
-    def decorate(command: Callable) -> Callable:
-        command = click.option(
-            "--store",
-            "store_path",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="SQLite results store (default: OUT/results.sqlite, or $HARNESS_STORE).",
-        )(command)
-        return click.option(
-            "--out",
-            type=click.Path(file_okay=False, path_type=Path),
-            default=DEFAULT_OUT,
-            show_default=True,
-            help=out_help,
-        )(command)
-
-    return decorate
-
+from harness.util.names import unknown_name_message
 
 PROTOCOL_FLAG = "protocol_flag__"
 KIND_ALIASES = {f"{kind}s": kind for kind in HOOK_FOR_KIND} | {"augs": "augmentation"}
 
+CORE_COMMANDS = {
+    "sweep": (
+        "harness.cli.sweep:sweep",
+        "Run every configuration of SWEEP_FILE that is not yet in the results store.",
+    ),
+    "plot": (
+        "harness.cli.plot:plot",
+        "Draw figures (PNG) of impulse-response collections and results.",
+    ),
+    "dirgen": (
+        "harness.cli.dirgen:dirgen",
+        "Train and inspect the microphone-trait DIR generator (seed 000, Section 5.3).",
+    ),
+}
+"""Core commands imported on use (``name: ("module:attribute", short help)``), so that
+``harness --help`` imports neither torch nor matplotlib."""
 
-def default_store(out: Path) -> Path:
-    return Path(os.environ.get("HARNESS_STORE", out / "results.sqlite"))
+
+class DeclaredCommand(click.Command, ABC):
+    """A command listed in ``--help`` before its module is imported; using it imports it."""
+
+    def __init__(self, name: str, short_help: str) -> None:
+        super().__init__(name, short_help=short_help, help=short_help)
+
+    @abstractmethod
+    def add_real_command(self, ctx: click.Context, group: click.Group) -> None:
+        """Add the command this one stands for to ``group``."""
+
+    @property
+    @abstractmethod
+    def origin(self) -> str:
+        """What declares the command, for an error message."""
 
 
-def plugins_from(ctx: click.Context) -> Plugins:
-    return ctx.find_root().obj["plugins"]
-
-
-class DeclaredCommand(click.Command):
+class PluginCommand(DeclaredCommand):
     """A plugin command known from its manifest; using it imports the plugin."""
 
     def __init__(self, name: str, plugin: str, short_help: str) -> None:
-        super().__init__(name, short_help=short_help, help=short_help)
+        super().__init__(name, short_help)
         self.plugin = plugin
+
+    def add_real_command(self, ctx: click.Context, group: click.Group) -> None:
+        plugins_from(ctx).call_hook(self.plugin, "register_commands", cli=group)
+
+    @property
+    def origin(self) -> str:
+        return f"plugin '{self.plugin}'"
+
+
+class CoreCommand(DeclaredCommand):
+    """A core command of :data:`CORE_COMMANDS`; using it imports its module."""
+
+    def __init__(self, name: str, target: str, short_help: str) -> None:
+        super().__init__(name, short_help)
+        self.target = target
+
+    def add_real_command(self, ctx: click.Context, group: click.Group) -> None:
+        module, _, attribute = self.target.partition(":")
+        group.add_command(vars(import_module(module))[attribute], self.name)
+
+    @property
+    def origin(self) -> str:
+        return f"module '{self.target}'"
 
 
 class LazyGroup(click.Group):
-    """Lists declared plugin commands in ``--help``; resolving one imports its plugin."""
+    """Lists declared commands in ``--help``; resolving one imports its module or plugin."""
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple:
         name, cmd, rest = super().resolve_command(ctx, args)
         if isinstance(cmd, DeclaredCommand):
-            plugins_from(ctx).call_hook(cmd.plugin, "register_commands", cli=self)
-            cmd = self.commands.get(name or "")
-            if cmd is None or isinstance(cmd, DeclaredCommand):
-                raise HarnessError(f"plugin '{cmd.plugin}' declares command '{name}' but adds none")
+            cmd.add_real_command(ctx, self)
+            real = self.commands.get(name or "")
+            if real is None or isinstance(real, DeclaredCommand):
+                raise HarnessError(f"{cmd.origin} declares command '{name}' but adds none")
+            cmd = real
         return name, cmd, rest
 
 
+def add_core_commands(group: click.Group) -> None:
+    """Declare the :data:`CORE_COMMANDS` that ``group`` does not hold yet."""
+    for command, (target, short_help) in CORE_COMMANDS.items():
+        if command not in group.commands:
+            group.add_command(CoreCommand(command, target, short_help))
+
+
 def add_declared_commands(plugins: Plugins) -> None:
+    """List the commands of plugins not imported yet (from their manifests); a real or core
+    command of the same name is kept."""
     for command, (plugin, short_help) in plugins.declared_commands().items():
-        if command not in cli.commands or isinstance(cli.commands[command], DeclaredCommand):
-            cli.add_command(DeclaredCommand(command, plugin, short_help))
+        if command not in cli.commands or isinstance(cli.commands[command], PluginCommand):
+            cli.add_command(PluginCommand(command, plugin, short_help))
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -114,28 +171,10 @@ def cli(
 @click.option("--batch-size", type=int, help="Training batch size.")
 @click.option("--seed", type=int, help="Random seed.")
 @click.option("--device", help="Torch device: cpu, cuda, cuda:N or auto.")
-@click.option(
-    "--config", "config_file", type=click.Path(dir_okay=False), help="A TOML config file."
+@config_and_set_options(
+    "A TOML config file.", "Override any config value, e.g. --set method.alpha=0.4 (repeatable)."
 )
-@click.option(
-    "--set",
-    "assignments",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override any config value, e.g. --set method.alpha=0.4 (repeatable).",
-)
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_OUT,
-    show_default=True,
-    help="Folder for run folders.",
-)
-@click.option(
-    "--store",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite results store (default: OUT/results.sqlite, or $HARNESS_STORE).",
-)
+@out_and_store_options("Folder for run folders.")
 @click.option(
     "--nproc",
     type=int,
@@ -161,18 +200,17 @@ def cli(
 @click.pass_context
 def run(
     ctx: click.Context,
-    config_file: str | None,
+    config_file: Path | None,
     assignments: tuple[str, ...],
     out: Path,
-    store: Path | None,
+    store_path: Path | None,
     nproc: int,
     resume: str | None,
     resume_if_any: bool,
     **flags: Any,
 ) -> None:
     """Train and evaluate one combination, store the run, and print its tables."""
-    from harness.results.store import ResultStore
-    from harness.run.experiment import run_experiment
+    from harness.run.experiment import run_experiment  # imports torch: not for `harness --help`
 
     protocol_sets = [
         f"protocol.{value}"
@@ -185,7 +223,7 @@ def run(
         launch_torchrun(nproc, cfg.run.device, ctx.find_root().obj.get("argv", sys.argv[1:]))
         return
     result = run_experiment(
-        cfg, out, ResultStore(store or default_store(out)), resume, resume_if_any
+        cfg, out, ResultStore(store_path or default_store(out)), resume, resume_if_any
     )
     if int(os.environ.get("RANK", "0")) != 0:
         return  # rank 0 prints the tables and the stored run
@@ -196,6 +234,7 @@ def run(
 
 def launch_torchrun(nproc: int, device: str, argv: list[str]) -> None:
     """Run this command again in ``nproc`` processes under ``torch.distributed.run``."""
+    # torch: imported here, not for `harness --help`
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser
     from torch.distributed.run import run as torchrun
@@ -221,6 +260,8 @@ def launch_torchrun(nproc: int, device: str, argv: list[str]) -> None:
 
 
 class ProcessFailed(HarnessError):
+    """A training process of ``--nproc`` failed; the command exits with its code."""
+
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
         self.exit_code = code
@@ -240,7 +281,7 @@ def strip_nproc(argv: list[str]) -> list[str]:
 
 
 def raw_config(
-    config_file: str | None, flags: dict[str, Any], assignments: tuple[str, ...]
+    config_file: str | Path | None, flags: dict[str, Any], assignments: tuple[str, ...]
 ) -> dict[str, Any]:
     """Defaults < config file < flags < --set."""
     raw: dict[str, Any] = read_toml(config_file) if config_file else {}
@@ -262,8 +303,6 @@ def raw_config(
 @click.pass_context
 def list_(ctx: click.Context, kind: str | None) -> None:
     """List registered components with their plugin, description and parameters."""
-    from harness.registry.plugins import unknown_name_message
-
     plugins = plugins_from(ctx)
     kinds = list(HOOK_FOR_KIND)
     if kind is not None:
@@ -310,16 +349,8 @@ def plugins(ctx: click.Context, distribution: str | None, output: Path | None) -
 
 
 @cli.command()
-@click.option(
-    "--store",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite results store (default: runs/results.sqlite, or $HARNESS_STORE).",
-)
-@click.option(
-    "--spec",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="A leaderboard spec (TOML), e.g. leaderboards/device_generalization.toml.",
-)
+@store_option()
+@spec_option("A leaderboard spec (TOML), e.g. leaderboards/device_generalization.toml.")
 @click.option(
     "--protocol", default=None, help="Protocol whose columns to show (default: device-logloss)."
 )
@@ -355,46 +386,32 @@ def leaderboard(
     **options: Any,
 ) -> None:
     """Render stored runs as a leaderboard table."""
-    from harness.results.leaderboard import LeaderboardSpec, render_leaderboard
-    from harness.results.store import ResultStore
+    # the leaderboard modules import torch (through harness.api): not for `harness --help`
+    from harness.results.leaderboard import LeaderboardSpec
+    from harness.results.render import render_leaderboard
 
     board = LeaderboardSpec.from_file(spec) if spec else LeaderboardSpec()
     board = board.with_options(**options)
     results = ResultStore(store or default_store(DEFAULT_OUT))
-    from harness.results.store import ingest
-
     ingest(results.path.parent, results)  # run folders that cluster jobs finished
+    where = f" --store {store}" if store else ""
+    commands = []
     if fmt == "html":
-        from harness.results.html import render_html
-        from harness.results.leaderboard import build_tables
-
-        records = results.records()
-        where = f" --store {store}" if store else ""
         spec_arg = f" --spec {spec}" if spec else ""
         commands = [f"harness sweep {spec}{where}"] if spec else []
         commands.append(f"harness leaderboard{spec_arg}{where} --format html")
-        tables = build_tables(board, records, plugins_from(ctx))
-        text = render_html(board, tables, records, commands)
-    else:
-        text = render_leaderboard(board, results, plugins_from(ctx), fmt)
+    text = render_leaderboard(board, results, plugins_from(ctx), fmt, commands)
     if spec and fmt == "markdown":
-        where = f" --store {store}" if store else ""
-        commands = f"harness sweep {spec}{where}\n     harness leaderboard --spec {spec}{where}"
-        text = f"<!-- {commands} -->\n\n{text}"
+        reproduce = f"harness sweep {spec}{where}\n     harness leaderboard --spec {spec}{where}"
+        text = f"<!-- {reproduce} -->\n\n{text}"
     if output:
-        from harness.results.store import write_text_atomic
-
         write_text_atomic(output, text)
     else:
         click.echo(text)
 
 
 def write_manifest(loaded: Plugins, distribution: str, output: Path | None) -> None:
-    import json
-    from importlib.metadata import PackageNotFoundError
-
-    from harness.registry.plugins import build_manifest
-
+    """Print, or write to ``output``, the manifest of ``distribution``'s plugins."""
     try:
         manifest = build_manifest(loaded, distribution)
     except PackageNotFoundError:
@@ -403,8 +420,6 @@ def write_manifest(loaded: Plugins, distribution: str, output: Path | None) -> N
     if output is None:
         click.echo(text, nl=False)
         return
-    from harness.results.store import write_text_atomic
-
     write_text_atomic(output, text)
 
 
@@ -414,7 +429,7 @@ def write_manifest(loaded: Plugins, distribution: str, output: Path | None) -> N
 def runs(out: Path, store_path: Path | None, partial: bool) -> None:
     """List stored runs, or with --partial the interrupted runs --resume can continue."""
     if partial:
-        from harness.engine.resume import list_partials
+        from harness.engine.resume import list_partials  # imports torch: not for `harness --help`
 
         found = list_partials(out)
         for item in found:
@@ -422,8 +437,6 @@ def runs(out: Path, store_path: Path | None, partial: bool) -> None:
         if not found:
             click.echo(f"no interrupted runs in {out}")
         return
-    from harness.results.store import ResultStore
-
     records = ResultStore(store_path or default_store(out)).records()
     for record in records:
         click.echo(
@@ -444,9 +457,6 @@ def store() -> None:
 @click.option("--repair", is_flag=True, help="Fix what can be fixed (see the list printed).")
 def store_check(out: Path, store_path: Path | None, repair: bool) -> None:
     """Report inconsistencies between run folders and rows (temporary folders too)."""
-    from harness.results.store import ResultStore, check_store
-    from harness.util.cache import clean_stale_cache
-
     results = ResultStore(store_path or default_store(out))
     problems = check_store(out, results, repair)
     if repair:
@@ -466,8 +476,6 @@ def store_check(out: Path, store_path: Path | None, repair: bool) -> None:
 @out_and_store_options("Folder of the run folders (written by cluster jobs).")
 def store_ingest(out: Path, store_path: Path | None) -> None:
     """Add finished run folders that have no row yet to the store (idempotent)."""
-    from harness.results.store import ResultStore, ingest
-
     results = ResultStore(store_path or default_store(out))
     added, problems = ingest(out, results)
     for line in problems:
@@ -495,28 +503,6 @@ def add_protocol_flags(plugins: Plugins) -> None:
                 )
             )
             existing.add(flag)
-
-
-def scan_global_options(argv: list[str]) -> tuple[list[str], list[str], bool]:
-    """Find --plugin/--block/--debug before click parses, so plugin commands can be added."""
-    specs, blocked, debug = [], [], False
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg in ("--plugin", "--block") and i + 1 < len(argv):
-            (specs if arg == "--plugin" else blocked).append(argv[i + 1])
-            i += 2
-            continue
-        if arg.startswith(("--plugin=", "--block=")):
-            key, _, value = arg.partition("=")
-            (specs if key == "--plugin" else blocked).append(value)
-        elif arg == "--debug":
-            debug = True
-        elif not arg.startswith("-"):
-            break
-        i += 1
-    env_specs = [s for s in os.environ.get("HARNESS_PLUGINS", "").split(os.pathsep) if s]
-    return env_specs + specs, blocked, debug
 
 
 def first_command(argv: list[str]) -> str | None:
@@ -555,6 +541,7 @@ def setup_plugins(specs: list[str], blocked: list[str], debug: bool, argv: list[
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The ``harness`` entry point: load plugins, run the command, map errors to exit codes."""
     argv = list(sys.argv[1:] if argv is None else argv)
     specs, blocked, debug = scan_global_options(argv)
     try:
@@ -581,3 +568,6 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as err:
         err.show()
         sys.exit(err.exit_code)
+
+
+add_core_commands(cli)

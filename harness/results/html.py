@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.results.leaderboard import LeaderboardSpec, Table, grouped_runs, metrics_of
+from harness.results.leaderboard import LeaderboardSpec, Table, grouped_runs, header, metrics_of
 from harness.results.store import RunRecord
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
@@ -32,6 +32,7 @@ def _number(value: Any) -> float | None:
 
 
 def table_dict(table: Table) -> dict[str, Any]:
+    """A table as plain data (labels, values and errors per row) for JSON."""
     rows = []
     for i in range(len(table.labels)):
         labels = {k: _plain(v) for k, v in table.labels.iloc[i].items()}
@@ -67,6 +68,7 @@ def _plain(value: Any) -> Any:
 
 
 def spec_dict(spec: LeaderboardSpec) -> dict[str, Any]:
+    """A leaderboard spec as plain data for JSON."""
     return {
         "title": spec.title,
         "protocol": spec.protocol,
@@ -90,6 +92,8 @@ def render_json(spec: LeaderboardSpec, tables: list[Table]) -> str:
 
 @dataclass
 class Series:
+    """One line or bar series of an SVG chart."""
+
     name: str
     x: list[float]
     y: list[float | None]
@@ -232,6 +236,7 @@ def _lines(series, left, plot_w, base, sy) -> list[str]:
 
 
 def row_label(labels: dict[str, Any]) -> str:
+    """A row's name in figures: its spec name, else method, aug and parameters."""
     if labels.get("row"):
         return str(labels["row"])
     parts = [str(labels[k]) for k in ("method", "aug", "params") if labels.get(k)]
@@ -351,8 +356,7 @@ def _cell(table: Table, i: int, column: Any) -> str:
 
 
 def table_html(table: Table) -> str:
-    from harness.results.leaderboard import header
-
+    """A sortable HTML table, the best value of each column in bold."""
     heads = [f'<th class="l">{_esc(c)}</th>' for c in table.labels.columns]
     heads += [f"<th>{_esc(header(c))}</th>" for c in table.columns]
     rows = []

@@ -14,7 +14,6 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from tabulate import tabulate
 from harness.api import Column
 from harness.registry.config import read_toml
 from harness.registry.plugins import Plugins
-from harness.results.store import ResultStore, RunRecord
+from harness.results.store import RunRecord
 from harness.util.errors import UsageError
 
 AGGREGATIONS = ("best", "mean", "both", "runs")
@@ -54,6 +53,8 @@ class RowSpec:
 
 @dataclass(frozen=True)
 class LeaderboardSpec:
+    """What a leaderboard shows: protocol, metric, seed aggregation, filters, rows."""
+
     title: str = ""
     protocol: str = "device-logloss"
     metric: str | None = None
@@ -141,6 +142,7 @@ def matches(
 
 
 def aug_set(label: str) -> frozenset[str]:
+    """The augmentations of a ``a+b`` label (``none`` is the empty set)."""
     return frozenset(a for a in label.split("+") if a and a != "none")
 
 
@@ -158,6 +160,7 @@ def seedless_key(record: RunRecord) -> str:
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config tables as ``{dotted.key: value}`` (lists as JSON)."""
     out = {}
     for key, value in config.items():
         path = f"{prefix}{key}"
@@ -186,6 +189,7 @@ def varying_params(records: list[RunRecord]) -> list[str]:
 
 
 def auto_label(record: RunRecord, params: list[str]) -> str:
+    """``key=value, ...`` of the varying parameters, naming a row."""
     flat = flatten(record.config)
     parts = [f"{k}={flat[k]}" for k in params if k in flat and not k.startswith("protocol.")]
     return ", ".join(parts)
@@ -210,6 +214,7 @@ def select_columns(
 
 
 def no_columns_message(spec: LeaderboardSpec, plugins: Plugins, records: list[RunRecord]) -> str:
+    """Why a protocol has no columns to show, with the metric families stored."""
     protocol = plugins["protocol"].get(spec.protocol).cls
     stored = {k.split("/")[0] for r in records for k in metrics_of(r, spec.protocol)}
     families = sorted({c.key.split("/")[0] for c in protocol.columns} | stored)
@@ -221,6 +226,7 @@ def no_columns_message(spec: LeaderboardSpec, plugins: Plugins, records: list[Ru
 
 
 def metrics_of(record: RunRecord, protocol: str) -> dict[str, float]:
+    """A run's metrics of one protocol, without the ``protocol/`` prefix."""
     prefix = f"{protocol}/"
     return {k[len(prefix) :]: v for k, v in record.metrics.items() if k.startswith(prefix)}
 
@@ -276,6 +282,8 @@ class Table:
 
 
 def build_tables(spec: LeaderboardSpec, records: list[RunRecord], plugins: Plugins) -> list[Table]:
+    """The leaderboard's tables, one per seed aggregation (best, mean): a row per run group,
+    a column per metric."""
     columns = select_columns(spec, plugins, records)
     groups = grouped_runs(spec, records)
     if groups and not columns:
@@ -344,6 +352,7 @@ def _aggregate(agg, groups, columns, protocol, primary, lower_better) -> Table:
 
 
 def header(column: Column, fmt: str = "markdown") -> str:
+    """A column heading with the arrow of the better direction."""
     if fmt == "latex":
         arrow = "$\\uparrow$" if column.higher_is_better else "$\\downarrow$"
     else:
@@ -352,12 +361,14 @@ def header(column: Column, fmt: str = "markdown") -> str:
 
 
 def best_index(values: pd.Series, column: Column) -> Any:
+    """The row of the best value of a column (None when all values are equal)."""
     if values.dropna().nunique() < 2:
         return None
     return values.idxmax() if column.higher_is_better else values.idxmin()
 
 
 def cell_text(table: Table, row: int, column: Column, fmt: str) -> str:
+    """A table cell: the value, its error if any, the best value in bold."""
     value = table.values.at[row, column.key]
     if pd.isna(value):
         return "–"
@@ -384,52 +395,13 @@ def csv_frame(table: Table) -> pd.DataFrame:
 
 
 def render_table(table: Table, fmt: str) -> str:
+    """One table as Markdown (GitHub) or LaTeX."""
     rows = []
     for i in range(len(table.labels)):
         labels = [str(v) for v in table.labels.iloc[i].tolist()]
         rows.append(labels + [cell_text(table, i, c, fmt) for c in table.columns])
     headers = [*table.labels.columns, *(header(c, fmt) for c in table.columns)]
     return tabulate(rows, headers=headers, tablefmt="github" if fmt == "markdown" else "latex_raw")
-
-
-def render(
-    spec: LeaderboardSpec,
-    tables: list[Table],
-    fmt: str,
-    records: Sequence[RunRecord] = (),
-    options: list[tuple[str, list[str]]] | None = None,
-) -> str:
-    if fmt in ("json", "html"):
-        from harness.results import html as leaderboard_html
-
-        if fmt == "json":
-            return leaderboard_html.render_json(spec, tables)
-        return leaderboard_html.render_html(spec, tables, records)
-    if not tables or tables[0].labels.empty:
-        return f"no stored runs with protocol '{spec.protocol}' match this leaderboard"
-    if fmt == "csv":
-        return pd.concat([csv_frame(t) for t in tables], ignore_index=True).to_csv(index=False)
-    parts = [f"# {spec.title}\n" if spec.title and fmt == "markdown" else ""]
-    if options:
-        parts.append(options_note(options, fmt))
-    for table in tables:
-        if fmt == "markdown":
-            parts.append(f"## {table.title}\n\n{render_table(table, fmt)}\n")
-        else:
-            parts.append(f"% {table.title}\n{render_table(table, fmt)}\n")
-    return "\n".join(p for p in parts if p).rstrip() + "\n"
-
-
-def render_leaderboard(
-    spec: LeaderboardSpec, store: ResultStore, plugins: Plugins, fmt: str
-) -> str:
-    records = store.records()
-    options = [
-        (labels.get("row") or " ".join(labels[k] for k in RECORD_FIELDS if k in labels), opts)
-        for labels, runs in grouped_runs(spec, records)
-        if (opts := non_default_options(runs, plugins))
-    ]
-    return render(spec, build_tables(spec, records, plugins), fmt, records, options)
 
 
 # -- options away from their defaults (the seed methods' defaults are the papers') --------

@@ -308,19 +308,24 @@ def new_run_id(created: datetime, config_hash: str) -> str:
 @contextmanager
 def staged_dir(final: Path) -> Iterator[Path]:
     """A temporary folder beside ``final`` that becomes ``final`` only if the block succeeds."""
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise HarnessError(f"cannot create output folder {final.parent}: {err}") from None
-    if final.exists():
-        raise HarnessError(f"run folder already exists: {final}")
-    tmp = owned_temp_dir(final.parent, final.name)
+    tmp = temp_dir_beside(final)
     try:
         yield tmp
         _rename_into_place(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def temp_dir_beside(final: Path) -> Path:
+    """A new temporary folder of this process beside ``final``, which must not exist yet."""
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise HarnessError(f"cannot create output folder {final.parent}: {err}") from None
+    if final.exists():
+        raise HarnessError(f"run folder already exists: {final}")
+    return owned_temp_dir(final.parent, final.name)
 
 
 def _rename_into_place(tmp: Path, final: Path) -> None:
@@ -336,13 +341,7 @@ def commit_run(
     final: Path, store: ResultStore, record: RunRecord, write: Callable[[Path], None]
 ) -> None:
     """Write a run's folder with ``write(tmp)`` and store its row, as one recoverable unit."""
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise HarnessError(f"cannot create output folder {final.parent}: {err}") from None
-    if final.exists():
-        raise HarnessError(f"run folder already exists: {final}")
-    tmp = owned_temp_dir(final.parent, final.name)
+    tmp = temp_dir_beside(final)
     try:
         write(tmp)
         (tmp / COMPLETE_MARKER).write_text(f"{record.run_id}\n")
@@ -451,4 +450,5 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically."""
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -1,5 +1,7 @@
 """Errors the command line reports as one line with exit code 2."""
 
+from __future__ import annotations
+
 
 class HarnessError(Exception):
     """A problem with the user's input, files or plugins (not a bug in the harness)."""

@@ -45,6 +45,7 @@ ONSET_SECONDS = 0.0016
 
 
 def log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    """A value drawn uniformly on a log scale between ``low`` and ``high``."""
     return float(np.exp(rng.uniform(np.log(low), np.log(high))))
 
 

@@ -15,12 +15,25 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
-from harness import hookimpl
-from harness.api import HarnessError, Interrupted, UsageError
+from harness.cli.executors import (
+    Cell,
+    ExecutorOptions,
+    build_options,
+    option_table,
+    require_sbatch,
+    run_jobs,
+)
+from harness.cli.options import (
+    config_and_set_options,
+    default_store,
+    out_and_store_options,
+    plugins_from,
+    scan_global_options,
+)
 from harness.registry.config import (
     LIST_KINDS,
     SINGLE_KINDS,
@@ -32,9 +45,10 @@ from harness.registry.config import (
     resolve,
 )
 from harness.registry.plugins import Plugins
-
-if TYPE_CHECKING:
-    from harness.cli.executors import ExecutorOptions
+from harness.results.store import ResultStore, ingest
+from harness.run.experiment import run_experiment
+from harness.util.errors import HarnessError, Interrupted, UsageError
+from harness.util.progress import note
 
 NAME_AXES = set(SINGLE_KINDS) | set(LIST_KINDS)
 SWEEP_KEYS = {"base", "seeds", "grid"}
@@ -42,6 +56,8 @@ SWEEP_KEYS = {"base", "seeds", "grid"}
 
 @dataclass
 class SweepRun:
+    """One run of a sweep: its label and its validated config."""
+
     label: str
     config: RunConfig
     raw: dict[str, Any] | None = None
@@ -119,31 +135,11 @@ def plan(
 
 @click.command()
 @click.argument("sweep_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="A recipe (TOML) under every run; the grid's augmentations add to its own.",
+@config_and_set_options(
+    "A recipe (TOML) under every run; the grid's augmentations add to its own.",
+    "Override a config value in every run (repeatable).",
 )
-@click.option(
-    "--set",
-    "assignments",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a config value in every run (repeatable).",
-)
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("runs"),
-    show_default=True,
-    help="Folder for run folders.",
-)
-@click.option(
-    "--store",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite results store (default: OUT/results.sqlite, or $HARNESS_STORE).",
-)
+@out_and_store_options("Folder for run folders.")
 @click.option(
     "--dry-run",
     is_flag=True,
@@ -184,32 +180,22 @@ def sweep(
     config_file: Path | None,
     assignments: tuple[str, ...],
     out: Path,
-    store: Path | None,
+    store_path: Path | None,
     dry_run: bool,
     show_status: bool,
     no_wait: bool,
     **flags: Any,
 ) -> None:
     """Run every configuration of SWEEP_FILE that is not yet in the results store."""
-    from harness.cli.main import default_store, plugins_from
-    from harness.results.store import ResultStore, ingest
-    from harness.run.experiment import run_experiment
-    from harness.util.progress import note
-
     recipe = read_toml(config_file) if config_file else {}
     opts = executor_options(sweep_file, config_file, recipe, flags)
     recipe = {k: v for k, v in recipe.items() if k != "executor"}
     if opts.executor == "slurm" and not (dry_run or show_status):
-        from harness.cli.executors import require_sbatch
-
         require_sbatch()
     runs = plan(sweep_file, plugins_from(ctx), list(assignments), recipe)
-    results = ResultStore(store or default_store(out))
+    results = ResultStore(store_path or default_store(out))
     ingest(out, results)
     if show_status or opts.executor != "inline":
-        from harness.cli.executors import Cell, run_jobs
-        from harness.cli.main import scan_global_options
-
         specs, blocked, _ = scan_global_options(ctx.find_root().obj.get("argv", []))
         specs = [str(Path(s).resolve()) if Path(s).is_file() else s for s in specs]
         cells = [
@@ -259,15 +245,8 @@ def executor_options(
     sweep_file: Path, config_file: Path | None, recipe: dict[str, Any], flags: dict[str, Any]
 ) -> ExecutorOptions:
     """Executor options: the config's ``[executor]``, then the spec's, then the flags."""
-    from harness.cli.executors import build_options, option_table
-
     spec = read_toml(sweep_file).get("executor", {})
     layers = [option_table(spec, str(sweep_file))]
     if "executor" in recipe:
         layers.insert(0, option_table(recipe["executor"], str(config_file)))
     return build_options(*layers, {CLI_KEYS.get(k, k): v for k, v in flags.items()})
-
-
-@hookimpl
-def register_commands(cli: click.Group) -> None:
-    cli.add_command(sweep)

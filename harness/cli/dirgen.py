@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import click
 
-from harness import hookimpl
-from harness.api import UsageError
 from harness.nn.dirgen import LENGTH, dataset, read_traits, save_generator, train_generator
 from harness.nn.impulse import IRBank
-from harness_plugins.augmentations.multidir import MICROPHONE_TYPES, MultiDir
+from harness.nn.impulse.multidir import MICROPHONE_TYPES, MultiDirCollection, MultiDirConfig
+from harness.util.errors import UsageError
 
 
 def embedded_traits() -> dict[str, tuple[str, str, str]]:
@@ -30,7 +28,7 @@ def embedded_traits() -> dict[str, tuple[str, str, str]]:
 
 def load_bank(path: str, sample_rate: int) -> IRBank:
     """The embedded Multi DIR bank, or a collection by path, at ``sample_rate``, 1024 samples."""
-    return MultiDir(MultiDir.Config(path=path, length=LENGTH)).load_bank(sample_rate)
+    return MultiDirCollection(MultiDirConfig(path=path, length=LENGTH)).load_bank(sample_rate)
 
 
 # -- the command ------------------------------------------------------------------------------
@@ -102,8 +100,3 @@ def train(
         f"trained on {info['train']} responses, test MSE {info['test_mse']:.5f} on "
         f"{info['test']} (an all-zero response: {info['zero_mse']:.5f}); wrote {out / 'dirgen.pt'}"
     )
-
-
-@hookimpl
-def register_commands(cli: Any) -> None:
-    cli.add_command(dirgen)
