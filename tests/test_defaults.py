@@ -63,7 +63,7 @@ def test_nnclr_defaults_are_section_4(plugins, name):
     # half with layer-wise decay 0.65 at lr 1e-4 for 160 epochs, batch 128; starting from a
     # pretrained AudioMAE encoder, so no MAE warm-up
     assert cfg.preset == "paper" and cfg.layer_decay == 0.65
-    backbone = SimpleNamespace(num_layers=12, config=SimpleNamespace(checkpoint="mae.pth"))
+    backbone = SimpleNamespace(num_layers=12, checkpoint_source=lambda: "mae.pth")
     method = cls(cfg)
     method.mae = None
     head, top = method.stages(backbone, RunSettings(epochs=3, lr=1e-2, batch_size=8))
