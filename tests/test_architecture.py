@@ -60,24 +60,27 @@ def type_checking_nodes(tree: ast.AST) -> set[int]:
     return inside
 
 
-def imported(node: ast.Import | ast.ImportFrom, known: dict[str, Path]) -> list[str]:
+def imported(node: ast.Import | ast.ImportFrom, known: dict[str, Path], package: str) -> list[str]:
     """The modules an import statement loads (``from a import b`` is ``a.b`` when that is a
-    module, else ``a``)."""
+    module, else ``a``); relative imports resolved against ``package``."""
     if isinstance(node, ast.Import):
         return [alias.name for alias in node.names]
-    if node.level or node.module is None:
-        return []
+    base = node.module or ""
+    if node.level:
+        anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+        base = f"{anchor}.{base}" if base else anchor
     return [
-        f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in known else node.module
-        for alias in node.names
+        f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names
     ]
 
 
 def imports_of(path: Path, known: dict[str, Path]) -> list[tuple[str, bool, int]]:
-    return imports_in(path.read_text(), known)
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    return imports_in(path.read_text(), known, package)
 
 
-def imports_in(source: str, known: dict[str, Path]) -> list[tuple[str, bool, int]]:
+def imports_in(source: str, known: dict[str, Path], package: str) -> list[tuple[str, bool, int]]:
     """``(module, inside_a_function, line)`` of every import but ``TYPE_CHECKING`` ones."""
     tree = ast.parse(source)
     skip = type_checking_nodes(tree)
@@ -88,7 +91,7 @@ def imports_in(source: str, known: dict[str, Path]) -> list[tuple[str, bool, int
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import | ast.ImportFrom) and id(node) not in skip:
-            for module in imported(node, known):
+            for module in imported(node, known, package):
                 found.append((module, id(node) in in_function, node.lineno))
     return found
 
@@ -199,7 +202,7 @@ ALLOWED_FOR_PLUGINS = re.compile(r"^harness(\.api(\..+)?|\.nn(\..+)?)?$")
 def plugin_import_problems(module: str, source: str) -> list[str]:
     kind = module.split(".")[1] if module.count(".") >= 2 else None
     problems = []
-    for target, _, line in imports_in(source, CORE | PLUGINS):
+    for target, _, line in imports_in(source, CORE | PLUGINS, module.rsplit(".", 1)[0]):
         where = f"{module}:{line}"
         if target.startswith("harness_plugins"):
             parts = target.split(".")
@@ -219,12 +222,15 @@ def test_plugin_rule_refuses_other_plugins_and_core_internals():
         "from harness_plugins.methods.ce import CrossEntropy\n"
         "from harness_plugins.datasets._common import y\n"
         "from harness.run.experiment import run_experiment\n"
+        "from . import ce\n"
+        "from ._common import z\n"
     )
     problems = plugin_import_problems("harness_plugins.methods.example", source)
     assert [p.split(" imports ")[1] for p in problems] == [
         "the plugin harness_plugins.methods.ce",
         "the plugin harness_plugins.datasets._common",
         "the core's internal harness.run.experiment",
+        "the plugin harness_plugins.methods.ce",
     ]
 
 
