@@ -15,8 +15,9 @@ import click
 
 from harness import hookimpl
 from harness.api import UsageError
-from harness.nn.dirgen import LENGTH, dataset, read_traits, save_generator, train_generator
+from harness.nn.dirgen import LENGTH, dataset, read_traits, save_generator
 from harness.nn.impulse import IRBank
+from harness.run.dirgen import train_generator
 from harness_plugins.augmentations.multidir import MICROPHONE_TYPES, MultiDir
 
 
