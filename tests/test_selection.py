@@ -130,7 +130,7 @@ def test_warm_up_then_plateau_schedule_by_hand():
     rate halves after 2 epochs without improvement (patience 1), counted from the warm-up's end."""
     import torch
 
-    from harness.engine.trainer import WarmupPlateau
+    from harness.engine.schedules import WarmupPlateau
 
     params = [torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))]
     optimizer = torch.optim.SGD(
