@@ -278,3 +278,15 @@ def test_the_contexts_windows_and_labeled_clips_go_through_the_inference_call():
     assert ctx.labeled_audio("train", "probe") is not audio
     audio.labels[:] = 0
     assert ctx.labeled_audio("train", "probe") is audio  # all labeled: the split itself
+
+
+def test_the_api_reaches_the_trainer_without_importing_the_engine():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from harness.api import EvalContext, Training, TrainingJob; "
+        "print(sorted(m for m in sys.modules if m.startswith(('harness.engine', 'harness.run'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -439,7 +439,7 @@ def test_evaluation_prefixes_each_protocols_metrics_with_its_name(tmp_path):
     assert probs.shape == (len(exp.splits.eval), 3)
     assert torch.allclose(probs.sum(1), torch.ones(len(probs)))
     exp.close()
-    assert exp.metrics is None and exp.parts._loaders == {}
+    assert exp.checkpoints.metrics is None and exp.parts._loaders == {}
 
 
 def test_run_threads_sets_the_torch_thread_count(tmp_path):
