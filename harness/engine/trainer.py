@@ -331,8 +331,9 @@ class Engine:
         hooks: FitHooks | None = None,
         resume: Resume | None = None,
     ) -> TrainingResult:
-        """Train ``spec.model`` in place; with ``spec.own_rng`` its initialisation-free
-        randomness is seeded by ``spec.seed`` and the global RNGs are kept."""
+        """Train ``spec.model`` in place (from ``resume`` on), calling ``hooks``; with
+        ``spec.own_rng`` the global RNGs are seeded with ``spec.seed`` for the training and
+        restored after it."""
         hooks = hooks or FitHooks()
         if not spec.own_rng:
             return self._fit(spec, hooks, resume)
@@ -349,7 +350,8 @@ class Engine:
         try:
             return self.train_epochs(spec, self.loop(spec, source), hooks, resume)
         finally:
-            source.close()
+            if source is not spec.data:  # a source handed in stays open for its owner
+                source.close()
 
     def loop(self, spec: Training, source: BatchSource) -> Loop:
         """The loop of ``spec`` over ``source``: its module, optimizers and schedules."""
@@ -404,7 +406,6 @@ class Engine:
                 window.load(resume.state["window"])
             started = time.perf_counter()
             epoch_generator = generator.get_state()
-
             clock = self.run_epoch(
                 loop,
                 epoch,
