@@ -61,6 +61,7 @@ class FixedBatches:
 
     def __init__(self, batches: list[Batch]) -> None:
         self.batches = batches
+        self.closed = False
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -69,7 +70,7 @@ class FixedBatches:
         return iter(self.batches[skip:])
 
     def close(self) -> None:
-        pass
+        self.closed = True
 
 
 def pair_batches() -> list[Batch]:
@@ -123,6 +124,7 @@ def test_two_phases_step_one_optimizer_each_in_turn_like_the_loop_by_hand():
     assert torch.equal(model.a.detach(), ref.a.detach())
     assert torch.equal(model.b.detach(), ref.b.detach())
     assert result.steps == 6 and result.epochs == 2
+    assert not spec.data.closed  # a source handed in stays open for its owner
     assert set(steps[0]) == {"loss/lead", "loss/follow", "gap"}
     assert len(steps) == 6
 
