@@ -1,5 +1,6 @@
-"""The training engine (harness.engine.trainer) against hand-computed references: gradient
-accumulation, clipping, schedules, log events, divergence checks and protocol jobs."""
+"""The training engine (harness.engine.trainer, its loop in harness.engine.loop) against
+hand-computed references: gradient accumulation, clipping, schedules, log events, divergence
+checks and protocol jobs."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from harness.api import Batch, FeatureData, StepOutput, Training, TrainingJob
 from harness.engine import trainer as engine_module
 from harness.engine.batches import prepare_batch
 from harness.engine.distributed import Ranks
+from harness.engine.loop import Accumulator, Loop, StepModule, Stepper, check_finite
 from harness.engine.schedules import (
     Schedule,
     WarmupCosine,
@@ -20,17 +22,7 @@ from harness.engine.schedules import (
     build_schedule,
     scale_lrs,
 )
-from harness.engine.trainer import (
-    Accumulator,
-    Engine,
-    FitHooks,
-    Loop,
-    StepModule,
-    Stepper,
-    build_optimizer,
-    check_finite,
-    standalone,
-)
+from harness.engine.trainer import Engine, FitHooks, build_optimizer, standalone
 from harness.util.errors import HarnessError, UsageError
 
 CPU = torch.device("cpu")

@@ -29,7 +29,8 @@ from harness.api import (
 from harness.api.testing import TinyBackbone
 from harness.data.loader import ClipAudio
 from harness.engine.distributed import Ranks
-from harness.engine.trainer import Engine, FitHooks, Progress, standalone, standalone_services
+from harness.engine.loop import Progress
+from harness.engine.trainer import Engine, FitHooks, standalone, standalone_services
 from harness.run.training import MethodStep, stage_phase
 
 CPU = torch.device("cpu")

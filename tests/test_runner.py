@@ -16,7 +16,8 @@ import torch
 from harness.api import Clip, Dataset, DataSplits
 from harness.cli.main import main
 from harness.engine import trainer as engine_module
-from harness.engine.trainer import Loop, Stepper, build_optimizer, epoch_worker_seed
+from harness.engine.loop import Loop, Stepper
+from harness.engine.trainer import build_optimizer, epoch_worker_seed
 from harness.results.store import ResultStore
 from harness.run import preflight as preflight_module
 from harness.run import record as record_module

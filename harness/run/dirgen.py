@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.api import Batch, OptimizerSettings, Phase, StepOutput, Training
-from harness.engine.trainer import FitHooks, Progress, standalone
+from harness.engine.loop import Progress
+from harness.engine.trainer import FitHooks, standalone
 from harness.nn.dirgen import DirDiscriminator, DirGenerator
 from harness.util.errors import DataError, UsageError
 

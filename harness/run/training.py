@@ -22,8 +22,9 @@ from harness.api import (
     Training,
 )
 from harness.data.loader import Loader
+from harness.engine.loop import Progress
 from harness.engine.resume import Position, load_module_state, set_rng_state
-from harness.engine.trainer import Engine, FitHooks, Progress, Resume, has_parameters
+from harness.engine.trainer import Engine, FitHooks, Resume, has_parameters
 from harness.run.checkpoints import Checkpoints
 from harness.run.components import RunParts
 from harness.util.errors import UsageError
