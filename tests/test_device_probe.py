@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from harness.api import Backbone, Batch, Clip, DataSplits, Encoded, EvalContext, Method, Task
 from harness.data.loader import ClipAudio
-from harness.engine.trainer import standalone
+from harness.engine.trainer import standalone, standalone_services
 from harness.registry.plugins import load_plugins
 from harness.util.errors import DataError, HarnessError
 from harness_plugins.protocols.device_probe import (
@@ -123,6 +123,7 @@ def make_ctx(
         audio=audio.__getitem__,
         predict=no_predict,
         embed=embeddings.__getitem__,
+        **standalone_services(torch.device("cpu"), 128),
     )
 
 
@@ -323,8 +324,9 @@ def test_the_training_job_carries_every_probe_setting():
     config = dict(lr=3e-3, weight_decay=0.01, batch_size=64, max_epochs=4, patience=2)
     metrics = probe(**config, min_delta=0.05).evaluate(ctx).metrics
     (job,) = jobs
-    assert (job.name, job.epochs, job.batch_size, job.lr) == ("device-probe", 4, 64, 3e-3)
-    assert (job.weight_decay, job.patience, job.min_delta) == (0.01, 2, 0.05)
+    settings = job.phases[0].optimizer
+    assert (job.name, job.epochs, job.batch_size, settings.lr) == ("device-probe", 4, 64, 3e-3)
+    assert (settings.weight_decay, job.patience, job.min_delta) == (0.01, 2, 0.05)
     assert (job.drop_last, job.seed, job.log_epochs) == (False, 7, False)
     # class-balanced cross-entropy: n / (K n_k) for 400 clips of a and 40 of each other device
     counts = torch.tensor([400.0, 40, 40, 40, 40, 40])

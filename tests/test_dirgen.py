@@ -17,8 +17,8 @@ from harness.nn.dirgen import (
     dataset,
     load_generator,
     save_generator,
-    train_generator,
 )
+from harness.run.dirgen import train_generator
 from harness.util.errors import DataError, UsageError
 from harness_plugins.augmentations.dirgen import DirGenAugmentation
 

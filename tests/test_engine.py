@@ -1,5 +1,6 @@
-"""The training engine (harness.engine.trainer) against hand-computed references: gradient
-accumulation, clipping, schedules, log events, divergence checks and protocol jobs."""
+"""The training engine (harness.engine.trainer, its loop in harness.engine.loop) against
+hand-computed references: gradient accumulation, clipping, schedules, log events, divergence
+checks and protocol jobs."""
 
 from __future__ import annotations
 
@@ -9,24 +10,19 @@ import pytest
 import torch
 from torch import nn
 
-from harness.api import Batch, FeatureData, StepOutput, TrainingJob
+from harness.api import Batch, FeatureData, StepOutput, Training, TrainingJob
 from harness.engine import trainer as engine_module
+from harness.engine.batches import prepare_batch
 from harness.engine.distributed import Ranks
-from harness.engine.trainer import (
-    Accumulator,
-    Engine,
-    Loop,
+from harness.engine.loop import Accumulator, Loop, StepModule, Stepper, check_finite
+from harness.engine.schedules import (
     Schedule,
-    StepModule,
     WarmupCosine,
     WarmupPlateau,
-    check_finite,
-    job_optimizer,
-    job_schedule,
+    build_schedule,
     scale_lrs,
-    standalone,
-    with_features,
 )
+from harness.engine.trainer import Engine, FitHooks, build_optimizer, standalone
 from harness.util.errors import HarnessError, UsageError
 
 CPU = torch.device("cpu")
@@ -131,13 +127,12 @@ def make_loop(data, accum=1, clip=0.0, lr=0.1, number=1, name="train", epochs=3,
             prepared.append(batch)
         return batch
 
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
     loop = Loop(
         name=name,
         number=number,
         module=StepModule(model, model),
-        optimizer=optimizer,
-        schedule=RecordingSchedule(),
-        scaler=torch.amp.GradScaler("cpu", enabled=False),
+        steppers=[Stepper(name, optimizer, RecordingSchedule(), scaler)],
         source=ListSource(data),
         prepare=prepare,
         epochs=epochs,
@@ -224,7 +219,7 @@ def test_a_resumed_epoch_skips_the_batches_done_and_keeps_the_step_grid():
     loop.step = 1
     after: list[tuple[int, int]] = []
     _, sums, _ = run_one_epoch(
-        loop, skip=2, after_step=lambda lp, micro, s, w: after.append((lp.step, micro))
+        loop, skip=2, after_step=lambda lp, micro, s, w, logs: after.append((lp.step, micro))
     )
     assert loop.source.calls == [(2, 7)]
     assert loop.schedule.before == [1, 2]  # micro-batches 2 and 4 start steps 1 and 2
@@ -432,7 +427,7 @@ class Head(nn.Module):
         return StepOutput(nn.functional.cross_entropy(self.linear(batch.features), batch.label))
 
 
-def feature_job(**overrides) -> TrainingJob:
+def feature_job(**overrides) -> Training:
     g = torch.Generator().manual_seed(3)
     data = FeatureData(torch.randn(8, 4, generator=g), torch.arange(8) % 3)
     torch.manual_seed(11)
@@ -440,18 +435,19 @@ def feature_job(**overrides) -> TrainingJob:
     return TrainingJob(**(settings | overrides))
 
 
-def by_hand(job: TrainingJob, optimizer_cls, factors=None) -> dict[str, torch.Tensor]:
+def by_hand(job: Training, optimizer_cls, factors=None) -> dict[str, torch.Tensor]:
     """Full-batch training of a copy of the job's head: the batch order within an epoch
     does not change a mean loss."""
     head = Head()
     head.load_state_dict(job.model.state_dict())
-    optimizer = optimizer_cls(head.parameters(), lr=job.lr, weight_decay=job.weight_decay)
+    settings = job.phases[0].optimizer
+    optimizer = optimizer_cls(head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     batch = Batch(wave=torch.zeros(8, 0), label=job.data.labels, device=torch.zeros(8),
                   index=torch.arange(8), features=job.data.features)  # fmt: skip
     for step in range(job.epochs):
         if factors is not None:
             for group in optimizer.param_groups:
-                group["lr"] = job.lr * factors[step]
+                group["lr"] = settings.lr * factors[step]
         optimizer.zero_grad()
         head(batch).loss.backward()
         optimizer.step()
@@ -481,18 +477,20 @@ def test_a_cosine_job_warms_up_then_decays_by_hand():
         assert torch.allclose(value, expected[key], atol=1e-6), key
 
 
-def test_job_optimizer_and_schedule_settings():
+def test_the_one_optimizer_builder_and_the_schedule_settings():
     job = feature_job(optimizer="adamw", weight_decay=0.2, lr=0.03)
-    optimizer = job_optimizer(job, [{"params": list(job.model.parameters())}])
+    (phase,) = job.phases
+    optimizer = build_optimizer(phase.param_groups, phase.optimizer)
     assert isinstance(optimizer, torch.optim.AdamW)
     (group,) = optimizer.param_groups
     assert (group["lr"], group["base_lr"], group["weight_decay"]) == (0.03, 0.03, 0.2)
-    assert type(job_optimizer(feature_job(), [{"params": [nn.Parameter(torch.zeros(1))]}])) is (
-        torch.optim.Adam
-    )
-    cosine = job_schedule(feature_job(schedule="cosine", warmup_fraction=0.25, epochs=3), 4)
+    assert (group["betas"], group["eps"]) == ((0.9, 0.999), 1e-8)
+    plain = feature_job().phases[0]
+    assert type(build_optimizer(plain.param_groups, plain.optimizer)) is torch.optim.Adam
+    cosine_job = feature_job(schedule="cosine", warmup_fraction=0.25, epochs=3)
+    cosine = build_schedule(cosine_job, optimizer, 4)
     assert isinstance(cosine, WarmupCosine) and (cosine.total, cosine.warmup) == (12, 3)
-    assert type(job_schedule(feature_job(), 4)) is Schedule
+    assert type(build_schedule(feature_job(), optimizer, 4)) is Schedule
 
 
 def test_patience_stops_after_that_many_epochs_without_a_drop():
@@ -515,10 +513,10 @@ def test_a_job_logs_its_epochs_only_when_asked_and_keeps_the_global_rng():
     job = feature_job(epochs=2)  # seeds the global RNG to build its head
     torch.manual_seed(123)
     before = torch.random.get_rng_state()
-    engine.fit(job, log=lines.append)
+    engine.fit(job, FitHooks(log=lines.append))
     assert torch.equal(torch.random.get_rng_state(), before)
     assert [line.split(":")[0] for line in lines] == ["probe epoch 1/2", "probe epoch 2/2"]
-    engine.fit(feature_job(epochs=2, log_epochs=False), log=lines.append)
+    engine.fit(feature_job(epochs=2, log_epochs=False), FitHooks(log=lines.append))
     engine.fit(feature_job(epochs=1))  # no log function: nothing to call
     assert len(lines) == 2
     assert engine.global_step == 0
@@ -554,8 +552,8 @@ def test_a_jobs_frontend_makes_the_features_in_training_mode_without_gradient():
     result = standalone(CPU).fit(feature_job(frontend=frontend, epochs=2))
     assert calls == [(True, False), (True, False)] and result.epochs == 2
     batch = batches(1)[0]
-    assert with_features(batch, None).features is None
-    assert torch.equal(with_features(batch, Frontend()).features, torch.ones(2, 4))
+    assert prepare_batch(batch, None).features is None
+    assert torch.equal(prepare_batch(batch, Frontend(), train=True).features, torch.ones(2, 4))
 
 
 def test_a_job_drops_the_short_last_batch_only_when_asked():

@@ -1,5 +1,5 @@
 """Shared evaluation helpers: the cache keys' exact recipes, the cache entry's files, and
-which clips labeled_embeddings embeds."""
+which clips EvalContext.labeled_embeddings embeds."""
 
 from __future__ import annotations
 
@@ -12,13 +12,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from harness.api import Clip
+from harness.api import Clip, DataSplits, EvalContext
 from harness.data.embeddings import (
     backbone_fingerprint,
     cached_embed,
     clips_fingerprint,
     embedding_cache_dir,
-    labeled_embeddings,
 )
 from harness.util.cache import DONE_MARKER
 from harness.util.errors import UsageError
@@ -71,7 +70,7 @@ def test_clip_and_cache_keys_are_32_hex_digits(tmp_path):
     key = clips_fingerprint([Clip(wav, 0)])
     assert len(key) == 32 and int(key, 16) >= 0
     ctx = SimpleNamespace(
-        splits=SimpleNamespace(eval=[Clip(wav, 0)], clip_seconds=1.0, train_clip_seconds=None),
+        splits=DataSplits(["c"], [], [Clip(wav, 0)], clip_seconds=1.0),
         backbone=SimpleNamespace(sample_rate=16000),
     )
     assert len(embedding_cache_dir(ctx, "eval", "h").name) == 32
@@ -81,29 +80,37 @@ def labeled_ctx(train_labels, eval_labels):
     calls: list[str] = []
     rows = {"train": torch.arange(len(train_labels)), "eval": 10 + torch.arange(len(eval_labels))}
 
-    def embed(split):
-        calls.append(split)
+    def embed(split, cache=True):
+        calls.append((split, cache))
         return rows[split].float().unsqueeze(1).repeat(1, 2)
 
-    splits = SimpleNamespace(
+    splits = DataSplits(
+        ["a", "b", "c"],
         train=[Clip(Path(f"t{i}"), lab) for i, lab in enumerate(train_labels)],
         eval=[Clip(Path(f"e{i}"), lab) for i, lab in enumerate(eval_labels)],
+        clip_seconds=1.0,
     )
-    return SimpleNamespace(splits=splits, embed=embed), calls
+    ctx = EvalContext(
+        backbone=None, method=None, task=None, splits=splits, torch_device=torch.device("cpu"),
+        batch_size=2, seed=0, audio=None, predict=None, embed=embed, train=None, infer=None,
+    )  # fmt: skip
+    return ctx, calls
 
 
 def test_labeled_embeddings_leave_out_unlabeled_clips_and_unlabeled_splits():
     ctx, calls = labeled_ctx([0, -1, 2], [1, 1])
-    emb, labels = labeled_embeddings(ctx, "train", "linear")
+    emb, labels = ctx.labeled_embeddings("train", "linear")
     assert emb[:, 0].tolist() == [0.0, 2.0] and labels.tolist() == [0, 2]
-    assert labels.dtype == torch.long and emb.dtype == torch.float32 and calls == ["train"]
-    emb, labels = labeled_embeddings(ctx, "all", "linear")
+    assert labels.dtype == torch.long and emb.dtype == torch.float32
+    assert calls == [("train", True)]
+    emb, labels = ctx.labeled_embeddings("all", "linear", cache=False)
     assert emb[:, 0].tolist() == [0.0, 2.0, 10.0, 11.0] and labels.tolist() == [0, 2, 1, 1]
+    assert calls[1:] == [("train", False), ("eval", False)]
     ctx, calls = labeled_ctx([-1, -1], [0])
-    emb, labels = labeled_embeddings(ctx, "all", "linear")
-    assert emb[:, 0].tolist() == [10.0] and calls == ["eval"]  # train is not embedded
+    emb, labels = ctx.labeled_embeddings("all", "linear")
+    assert emb[:, 0].tolist() == [10.0] and calls == [("eval", True)]  # train is not embedded
     with pytest.raises(UsageError, match="^fewshot: the 'train' split has no labeled clips$"):
-        labeled_embeddings(ctx, "train", "fewshot")
+        ctx.labeled_embeddings("train", "fewshot")
 
 
 def test_a_cache_entry_holds_the_embeddings_and_a_readable_info_file(tmp_path):
@@ -111,7 +118,7 @@ def test_a_cache_entry_holds_the_embeddings_and_a_readable_info_file(tmp_path):
     wav.write_bytes(b"RIFF")
     clips = [Clip(wav, 0), Clip(wav, 1)]
     ctx = SimpleNamespace(
-        splits=SimpleNamespace(eval=clips, clip_seconds=1.0, train_clip_seconds=None),
+        splits=DataSplits(["a", "b"], [], clips, clip_seconds=1.0),
         backbone=SimpleNamespace(sample_rate=16000),  # no name: its class's name
         embed=lambda split: torch.arange(6.0).reshape(2, 3),
     )

@@ -15,6 +15,7 @@ from torch import nn
 
 from harness.api import Backbone, Clip, DataSplits, EvalContext, Task
 from harness.data import embeddings as evaluation
+from harness.engine.trainer import standalone_services
 from harness.registry.config import build_dataclass
 from harness.registry.plugins import Plugins, new_plugin_manager
 from harness.util.errors import DataError, UsageError
@@ -70,8 +71,9 @@ class FakeRun:
                 Clip(path=p, label=int(y)) for p, y in zip(split_paths, split_labels, strict=True)
             ]
         splits = DataSplits(classes, clips["train"], clips["eval"], clip_seconds=1.0, root=root)
+        backbone = backbone or TinyBackbone()
         self.ctx = EvalContext(
-            backbone=backbone or TinyBackbone(),
+            backbone=backbone,
             method=None,
             task=Task(classes, [], 16000),
             splits=splits,
@@ -80,7 +82,8 @@ class FakeRun:
             seed=seed,
             audio=not_used,
             predict=not_used,
-            embed=self.embed,
+            embed=evaluation.Embedder(splits, backbone, self.embed).cached,
+            **standalone_services(torch.device("cpu"), 8),
         )
 
     def embed(self, split: str) -> torch.Tensor:

@@ -350,7 +350,7 @@ def test_fewshot_check_warns_once_naming_the_excluded_classes() -> None:
 
 
 def test_supervised_protocol_checks_need_two_labeled_train_classes() -> None:
-    from harness.data.embeddings import require_labeled_splits
+    from harness_plugins.protocols._common import require_labeled_splits
 
     one_class = DataSplits(["a", "b"], [Clip(Path("x.wav"), 0)], [Clip(Path("y.wav"), 1)], 1.0)
     with pytest.raises(UsageError, match="fewer than two labeled classes"):

@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from harness.api import Clip
+from harness.api import Clip, DataSplits
 from harness.cli.main import main
 from harness.data.audio import check_header, read_audio
 from harness.nn.impulse import read_ir
@@ -547,9 +547,7 @@ def cache_ctx(tmp_path, train_seconds=None):
         calls.append(split)
         return torch.ones(2, 3)
 
-    splits = SimpleNamespace(
-        eval=clips, train=clips, clip_seconds=1.0, train_clip_seconds=train_seconds
-    )
+    splits = DataSplits(["a", "b"], clips, clips, 1.0, train_clip_seconds=train_seconds)
     backbone = SimpleNamespace(sample_rate=16000, name="toy")
     return SimpleNamespace(splits=splits, backbone=backbone, embed=embed), calls
 

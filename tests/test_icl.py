@@ -198,7 +198,7 @@ def test_training_sees_augmented_devices_and_evaluation_the_real_ones(tmp_path):
         recording
     )
     assert not any("*" in k for k in metrics)
-    assert set(experiment.audio("train").devices.tolist()) == {0, 1}
+    assert set(experiment.parts.audio("train").devices.tolist()) == {0, 1}
     assert "device-probe/recall/a" in metrics and "device-probe/recall/b" in metrics
 
 

@@ -12,8 +12,10 @@ import torch
 from torch import nn
 
 from harness.api import Backbone, Clip, DataSplits, Encoded, EvalContext, Task
+from harness.data.embeddings import Embedder
 from harness.data.loader import ClipAudio
-from harness.engine.trainer import WarmupCosine
+from harness.engine.schedules import WarmupCosine
+from harness.engine.trainer import standalone_services
 from harness.util.errors import UsageError
 from harness_plugins.protocols.fewshot import Fewshot
 from harness_plugins.protocols.finetune import Finetune, optimizer_groups
@@ -91,6 +93,7 @@ def audio_context(train: ClipAudio, evaluation: ClipAudio, backbone: Backbone, s
         audio=audio.__getitem__,
         predict=unused,
         embed=unused,
+        **standalone_services(torch.device("cpu"), 16),
     )
 
 
@@ -115,17 +118,20 @@ def embedding_context(
     def unused(split):
         raise AssertionError("not used")
 
+    backbone = SmallBackbone()
+    splits = DataSplits(classes, clips["train"], clips["eval"], clip_seconds=1.0)
     ctx = EvalContext(
-        backbone=SmallBackbone(),
+        backbone=backbone,
         method=None,
         task=Task(classes, [], SAMPLE_RATE),
-        splits=DataSplits(classes, clips["train"], clips["eval"], clip_seconds=1.0),
+        splits=splits,
         torch_device=torch.device("cpu"),
         batch_size=16,
         seed=0,
         audio=unused,
         predict=unused,
-        embed=embed,
+        embed=Embedder(splits, backbone, embed).cached,
+        **standalone_services(torch.device("cpu"), 16),
     )
     return ctx, calls
 

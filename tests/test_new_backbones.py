@@ -405,22 +405,22 @@ def test_logmel_stats_hand_computed_and_frontend_is_kaldi() -> None:
 
 def test_stage_without_trainable_parameters_is_skipped_not_a_crash(tmp_path) -> None:
     """A parameter-free backbone whose method's heads are frozen: the stage is skipped."""
-    from harness.api import Stage
-    from harness.run.experiment import Experiment
+    from types import SimpleNamespace
 
-    class Stub:
-        def __init__(self) -> None:
-            self.log_lines: list[str] = []
+    from harness.api import RunSettings, Stage
+    from harness.api.testing import TinyBackbone
+    from harness.run.components import RunLog
+    from harness.run.training import MethodTraining
 
-        def log(self, message: str) -> None:
-            self.log_lines.append(message)
-
-    stub = Stub()
-    stub.cfg = type("C", (), {"run": type("R", (), {"weight_decay": 0.0})()})()
-    stub.build_optimizer = lambda stage: torch.optim.Adam([{"params": []}], lr=1e-3)
-    stub.audio = lambda split: []
-    Experiment.train_stage(stub, Stage("head", 1, 1e-3, 4), torch.Generator())
-    assert any("no trainable parameters" in line for line in stub.log_lines)
+    backbone = TinyBackbone().requires_grad_(False)
+    method = torch.nn.Linear(2, 2).requires_grad_(False)
+    log = RunLog(is_main=False)
+    parts = SimpleNamespace(
+        backbone=backbone, method=method, log=log, cfg=SimpleNamespace(run=RunSettings())
+    )
+    training = MethodTraining(parts, engine=None, checkpoints=None, validate=dict)
+    training.train_stage(Stage("head", 1, 1e-3, 4), torch.Generator())
+    assert any("no trainable parameters" in line for line in log.lines)
 
 
 def test_core_fbank_is_bit_identical_to_torchaudio_per_clip() -> None:

@@ -16,8 +16,10 @@ from torch import Tensor, nn
 
 from harness.api import Backbone, Encoded, Stage, Task
 from harness.api.settings import RunSettings
+from harness.engine.trainer import build_optimizer as build
 from harness.registry.config import build_dataclass
 from harness.run.experiment import Experiment
+from harness.run.training import stage_phase
 from harness.util.errors import UsageError
 from harness_plugins.backbones.audiomae import AudioMAE
 from harness_plugins.methods import nnclr
@@ -474,11 +476,14 @@ def test_tune_blocks_beyond_the_backbone_is_a_usage_error() -> None:
         stages_for(RunSettings(), tune_blocks=5)
 
 
-def bare_experiment(method: Nnclr, backbone: Backbone) -> Experiment:
-    experiment = Experiment.__new__(Experiment)
-    experiment.cfg = SimpleNamespace(run=RunSettings(weight_decay=0.0))
-    experiment.backbone, experiment.method = backbone, method
-    return experiment
+def bare_experiment(method: Nnclr, backbone: Backbone) -> SimpleNamespace:
+    """Builds each stage's optimizer as the run does (its phase through the one builder)."""
+
+    def build_optimizer(stage: Stage) -> torch.optim.Optimizer:
+        phase = stage_phase(stage, backbone, method, RunSettings(weight_decay=0.0))
+        return build(phase.param_groups, phase.optimizer)
+
+    return SimpleNamespace(build_optimizer=build_optimizer)
 
 
 def test_each_stage_trains_exactly_the_intended_parameters() -> None:

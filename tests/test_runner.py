@@ -14,21 +14,16 @@ import pytest
 import torch
 
 from harness.api import Clip, Dataset, DataSplits
-from harness.api.settings import RunSettings
 from harness.cli.main import main
+from harness.engine import trainer as engine_module
+from harness.engine.loop import Loop, Stepper
+from harness.engine.trainer import build_optimizer, epoch_worker_seed
 from harness.results.store import ResultStore
-from harness.run import experiment as runner_module
-from harness.run.experiment import (
-    check_audio_headers,
-    check_metrics,
-    check_output_folder,
-    copy_training_records,
-    describe_blocks,
-    environment,
-    loop_state,
-    package_versions,
-    worker_seed,
-)
+from harness.run import preflight as preflight_module
+from harness.run import record as record_module
+from harness.run.preflight import check_audio_headers, check_metrics, check_output_folder
+from harness.run.record import copy_training_records, environment, package_versions
+from harness.run.training import describe_blocks, stage_phase
 from harness.util import faults
 from harness.util.errors import HarnessError
 from tests.test_resume import args, assert_same_run, finished
@@ -237,8 +232,10 @@ def test_the_head_stage_trains_only_the_head_and_the_top_stage_the_top_block(tmp
 
 
 def test_worker_seed_is_a_fixed_function_of_seed_stage_and_epoch():
-    assert worker_seed(RunSettings(seed=3), 2, 5) == 3 * 1_000_003 + 2 * 10_007 + 5 == 3020028
-    assert worker_seed(RunSettings(seed=2**62), 7, 9) == 4611686018427457962  # mod 2**63
+    stage = SimpleNamespace(seed=3, number=2)
+    assert epoch_worker_seed(stage, 5) == 3 * 1_000_003 + 2 * 10_007 + 5 == 3020028
+    late = SimpleNamespace(seed=2**62, number=7)
+    assert epoch_worker_seed(late, 9) == 4611686018427457962  # mod 2**63
 
 
 def test_describe_blocks():
@@ -271,13 +268,22 @@ def test_environment_names_the_interpreter_libraries_and_generator():
     assert versions == {"numpy": __import__("numpy").__version__, "no-such-package-xyz": None}
 
 
-def test_loop_state_keeps_optimizer_schedule_and_scaler():
-    loop = SimpleNamespace(
-        optimizer=SimpleNamespace(state_dict=lambda: "o"),
-        schedule=SimpleNamespace(state_dict=lambda: "p"),
-        scaler=SimpleNamespace(state_dict=lambda: "s"),
+def stepper(tag: str) -> Stepper:
+    return Stepper(
+        tag,
+        optimizer=SimpleNamespace(state_dict=lambda: f"o{tag}"),
+        schedule=SimpleNamespace(state_dict=lambda: f"p{tag}"),
+        scaler=SimpleNamespace(state_dict=lambda: f"s{tag}"),
     )
-    assert loop_state(loop) == {"optimizer": "o", "plateau": "p", "scaler": "s"}
+
+
+def test_loop_state_keeps_optimizer_schedule_and_scaler():
+    loop = Loop("train", 1, None, [stepper("")], None, None, 1)
+    assert loop.state() == {"optimizer": "o", "plateau": "p", "scaler": "s"}
+    two = Loop("gan", 0, None, [stepper("1"), stepper("2")], None, None, 1)
+    assert two.state() == {
+        "optimizer": ["o1", "o2"], "plateau": ["p1", "p2"], "scaler": ["s1", "s2"],
+    }  # fmt: skip
 
 
 def test_check_output_folder(tmp_path):
@@ -294,7 +300,7 @@ def test_check_output_folder(tmp_path):
 
 def test_check_audio_headers_reads_every_file_of_every_split_once(monkeypatch):
     seen: list[str] = []
-    monkeypatch.setattr(runner_module, "check_header", lambda path: seen.append(str(path)))
+    monkeypatch.setattr(preflight_module, "check_header", lambda path: seen.append(str(path)))
     clip = lambda name, *segments: Clip(Path(name), 0, segments=tuple(map(Path, segments)))  # noqa: E731
     splits = DataSplits(["x"], [clip("t1"), clip("t2")], [clip("e1"), clip("t1")], 1.0)
     splits.valid = [clip("v1", "v1", "v2")]
@@ -379,6 +385,12 @@ def test_held_out_clips_leave_the_training_split(tmp_path):
     plain.close()
 
 
+def stage_optimizer(exp, stage) -> torch.optim.Optimizer:
+    """The optimizer the run builds for ``stage`` (its phase through the one builder)."""
+    phase = stage_phase(stage, exp.backbone, exp.method, exp.cfg.run)
+    return build_optimizer(phase.param_groups, phase.optimizer)
+
+
 def test_the_optimizer_trains_what_the_stage_names_with_the_runs_adam_settings(tmp_path):
     from harness.api import Stage
 
@@ -386,17 +398,17 @@ def test_the_optimizer_trains_what_the_stage_names_with_the_runs_adam_settings(t
         tmp_path, run={"betas": [0.8, 0.9], "eps": 1e-6, "weight_decay": 0.01, "lr": 0.002}
     )
     exp.setup()
-    everything = exp.build_optimizer(Stage("all", 1, 0.002, 6))
+    everything = stage_optimizer(exp, Stage("all", 1, 0.002, 6))
     (group,) = everything.param_groups
     assert group["betas"] == (0.8, 0.9) and group["eps"] == 1e-6
     assert group["lr"] == group["base_lr"] == 0.002 and group["weight_decay"] == 0.01
     trainable = [p for p in [*exp.backbone.parameters(), *exp.method.parameters()]]
     assert len(group["params"]) == len(trainable)
-    frozen = exp.build_optimizer(Stage("head", 1, 0.01, 6, backbone_blocks=0))
+    frozen = stage_optimizer(exp, Stage("head", 1, 0.01, 6, backbone_blocks=0))
     assert not any(p.requires_grad for p in exp.backbone.parameters())
     assert sum(len(g["params"]) for g in frozen.param_groups) == len(list(exp.method.parameters()))
     assert all(g["base_lr"] == g["lr"] for g in frozen.param_groups)
-    top = exp.build_optimizer(Stage("top", 1, 0.01, 6, backbone_blocks=1, layer_decay=0.5))
+    top = stage_optimizer(exp, Stage("top", 1, 0.01, 6, backbone_blocks=1, layer_decay=0.5))
     names = {n for n, p in exp.backbone.named_parameters() if p.requires_grad}
     assert names == {"blocks.1.weight", "blocks.1.bias", "norm.weight", "norm.bias"}
     assert len(top.param_groups) >= 2
@@ -428,7 +440,7 @@ def test_evaluation_prefixes_each_protocols_metrics_with_its_name(tmp_path):
     assert probs.shape == (len(exp.splits.eval), 3)
     assert torch.allclose(probs.sum(1), torch.ones(len(probs)))
     exp.close()
-    assert exp.metrics is None and exp._loaders == {}
+    assert exp.checkpoints.metrics is None and exp.parts._loaders == {}
 
 
 def test_run_threads_sets_the_torch_thread_count(tmp_path):
@@ -443,10 +455,10 @@ def test_run_threads_sets_the_torch_thread_count(tmp_path):
 def test_each_split_is_read_at_its_own_clip_length(tmp_path):
     exp = experiment(tmp_path, run={"valid_fraction": 0.25})
     exp.splits.train_clip_seconds = 0.25
-    assert exp.audio("train").source.length == 2000  # 0.25 s at 8 kHz
-    assert exp.audio("valid").source.length == 2000
-    assert exp.audio("eval").source.length == 4000  # the data set's clip length, 0.5 s
-    assert exp.audio("eval") is exp.audio("eval")
+    assert exp.parts.audio("train").source.length == 2000  # 0.25 s at 8 kHz
+    assert exp.parts.audio("valid").source.length == 2000
+    assert exp.parts.audio("eval").source.length == 4000  # the data set's clip length, 0.5 s
+    assert exp.parts.audio("eval") is exp.parts.audio("eval")
     exp.close()
 
 
@@ -473,10 +485,10 @@ def test_precision_checks_and_what_the_experiment_hands_on(tmp_path):
     check_precision(torch.device("cpu"), "bf16")  # CPUs compute in bf16
     check_precision(torch.device("cpu"), "fp32")
     exp = experiment(tmp_path, run={"audio_cache": "off", "precision": "bf16", "workers": 0})
-    assert exp.engine.precision == "bf16" and exp.workers == 0
+    assert exp.engine.precision == "bf16" and exp.parts.workers == 0
     assert exp.task.time_axis == exp.backbone.time_axis and exp.task.devices == ["a", "b", "s4"]
-    assert len(exp.loader("train", 4, train=True)) == 4  # 18 clips, the last 2 dropped
-    assert len(exp.loader("eval", 4, train=False)) == 5  # 18 clips, all kept
+    assert len(exp.parts.loader("train", 4, train=True)) == 4  # 18 clips, the last 2 dropped
+    assert len(exp.parts.loader("eval", 4, train=False)) == 5  # 18 clips, all kept
     exp.close()
     (tmp_path / "file").write_text("x")
     with pytest.raises(UsageError, match="decoded-audio cache folder .* is not writable"):
@@ -488,7 +500,7 @@ def test_state_info_outside_a_run_folder_names_no_run(tmp_path):
     from harness.engine.resume import Position
 
     exp = experiment(tmp_path)
-    info = exp.state_info(Stage("train", 2, 0.1, 6), Position(), checkpointed=False)
+    info = exp.checkpoints.state_info(Stage("train", 2, 0.1, 6), Position(), checkpointed=False)
     assert (info["run_id"], info["created"], info["checkpoint"]) == ("", "", False)
     assert (info["stage_name"], info["stage_epochs"], info["stages"]) == ("train", 2, 0)
     exp.close()
@@ -496,13 +508,13 @@ def test_state_info_outside_a_run_folder_names_no_run(tmp_path):
 
 def test_evaluation_bars_name_what_they_compute(tmp_path, monkeypatch):
     shown: list[str] = []
-    real = runner_module.progress
+    real = engine_module.progress
 
     def record(items, desc, **kw):
         shown.append(desc)
         return real(items, desc=desc, **kw)
 
-    monkeypatch.setattr(runner_module, "progress", record)
+    monkeypatch.setattr(engine_module, "progress", record)
     exp = experiment(tmp_path)
     exp.setup()
     exp.embed("eval")
@@ -514,7 +526,7 @@ def test_evaluation_bars_name_what_they_compute(tmp_path, monkeypatch):
 def test_git_commit_is_empty_when_git_fails_or_hangs(monkeypatch):
     import subprocess
 
-    from harness.run.experiment import git_commit
+    from harness.run.record import git_commit
 
     calls = []
 
@@ -522,20 +534,20 @@ def test_git_commit_is_empty_when_git_fails_or_hangs(monkeypatch):
         calls.append(kwargs)
         return SimpleNamespace(returncode=128, stdout="fatal: not a git repository\n")
 
-    monkeypatch.setattr(runner_module.subprocess, "run", failing)
+    monkeypatch.setattr(record_module.subprocess, "run", failing)
     assert git_commit() == ""
     assert calls[0]["timeout"] == 5 and calls[0]["capture_output"] and calls[0]["text"]
 
     def hanging(*args, **kwargs):
         raise subprocess.TimeoutExpired("git", 5)
 
-    monkeypatch.setattr(runner_module.subprocess, "run", hanging)
+    monkeypatch.setattr(record_module.subprocess, "run", hanging)
     assert git_commit() == ""
 
 
 def test_headers_of_listed_splits_the_data_set_lacks_are_skipped(monkeypatch):
     seen: list[str] = []
-    monkeypatch.setattr(runner_module, "check_header", lambda path: seen.append(str(path)))
+    monkeypatch.setattr(preflight_module, "check_header", lambda path: seen.append(str(path)))
     splits = DataSplits(["x"], [Clip(Path("t"), 0)], [Clip(Path("e"), 0)], 1.0)
     splits.extra_splits = ("missing",)
     check_audio_headers(splits)
@@ -543,11 +555,11 @@ def test_headers_of_listed_splits_the_data_set_lacks_are_skipped(monkeypatch):
 
 
 def test_the_run_folder_files_by_hand(tmp_path, monkeypatch):
-    from harness.run.experiment import write_run_folder
+    from harness.run.record import write_run_folder
     from tests.test_store import make_record
 
     reached: list[str] = []
-    monkeypatch.setattr(runner_module, "checkpoint", reached.append)
+    monkeypatch.setattr(record_module, "checkpoint", reached.append)
     module = torch.nn.Linear(1, 1)
     experiment_like = SimpleNamespace(
         backbone=module, method=module, log_lines=["one", "two"], partial_dir=None

@@ -400,8 +400,10 @@ def test_dataloader_run_gives_the_in_memory_metrics(tmp_path):
     streamed = train_and_evaluate(toy_experiment(tmp_path, audio_cache="off", workers=1))
     memory = toy_experiment(tmp_path, audio_cache="off")
     for split in ("train", "eval"):
-        lazy = memory.audio(split)
-        memory._audio[split] = load_clips(lazy.clips, lazy.sample_rate, 0.5, memory.splits.devices)
+        lazy = memory.parts.audio(split)
+        memory.parts._audio[split] = load_clips(
+            lazy.clips, lazy.sample_rate, 0.5, memory.splits.devices
+        )
     in_memory = train_and_evaluate(memory)
     assert streamed and streamed == in_memory
     cached = train_and_evaluate(toy_experiment(tmp_path, audio_cache=str(tmp_path / "c")))

@@ -130,7 +130,7 @@ def test_warm_up_then_plateau_schedule_by_hand():
     rate halves after 2 epochs without improvement (patience 1), counted from the warm-up's end."""
     import torch
 
-    from harness.engine.trainer import WarmupPlateau
+    from harness.engine.schedules import WarmupPlateau
 
     params = [torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))]
     optimizer = torch.optim.SGD(
@@ -181,7 +181,7 @@ def test_a_protocol_job_stops_after_patience_epochs_without_progress_and_reports
     loss never improves, so patience 2 stops it after epochs 1 (best), 2 and 3."""
     from harness.api import Clip, TrainingJob
     from harness.data.loader import ClipAudio
-    from harness.engine.trainer import job_optimizer, standalone
+    from harness.engine.trainer import build_optimizer, standalone
 
     clips = [Clip(Path(f"c{i}.wav"), i % 2) for i in range(8)]
     labels = torch.tensor([c.label for c in clips])
@@ -195,10 +195,11 @@ def test_a_protocol_job_stops_after_patience_epochs_without_progress_and_reports
     assert result.epoch_losses == [1.0, 1.0, 1.0] and result.steps == 6
     assert set(model.seen) == {((4, 3), True)} and len(model.seen) == 6
     assert not model.training  # handed back in evaluation mode
-    optimizer = job_optimizer(
-        TrainingJob("x", model, audio, 1, 4, lr=0.5, optimizer="adamw", weight_decay=0.1),
-        [{"params": [model.weight]}],
-    )
+    spec = TrainingJob(
+        "x", model, audio, 1, 4, lr=0.5, optimizer="adamw", weight_decay=0.1,
+        param_groups=[{"params": [model.weight]}],
+    )  # fmt: skip
+    optimizer = build_optimizer(spec.phases[0].param_groups, spec.phases[0].optimizer)
     assert isinstance(optimizer, torch.optim.AdamW)
     group = optimizer.param_groups[0]
     assert (group["lr"], group["base_lr"], group["weight_decay"]) == (0.5, 0.5, 0.1)

@@ -191,41 +191,33 @@ def test_param_groups_decay_lr_per_layer_and_exempt_biases_norms_and_tokens():
 
 
 def test_preflight_checks_every_file_of_every_split_once(tmp_path, monkeypatch):
-    from types import SimpleNamespace
-
-    from harness.api import Clip
-    from harness.run import experiment as runner
+    from harness.api import Clip, DataSplits
+    from harness.run import preflight
 
     seen = []
-    monkeypatch.setattr(runner, "check_header", seen.append)
-    paths = {name: tmp_path / f"{name}.wav" for name in ("t", "e", "v", "x", "s1", "s2")}
-    splits = SimpleNamespace(
+    monkeypatch.setattr(preflight, "check_header", seen.append)
+    paths = {name: tmp_path / f"{name}.wav" for name in ("t", "e", "v", "s1", "s2")}
+    splits = DataSplits(
+        ["x"],
         train=[Clip(paths["t"], 0), Clip(paths["t"], 0)],
         eval=[Clip(paths["e"], 0), Clip(paths["s1"], 0, segments=(paths["s1"], paths["s2"]))],
+        clip_seconds=1.0,
         valid=[Clip(paths["v"], 0)],
-        extra=[Clip(paths["x"], 0)],
-        extra_splits=("extra",),
     )
-    runner.check_audio_headers(splits)
-    assert seen == [paths[k] for k in ("t", "e", "s1", "s2", "v", "x")]
+    preflight.check_audio_headers(splits)
+    assert seen == [paths[k] for k in ("t", "v", "e", "s1", "s2")]  # SPLIT_NAMES order
 
 
 def test_run_records_name_the_data_generator_and_the_blocks_trained():
-    from types import SimpleNamespace
+    from harness.run.record import environment
+    from harness.run.training import describe_blocks
 
-    from harness.run import experiment as runner
-
-    class Versioned:
-        GENERATOR_VERSION = 7
-
-    assert runner.generator_version(Versioned) == 7
-    assert runner.generator_version(SimpleNamespace) is None
     module_level = load_plugins()["dataset"].get("tau22-embedded").cls
-    assert runner.generator_version(module_level) == 1  # the module's GENERATOR_VERSION
-    assert runner.generator_version(None) is None
-    assert runner.describe_blocks(None) == "as set up"
-    assert runner.describe_blocks(0) == "none (backbone frozen)"
-    assert runner.describe_blocks(1) == "top 1"
+    assert environment(module_level)["data_generator_version"] == 1
+    assert environment(None)["data_generator_version"] is None
+    assert describe_blocks(None) == "as set up"
+    assert describe_blocks(0) == "none (backbone frozen)"
+    assert describe_blocks(1) == "top 1"
 
 
 def test_git_commit_is_the_checkout_head_or_empty(tmp_path, monkeypatch):
@@ -233,7 +225,7 @@ def test_git_commit_is_the_checkout_head_or_empty(tmp_path, monkeypatch):
     from pathlib import Path
 
     import harness
-    from harness.run import experiment as runner
+    from harness.run import record as runner
 
     head = subprocess.run(
         ["git", "rev-parse", "HEAD"], capture_output=True, text=True,

@@ -3,7 +3,7 @@
 Owns the component base classes (:class:`Backbone`, :class:`Method`, :class:`Augmentation`,
 :class:`Dataset`, :class:`Protocol`, :class:`Logger`), the data they exchange (:class:`Clip`,
 :class:`DataSplits`, :class:`Batch`, ...), the training and evaluation contracts
-(:class:`TrainingJob`, :class:`EvalContext`), the hook specifications, config domains and
+(:class:`Training`, :class:`EvalContext`), the hook specifications, config domains and
 the errors a plugin raises. May import :mod:`harness.util` only.
 
 Importing this package is cheap: the torch-backed names load on first use, so the command
@@ -46,22 +46,31 @@ _LAZY = {
         "EmbeddingHead",
         "Encoded",
         "EvalContext",
-        "FeatureData",
         "KINDS",
         "Logger",
         "MaskedBackbone",
         "MaskedEncoding",
         "Method",
         "NoConfig",
+        "OptimizerSettings",
+        "Phase",
         "Protocol",
         "ProtocolResult",
-        "Stage",
+        "SplitAudio",
         "StepOutput",
         "Task",
-        "TrainingJob",
-        "TrainingResult",
     ),
     "harness.api.settings": ("RunSettings",),
+    "harness.api.training": (
+        "FeatureData",
+        "OptimizerSettings",
+        "Phase",
+        "Stage",
+        "Training",
+        "TrainingJob",
+        "TrainingResult",
+        "trainable_groups",
+    ),
     "harness.util.cache": ("DONE_MARKER", "build_once", "cache_root"),
     "harness.util.progress": ("note", "progress"),
 }
@@ -82,7 +91,6 @@ if TYPE_CHECKING:
         EmbeddingHead,
         Encoded,
         EvalContext,
-        FeatureData,
         Logger,
         MaskedBackbone,
         MaskedEncoding,
@@ -90,13 +98,21 @@ if TYPE_CHECKING:
         NoConfig,
         Protocol,
         ProtocolResult,
-        Stage,
+        SplitAudio,
         StepOutput,
         Task,
-        TrainingJob,
-        TrainingResult,
     )
     from harness.api.settings import RunSettings
+    from harness.api.training import (
+        FeatureData,
+        OptimizerSettings,
+        Phase,
+        Stage,
+        Training,
+        TrainingJob,
+        TrainingResult,
+        trainable_groups,
+    )
     from harness.util.cache import DONE_MARKER, build_once, cache_root
     from harness.util.progress import note, progress
 
@@ -141,13 +157,17 @@ __all__ = [
     "MaskedEncoding",
     "Method",
     "NoConfig",
+    "OptimizerSettings",
+    "Phase",
     "Pretrained",
     "Protocol",
     "ProtocolResult",
     "RunSettings",
+    "SplitAudio",
     "Stage",
     "StepOutput",
     "Task",
+    "Training",
     "TrainingJob",
     "TrainingResult",
     "UsageError",
@@ -165,5 +185,6 @@ __all__ = [
     "note",
     "positive",
     "progress",
+    "trainable_groups",
     "unit",
 ]

@@ -14,6 +14,7 @@ validates ``--set kind.field=value`` against it and hands the instance to
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from harness.util.errors import UsageError
 
 if TYPE_CHECKING:
     from harness.api.settings import RunSettings
+    from harness.api.training import Stage, Training, TrainingResult
 
 
 @dataclass
@@ -179,24 +181,6 @@ class StepOutput:
     logs: dict[str, Tensor | float] = field(default_factory=dict)
     """Scalars to log; pass detached tensors, not ``.item()`` (the core reads them in bulk,
     so the step never waits for the GPU)."""
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One phase of staged training; the core builds a fresh optimizer for each stage."""
-
-    name: str
-    epochs: int
-    lr: float
-    batch_size: int
-    backbone_blocks: int | None = None
-    """Top backbone blocks trained, with what lies above them; 0 freezes the whole backbone;
-    None leaves ``requires_grad`` as it is."""
-    layer_decay: float = 1.0
-    """Layer-wise learning-rate decay (see :meth:`Backbone.param_groups`); used when
-    ``backbone_blocks`` is set."""
-    note: str = ""
-    """Why the stage runs or what it starts from, for the run log."""
 
 
 # -- components ---------------------------------------------------------------
@@ -439,70 +423,24 @@ class ProtocolResult:
     """A human-readable table printed at the end of ``harness run``."""
 
 
-@dataclass
-class FeatureData:
-    """Precomputed inputs of a :class:`TrainingJob` (e.g. cached clip embeddings): row ``i``
-    of ``features`` becomes a batch's :attr:`Batch.features`."""
+class SplitAudio(Interface):
+    """The waveforms of one split as the core loads them (:attr:`EvalContext.audio`)."""
 
-    features: Tensor
+    clips: list[Clip]
+    wave: Any
+    """``[N, T]`` float32 on the CPU, or a lazy source (indexing gives a subset)."""
     labels: Tensor
-    devices: Tensor | None = None
-    """Recording-device indices (default: unknown, -1)."""
+    devices: Tensor
+    """Device indices into the task's device list (-1 when unknown)."""
+    sample_rate: int
 
-
-@dataclass
-class TrainingJob:
-    """A training an evaluation protocol asks the core for (:attr:`EvalContext.train`).
-
-    The core runs it through the run's one training loop (:mod:`harness.engine.trainer`) on the
-    run's device and precision, under DDP when several processes run, and logs it to
-    ``metrics.jsonl`` and the loggers with ``stage = 0`` and ``stage_name = name``. Data
-    order and initialisation are seeded with ``seed``; the global RNGs are left as they were.
-    """
-
-    name: str
-    """The protocol's name (shown in logs)."""
-    model: nn.Module
-    """Trained in place: ``model(batch)`` returns the :class:`StepOutput` of a batch."""
-    data: Any
-    """A split's :class:`harness.data.loader.ClipAudio` (``ctx.audio(split)`` or a subset: batches
-    of waveforms, ``frontend`` gives the features) or :class:`FeatureData`."""
-    epochs: int
-    batch_size: int
-    lr: float
-    optimizer: Literal["adam", "adamw"] = "adam"
-    weight_decay: float = 0.0
-    param_groups: list[dict] | None = None
-    """Optimizer groups (each may set its own ``lr``); default: every trainable parameter."""
-    schedule: Literal["constant", "cosine"] = "constant"
-    """``cosine``: linear warm-up over ``warmup_fraction`` of the steps, then cosine to 0."""
-    warmup_fraction: float = 0.0
-    patience: int = 0
-    """Stop after this many epochs without a drop of the epoch's mean loss by more than
-    ``min_delta`` (0: train every epoch)."""
-    min_delta: float = 0.0
-    frontend: nn.Module | None = None
-    """Maps waveforms to features (run without gradient) for waveform data."""
-    drop_last: bool = True
-    seed: int = 0
-    log_epochs: bool = True
-    """Whether each epoch's line goes into the run log (off for jobs of many short epochs)."""
-
-
-@dataclass
-class TrainingResult:
-    epoch_losses: list[float]
-    """Mean training loss of each epoch trained."""
-    steps: int
-
-    @property
-    def epochs(self) -> int:
-        return len(self.epoch_losses)
+    def __len__(self) -> int: ...
 
 
 @dataclass
 class EvalContext:
-    """What the core hands a protocol."""
+    """What the core hands a protocol: the trained model, the data, and the core's one
+    trainer (:meth:`fit`) and one inference call (:attr:`infer`)."""
 
     backbone: Backbone
     method: Method
@@ -511,23 +449,81 @@ class EvalContext:
     torch_device: torch.device
     batch_size: int
     seed: int
-    audio: Callable[[str], Any]
-    """``audio(split)`` -> the split's :class:`harness.data.loader.ClipAudio`."""
+    audio: Callable[[str], SplitAudio]
+    """``audio(split)`` -> the split's waveforms (:class:`SplitAudio`)."""
     predict: Callable[[str], Tensor]
     """``predict(split)`` -> class probabilities ``[N, C]`` on the CPU."""
-    embed: Callable[[str], Tensor]
-    """``embed(split)`` -> clip embeddings ``[N, D]`` on the CPU (cached)."""
-    train: Callable[[TrainingJob], TrainingResult] | None = None
-    """The run's training engine (set by the core); protocols call :meth:`fit`."""
+    embed: Callable[..., Tensor]
+    """``embed(split, cache=True)`` -> clip embeddings ``[N, D]`` of the frozen backbone on
+    the CPU, through the on-disk embedding cache (``cache=False``: kept in memory only)."""
+    train: Callable[[Training], TrainingResult]
+    """The run's trainer (the core sets it; outside a run
+    ``harness.engine.trainer.standalone(device).fit``)."""
+    infer: Callable[..., Tensor]
+    """``infer(forward, data, frontend=None)`` -> ``forward(batch)`` of every batch of ``data``
+    (a :class:`SplitAudio`, whose ``frontend`` features fill ``batch.features``, or
+    :class:`FeatureData`), rows in data order, float32 on the CPU: the core's one inference
+    call (the run's device, precision, processes and evaluation batch size). Put the models
+    in evaluation mode first."""
 
-    def fit(self, job: TrainingJob) -> TrainingResult:
-        """Train ``job.model`` in place through the run's training engine: its device,
-        precision, processes and metrics log (outside a run: a one-process fp32 engine)."""
-        if self.train is not None:
-            return self.train(job)
-        from harness.engine.trainer import standalone
+    def fit(self, spec: Training) -> TrainingResult:
+        """Train ``spec.model`` in place through the run's trainer: its device, precision,
+        processes and metrics log (build ``spec`` with :func:`TrainingJob`)."""
+        return self.train(spec)
 
-        return standalone(self.torch_device).fit(job)
+    def labeled_audio(self, split: str, who: str) -> SplitAudio:
+        """The clips of ``split`` that have a label (an error naming ``who`` when none has)."""
+        audio = self.audio(split)
+        keep = torch.nonzero(audio.labels >= 0).flatten()
+        if len(keep) == 0:
+            raise UsageError(f"{who}: the '{split}' split has no labeled clips")
+        if len(keep) == len(audio):
+            return audio
+        return dataclasses.replace(
+            audio,
+            clips=[audio.clips[i] for i in keep.tolist()],
+            wave=audio.wave[keep],
+            labels=audio.labels[keep],
+            devices=audio.devices[keep],
+        )
+
+    def windowed_audio(self, split: str, window: int) -> SplitAudio:
+        """The consecutive ``window``-sample windows of every clip of ``split`` as clips of
+        their own (a remainder shorter than a window is dropped), each with its clip's
+        label and recording device."""
+        audio = self.audio(split)
+        count = audio.wave.shape[1] // window
+        return dataclasses.replace(
+            audio,
+            clips=[clip for clip in audio.clips for _ in range(count)],
+            wave=audio.wave[:, : count * window].reshape(-1, window),
+            labels=audio.labels.repeat_interleave(count),
+            devices=audio.devices.repeat_interleave(count),
+        )
+
+    def labeled_embeddings(self, split: str, who: str, cache: bool = True) -> tuple[Tensor, Tensor]:
+        """Embeddings ``[M, D]`` and labels ``[M]`` of the labeled clips of ``split``.
+
+        ``split`` is ``train``, ``eval`` or ``all`` (both); unlabeled clips (label -1) are
+        left out, and a split without labeled clips is not embedded at all. ``cache``: read
+        and write the on-disk embedding cache."""
+        parts = ["train", "eval"] if split == "all" else [split]
+        embeddings, labels = [], []
+        for part in parts:
+            part_labels = torch.tensor([c.label for c in self.splits.split(part)], dtype=torch.long)
+            keep = part_labels >= 0
+            if not bool(keep.any()):
+                continue
+            part_embeddings = self.embed(part, cache=cache)
+            if not bool(keep.all()):
+                part_embeddings, part_labels = part_embeddings[keep], part_labels[keep]
+            embeddings.append(part_embeddings.float())
+            labels.append(part_labels)
+        if not embeddings:
+            raise UsageError(f"{who}: the '{split}' split has no labeled clips")
+        if len(embeddings) == 1:
+            return embeddings[0], labels[0]
+        return torch.cat(embeddings), torch.cat(labels)
 
 
 class Protocol(Component):

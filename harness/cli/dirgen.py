@@ -12,9 +12,10 @@ from pathlib import Path
 
 import click
 
-from harness.nn.dirgen import LENGTH, dataset, read_traits, save_generator, train_generator
+from harness.nn.dirgen import LENGTH, dataset, read_traits, save_generator
 from harness.nn.impulse import IRBank
 from harness.nn.impulse.multidir import MICROPHONE_TYPES, MultiDirCollection, MultiDirConfig
+from harness.run.dirgen import train_generator
 from harness.util.errors import UsageError
 
 

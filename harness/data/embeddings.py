@@ -1,5 +1,4 @@
-"""What evaluation protocols share: labeled splits, the on-disk embedding cache and the
-backbone fingerprint it is keyed by.
+"""The on-disk embedding cache of a run's frozen backbone and the fingerprint it is keyed by.
 
 Embeddings are cached on disk (``$HARNESS_CACHE/embeddings/<key>``, with a done marker),
 keyed by a hash of the backbone's weights and configuration and of the clip list, so a
@@ -14,48 +13,36 @@ import hashlib
 import json
 import shutil
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from harness.api import Backbone, Clip, DataSplits, EvalContext
-from harness.data.loader import ClipAudio
+from harness.api import Backbone, Clip, DataSplits
 from harness.util.cache import DONE_MARKER, build_once, cache_root
-from harness.util.errors import DataError, UsageError
-
-TRAIN_HINT = "{who} trains on labels (fewshot-embedded: dataset.train=labeled, dataset.fold=1-5)"
+from harness.util.errors import DataError
 
 
-def require_labeled_splits(splits: DataSplits, who: str) -> None:
-    """Refuse, before training, a data set whose train split has no two labeled classes or
-    whose eval split has no labeled clip: a supervised protocol (linear probe, fine-tuning)
-    could not be fitted or scored."""
-    train_classes = {c.label for c in splits.train if c.label >= 0}
-    if not train_classes:
-        hint = TRAIN_HINT.format(who=who)
-        raise UsageError(f"{who}: the 'train' split has no labeled clips; {hint}")
-    if len(train_classes) < 2:
-        raise UsageError(f"{who}: the train split has fewer than two labeled classes")
-    if not any(c.label >= 0 for c in splits.eval):
-        raise UsageError(f"{who}: the 'eval' split has no labeled clips")
+@dataclass
+class Embedder:
+    """What the embedding cache needs: the splits, the backbone, and what computes the
+    embeddings ``[N, D]`` of a split; :meth:`cached` is ``EvalContext.embed``."""
 
+    splits: DataSplits
+    backbone: Backbone
+    embed: Callable[[str], Tensor]
+    fingerprint: str | None = None
+    """The backbone's :func:`backbone_fingerprint` (taken on first use)."""
 
-def labeled_subset(audio: ClipAudio, who: str, split: str) -> ClipAudio:
-    """The clips of ``audio`` that have a label (an error when none has)."""
-    keep = torch.nonzero(audio.labels >= 0).flatten()
-    if len(keep) == 0:
-        raise UsageError(f"{who}: the '{split}' split has no labeled clips")
-    if len(keep) == len(audio):
-        return audio
-    return ClipAudio(
-        clips=[audio.clips[i] for i in keep.tolist()],
-        wave=audio.wave[keep],
-        labels=audio.labels[keep],
-        devices=audio.devices[keep],
-        sample_rate=audio.sample_rate,
-    )
+    def cached(self, split: str, cache: bool = True) -> Tensor:
+        """The split's embeddings through the on-disk cache (``cache=False``: computed)."""
+        if not cache:
+            return self.embed(split)
+        if self.fingerprint is None:
+            self.fingerprint = backbone_fingerprint(self.backbone)
+        return cached_embed(self, split, self.fingerprint)
 
 
 def backbone_fingerprint(backbone: Backbone) -> str:
@@ -88,14 +75,14 @@ def clips_fingerprint(clips: Sequence[Clip]) -> str:
     return digest.hexdigest()
 
 
-def split_seconds(ctx: EvalContext, split: str) -> float:
+def split_seconds(ctx: Embedder, split: str) -> float:
     if split == "train" and ctx.splits.train_clip_seconds:
         return ctx.splits.train_clip_seconds
     return ctx.splits.clip_seconds
 
 
-def embedding_cache_dir(ctx: EvalContext, split: str, backbone_hash: str) -> Path:
-    clips = getattr(ctx.splits, split)
+def embedding_cache_dir(ctx: Embedder, split: str, backbone_hash: str) -> Path:
+    clips = ctx.splits.split(split)
     digest = hashlib.blake2b(digest_size=16)
     parts = (
         backbone_hash,
@@ -107,11 +94,11 @@ def embedding_cache_dir(ctx: EvalContext, split: str, backbone_hash: str) -> Pat
     return cache_root() / "embeddings" / digest.hexdigest()
 
 
-def cached_embed(ctx: EvalContext, split: str, backbone_hash: str | None = None) -> Tensor:
+def cached_embed(ctx: Embedder, split: str, backbone_hash: str | None = None) -> Tensor:
     """``ctx.embed(split)``, read from or written to the on-disk embedding cache."""
     backbone_hash = backbone_hash or backbone_fingerprint(ctx.backbone)
     folder = embedding_cache_dir(ctx, split, backbone_hash)
-    count = len(getattr(ctx.splits, split))
+    count = len(ctx.splits.split(split))
     if (folder / DONE_MARKER).is_file():
         stored = read_cached_embeddings(folder / "embeddings.pt")
         if stored is not None and stored.ndim == 2 and stored.shape[0] == count:
@@ -154,33 +141,3 @@ def read_cached_embeddings(path: Path) -> Tensor | None:
         warnings.warn(f"discarding embedding cache entry {path}: non-finite values", stacklevel=3)
         return None
     return stored
-
-
-def labeled_embeddings(
-    ctx: EvalContext, split: str, who: str, backbone_hash: str | None = None
-) -> tuple[Tensor, Tensor]:
-    """Embeddings ``[M, D]`` and labels ``[M]`` of the labeled clips of ``split``.
-
-    ``split`` is ``train``, ``eval`` or ``all`` (both); unlabeled clips (label -1)
-    are left out, and a split without labeled clips is not embedded at all. With
-    ``backbone_hash`` (see :func:`backbone_fingerprint`) the on-disk cache is used.
-    """
-    parts = ["train", "eval"] if split == "all" else [split]
-    embeddings, labels = [], []
-    for part in parts:
-        part_labels = torch.tensor([c.label for c in getattr(ctx.splits, part)], dtype=torch.long)
-        keep = part_labels >= 0
-        if not bool(keep.any()):
-            continue
-        part_embeddings = (
-            cached_embed(ctx, part, backbone_hash) if backbone_hash else ctx.embed(part)
-        )
-        if not bool(keep.all()):
-            part_embeddings, part_labels = part_embeddings[keep], part_labels[keep]
-        embeddings.append(part_embeddings.float())
-        labels.append(part_labels)
-    if not embeddings:
-        raise UsageError(f"{who}: the '{split}' split has no labeled clips")
-    if len(embeddings) == 1:
-        return embeddings[0], labels[0]
-    return torch.cat(embeddings), torch.cat(labels)

@@ -1,113 +1,44 @@
-"""The one training loop of a run.
+"""The one trainer of a run: :meth:`Engine.fit` runs every :class:`harness.api.Training`.
 
-Every training in a run goes through :meth:`Engine.run_epoch`: the method's stages
-(:class:`harness.run.experiment.Experiment`) and the heads that evaluation protocols fit through
-:attr:`harness.api.EvalContext.train` (fine-tuning, the device probe). So all of them run
-on the run's device, in its precision (autocast, a gradient scaler for fp16), under DDP
-when several processes train, and report to ``metrics.jsonl`` and the loggers.
+The method's stages (built by :mod:`harness.run.training`), the heads evaluation protocols
+fit through :meth:`harness.api.EvalContext.fit` (fine-tuning, the device probe) and
+trainings with several optimizers (the DIR generator's GAN) all go through it: the run's
+device, its precision (autocast, a gradient scaler for fp16), DDP when several processes
+train, gradient accumulation and clipping, schedules, exact resume, ``metrics.jsonl`` and
+the loggers. Validation, model selection and checkpoints reach it as :class:`FitHooks`, so
+the engine never imports the experiment. :meth:`Engine.infer` is the one inference call.
 """
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from harness.api import Batch, FeatureData, StepOutput, TrainingJob, TrainingResult
-from harness.data.loader import FeatureLoader, Loader
+from harness.api import Batch, OptimizerSettings, Phase, Training, TrainingResult
 from harness.engine import distributed
-from harness.engine.metrics_log import Clock, gpu_memory, learning_rates, timed
+from harness.engine.batches import BatchSource, batch_source, data_rows, prepare_batch
+from harness.engine.loop import (
+    Accumulator,
+    EarlyStop,
+    Loop,
+    Progress,
+    StepModule,
+    Stepper,
+    check_finite,
+)
+from harness.engine.metrics_log import Clock, gpu_memory, timed
+from harness.engine.schedules import build_schedule
 from harness.util.errors import HarnessError, UsageError
 from harness.util.progress import progress
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-class BatchSource(Protocol):
-    """A split's batches: :class:`harness.data.loader.Loader` or
-    :class:`harness.data.loader.FeatureLoader`."""
-
-    def __len__(self) -> int: ...
-
-    def epoch(
-        self,
-        generator: torch.Generator | None = None,
-        skip: int = 0,
-        worker_seed: int | None = None,
-    ) -> Iterator[Batch]: ...
-
-    def close(self) -> None: ...
-
-
-class Accumulator:
-    """Sums of the loss and the step logs on the device, read only when asked."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.reset()
-
-    def reset(self) -> None:
-        self.loss = torch.zeros((), device=self.device)
-        self.bad = torch.zeros((), device=self.device, dtype=torch.long)
-        self.logs: dict[str, Tensor | float] = {}
-        self.steps = 0
-
-    def state(self) -> dict[str, Any]:
-        return {"loss": self.loss, "bad": self.bad, "logs": dict(self.logs), "steps": self.steps}
-
-    def load(self, state: dict[str, Any]) -> None:
-        self.loss = state["loss"].to(self.device)
-        self.bad = state["bad"].to(self.device)
-        self.logs = {
-            k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in state["logs"].items()
-        }
-        self.steps = int(state["steps"])
-
-    def add(self, loss: Tensor, logs: dict[str, Any]) -> None:
-        loss = loss.detach().float()
-        self.bad += (~torch.isfinite(loss)).long()
-        self.loss += torch.nan_to_num(loss, nan=0.0, posinf=0.0, neginf=0.0)
-        for key, value in logs.items():
-            value = value.detach().float() if isinstance(value, Tensor) else float(value)
-            self.logs[key] = self.logs.get(key, 0.0) + value
-        self.steps += 1
-
-    def nonfinite(self) -> int:
-        """Non-finite losses in the window, summed over the ranks (so all of them stop)."""
-        return int(distributed.sum_over_ranks(self.bad.clone()).item())
-
-    def means(self) -> tuple[float, dict[str, float]]:
-        """Mean loss and logs over the steps (and over the ranks, which then agree)."""
-        n = max(self.steps, 1)
-        keys = sorted(self.logs)
-        values = torch.stack(
-            [self.loss]
-            + [torch.as_tensor(self.logs[k], dtype=torch.float32, device=self.device) for k in keys]
-        )
-        values = distributed.mean_over_ranks(values).cpu() / n
-        loss = float(values[0]) if self.steps else math.nan
-        return loss, {k: float(v) for k, v in zip(keys, values[1:].tolist(), strict=True)}
-
-
-class StepModule(nn.Module):
-    """``step(batch) -> StepOutput`` as a module returning ``(loss, logs)``; what it holds
-    (method and backbone, or a protocol's model) is one module so DDP synchronises it all."""
-
-    def __init__(self, step: Callable[[Batch], StepOutput], *parts: nn.Module) -> None:
-        super().__init__()
-        self.parts = nn.ModuleList(parts)
-        self.step = step
-
-    def forward(self, batch: Batch) -> tuple[Tensor, dict[str, Any]]:
-        output = self.step(batch)
-        return output.loss, output.logs
 
 
 def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
@@ -123,112 +54,62 @@ def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
         )
 
 
-# -- learning-rate schedules ----------------------------------------------------
-
-
-class Schedule:
-    """Sets learning rates from each group's ``base_lr``: before every optimizer step and
-    after every epoch. The default keeps them constant."""
-
-    def before_step(self, optimizer: torch.optim.Optimizer, step: int) -> None:
-        """Called before optimizer step ``step`` (0-based, over the loop's epochs)."""
-
-    def after_epoch(self, optimizer: torch.optim.Optimizer, loss: float, step: int) -> None:
-        """Called after each epoch with the loss it watches."""
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
-
-
-def scale_lrs(optimizer: torch.optim.Optimizer, factor: float) -> None:
+def build_optimizer(groups: list[dict], settings: OptimizerSettings) -> torch.optim.Optimizer:
+    """Adam or AdamW over ``groups`` with ``settings`` as every group's defaults; each group
+    remembers its ``base_lr`` for the schedules."""
+    optimizer_cls = torch.optim.AdamW if settings.kind == "adamw" else torch.optim.Adam
+    optimizer = optimizer_cls(
+        groups,
+        lr=settings.lr,
+        betas=settings.betas,
+        eps=settings.eps,
+        weight_decay=settings.weight_decay,
+    )
     for group in optimizer.param_groups:
-        group["lr"] = group["base_lr"] * factor
+        group["base_lr"] = group["lr"]
+    return optimizer
 
 
-class WarmupPlateau(Schedule):
-    """Linear warm-up over ``warmup_steps``, then ReduceLROnPlateau on the watched loss
-    (the validation loss when the run has a validation split, the training loss otherwise)."""
-
-    def __init__(
-        self, optimizer: torch.optim.Optimizer, warmup_steps: int, patience: int, factor: float
-    ) -> None:
-        self.warmup_steps = warmup_steps
-        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, patience=patience, factor=factor
-        )
-
-    def before_step(self, optimizer: torch.optim.Optimizer, step: int) -> None:
-        if step < self.warmup_steps:
-            scale_lrs(optimizer, (step + 1) / self.warmup_steps)
-
-    def after_epoch(self, optimizer: torch.optim.Optimizer, loss: float, step: int) -> None:
-        if step >= self.warmup_steps:
-            self.plateau.step(loss)
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.plateau.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.plateau.load_state_dict(state)
-
-
-class WarmupCosine(Schedule):
-    """Linear warm-up over ``warmup`` steps, then cosine decay to zero at ``total``."""
-
-    def __init__(self, total: int, warmup: int) -> None:
-        self.total, self.warmup = total, max(1, warmup)
-
-    def factor(self, step: int) -> float:
-        if step < self.warmup:
-            return (step + 1) / self.warmup
-        fraction = (step - self.warmup) / max(1, self.total - self.warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, fraction)))
-
-    def before_step(self, optimizer: torch.optim.Optimizer, step: int) -> None:
-        scale_lrs(optimizer, self.factor(step))
-
-
-# -- the loop -------------------------------------------------------------------
+def has_parameters(phase: Phase) -> bool:
+    """Whether any group of ``phase`` holds a parameter."""
+    return any(group["params"] for group in phase.param_groups)
 
 
 @dataclass
-class Loop:
-    """One training: what trains, on which batches, with which optimizer and schedule."""
+class FitHooks:
+    """What a training's owner adds to the loop (the engine calls, never imports, it)."""
 
-    name: str
-    """``stage_name`` of its log events (a stage of the method, or a protocol's job)."""
-    number: int
-    """``stage`` of its log events: 1, 2, ... for the method's stages, 0 for protocol jobs."""
-    module: nn.Module
-    """``module(batch) -> (loss, logs)``, DDP-wrapped when several processes train."""
-    optimizer: torch.optim.Optimizer
-    schedule: Schedule
-    scaler: torch.amp.GradScaler
-    source: BatchSource
-    prepare: Callable[[Batch], Batch]
-    """Turns a loaded batch into the step's input (augmentations, the front-end)."""
-    epochs: int
-    accum: int = 1
-    grad_clip: float = 0.0
-    counts_globally: bool = True
-    """Whether its optimizer steps count in the run's ``global_step`` (the method's stages)."""
-    step: int = 0
-    """Optimizer steps taken so far."""
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return len(self.source) // self.accum
+    validate: Callable[[], dict[str, float]] | None = None
+    """After every epoch: values for the epoch's event and line (``valid_loss``, when
+    present, is what the plateau schedule watches)."""
+    after_step: Callable[[Progress], None] | None = None
+    """After every optimizer step (mid-epoch checkpoints, histories)."""
+    after_epoch: Callable[[Progress], None] | None = None
+    """After every epoch, once it is logged (model selection, checkpoints, health checks)."""
+    log: Callable[[str], None] | None = None
+    """Receives each epoch's run-log line (when the training's ``log_epochs`` is on)."""
 
 
-AfterStep = Callable[[Loop, int, Accumulator, Accumulator], None]
-"""Called after each optimizer step with the loop, the micro-batch index and both sums."""
+@dataclass
+class Resume:
+    """Where an interrupted training continues (from a checkpoint of :class:`Progress`)."""
+
+    epoch: int
+    """Epochs finished."""
+    step: int
+    micro: int
+    """Micro-batches of the interrupted epoch done (0: it continues at an epoch boundary)."""
+    state: dict[str, Any]
+    """:meth:`Progress.checkpoint_state` as saved."""
+
+
+AfterStep = Callable[[Loop, int, "Accumulator", "Accumulator", dict[str, Any]], None]
+"""What :meth:`Engine.run_epoch` calls after each optimizer step: the loop, the micro-batch
+index, both sums and the last micro-batch's losses and logs."""
 
 
 class Engine:
-    """Runs epochs of :class:`Loop` objects for one run's device, precision and ranks."""
+    """Runs :class:`harness.api.Training` specs for one run's device, precision and ranks."""
 
     def __init__(
         self,
@@ -237,10 +118,13 @@ class Engine:
         precision: str,
         sync_every: int,
         log_event: Callable[..., None],
+        workers: int = 0,
     ) -> None:
         self.device, self.ranks = device, ranks
         self.precision, self.sync_every = precision, sync_every
         self.log_event = log_event
+        self.workers = workers
+        """Data-loading worker processes of the batch sources the engine builds."""
         self.global_step = 0
         """Optimizer steps of the method's stages over all stages."""
 
@@ -254,87 +138,116 @@ class Engine:
     def wrap(self, module: nn.Module) -> nn.Module:
         return wrap_ddp(module, self.device) if self.ranks.active else module
 
+    # -- training ---------------------------------------------------------------
+
     def fit(
-        self, job: TrainingJob, workers: int = 0, log: Callable[[str], None] | None = None
+        self,
+        spec: Training,
+        hooks: FitHooks | None = None,
+        resume: Resume | None = None,
     ) -> TrainingResult:
-        """Train a protocol's job (:attr:`harness.api.EvalContext.train`) in place; its
-        initialisation and data order are seeded by ``job.seed``, the global RNGs kept."""
+        """Train ``spec.model`` in place (from ``resume`` on), calling ``hooks``; with
+        ``spec.own_rng`` the global RNGs are seeded with ``spec.seed`` for the training and
+        restored after it."""
+        hooks = hooks or FitHooks()
+        if not spec.own_rng:
+            return self._fit(spec, hooks, resume)
         cuda = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(job.seed)
-            return self._fit(job, workers, log)
+            torch.manual_seed(spec.seed)
+            return self._fit(spec, hooks, resume)
 
-    def _fit(
-        self, job: TrainingJob, workers: int, log: Callable[[str], None] | None
-    ) -> TrainingResult:
-        job.model.to(self.device)
-        groups = job.param_groups or [
-            {"params": [p for p in job.model.parameters() if p.requires_grad]}
-        ]
-        optimizer = job_optimizer(job, groups)
-        source = self.job_source(job, workers)
+    def _fit(self, spec: Training, hooks: FitHooks, resume: Resume | None) -> TrainingResult:
+        spec.model.to(self.device)
+        source = batch_source(
+            spec.data, spec.batch_size, self.device, self.ranks, spec.drop_last, self.workers
+        )
         try:
-            return self._fit_loop(job, optimizer, source, log)
+            return self.train_epochs(spec, self.loop(spec, source), hooks, resume)
         finally:
-            source.close()
+            if source is not spec.data:  # a source handed in stays open for its owner
+                source.close()
 
-    def _fit_loop(
-        self,
-        job: TrainingJob,
-        optimizer: torch.optim.Optimizer,
-        source: BatchSource,
-        log: Callable[[str], None] | None,
-    ) -> TrainingResult:
+    def loop(self, spec: Training, source: BatchSource) -> Loop:
+        """The loop of ``spec`` over ``source``: its module, optimizers and schedules."""
         if len(source) == 0:
-            raise UsageError(f"{job.name}: no training batch (fewer clips than its batch size)")
-        frontend = job.frontend.to(self.device).train() if job.frontend is not None else None
-        loop = Loop(
-            name=job.name,
-            number=0,
-            module=self.wrap(StepModule(job.model, job.model)),
-            optimizer=optimizer,
-            schedule=job_schedule(job, len(source)),
-            scaler=self.scaler(),
-            source=source,
-            prepare=lambda batch: with_features(batch, frontend),
-            epochs=job.epochs,
-            counts_globally=False,
-        )
-        generator = torch.Generator().manual_seed(job.seed)
-        losses: list[float] = []
-        best, stale = math.inf, 0
-        for epoch in range(job.epochs):
-            job.model.train()
-            sums, window = Accumulator(self.device), Accumulator(self.device)
-            started = time.perf_counter()
-            clock = self.run_epoch(loop, epoch, generator, sums, window, worker_seed=job.seed)
-            loss, _, line = self.end_epoch(loop, epoch, sums, clock, started)
-            losses.append(loss)
-            if log is not None and job.log_epochs:
-                log(line)
-            if job.patience:
-                best, stale = (loss, 0) if loss < best - job.min_delta else (best, stale + 1)
-                if stale >= job.patience:
-                    break
-        job.model.eval()
-        return TrainingResult(losses, loop.step)
-
-    def job_source(self, job: TrainingJob, workers: int) -> BatchSource:
-        """The job's batches (this rank's share): waveforms of a split, or features."""
-        ranks = self.ranks
-        if isinstance(job.data, FeatureData):
-            return FeatureLoader(
-                job.data, job.batch_size, self.device, job.drop_last, ranks.rank, ranks.world
+            raise UsageError(f"{spec.name}: no training batch (fewer clips than its batch size)")
+        steps_per_epoch = len(source) // spec.accum
+        if steps_per_epoch == 0:
+            raise UsageError(
+                f"{spec.name}: {spec.accum} micro-batches per step exceed the "
+                f"{len(source)} batches of an epoch"
             )
-        return Loader(
-            job.data,
-            job.batch_size,
-            self.device,
-            drop_last=job.drop_last,
-            workers=workers,
-            rank=ranks.rank,
-            world=ranks.world,
+        steppers = []
+        for phase in spec.phases:
+            optimizer = build_optimizer(phase.param_groups, phase.optimizer)
+            schedule = build_schedule(spec, optimizer, steps_per_epoch)
+            steppers.append(Stepper(phase.name, optimizer, schedule, self.scaler()))
+        frontend = spec.frontend.to(self.device) if spec.frontend is not None else None
+        return Loop(
+            name=spec.name,
+            number=spec.number,
+            module=self.wrap(StepModule(spec.model, spec.model)),
+            steppers=steppers,
+            source=source,
+            prepare=spec.prepare or (lambda batch: prepare_batch(batch, frontend, train=True)),
+            epochs=spec.epochs,
+            accum=spec.accum,
+            grad_clip=spec.grad_clip,
+            counts_globally=spec.counts_globally,
+            max_steps=spec.max_steps,
         )
+
+    def train_epochs(
+        self, spec: Training, loop: Loop, hooks: FitHooks, resume: Resume | None
+    ) -> TrainingResult:
+        """The epochs of ``spec`` (from ``resume`` on): train, validate, log, hooks, stop
+        early on ``patience`` or ``max_steps``."""
+        generator = spec.order or torch.Generator().manual_seed(spec.seed)
+        modules = spec.train_modules or (spec.model,)
+        first_epoch, skip = 0, 0
+        if resume is not None:
+            loop.load(resume.state)
+            first_epoch, loop.step, skip = resume.epoch, resume.step, resume.micro
+        losses: list[float] = []
+        stale = EarlyStop(spec.patience, spec.min_delta)
+        for epoch in range(first_epoch, spec.epochs):
+            for module in modules:
+                module.train()
+            sums, window = Accumulator(self.device), Accumulator(self.device)
+            if skip:  # resumed inside this epoch: the same order, the batches done skipped
+                generator.set_state(resume.state["epoch_generator"])
+                sums.load(resume.state["sums"])
+                window.load(resume.state["window"])
+            started = time.perf_counter()
+            epoch_generator = generator.get_state()
+            clock = self.run_epoch(
+                loop,
+                epoch,
+                generator,
+                sums,
+                window,
+                skip=skip,
+                worker_seed=epoch_worker_seed(spec, epoch),
+                after_step=step_hook(hooks, epoch, generator, epoch_generator),
+            )
+            skip = 0
+            values = hooks.validate() if hooks.validate is not None else {}
+            loss, _, line = self.end_epoch(
+                loop, epoch, sums, clock, started, values, values.get("valid_loss")
+            )
+            losses.append(loss)
+            if hooks.log is not None and spec.log_epochs:
+                hooks.log(line)
+            if hooks.after_epoch is not None:
+                hooks.after_epoch(
+                    Progress(loop, epoch, 0, generator, epoch_generator, sums, window, values)
+                )
+            if stale.after(loss) or loop.done:
+                break
+        for module in modules:
+            module.eval()
+        return TrainingResult(losses, loop.step)
 
     def run_epoch(
         self,
@@ -347,45 +260,35 @@ class Engine:
         worker_seed: int | None = None,
         after_step: AfterStep | None = None,
     ) -> Clock:
-        """One pass over ``loop.source`` (its first ``skip`` micro-batches left out): forward
-        in autocast, backward through the scaler, an optimizer step every ``loop.accum``
-        micro-batches, a ``step`` log event every ``sync_every`` steps. Returns the epoch's
-        clock; the losses are in ``sums``."""
+        """One pass over ``loop.source`` (its first ``skip`` micro-batches left out): every
+        phase's forward in autocast and backward through its scaler, each phase's optimizer
+        step every ``loop.accum`` micro-batches, a ``step`` log event every ``sync_every``
+        steps. Returns the epoch's clock; the losses are in ``sums``."""
         where = {"stage": loop.number, "stage_name": loop.name, "epoch": epoch + 1}
         epoch_clock, window_clock = Clock(), Clock()
-        accum, optimizer, scaler = loop.accum, loop.optimizer, loop.scaler
-        usable = loop.steps_per_epoch * accum
+        usable = loop.steps_per_epoch * loop.accum
         batch_iter = loop.source.epoch(generator, skip=skip, worker_seed=worker_seed)
         batch_iter = timed(batch_iter, [epoch_clock, window_clock])
         desc = f"{'' if loop.number else loop.name + ' '}epoch {epoch + 1}/{loop.epochs}"
         for micro, batch in enumerate(
             progress(batch_iter, desc=desc, total=len(loop.source)), start=skip
         ):
+            if loop.done:
+                break
             if micro >= usable:
                 continue  # micro-batches that would not fill an optimizer step
-            last = (micro + 1) % accum == 0
-            if micro % accum == 0:
-                loop.schedule.before_step(optimizer, loop.step)
+            last = (micro + 1) % loop.accum == 0
+            if micro % loop.accum == 0:
+                for stepper in loop.steppers:
+                    stepper.schedule.before_step(stepper.optimizer, loop.step)
             prepared = loop.prepare(batch)
             epoch_clock.clips += prepared.wave.shape[0]
             window_clock.clips += prepared.wave.shape[0]
-            sync = loop.module.no_sync() if self.ranks.active and not last else nullcontext()
-            with sync:
-                with self.autocast():
-                    loss, logs = loop.module(prepared)
-                scaler.scale(loss.float() / accum).backward()
+            loss, logs = self.micro_step(loop, prepared, first=micro % loop.accum == 0, last=last)
             sums.add(loss, logs)
             window.add(loss, logs)
             if not last:
                 continue
-            if loop.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(
-                    [p for g in optimizer.param_groups for p in g["params"]], loop.grad_clip
-                )
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
             loop.step += 1
             if loop.counts_globally:
                 self.global_step += 1
@@ -394,7 +297,7 @@ class Engine:
                 check_finite(window, loop, epoch)
                 self.log_event(
                     "step",
-                    {"loss": loss_now, **logs_now, **learning_rates(optimizer)}
+                    {"loss": loss_now, **logs_now, **loop.learning_rates()}
                     | window_clock.rates(self.ranks.world)
                     | gpu_memory(self.device),
                     **where,
@@ -402,9 +305,48 @@ class Engine:
                 )
                 window_clock.reset()
             if after_step is not None:
-                after_step(loop, micro, sums, window)
+                after_step(loop, micro, sums, window, logs)
         check_finite(window, loop, epoch)
         return epoch_clock
+
+    def micro_step(
+        self, loop: Loop, batch: Batch, first: bool, last: bool
+    ) -> tuple[Tensor, dict[str, Any]]:
+        """Every phase on one micro-batch: forward, backward, and at the ``last`` micro-batch
+        of an accumulation window the phase's optimizer step. Returns the loss (the sum over
+        several phases, each also logged as ``loss/<phase>``) and the logs."""
+        several = len(loop.steppers) > 1
+        total: Tensor | None = None
+        logs: dict[str, Any] = {}
+        for stepper in loop.steppers:
+            if first:  # another phase's backward may have reached these parameters
+                stepper.optimizer.zero_grad(set_to_none=True)
+            sync = loop.module.no_sync() if self.ranks.active and not last else nullcontext()
+            with sync:
+                with self.autocast():
+                    loss, step_logs = (
+                        loop.module(batch, stepper.name) if several else loop.module(batch)
+                    )
+                stepper.scaler.scale(loss.float() / loop.accum).backward()
+            if last:
+                self.optimizer_step(loop, stepper)
+            logs |= step_logs
+            if several:
+                logs[f"loss/{stepper.name}"] = loss.detach()
+            total = loss if total is None else total + loss.detach()
+        return total, logs
+
+    def optimizer_step(self, loop: Loop, stepper: Stepper) -> None:
+        """Clip (when set), step through the scaler and clear the phase's gradients."""
+        optimizer, scaler = stepper.optimizer, stepper.scaler
+        if loop.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(
+                [p for g in optimizer.param_groups for p in g["params"]], loop.grad_clip
+            )
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
 
     def end_epoch(
         self,
@@ -416,13 +358,13 @@ class Engine:
         extra: dict[str, float] | None = None,
         watch: float | None = None,
     ) -> tuple[float, dict[str, float], str]:
-        """Log the ``epoch`` event, step the schedule on ``watch`` (default: the mean loss)
+        """Log the ``epoch`` event, step the schedules on ``watch`` (default: the mean loss)
         and return the mean loss, the mean logs and the run-log line of the epoch."""
         mean_loss, logs = sums.means()
         extra = extra or {}
         self.log_event(
             "epoch",
-            {"loss": mean_loss, **logs, **extra, **learning_rates(loop.optimizer)}
+            {"loss": mean_loss, **logs, **extra, **loop.learning_rates()}
             | clock.rates(self.ranks.world)
             | gpu_memory(self.device),
             stage=loop.number,
@@ -430,7 +372,10 @@ class Engine:
             epoch=epoch + 1,
             step=loop.step,
         )
-        loop.schedule.after_epoch(loop.optimizer, mean_loss if watch is None else watch, loop.step)
+        for stepper in loop.steppers:
+            stepper.schedule.after_epoch(
+                stepper.optimizer, mean_loss if watch is None else watch, loop.step
+            )
         details = "".join(f", {k} {v:.4f}" for k, v in (logs | extra).items())
         prefix = f"{loop.name} " if not loop.number else ""
         line = (
@@ -439,46 +384,87 @@ class Engine:
         )
         return mean_loss, logs, line
 
+    # -- inference --------------------------------------------------------------
+
+    @torch.no_grad()
+    def infer(
+        self,
+        forward: Callable[[Batch], Tensor],
+        data: Any,
+        batch_size: int,
+        frontend: nn.Module | None = None,
+        desc: str = "",
+        rows: int | None = None,
+    ) -> Tensor:
+        """``forward`` of every batch of ``data`` (in order, without gradient, in the run's
+        precision), its rows stacked in data order as float32 on the CPU; under DDP each
+        process computes its share and all receive every row.
+
+        ``data``: a split's audio (batches of waveforms: ``frontend`` makes their features
+        in evaluation mode, see :func:`prepare_batch`), :class:`harness.api.FeatureData`,
+        or a batch source of ``rows`` clips. ``forward`` sets no modes: put the models in
+        evaluation mode first."""
+        source = batch_source(data, batch_size, self.device, self.ranks, workers=self.workers)
+        total = data_rows(data) if rows is None else rows
+        if frontend is not None:
+            frontend.to(self.device)
+        outputs, indices = [], []
+        batches = source.epoch()
+        if desc:
+            batches = progress(batches, desc=desc, total=len(source))
+        try:
+            for batch in batches:
+                prepared = prepare_batch(batch, frontend)
+                with self.autocast():
+                    outputs.append(forward(prepared).float())
+                indices.append(batch.index)
+        finally:
+            if source is not data:
+                source.close()
+        local = torch.cat(outputs) if outputs else torch.zeros(0)
+        if not self.ranks.active:
+            return local.cpu()
+        if not outputs:  # this rank got no clips: the shape still has to match
+            raise HarnessError(f"{desc or 'inference'}: fewer clips than processes")
+        return distributed.gather_rows(local, torch.cat(indices), total, self.device)
+
+
+def step_hook(
+    hooks: FitHooks, epoch: int, generator: torch.Generator, epoch_generator: Tensor
+) -> AfterStep | None:
+    """``hooks.after_step`` as :meth:`Engine.run_epoch` calls it, for one epoch."""
+    if hooks.after_step is None:
+        return None
+    after = hooks.after_step
+
+    def after_step(
+        loop: Loop, micro: int, sums: Accumulator, window: Accumulator, logs: dict[str, Any]
+    ) -> None:
+        after(Progress(loop, epoch, micro + 1, generator, epoch_generator, sums, window,
+                       step_logs=logs))  # fmt: skip
+
+    return after_step
+
+
+def epoch_worker_seed(spec: Training, epoch: int) -> int:
+    """The data-loading workers' seed for one epoch: a function of (seed, stage, epoch) only,
+    so a resumed epoch seeds its workers as the uninterrupted training did."""
+    return (spec.seed * 1_000_003 + spec.number * 10_007 + epoch) % 2**63
+
 
 def standalone(device: torch.device) -> Engine:
     """An engine outside a run (one process, fp32, nothing logged): notebooks and tests."""
     return Engine(device, distributed.Ranks(), "fp32", 1, lambda *args, **kwargs: None)
 
 
-def job_optimizer(job: TrainingJob, groups: list[dict]) -> torch.optim.Optimizer:
-    """Adam or AdamW over ``groups``; each group remembers its ``base_lr`` for schedules."""
-    optimizer_cls = torch.optim.AdamW if job.optimizer == "adamw" else torch.optim.Adam
-    optimizer = optimizer_cls(groups, lr=job.lr, weight_decay=job.weight_decay)
-    for group in optimizer.param_groups:
-        group["base_lr"] = group["lr"]
-    return optimizer
+def standalone_services(device: torch.device, batch_size: int) -> dict[str, Callable]:
+    """``train`` and ``infer`` of an :class:`harness.api.EvalContext` outside a run (one
+    process, fp32, nothing logged): ``EvalContext(..., **standalone_services(device, 16))``."""
+    engine = standalone(device)
 
+    def infer(
+        forward: Callable[[Batch], Tensor], data: Any, frontend: nn.Module | None = None
+    ) -> Tensor:
+        return engine.infer(forward, data, batch_size, frontend)
 
-def job_schedule(job: TrainingJob, steps_per_epoch: int) -> Schedule:
-    if job.schedule == "cosine":
-        total = job.epochs * steps_per_epoch
-        return WarmupCosine(total, round(job.warmup_fraction * total))
-    return Schedule()
-
-
-def with_features(batch: Batch, frontend: nn.Module | None) -> Batch:
-    """A job's batch with ``frontend`` features of its waveforms (computed without gradient,
-    the front-end in training mode as in the run's own training)."""
-    if frontend is not None:
-        with torch.no_grad():
-            batch.features = frontend(batch.wave)
-    return batch
-
-
-def check_finite(window: Accumulator, loop: Loop, epoch: int) -> None:
-    """Stop a diverging training: reads the device-side count of non-finite losses."""
-    bad = window.nonfinite()
-    steps = window.steps
-    window.reset()
-    if bad:
-        what = "training" if loop.number else f"{loop.name} training"
-        raise HarnessError(
-            f"{what} diverged: the loss was not finite in {bad} of the last {steps} "
-            f"batches (epoch {epoch + 1}, optimizer step {loop.step}); "
-            "try a lower run.lr, run.grad_clip, or run.precision=fp32"
-        )
+    return {"train": engine.fit, "infer": infer}

@@ -1,4 +1,4 @@
-"""A DIR generator conditioned on microphone traits (seed 000, Sec. 5.3): model and training.
+"""A DIR generator conditioned on microphone traits (seed 000, Sec. 5.3): model, data, storage.
 
 Used by the ``dirgen`` command (``harness dirgen train``) and the ``dirgen`` augmentation.
 
@@ -18,7 +18,8 @@ original method". Here:
   conditions, and a linear layer to one logit (conditional GAN).
 - Objective (FAST-RIR's): the generator minimises the non-saturating GAN loss plus
   ``mse_weight`` times the mean squared error to the measured response; the discriminator the
-  binary cross-entropy of real against generated responses. Adam (lr 2e-4, betas 0.5/0.999).
+  binary cross-entropy of real against generated responses. Adam (lr 2e-4, betas 0.5/0.999);
+  the training runs through the core's trainer (:mod:`harness.run.dirgen`).
 
 Data: the embedded synthetic Multi DIR bank of ``multidir`` (25 microphones x 72 angles x 3
 distances, energy-normalised 1024-sample responses) by default, or a real collection by
@@ -54,7 +55,6 @@ __all__ = [
     "DirGenerator",
     "condition_vector",
     "load_generator",
-    "train_generator",
 ]
 
 PATTERNS = ("omni", "subcardioid", "cardioid", "supercardioid", "hypercardioid", "figure-8")
@@ -153,77 +153,6 @@ def dataset(bank: IRBank, traits: Mapping[str, tuple[str, str, str]]) -> tuple[T
     irs = F.pad(irs, (0, max(0, LENGTH - irs.shape[1])))[:, :LENGTH]
     irs = irs / irs.norm(dim=1, keepdim=True).clamp_min(1e-12)
     return torch.stack(conditions), irs
-
-
-# -- training ---------------------------------------------------------------------------------
-
-
-def train_generator(
-    conditions: Tensor,
-    irs: Tensor,
-    epochs: int = 20,
-    batch_size: int = 64,
-    lr: float = 2e-4,
-    mse_weight: float = 100.0,
-    test_share: float = 0.1,
-    seed: int = 0,
-    max_steps: int = 0,
-) -> tuple[DirGenerator, dict[str, Any]]:
-    """Train the conditional GAN; returns the generator and its history and test MSE."""
-    if not 0.0 < test_share < 1.0:
-        raise UsageError(f"test share must be in (0, 1), got {test_share}")
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(irs), generator=gen)
-    n_test = max(1, round(test_share * len(irs)))
-    test, train = order[:n_test], order[n_test:]
-    if len(train) < 2:
-        raise DataError(f"only {len(irs)} responses: too few to train the DIR generator")
-    generator, critic = DirGenerator(), DirDiscriminator()
-    opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(critic.parameters(), lr=lr, betas=(0.5, 0.999))
-    history: list[dict[str, float]] = []
-    step = 0
-    for _ in range(epochs):
-        perm = train[torch.randperm(len(train), generator=gen)]
-        for start in range(0, len(perm) - 1, batch_size):
-            idx = perm[start : start + batch_size]
-            c, real = conditions[idx], irs[idx]
-            fake = generator(c)
-            d_real, d_fake = critic(real, c), critic(fake.detach(), c)
-            loss_d = F.binary_cross_entropy_with_logits(
-                d_real, torch.ones_like(d_real)
-            ) + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            adv = critic(fake, c)
-            mse = F.mse_loss(fake, real)
-            loss_g = (
-                F.binary_cross_entropy_with_logits(adv, torch.ones_like(adv)) + mse_weight * mse
-            )
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-            history.append({"loss_g": loss_g.item(), "loss_d": loss_d.item(), "mse": mse.item()})
-            step += 1
-            if max_steps and step >= max_steps:
-                break
-        if max_steps and step >= max_steps:
-            break
-    generator.eval()
-    with torch.no_grad():
-        test_mse = F.mse_loss(generator(conditions[test]), irs[test]).item()
-    zero_mse = irs[test].pow(2).mean().item()
-    if not math.isfinite(test_mse):
-        raise DataError("DIR generator training diverged (test MSE is not finite)")
-    return generator, {
-        "history": history,
-        "test_mse": test_mse,
-        "zero_mse": zero_mse,
-        "test": len(test),
-        "train": len(train),
-    }
 
 
 def save_generator(path: Path, generator: DirGenerator, sample_rate: int, info: Mapping) -> None:

@@ -186,8 +186,8 @@ class DeviceProbe(Protocol):
         eval_x, eval_y = eval_x[eval_mask], eval_y[eval_mask]
 
         probe, epochs = self.fit(ctx, train_x, train_y, len(kept))
-        train_pred = predict(probe, train_x, ctx)
-        eval_pred = predict(probe, eval_x, ctx)
+        train_pred = predict(ctx, probe, FeatureData(train_x, train_y))
+        eval_pred = predict(ctx, probe, FeatureData(eval_x, eval_y))
         metrics = probe_metrics(eval_pred.numpy(), eval_y.numpy(), names)
         metrics["train_accuracy"] = float((train_pred == train_y).float().mean())
         metrics["epochs"] = float(epochs)
@@ -285,21 +285,15 @@ def clip_samples(ctx: EvalContext, split: str) -> int:
     return int(ctx.audio(split).wave.shape[1])
 
 
-@torch.no_grad()
 def window_embeddings(ctx: EvalContext, split: str, window: int) -> tuple[Tensor, Tensor]:
     """Embeddings of the consecutive ``window``-sample windows of every clip of ``split``
     (a remainder shorter than a window is dropped), with each clip's recording device."""
-    audio = ctx.audio(split)
-    count = audio.wave.shape[1] // window
-    waves = audio.wave[:, : count * window].reshape(-1, window)
-    frontend = ctx.backbone.frontend().to(ctx.torch_device).eval()
+    windows = ctx.windowed_audio(split, window)
     ctx.backbone.eval()
-    size = max(ctx.batch_size, 1)
-    parts = [
-        ctx.backbone.embed(frontend(waves[start : start + size].to(ctx.torch_device))).float().cpu()
-        for start in range(0, len(waves), size)
-    ]
-    return torch.cat(parts), audio.devices.long().cpu().repeat_interleave(count)
+    embeddings = ctx.infer(
+        lambda batch: ctx.backbone.embed(batch.features), windows, ctx.backbone.frontend()
+    )
+    return embeddings, windows.devices.long().cpu()
 
 
 def relabel(devices: Tensor, to_probe: Tensor) -> Tensor:
@@ -310,14 +304,10 @@ def relabel(devices: Tensor, to_probe: Tensor) -> Tensor:
     return out
 
 
-@torch.no_grad()
-def predict(probe: nn.Module, x: Tensor, ctx: EvalContext) -> Tensor:
-    """Predicted probe classes on the CPU, in chunks of the evaluation batch size."""
-    preds = []
-    for start in range(0, len(x), max(ctx.batch_size, 1)):
-        chunk = x[start : start + ctx.batch_size].to(ctx.torch_device)
-        preds.append(probe(chunk).argmax(dim=-1).cpu())
-    return torch.cat(preds)
+def predict(ctx: EvalContext, probe: nn.Module, data: FeatureData) -> Tensor:
+    """Predicted probe classes of ``data``'s embeddings, on the CPU."""
+    probe.eval()
+    return ctx.infer(lambda batch: probe(batch.features), data).argmax(dim=-1)
 
 
 def render_table(

@@ -11,7 +11,7 @@ All episodes are sampled at once (random keys + ``topk``) and evaluated as
 batched tensor operations: a gather of the support and query embeddings,
 centroids by a mean, scores by a batched matrix product.
 
-Embeddings are cached on disk by the core (:mod:`harness.data.embeddings`), keyed by a hash of
+Embeddings are cached on disk by the core (:meth:`EvalContext.embed`), keyed by a hash of
 the backbone's weights and configuration and of the clip list, so a rerun with the same
 encoder and data skips the encoder.
 """
@@ -43,7 +43,6 @@ from harness.api import (
     at_least,
     domain_map,
 )
-from harness.data.embeddings import backbone_fingerprint, labeled_embeddings
 
 Distance = Literal["euclidean", "cosine"]
 CHUNK_BYTES = 2**21
@@ -331,8 +330,7 @@ class Fewshot(Protocol):
 
     def evaluate(self, ctx: EvalContext) -> ProtocolResult:
         cfg = self.config
-        backbone_hash = backbone_fingerprint(ctx.backbone) if cfg.cache else None
-        embeddings, labels = labeled_embeddings(ctx, cfg.split, self.name, backbone_hash)
+        embeddings, labels = ctx.labeled_embeddings(cfg.split, self.name, cfg.cache)
         names = ctx.splits.classes
         allowed = self.allowed_classes(labels, names, ctx.splits.root)
         scores = [

@@ -26,12 +26,10 @@ from harness.api import (
     Backbone,
     Batch,
     Column,
-    DataSplits,
     Domain,
     EvalContext,
-    Method,
-    Protocol,
     ProtocolResult,
+    SplitAudio,
     StepOutput,
     TrainingJob,
     UsageError,
@@ -40,8 +38,7 @@ from harness.api import (
     domain_map,
     non_negative,
 )
-from harness.data.embeddings import labeled_subset, require_labeled_splits
-from harness.data.loader import ClipAudio, batches
+from harness_plugins.protocols._common import LabeledProtocol, accuracy_column, one_row_table
 
 
 def optimizer_groups(
@@ -75,15 +72,13 @@ class Classifier(nn.Module):
         return self.head(self.backbone(features))
 
 
-class Finetune(Protocol):
+class Finetune(LabeledProtocol):
     name = "finetune"
     description = (
         "Full fine-tuning of a copy of the backbone with a fresh head and layer-wise "
         "learning-rate decay; accuracy (%) on the eval split."
     )
-    columns: ClassVar[list[Column]] = [
-        Column("acc", "fine-tuning accuracy (%)", group="acc", higher_is_better=True)
-    ]
+    columns: ClassVar[list[Column]] = [accuracy_column("fine-tuning")]
 
     @dataclass
     class Config:
@@ -115,12 +110,9 @@ class Finetune(Protocol):
             if not 0 <= self.warmup_fraction < 1:
                 raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
 
-    def check(self, splits: DataSplits, method: Method) -> None:
-        require_labeled_splits(splits, self.name)
-
     def evaluate(self, ctx: EvalContext) -> ProtocolResult:
-        train = labeled_subset(ctx.audio("train"), self.name, "train")
-        evaluation = labeled_subset(ctx.audio("eval"), self.name, "eval")
+        train = ctx.labeled_audio("train", self.name)
+        evaluation = ctx.labeled_audio("eval", self.name)
         num_classes = len(ctx.splits.classes)
         if num_classes < 2:
             raise UsageError(f"{self.name}: the data set has fewer than two classes")
@@ -151,34 +143,27 @@ class Finetune(Protocol):
             )
         )
         final_loss = result.epoch_losses[-1]
-        acc = accuracy(classifier, frontend, evaluation, ctx.batch_size, ctx.torch_device)
+        acc = accuracy(ctx, classifier, frontend, evaluation)
         metrics = {"acc": 100 * acc, "train_loss": final_loss}
-        table = "\n".join(
-            [
-                "| epochs | train clips | eval clips | final train loss | eval acc (%) |",
-                "|---:|---:|---:|---:|---:|",
-                f"| {cfg.epochs} | {len(train)} | {len(evaluation)} | "
-                f"{final_loss:.4f} | {100 * acc:.2f} |",
-            ]
+        table = one_row_table(
+            {
+                "epochs": f"{cfg.epochs}",
+                "train clips": f"{len(train)}",
+                "eval clips": f"{len(evaluation)}",
+                "final train loss": f"{final_loss:.4f}",
+                "eval acc (%)": f"{100 * acc:.2f}",
+            }
         )
         return ProtocolResult(metrics, table)
 
 
-@torch.no_grad()
 def accuracy(
-    classifier: Classifier,
-    frontend: nn.Module,
-    audio: ClipAudio,
-    batch_size: int,
-    device: torch.device,
+    ctx: EvalContext, classifier: Classifier, frontend: nn.Module, audio: SplitAudio
 ) -> float:
-    classifier.to(device).eval()
-    frontend = frontend.to(device).eval()
-    correct = 0
-    for batch in batches(audio, batch_size, device):
-        logits = classifier.logits(frontend(batch.wave))
-        correct += int((logits.argmax(dim=-1) == batch.label).sum())
-    return correct / len(audio)
+    """Share of ``audio``'s clips the classifier labels right (through the run's inference)."""
+    classifier.to(ctx.torch_device).eval()
+    logits = ctx.infer(lambda batch: classifier.logits(batch.features), audio, frontend)
+    return int((logits.argmax(dim=-1) == audio.labels).sum()) / len(audio)
 
 
 @hookimpl

@@ -17,21 +17,18 @@ import numpy as np
 from harness import hookimpl
 from harness.api import (
     Column,
-    DataSplits,
     EvalContext,
-    Method,
-    Protocol,
     ProtocolResult,
     UsageError,
     at_least,
     domain_map,
     positive,
 )
-from harness.data.embeddings import (
+from harness_plugins.protocols._common import (
     TRAIN_HINT,
-    backbone_fingerprint,
-    labeled_embeddings,
-    require_labeled_splits,
+    LabeledProtocol,
+    accuracy_column,
+    one_row_table,
 )
 
 
@@ -55,15 +52,13 @@ def probe_accuracy(
     return train_acc, eval_acc
 
 
-class Linear(Protocol):
+class Linear(LabeledProtocol):
     name = "linear"
     description = (
         "Linear probe: logistic regression on frozen embeddings of the train split, "
         "accuracy (%) on the eval split."
     )
-    columns: ClassVar[list[Column]] = [
-        Column("acc", "linear probe accuracy (%)", group="acc", higher_is_better=True)
-    ]
+    columns: ClassVar[list[Column]] = [accuracy_column("linear probe")]
 
     @dataclass
     class Config:
@@ -84,17 +79,13 @@ class Linear(Protocol):
             if self.max_iter < 1:
                 raise ValueError(f"max_iter must be at least 1, got {self.max_iter}")
 
-    def check(self, splits: DataSplits, method: Method) -> None:
-        require_labeled_splits(splits, self.name)
-
     def evaluate(self, ctx: EvalContext) -> ProtocolResult:
         cfg = self.config
-        backbone_hash = backbone_fingerprint(ctx.backbone) if cfg.cache else None
         try:
-            train_x, train_y = labeled_embeddings(ctx, "train", self.name, backbone_hash)
+            train_x, train_y = ctx.labeled_embeddings("train", self.name, cfg.cache)
         except UsageError as err:
             raise UsageError(f"{err}; {TRAIN_HINT.format(who=self.name)}") from None
-        eval_x, eval_y = labeled_embeddings(ctx, "eval", self.name, backbone_hash)
+        eval_x, eval_y = ctx.labeled_embeddings("eval", self.name, cfg.cache)
         if len(set(train_y.tolist())) < 2:
             raise UsageError(f"{self.name}: the train split has fewer than two labeled classes")
         train_acc, eval_acc = probe_accuracy(
@@ -106,13 +97,13 @@ class Linear(Protocol):
             cfg.max_iter,
         )
         metrics = {"acc": 100 * eval_acc, "train_acc": 100 * train_acc}
-        table = "\n".join(
-            [
-                "| train clips | eval clips | train acc (%) | eval acc (%) |",
-                "|---:|---:|---:|---:|",
-                f"| {len(train_y)} | {len(eval_y)} | "
-                f"{100 * train_acc:.2f} | {100 * eval_acc:.2f} |",
-            ]
+        table = one_row_table(
+            {
+                "train clips": f"{len(train_y)}",
+                "eval clips": f"{len(eval_y)}",
+                "train acc (%)": f"{100 * train_acc:.2f}",
+                "eval acc (%)": f"{100 * eval_acc:.2f}",
+            }
         )
         return ProtocolResult(metrics, table)
 

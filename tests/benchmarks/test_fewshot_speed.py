@@ -62,7 +62,9 @@ def context(embeddings: torch.Tensor, labels: torch.Tensor) -> EvalContext:
         seed=SEED,
         audio=unused,
         predict=unused,
-        embed=lambda split: embeddings,
+        embed=lambda split, cache=True: embeddings,
+        train=unused,
+        infer=unused,
     )
 
 

@@ -1,0 +1,239 @@
+"""A run's parts along its data path, built from its configuration: the data set's splits
+(with a held-out validation split) -> their audio and loaders -> augmentations -> the
+backbone's front-end -> backbone -> method -> protocols. Also the run log every part
+writes to."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from harness.api import (
+    Augmentation,
+    Backbone,
+    Batch,
+    Clip,
+    DataSplits,
+    Method,
+    Protocol,
+    Task,
+)
+from harness.data.audio_cache import cache_folder, cached_audio, check_writable
+from harness.data.loader import ClipAudio, Loader, resolve_workers, split_audio
+from harness.engine import distributed
+from harness.engine.batches import prepare_batch
+from harness.registry.checkpoints import load_backbone_checkpoint
+from harness.registry.config import RunConfig
+from harness.util.errors import DataError, UsageError
+from harness.util.progress import note
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"bad value for run.device: {name!r} is not a torch device") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"run.device is {name!r} but no CUDA device is available")
+    return device
+
+
+def process_device(name: str, ranks: distributed.Ranks) -> torch.device:
+    """``run.device`` for this process: under DDP on CUDA, the GPU of its local rank."""
+    device = pick_device(name)
+    if ranks.active and device.type == "cuda":
+        if ranks.local_rank >= torch.cuda.device_count():
+            raise UsageError(
+                f"process {ranks.local_rank} has no GPU ({torch.cuda.device_count()} present)"
+            )
+        device = torch.device("cuda", ranks.local_rank)
+    return device
+
+
+def check_precision(device: torch.device, precision: str) -> None:
+    """Refuse a precision the device cannot compute in."""
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        name = torch.cuda.get_device_name(device)
+        raise UsageError(f"run.precision is bf16 but the device {device} ({name}) has no bf16")
+
+
+class RunLog:
+    """The run's log lines (``log.txt``), printed by the main process as they come."""
+
+    def __init__(self, is_main: bool) -> None:
+        self.lines: list[str] = []
+        self.is_main = is_main
+
+    def __call__(self, message: str) -> None:
+        self.lines.append(message)
+        if self.is_main:
+            note(message)
+
+
+class RunParts:
+    """The built components of one run and the data they see, in data-path order."""
+
+    def __init__(
+        self, cfg: RunConfig, ranks: distributed.Ranks, device: torch.device, log: RunLog
+    ) -> None:
+        self.cfg, self.ranks, self.device, self.log = cfg, ranks, device, log
+        self.workers = resolve_workers(cfg.run.workers, ranks.world)
+        cache = cache_folder(cfg.run.audio_cache)
+        if cache is not None:
+            check_writable(cache)
+        distributed.init(ranks, device)
+        self.backbone: Backbone = cfg.backbone.build()
+        self.method: Method = cfg.method.build()
+        self.augs: list[Augmentation] = [a.build() for a in cfg.augs]
+        self.protocols: list[Protocol] = [p.build() for p in cfg.protocols]
+        for protocol in self.protocols:
+            if protocol.needs_classifier and not self.method.supervised:
+                raise UsageError(
+                    f"protocol '{protocol.name}' needs a classifier, "
+                    f"but method '{self.method.name}' trains none"
+                )
+        with distributed.main_first():  # a data set generated on first use: rank 0 writes it
+            self.splits: DataSplits = cfg.dataset.build().load()
+        for protocol in self.protocols:
+            protocol.check(self.splits, self.method)
+        self.has_valid = validation_split(cfg, self.splits, self.method)
+        """Whether the run validates after every epoch."""
+        self.task = Task(
+            self.splits.classes,
+            self.splits.devices,
+            self.backbone.sample_rate,
+            self.backbone.time_axis,
+        )
+        self.frontend: torch.nn.Module | None = None
+        """The backbone's front-end on the device (after :meth:`setup`)."""
+        self._audio: dict[str, ClipAudio] = {}
+        self._loaders: dict[tuple, Loader] = {}
+
+    # -- data -----------------------------------------------------------------
+
+    def audio(self, split: str) -> ClipAudio:
+        """The split's waveforms at the backbone's sample rate (read once, cached)."""
+        if split not in self._audio:
+            clips = self.splits.split(split)
+            seconds = self.splits.clip_seconds
+            if split in ("train", "valid") and self.splits.train_clip_seconds:
+                seconds = self.splits.train_clip_seconds
+            try:
+                audio = split_audio(clips, self.backbone.sample_rate, seconds, self.splits.devices)
+            except DataError as err:
+                raise DataError(f"{split} split: {err}") from None
+            with distributed.main_first():
+                audio = cached_audio(
+                    audio, self.cfg.run.audio_cache, self.workers, desc=f"{split} audio"
+                )
+            self._audio[split] = audio
+        return self._audio[split]
+
+    def loader(self, split: str, batch_size: int, train: bool) -> Loader:
+        """The split's DataLoader (kept with its workers); under DDP this rank's share."""
+        key = (split, batch_size, train)
+        if key not in self._loaders:
+            ranks = self.ranks
+            if train and batch_size % ranks.world:
+                raise UsageError(
+                    f"batch size {batch_size} does not split evenly over {ranks.world} processes"
+                )
+            self._loaders[key] = Loader(
+                self.audio(split),
+                batch_size,
+                self.device,
+                drop_last=train,
+                workers=self.workers,
+                rank=ranks.rank,
+                world=ranks.world,
+            )
+        return self._loaders[key]
+
+    # -- augmentations, front-end, backbone, method ---------------------------
+
+    def setup(self) -> None:
+        """Load the backbone's checkpoint, put everything on the device, set up the
+        augmentations for the task and the method's heads for the backbone."""
+        checkpoint = self.backbone.checkpoint_source()
+        if checkpoint:
+            report = load_backbone_checkpoint(self.backbone, checkpoint, self.task.num_classes)
+            for line in report.notes:
+                self.log(line)
+        self.frontend = self.backbone.frontend().to(self.device)
+        self.backbone.to(self.device)
+        for aug in self.augs:
+            aug.setup(self.task)
+            aug.to(self.device)
+        self.method.setup(self.backbone, self.task)
+        self.method.to(self.device)
+        if self.cfg.run.compile:
+            self.backbone.compile()
+
+    def prepare(self, batch: Batch, train: bool) -> Batch:
+        """A loaded batch as the method's input (see :func:`prepare_batch`)."""
+        return prepare_batch(batch, self.frontend, self.augs, train)
+
+    def close(self) -> None:
+        """Stop the loaders' worker processes."""
+        for loader in self._loaders.values():
+            loader.close()
+        self._loaders.clear()
+
+
+def validation_split(cfg: RunConfig, splits: DataSplits, method: Method) -> bool:
+    """Hold out ``run.valid_fraction`` of the training clips (unless the data set has a
+    validation split); whether this run validates after every epoch."""
+    run = cfg.run
+    if run.valid_fraction > 0 and not splits.valid:
+        splits.train, splits.valid = hold_out(
+            splits.train, run.valid_fraction, run.valid_group, run.seed
+        )
+    has_valid = bool(splits.valid)
+    if run.select == "best" and not has_valid:
+        raise UsageError(
+            "run.select=best needs a validation split: set run.valid_fraction "
+            f"(data set '{cfg.dataset.name}' has none of its own)"
+        )
+    wanted = run.select == "best" or run.valid_fraction > 0
+    if has_valid and not method.supervised:
+        if wanted:
+            raise UsageError(
+                f"validation needs class scores, but method '{method.name}' trains no "
+                "classifier (leave run.valid_fraction at 0 and run.select=last)"
+            )
+        return False
+    return has_valid
+
+
+def hold_out(
+    clips: list[Clip], fraction: float, key: str, seed: int
+) -> tuple[list[Clip], list[Clip]]:
+    """``(train, valid)``: whole groups of clips (equal ``meta[key]``; a clip without it is
+    its own group), drawn in a seeded order until ``fraction`` of the clips are held out."""
+    groups: dict[str, list[int]] = {}
+    for i, clip in enumerate(clips):
+        groups.setdefault(clip.meta.get(key) or f"clip {i}", []).append(i)
+    names = sorted(groups)
+    random.Random(seed).shuffle(names)
+    held: list[int] = []
+    for name in names:
+        if len(held) >= fraction * len(clips):
+            break
+        held += groups[name]
+    if not held or len(held) == len(clips):
+        raise DataError(
+            f"run.valid_fraction={fraction} leaves no training or no validation clips "
+            f"({len(groups)} groups by clip metadata '{key}')"
+        )
+    chosen = set(held)
+    return [c for i, c in enumerate(clips) if i not in chosen], [clips[i] for i in sorted(held)]

@@ -1,0 +1,106 @@
+"""The protocols' step in a run: predictions and embeddings through the engine's one
+inference call, validation, and the :class:`harness.api.EvalContext` the protocols get."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from harness.api import Batch, EvalContext
+from harness.data.embeddings import Embedder
+from harness.engine.trainer import Engine, FitHooks
+from harness.run.components import RunParts
+
+
+class Evaluation:
+    """Evaluates the run's trained backbone and method: validation and the protocols."""
+
+    def __init__(self, parts: RunParts, engine: Engine) -> None:
+        self.parts, self.engine = parts, engine
+        self._embeddings: dict[str, Tensor] = {}
+
+    def forward_split(self, split: str, what: str, forward: Callable[[Batch], Tensor]) -> Tensor:
+        """``forward`` of every clip of ``split`` (the models in evaluation mode)."""
+        parts = self.parts
+        parts.backbone.eval()
+        parts.method.eval()
+        batch_size = parts.cfg.run.eval_batch_size
+        loader = parts.loader(split, batch_size, train=False)
+        return self.engine.infer(
+            forward,
+            loader,
+            batch_size,
+            parts.frontend,
+            desc=f"{what} {split}",
+            rows=len(loader.audio),
+        )
+
+    def predict(self, split: str) -> Tensor:
+        """Class probabilities ``[N, C]`` of the split's clips, on the CPU."""
+        backbone, method = self.parts.backbone, self.parts.method
+        return self.forward_split(
+            split,
+            "predicting",
+            lambda batch: torch.softmax(method.logits(backbone(batch.features)).float(), dim=-1),
+        )
+
+    def embeddings(self, split: str) -> Tensor:
+        """Clip embeddings ``[N, D]`` of the split, on the CPU (kept in memory)."""
+        if split not in self._embeddings:
+            backbone = self.parts.backbone
+            self._embeddings[split] = self.forward_split(
+                split, "embedding", lambda batch: backbone(batch.features).embedding.float()
+            )
+        return self._embeddings[split]
+
+    def validate(self) -> dict[str, float]:
+        """Loss (NLL) and accuracy (%) on the validation split; training RNGs untouched."""
+        device = self.parts.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            probs = self.predict("valid")
+        labels = self.parts.audio("valid").labels
+        keep = labels >= 0
+        probs, labels = probs[keep], labels[keep]
+        picked = probs[torch.arange(len(labels)), labels].clamp_min(1e-12)
+        return {
+            "valid_loss": float(-picked.log().mean()),
+            "valid_acc": float((probs.argmax(1) == labels).float().mean() * 100),
+        }
+
+    def infer(
+        self, forward: Callable[[Batch], Tensor], data: Any, frontend: nn.Module | None = None
+    ) -> Tensor:
+        """The engine's inference call at the run's evaluation batch size (protocols)."""
+        return self.engine.infer(forward, data, self.parts.cfg.run.eval_batch_size, frontend)
+
+    def context(self) -> EvalContext:
+        """What the protocols get: the trained model, the data, the trainer and inference."""
+        parts = self.parts
+        return EvalContext(
+            backbone=parts.backbone,
+            method=parts.method,
+            task=parts.task,
+            splits=parts.splits,
+            torch_device=parts.device,
+            batch_size=parts.cfg.run.eval_batch_size,
+            seed=parts.cfg.run.seed,
+            audio=parts.audio,
+            predict=self.predict,
+            embed=Embedder(parts.splits, parts.backbone, self.embeddings).cached,
+            train=lambda spec: self.engine.fit(spec, FitHooks(log=parts.log)),
+            infer=self.infer,
+        )
+
+    def evaluate(self) -> tuple[dict[str, float], dict[str, str]]:
+        """Every protocol's metrics (prefixed with its name) and table."""
+        ctx = self.context()
+        metrics: dict[str, float] = {}
+        tables: dict[str, str] = {}
+        for protocol in self.parts.protocols:
+            result = protocol.evaluate(ctx)
+            metrics.update({f"{protocol.name}/{k}": float(v) for k, v in result.metrics.items()})
+            tables[protocol.name] = result.table
+        return metrics, tables

@@ -1,0 +1,48 @@
+"""Cheap checks before a run trains: the output folders, every audio file's header, and
+(after evaluation) that every metric is finite."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+from harness.api import SPLIT_NAMES, DataSplits
+from harness.data.audio import check_header
+from harness.util.errors import HarnessError
+
+
+def check_output_folder(out_dir: Path) -> None:
+    """Preflight: ``out_dir`` accepts a file, or can be created (nothing is created here)."""
+    if out_dir.is_dir():
+        try:
+            with tempfile.TemporaryFile(dir=out_dir):
+                pass
+        except OSError as err:
+            raise HarnessError(f"output folder {out_dir} is not writable: {err}") from None
+        return
+    ancestor = out_dir.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if out_dir.exists() or not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise HarnessError(f"output folder {out_dir} cannot be created (check {ancestor})")
+
+
+def check_audio_headers(splits: DataSplits) -> None:
+    """Preflight: every file of every split opens and its header's data is all there."""
+    seen: set[Path] = set()
+    for split in SPLIT_NAMES:
+        for clip in splits.split(split):
+            for path in clip.segments or (clip.path,):
+                if path not in seen:
+                    seen.add(path)
+                    check_header(path)
+
+
+def check_metrics(metrics: dict[str, float]) -> None:
+    """No NaN or infinite metric may be stored: the run fails instead, naming them."""
+    bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+    if bad:
+        listed = ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
+        raise HarnessError(f"run failed: non-finite metrics ({listed}); nothing was stored")
