@@ -25,10 +25,13 @@ from typing import Any
 
 import pandas as pd
 
-from harness.registry.config import RunConfig
+from harness.cli.main import raw_config
+from harness.registry.config import RunConfig, resolve
 from harness.registry.plugins import Plugins, load_plugins
-from harness.results.leaderboard import LeaderboardSpec, Table, build_tables, render
+from harness.results.leaderboard import LeaderboardSpec, Table, build_tables
+from harness.results.render import render
 from harness.results.store import ResultStore, RunRecord
+from harness.util.errors import UsageError
 
 __all__ = [
     "ResultStore",
@@ -66,10 +69,6 @@ def configure(
     ``flags`` are the command's flags (``backbone``, ``method``, ``aug``, ``dataset``,
     ``protocol``, ``epochs``, ``batch_size``, ``seed``); ``sets`` are ``--set`` assignments.
     """
-    from harness.cli.main import raw_config
-    from harness.registry.config import resolve
-    from harness.util.errors import UsageError
-
     unknown = set(flags) - set(FLAGS)
     if unknown:
         raise UsageError(f"unknown run option '{sorted(unknown)[0]}' (use sets=['key=value'])")
@@ -89,7 +88,7 @@ def run(
 
     ``config`` is a :class:`RunConfig` from :func:`configure`, or a TOML file.
     """
-    from harness.run.experiment import run_experiment
+    from harness.run.experiment import run_experiment  # torch: reading results needs none
 
     cfg = config if isinstance(config, RunConfig) else configure(config, sets, **flags)
     out = Path(out)

@@ -177,8 +177,26 @@ def test_no_import_circles_between_core_modules():
     assert strongly_connected(core_graph()) == []
 
 
+TORCH_FREE_HELP = "keeps torch (or pandas) out of `harness --help` and the fast commands"
 LAZY_IMPORTS = {
-    # module -> imports it makes inside functions, and why
+    "harness.cli.main": (
+        {
+            "harness.run.experiment",
+            "harness.engine.distributed",
+            "harness.engine.resume",
+            "harness.results.leaderboard",
+            "harness.results.render",
+            "torch.distributed.elastic.multiprocessing.errors",
+            "torch.distributed.run",
+        },
+        TORCH_FREE_HELP,
+    ),
+    "harness.notebook": ({"harness.run.experiment"}, "reading stored results needs no torch"),
+    "harness.registry.pretrained": (
+        {"harness.util.progress", "tqdm.auto"},
+        "a progress bar only while downloading (tqdm is 60 ms of every start otherwise)",
+    ),
+    "harness.nn.impulse.bank": ({"sofar"}, "read only for .sofa files (a slow import)"),
 }
 """Imports inside functions, each with its reason (see the module docstring)."""
 
@@ -240,7 +258,20 @@ def test_plugins_import_only_the_public_api_and_their_own_helpers(module):
 
 
 PROBE_FREE_OBJECTS = {
-    # file -> first arguments of the getattr/hasattr calls it keeps, and why
+    "harness/cli/executors.py": ({"opts"}, "the executor options' own fields by name"),
+    "harness/cli/main.py": ({"os"}, "sched_getaffinity exists on Linux only"),
+    "harness/data/loader.py": (
+        {"signal", "os", "iterator", "self.loader"},
+        "platform signals and torch DataLoader internals (worker shutdown)",
+    ),
+    "harness/nn/impulse/bank.py": ({"sofa"}, "optional fields of a SOFA file"),
+    "harness/notebook.py": ({"r"}, "RunRecord fields by name"),
+    "harness/registry/plugins.py": (
+        {"dist", "self.pm.hook"},
+        "pluggy's hook callers by name; an old importlib distribution's project_name",
+    ),
+    "harness/results/html.py": ({"value"}, "numpy scalars to plain numbers"),
+    "harness/results/leaderboard.py": ({"record", "r"}, "RunRecord fields a spec names"),
 }
 """getattr/hasattr calls that are not on components (see the module docstring)."""
 

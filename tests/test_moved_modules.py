@@ -18,6 +18,9 @@ OLD_NAMES = {
     "harness.hookspecs": ["hookimpl", "hookspec"],
     "harness.runner": ["run_experiment"],
     "harness.store": ["ResultStore"],
+    "harness.checkpoints": ["load_backbone_checkpoint", "swap_prefix", "block_count"],
+    "harness.leaderboard": ["LeaderboardSpec", "render_leaderboard"],
+    "harness.dirgen": ["DirGenerator", "train_generator"],
 }
 """Names plugins and notebooks used from the old modules (docs/plugins.md of 0.1)."""
 
@@ -44,9 +47,10 @@ def test_a_name_no_home_has_is_an_import_error():
 def test_every_old_flat_module_has_a_home():
     """The 0.1 core's flat modules that are not packages now (api, data, engine, cli)."""
     flat = {
-        "audio", "audio_cache", "cache", "checkpoints", "config", "distributed", "errors",
+        "audio", "audio_cache", "cache", "checkpoints", "config", "dirgen", "distributed", "errors",
         "evaluation", "executors", "faults", "fbank", "hookspecs", "impulse", "layers",
-        "leaderboard", "metrics_log", "plugins", "pretrained", "progress", "resume", "runner",
+        "leaderboard", "leaderboard_html", "metrics_log", "plugins", "pretrained", "progress",
+        "resume", "runner",
         "store", "testing",
     }  # fmt: skip
     assert {name.removeprefix("harness.") for name in MOVED} >= flat

@@ -15,6 +15,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from harness.api.columns import Column
 from harness.api.domains import (
     FINITE,
     Domain,
@@ -40,7 +41,6 @@ _LAZY = {
         "Backbone",
         "Batch",
         "Clip",
-        "Column",
         "DataSplits",
         "Dataset",
         "EmbeddingHead",
@@ -84,7 +84,6 @@ if TYPE_CHECKING:
         Backbone,
         Batch,
         Clip,
-        Column,
         Component,
         Dataset,
         DataSplits,

@@ -24,6 +24,7 @@ from typing import Protocol as Interface
 import torch
 from torch import Tensor, nn
 
+from harness.api.columns import Column
 from harness.api.pretrained import Pretrained
 from harness.util.errors import UsageError
 
@@ -400,20 +401,6 @@ class Dataset(Component):
 
     def load(self) -> DataSplits:
         raise NotImplementedError
-
-
-@dataclass(frozen=True)
-class Column:
-    """One leaderboard column a protocol fills."""
-
-    key: str
-    """Metric key in the run's metrics."""
-    label: str
-    group: str = ""
-    higher_is_better: bool = False
-    error_key: str = ""
-    """Metric key of this value's own uncertainty (e.g. a 95% CI), shown as ± where a table
-    shows single runs (``best``, ``runs``); ``mean`` shows the std over seeds instead."""
 
 
 @dataclass

@@ -111,7 +111,7 @@ def cached_embed(ctx: Embedder, split: str, backbone_hash: str | None = None) ->
             "split": split,
             "clips": count,
             "dim": int(embeddings.shape[1]),
-            "backbone": getattr(ctx.backbone, "name", type(ctx.backbone).__name__),
+            "backbone": ctx.backbone.name or type(ctx.backbone).__name__,
         }
         (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
 

@@ -17,10 +17,11 @@ import warnings
 from types import ModuleType
 
 MOVED: dict[str, tuple[str, ...]] = {
-    "harness.audio": ("harness.data.audio",),
+    "harness.audio": ("harness.data.audio", "harness.util.audio_files"),
     "harness.audio_cache": ("harness.data.audio_cache",),
     "harness.cache": ("harness.util.cache",),
-    "harness.checkpoints": ("harness.registry.checkpoints",),
+    "harness.dirgen": ("harness.nn.dirgen", "harness.run.dirgen"),
+    "harness.checkpoints": ("harness.registry.checkpoints", "harness.nn.state_dicts"),
     "harness.config": ("harness.registry.config", "harness.api.domains", "harness.api.settings"),
     "harness.distributed": ("harness.engine.distributed",),
     "harness.errors": ("harness.util.errors",),
@@ -31,7 +32,8 @@ MOVED: dict[str, tuple[str, ...]] = {
     "harness.hookspecs": ("harness.api.hookspecs",),
     "harness.impulse": ("harness.nn.impulse",),
     "harness.layers": ("harness.nn.layers",),
-    "harness.leaderboard": ("harness.results.leaderboard",),
+    "harness.leaderboard": ("harness.results.leaderboard", "harness.results.render"),
+    "harness.leaderboard_html": ("harness.results.html",),
     "harness.metrics_log": ("harness.engine.metrics_log",),
     "harness.plugins": ("harness.registry.plugins",),
     "harness.pretrained": ("harness.registry.pretrained", "harness.api.pretrained"),
