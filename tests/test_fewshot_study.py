@@ -535,7 +535,7 @@ def test_plot_tsne_embeds_the_chosen_classes_before_and_after_tuning(
 
     plugins = load_plugins([str(tmp_path / "study_plugin.py")])
     from harness.cli.plot import initial_encoder, run_config, run_encoder
-    from harness.results.plots import embed_clips
+    from harness.cli.plot import embed_clips
 
     cfg = run_config(folder, plugins)
     splits = cfg.dataset.build().load()

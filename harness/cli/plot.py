@@ -28,6 +28,7 @@ import click
 import numpy as np
 import torch
 
+from harness.api import Clip, DataSplits
 from harness.cli.options import (
     DEFAULT_OUT,
     default_store,
@@ -35,6 +36,8 @@ from harness.cli.options import (
     spec_option,
     store_option,
 )
+from harness.data.loader import load_clips
+from harness.engine.trainer import standalone
 from harness.nn.impulse import (
     ImpulseResponseAugmentation,
     IRBank,
@@ -55,7 +58,6 @@ from harness.results.plots import (
     draw_devices,
     draw_fewshot,
     draw_tsne,
-    embed_clips,
     fewshot_curves,
     read_metrics,
     save_figure,
@@ -91,6 +93,19 @@ def png_option(default: str) -> Callable:
 def run_option(help_text: str) -> Callable:
     """``--run`` (parameter ``run_ref``, required): a run folder or a run id."""
     return click.option("--run", "run_ref", required=True, help=help_text)
+
+
+def embed_clips(
+    encoder: Encoder, clips: list[Clip], splits: DataSplits, batch_size: int
+) -> torch.Tensor:
+    """Clip embeddings ``[M, D]`` (float32, CPU) of the frozen encoder in evaluation mode,
+    through the engine's one inference loop."""
+    backbone = encoder.backbone.eval()
+    audio = load_clips(
+        clips, backbone.sample_rate, splits.clip_seconds, splits.devices, desc="loading clips"
+    )
+    forward = lambda batch: backbone.embed(batch.features)  # noqa: E731
+    return standalone(torch.device("cpu")).infer(forward, audio, batch_size, backbone.frontend())
 
 
 @click.group("plot")

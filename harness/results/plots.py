@@ -22,7 +22,6 @@ from sklearn.manifold import TSNE
 from threadpoolctl import threadpool_limits
 
 from harness.api import Backbone, Clip, Column, DataSplits
-from harness.data.loader import batches, load_clips
 from harness.nn.impulse import ResponseBands
 from harness.results.leaderboard import (
     LeaderboardSpec,
@@ -229,22 +228,6 @@ def select_clips(splits: DataSplits, names: list[str], split: str) -> tuple[list
     if len(clips) < 2:
         raise UsageError(f"the '{split}' split has {len(clips)} clips of these classes")
     return clips, [wanted[c.label] for c in clips]
-
-
-def embed_clips(
-    encoder: Encoder, clips: list[Clip], splits: DataSplits, batch_size: int
-) -> torch.Tensor:
-    """Clip embeddings ``[M, D]`` (float32, CPU) of the frozen encoder, in eval mode."""
-    backbone = encoder.backbone.eval()
-    frontend = backbone.frontend().eval()
-    audio = load_clips(
-        clips, backbone.sample_rate, splits.clip_seconds, splits.devices, desc="loading clips"
-    )
-    out = []
-    with torch.no_grad():
-        for batch in batches(audio, batch_size, torch.device("cpu")):
-            out.append(backbone.embed(frontend(batch.wave)).float())
-    return torch.cat(out)
 
 
 def tsne_2d(embeddings: torch.Tensor, seed: int, perplexity: float | None = None) -> np.ndarray:
