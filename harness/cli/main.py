@@ -369,7 +369,7 @@ def plugins(ctx: click.Context, distribution: str | None, output: Path | None) -
     "--agg",
     type=click.Choice(["best", "mean", "both", "runs"]),
     default=None,
-    help="Seeds: best run, mean ± std, both, or every run (default: the spec's, else both).",
+    help="Seeds: best run, mean ± 95% CI, both, or every run (default: the spec's, else both).",
 )
 @click.option(
     "--baseline",
