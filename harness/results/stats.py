@@ -134,8 +134,9 @@ def compare_paired(row: Mapping[int, float], baseline: Mapping[int, float]) -> C
 def paired_p_value(ours: np.ndarray, theirs: np.ndarray) -> float:
     """``ttest_rel``'s two-sided p-value; 1 when every pair is equal (t = 0/0: nothing to
     detect), 0 when every pair differs by the same nonzero amount (t infinite)."""
-    if np.all(ours == theirs):
-        return 1.0
+    differences = ours - theirs
+    if np.all(differences == differences[0]):  # what ttest_rel gives, without its warning
+        return 1.0 if differences[0] == 0 else 0.0
     return float(stats.ttest_rel(ours, theirs).pvalue)
 
 
@@ -175,7 +176,9 @@ def paired_power(difference: float, sd: float, n: int, alpha: float = ALPHA) -> 
     critical = stats.t.ppf(1 - alpha / 2, df)
     noncentrality = abs(difference) / sd * math.sqrt(n)
     upper = stats.nct.sf(critical, df, noncentrality)
-    lower = stats.nct.cdf(-critical, df, noncentrality)
+    # P(T < -t_crit) as the mirrored upper tail: scipy's nct.cdf returns NaN for many
+    # (far-tail) arguments where nct.sf of the mirror is finite and equal elsewhere
+    lower = stats.nct.sf(critical, df, -noncentrality)
     return float(upper + lower)
 
 
