@@ -27,7 +27,8 @@ import pandas as pd
 
 from harness.registry.config import RunConfig
 from harness.registry.plugins import Plugins, load_plugins
-from harness.results.leaderboard import LeaderboardSpec, Table, build_tables, render
+from harness.results.leaderboard import LeaderboardSpec, Table, build_tables
+from harness.results.render import render
 from harness.results.store import ResultStore, RunRecord
 
 __all__ = [

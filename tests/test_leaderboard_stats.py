@@ -384,3 +384,16 @@ def test_committed_specs_name_one_of_their_rows_as_baseline(name, baseline):
     board = LeaderboardSpec.from_file(LEADERBOARDS / f"{name}.toml")
     assert board.baseline == baseline
     assert baseline in [row.label for row in board.rows]
+
+
+def test_a_spec_baseline_without_runs_here_leaves_the_other_rows_alone(plugins):
+    others = [r for r in runs() if r.method != "ce"]  # e.g. --method icl filters PaSST out
+    [table] = build_tables(spec(), others, plugins)
+    assert table.statistics.comparisons is None and len(table.labels) == 4
+    text = render(spec(), [table], "markdown")
+    assert "No differences: the baseline row 'PaSST' has no runs here." in text
+    assert "Δ" not in text and "vs" not in render(spec(), [table], "csv").splitlines()[0]
+    empty = spec(protocol="fewshot")  # nothing stored for it: the usual message, no error
+    assert render(empty, build_tables(empty, runs(), plugins), "markdown") == (
+        "no stored runs with protocol 'fewshot' match this leaderboard"
+    )

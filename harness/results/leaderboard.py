@@ -287,15 +287,18 @@ def row_name(labels: dict[str, Any]) -> str:
 
 
 def baseline_row(spec: LeaderboardSpec, groups: list[tuple[dict[str, str], Any]]) -> int | None:
-    """The index of the spec's baseline row (None without one); a one-line error when the
+    """The index of the spec's baseline row; None without a baseline, and when it is a row of
+    the spec without runs here (none stored yet, or filtered out). A one-line error when the
     name matches no row, or several (runs of one label that differ in more than the seed)."""
-    if spec.baseline is None:
+    if spec.baseline is None or not groups:
         return None
     names = [row_name(labels) for labels, _ in groups]
     found = [i for i, name in enumerate(names) if name == spec.baseline]
     if len(found) == 1:
         return found[0]
-    rows = "; ".join(dict.fromkeys(names)) or "none"
+    if not found and spec.baseline in {row.label for row in spec.rows}:
+        return None
+    rows = "; ".join(dict.fromkeys(names))
     if not found:
         raise UsageError(f"baseline '{spec.baseline}' names no row; rows: {rows}")
     raise UsageError(
@@ -342,7 +345,9 @@ def build_tables(spec: LeaderboardSpec, records: list[RunRecord], plugins: Plugi
     return tables
 
 
-def seed_values(runs: list[RunRecord], keys: list[str], protocol: str) -> dict[str, dict]:
+def seed_values(
+    runs: list[RunRecord], keys: list[str], protocol: str
+) -> dict[str, dict[int, float]]:
     """``{column key: {seed: value}}`` of a row's finite values (runs of one seed averaged)."""
     out: dict[str, dict[int, float]] = {}
     frame = numeric_frame([metrics_of(r, protocol) for r in runs]).reindex(columns=keys)
@@ -626,6 +631,10 @@ def statistics_notes(table: Table) -> list[str]:
     elif any(s.n == 1 for row in statistics.summaries for s in row.values()):
         notes.append("A cell with n=1 has one seed and no interval.")
     if statistics.comparisons is None:
+        if statistics.baseline is not None:
+            notes.append(
+                f"No differences: the baseline row '{statistics.baseline}' has no runs here."
+            )
         return notes
     tests = f"{statistics.tests} test" + ("" if statistics.tests == 1 else "s")
     notes.append(

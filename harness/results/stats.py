@@ -282,10 +282,11 @@ def seed_statistics(
     baseline_row: int | None = None,
 ) -> SeedStatistics:
     """Summaries of every row's ``keys``; with ``baseline_row``, each other row compared to
-    it by seed, Holm over all the table's comparisons, the detectable differences."""
+    it by seed, Holm over all the table's comparisons, the detectable differences
+    (``baseline`` without ``baseline_row``: a baseline that has no runs here)."""
     summaries = [{k: summarize(list(row.get(k, {}).values())) for k in keys} for row in rows]
     if baseline_row is None:
-        return SeedStatistics(summaries)
+        return SeedStatistics(summaries, baseline)
     reference = rows[baseline_row]
     raw = [
         {}
