@@ -116,8 +116,9 @@ def leaderboard(
     """A leaderboard from a spec file (or :class:`LeaderboardSpec`) and a store.
 
     ``fmt``: ``markdown``, ``csv``, ``latex``, ``json``, ``html`` (text), or ``tables`` for
-    the :class:`Table` objects themselves (``labels``, ``values``, ``errors`` frames).
-    ``options`` are ``harness leaderboard``'s (``protocol``, ``metric``, ``agg``, filters).
+    the :class:`Table` objects themselves (``labels``, ``values``, ``errors`` frames, and
+    ``statistics`` in the mean table). ``options`` are ``harness leaderboard``'s (``protocol``,
+    ``metric``, ``agg``, ``baseline``, filters).
     """
     if isinstance(spec, LeaderboardSpec):
         board = spec

@@ -107,8 +107,9 @@ def test_csv_has_numbers_and_latex_bold(plugins):
     header, *rows = csv.splitlines()
     assert "logloss/a" in header.split(",") and "logloss/a_std" in header.split(",")
     assert all(c.isascii() and " " not in c for c in header.split(",")[1:])
-    assert rows[1].startswith("Mean ± std over seeds,passt,icl,multidir,")
-    assert ",1.0,0.141421," in rows[1]  # device A: mean of 0.9 and 1.1, sample std
+    assert rows[1].startswith("Mean over seeds ± 95 % CI,passt,icl,multidir,")
+    # device A: mean of 0.9 and 1.1, sample std, n, 1.0 ± t(0.975, 1) * 0.1 = 1 ± 1.27062
+    assert ",1.0,0.141421,2,-0.27062,2.27062," in rows[1]
     tex = render(LeaderboardSpec(), tables, "latex")
     assert "\\textbf{" in tex and "$\\pm$" in tex
 

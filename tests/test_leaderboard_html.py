@@ -21,7 +21,7 @@ def test_json_has_every_row_with_values_and_errors(plugins):
     tables = build_tables(LeaderboardSpec(), RECORDS, plugins)
     doc = json.loads(render(LeaderboardSpec(), tables, "json"))
     best, mean = doc["tables"]
-    assert [t["title"] for t in doc["tables"]] == ["Best of seeds", "Mean ± std over seeds"]
+    assert [t["title"] for t in doc["tables"]] == ["Best of seeds", "Mean over seeds ± 95 % CI"]
     assert best["rows"][0]["values"]["logloss/a"] == pytest.approx(0.8)  # ce seed 1
     icl = mean["rows"][1]
     assert icl["values"]["logloss/s4"] == pytest.approx(1.2)

@@ -369,7 +369,13 @@ def plugins(ctx: click.Context, distribution: str | None, output: Path | None) -
     "--agg",
     type=click.Choice(["best", "mean", "both", "runs"]),
     default=None,
-    help="Seeds: best run, mean ± std, both, or every run (default: the spec's, else both).",
+    help="Seeds: best run, mean ± 95% CI, both, or every run (default: the spec's, else both).",
+)
+@click.option(
+    "--baseline",
+    default=None,
+    help="A row (its label) every other row is compared to, paired by seed, in the mean table: "
+    "difference, 95% CI, p-value, Holm (default: the spec's baseline).",
 )
 @click.option("--backbone", help="Only runs with this backbone.")
 @click.option("--method", help="Only runs with this method.")

@@ -16,7 +16,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.results.leaderboard import LeaderboardSpec, Table, grouped_runs, header, metrics_of
+from harness.results.leaderboard import (
+    LeaderboardSpec,
+    Table,
+    comparison_text,
+    grouped_runs,
+    header,
+    metrics_of,
+    statistics_notes,
+    value_text,
+)
+from harness.results.stats import Comparison, Detectable, SeedStatistics, Summary
 from harness.results.store import RunRecord
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
@@ -41,10 +51,14 @@ def table_dict(table: Table) -> dict[str, Any]:
             c.key: _number(table.errors.at[i, c.key]) if table.errors is not None else None
             for c in table.columns
         }
-        rows.append({"labels": labels, "values": values, "errors": errors})
+        row = {"labels": labels, "values": values, "errors": errors}
+        if table.statistics is not None:
+            row |= row_statistics(table.statistics, i, [c.key for c in table.columns])
+        rows.append(row)
     return {
         "title": table.title,
         "error_kind": table.error_kind,
+        **table_statistics(table),
         "columns": [
             {
                 "key": c.key,
@@ -56,6 +70,38 @@ def table_dict(table: Table) -> dict[str, Any]:
             for c in table.columns
         ],
         "rows": rows,
+    }
+
+
+def _numbers(item: Summary | Comparison | Detectable) -> dict[str, Any]:
+    """A dataclass of statistics as JSON numbers (null: none)."""
+    out = {}
+    for key, value in vars(item).items():
+        out[key] = _number(value) if isinstance(value, float) else value
+    return out
+
+
+def row_statistics(statistics: SeedStatistics, row: int, keys: list[str]) -> dict[str, Any]:
+    """A mean-table row's intervals (``stats``) and, for a compared row, its comparison to
+    the baseline (``comparison``: null in the baseline's row)."""
+    out: dict[str, Any] = {"stats": {k: _numbers(statistics.summaries[row][k]) for k in keys}}
+    if statistics.comparisons is not None:
+        compared = statistics.comparisons[row]
+        out["comparison"] = {k: _numbers(compared[k]) for k in keys} if compared else None
+    return out
+
+
+def table_statistics(table: Table) -> dict[str, Any]:
+    """A mean table's baseline, Holm's test count, detectable differences and notes."""
+    statistics = table.statistics
+    if statistics is None:
+        return {}
+    detectable = statistics.detectable or {}
+    return {
+        "baseline": statistics.baseline,
+        "tests": statistics.tests,
+        "detectable": {k: _numbers(d) for k, d in detectable.items()},
+        "notes": statistics_notes(table),
     }
 
 
@@ -78,6 +124,7 @@ def spec_dict(spec: LeaderboardSpec) -> dict[str, Any]:
         "where": dict(spec.where),
         "recipe_augs": list(spec.recipe_augs),
         "rows": [{"label": r.label, "match": dict(r.match)} for r in spec.rows],
+        "baseline": spec.baseline,
     }
 
 
@@ -249,13 +296,15 @@ def table_figure(table: Table) -> str:
     for i in range(len(table.labels)):
         labels = dict(table.labels.iloc[i].items())
         values = [_number(table.values.at[i, c.key]) for c in table.columns]
-        errors = [
-            _number(table.errors.at[i, c.key]) if table.errors is not None else None
-            for c in table.columns
-        ]
+        errors = [_error_bar(table, i, c.key) for c in table.columns]
         series.append(Series(row_label(labels), list(range(len(values))), values, errors))
     seeds = sorted({int(s) for s in table.labels.get("seeds", [])} or {1})
-    if table.error_kind == "std":
+    if table.statistics is not None:
+        note = (
+            f"bars: mean over seeds ({', '.join(map(str, seeds))} per row); "
+            "error bars: 95% t interval"
+        )
+    elif table.error_kind == "std":
         note = f"bars: mean over seeds ({', '.join(map(str, seeds))} per row); error bars: std"
     else:
         note = "bars: the best seed's values; error bars: its own uncertainty where reported"
@@ -263,6 +312,13 @@ def table_figure(table: Table) -> str:
     if len(set(categories)) < len(categories):
         categories = [f"{c.group} {c.label}".strip() for c in table.columns]
     return svg_chart(table.title, series, "column", "value", categories, note)
+
+
+def _error_bar(table: Table, row: int, key: str) -> float | None:
+    """Half the 95 % interval in the mean table, else the table's error (None: no bar)."""
+    if table.statistics is not None:
+        return _number(table.statistics.summaries[row][key].half_width)
+    return _number(table.errors.at[row, key]) if table.errors is not None else None
 
 
 def episode_figures(spec: LeaderboardSpec, records: Iterable[RunRecord]) -> list[str]:
@@ -319,7 +375,8 @@ th,td{border:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}
 td.l,th.l{text-align:left}
 th{background:#f3f3f3;cursor:pointer;user-select:none}
 th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
-td.best{font-weight:bold}pre{background:#f7f7f7;padding:.6em;overflow-x:auto}
+td.best{font-weight:bold}td .d{font-size:.85em;color:#555;font-weight:normal}
+p.n{font-size:.9em;color:#444;margin:.3em 0}pre{background:#f7f7f7;padding:.6em;overflow-x:auto}
 svg text{font:11px sans-serif}svg .t{font-size:13px;font-weight:bold}svg .n{fill:#555}
 svg .g{stroke:#e4e4e4}svg .e{stroke:#222;stroke-width:1.2}
 dl{display:grid;grid-template-columns:max-content auto;gap:2px 12px}dt{font-weight:bold}
@@ -345,14 +402,15 @@ document.addEventListener('click',e=>{const th=e.target.closest('th');if(th)sort
 
 def _cell(table: Table, i: int, column: Any) -> str:
     value = _number(table.values.at[i, column.key])
+    difference = comparison_text(table, i, column)
+    below = f'<br><span class="d">{_esc(difference)}</span>' if difference else ""
     if value is None:
-        return '<td data-v="NaN">–</td>'
-    error = _number(table.errors.at[i, column.key]) if table.errors is not None else None
-    text = f"{value:.3f}" + (f" ± {error:.3f}" if error else "")
+        return f'<td data-v="NaN">–{below}</td>'
     finite = [v for v in table.values[column.key] if _number(v) is not None]
     best = max(finite) if column.higher_is_better else min(finite)
     bold = ' class="best"' if len(set(finite)) > 1 and value == best else ""
-    return f'<td data-v="{value!r}"{bold}>{_esc(text)}</td>'
+    text = _esc(value_text(table, i, column))
+    return f'<td data-v="{value!r}"{bold}>{text}{below}</td>'
 
 
 def table_html(table: Table) -> str:
@@ -402,6 +460,7 @@ def render_html(
         body.append(f"<p>no stored runs with protocol '{_esc(spec.protocol)}' match</p>")
     for table in tables:
         body.append(f"<h2>{_esc(table.title)}</h2>{table_html(table)}")
+        body += [f'<p class="n">{_esc(note)}</p>' for note in statistics_notes(table)]
         if not table.labels.empty:
             body.append(f"<figure>{table_figure(table)}</figure>")
     for figure in episode_figures(spec, records):

@@ -5,7 +5,9 @@ run records and a :class:`LeaderboardSpec`; :func:`render` only formats.
 A spec (TOML, see ``leaderboards/``) names the protocol, the metric family,
 optional named rows matched against each run's resolved config, and how to
 aggregate seeds: the best seed by the protocol's primary column (as papers
-report), mean ± std, or both.
+report), the mean over seeds with its 95 % confidence interval, or both. A spec's
+``baseline`` row adds to the mean table each other row's difference to it, paired by seed,
+with its interval, p-value and Holm-corrected significance (:mod:`harness.results.stats`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from tabulate import tabulate
 from harness.api import Column
 from harness.registry.config import read_toml
 from harness.registry.plugins import Plugins
+from harness.results.stats import SeedStatistics, seed_statistics
 from harness.results.store import RunRecord
 from harness.util.errors import UsageError
 
@@ -40,6 +43,7 @@ SPEC_KEYS = {
     "columns",
     "recipe_augs",
     "sweep",
+    "baseline",
 }
 
 
@@ -66,6 +70,8 @@ class LeaderboardSpec:
     """A match every run of the leaderboard must satisfy (e.g. the protocols its sweep runs)."""
     recipe_augs: tuple[str, ...] = ()
     """Augmentations every run shares (a training recipe); rows match ``aug`` without them."""
+    baseline: str | None = None
+    """The row (its label, see :func:`row_name`) every other row is compared to, by seed."""
 
     @classmethod
     def from_file(cls, path: Path) -> LeaderboardSpec:
@@ -88,6 +94,7 @@ class LeaderboardSpec:
             columns=tuple(data.get("columns", ())),
             recipe_augs=tuple(data.get("recipe_augs", ())),
             where=dict(data.get("where", {})),
+            baseline=data.get("baseline"),
         )
         return spec.validated(str(path))
 
@@ -98,7 +105,9 @@ class LeaderboardSpec:
             if options.get(key) is not None:
                 filters[key] = options[key]
         changes = {
-            k: options[k] for k in ("protocol", "metric", "agg") if options.get(k) is not None
+            k: options[k]
+            for k in ("protocol", "metric", "agg", "baseline")
+            if options.get(k) is not None
         }
         return replace(self, filters=filters, **changes).validated("command line")
 
@@ -268,6 +277,36 @@ def _by_config(records: list[RunRecord]) -> list[tuple[str, list[RunRecord]]]:
     return list(groups.items())
 
 
+def row_name(labels: dict[str, Any]) -> str:
+    """A row's name, as ``baseline`` and notes give it: its spec label, else its backbone,
+    method, augmentation, data set and varying parameters."""
+    if labels.get("row"):
+        return str(labels["row"])
+    keys = ("backbone", "method", "aug", "dataset", "params")
+    return " ".join(str(labels[k]) for k in keys if labels.get(k)) or "run"
+
+
+def baseline_row(spec: LeaderboardSpec, groups: list[tuple[dict[str, str], Any]]) -> int | None:
+    """The index of the spec's baseline row; None without a baseline, and when it is a row of
+    the spec without runs here (none stored yet, or filtered out). A one-line error when the
+    name matches no row, or several (runs of one label that differ in more than the seed)."""
+    if spec.baseline is None or not groups:
+        return None
+    names = [row_name(labels) for labels, _ in groups]
+    found = [i for i, name in enumerate(names) if name == spec.baseline]
+    if len(found) == 1:
+        return found[0]
+    if not found and spec.baseline in {row.label for row in spec.rows}:
+        return None
+    rows = "; ".join(dict.fromkeys(names))
+    if not found:
+        raise UsageError(f"baseline '{spec.baseline}' names no row; rows: {rows}")
+    raise UsageError(
+        f"baseline '{spec.baseline}' names {len(found)} rows (their runs differ in more than "
+        f"the seed); give the row a narrower match"
+    )
+
+
 @dataclass
 class Table:
     """A leaderboard table: label columns, numeric cells and the column definitions."""
@@ -279,6 +318,8 @@ class Table:
     columns: list[Column]
     error_kind: str = "std"
     """``std`` over seeds, or ``own``: each run's own uncertainty (:attr:`Column.error_key`)."""
+    statistics: SeedStatistics | None = None
+    """The mean table's intervals and comparisons to the baseline (None in other tables)."""
 
 
 def build_tables(spec: LeaderboardSpec, records: list[RunRecord], plugins: Plugins) -> list[Table]:
@@ -288,13 +329,55 @@ def build_tables(spec: LeaderboardSpec, records: list[RunRecord], plugins: Plugi
     groups = grouped_runs(spec, records)
     if groups and not columns:
         raise UsageError(no_columns_message(spec, plugins, records))
+    baseline = baseline_row(spec, groups)
     protocol = plugins["protocol"].get(spec.protocol).cls
     primary = protocol.primary or (columns[0].key if columns else None)
     lower_better = not next(
         (c.higher_is_better for c in protocol.columns if c.key == primary), False
     )
     aggs = ("best", "mean") if spec.agg == "both" else (spec.agg,)
-    return [_aggregate(agg, groups, columns, spec.protocol, primary, lower_better) for agg in aggs]
+    tables = []
+    for agg in aggs:
+        table = _aggregate(agg, groups, columns, spec.protocol, primary, lower_better)
+        if agg == "mean":
+            table = _with_statistics(table, groups, spec, baseline)
+        tables.append(table)
+    return tables
+
+
+def seed_values(
+    runs: list[RunRecord], keys: list[str], protocol: str
+) -> dict[str, dict[int, float]]:
+    """``{column key: {seed: value}}`` of a row's finite values (runs of one seed averaged)."""
+    out: dict[str, dict[int, float]] = {}
+    frame = numeric_frame([metrics_of(r, protocol) for r in runs]).reindex(columns=keys)
+    frame["seed__"] = [r.seed for r in runs]
+    by_seed = frame.groupby("seed__").mean()
+    for key in keys:
+        column = by_seed[key].dropna()
+        out[key] = {int(seed): float(value) for seed, value in column.items()}
+    return out
+
+
+def _with_statistics(
+    table: Table,
+    groups: list[tuple[dict[str, str], list[RunRecord]]],
+    spec: LeaderboardSpec,
+    baseline: int | None,
+) -> Table:
+    """The mean table with its values, stds and statistics taken over seeds."""
+    keys = [c.key for c in table.columns]
+    rows = [seed_values(runs, keys, spec.protocol) for _, runs in groups]
+    statistics = seed_statistics(rows, keys, spec.baseline, baseline)
+    means = [{k: s.mean for k, s in row.items()} for row in statistics.summaries]
+    stds = [{k: s.std for k, s in row.items()} for row in statistics.summaries]
+    return replace(
+        table,
+        title="Mean over seeds ± 95 % CI",
+        values=pd.DataFrame(means, columns=keys, dtype=float),
+        errors=pd.DataFrame(stds, columns=keys, dtype=float),
+        statistics=statistics,
+    )
 
 
 def numeric_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -337,7 +420,7 @@ def _aggregate(agg, groups, columns, protocol, primary, lower_better) -> Table:
             value_rows.append(frame.loc[best])
             if own_errors:
                 error_rows.append(errors.loc[best])
-    titles = {"best": "Best of seeds", "mean": "Mean ± std over seeds", "runs": "All runs"}
+    titles = {"best": "Best of seeds", "mean": "Mean over seeds", "runs": "All runs"}
     return Table(
         title=titles[agg],
         labels=pd.DataFrame(label_rows),
@@ -350,14 +433,40 @@ def _aggregate(agg, groups, columns, protocol, primary, lower_better) -> Table:
 
 # -- rendering --------------------------------------------------------------------
 
+LATEX_SPECIALS = {
+    "\\": "\\textbackslash{}",
+    "&": "\\&",
+    "%": "\\%",
+    "$": "\\$",
+    "#": "\\#",
+    "_": "\\_",
+    "{": "\\{",
+    "}": "\\}",
+    "~": "\\textasciitilde{}",
+    "^": "\\textasciicircum{}",
+    "Δ": "$\\Delta$",
+    "±": "$\\pm$",
+}
+
+
+def latex_escape(text: str) -> str:
+    """``text`` with LaTeX's special characters escaped (and Δ, ± in math mode)."""
+    return "".join(LATEX_SPECIALS.get(char, char) for char in text)
+
+
+def column_name(column: Column) -> str:
+    """A column's group and label, e.g. ``Unseen S4``."""
+    return f"{column.group} {column.label}".strip()
+
 
 def header(column: Column, fmt: str = "markdown") -> str:
     """A column heading with the arrow of the better direction."""
+    text = column_name(column)
     if fmt == "latex":
         arrow = "$\\uparrow$" if column.higher_is_better else "$\\downarrow$"
-    else:
-        arrow = "↑" if column.higher_is_better else "↓"
-    return f"{column.group} {column.label} {arrow}".strip()
+        return f"{latex_escape(text)} {arrow}".strip()
+    arrow = "↑" if column.higher_is_better else "↓"
+    return f"{text} {arrow}".strip()
 
 
 def best_index(values: pd.Series, column: Column) -> Any:
@@ -367,41 +476,194 @@ def best_index(values: pd.Series, column: Column) -> Any:
     return values.idxmax() if column.higher_is_better else values.idxmin()
 
 
-def cell_text(table: Table, row: int, column: Column, fmt: str) -> str:
-    """A table cell: the value, its error if any, the best value in bold."""
+def value_text(table: Table, row: int, column: Column) -> str:
+    """A cell's plain text: the value; in the mean table ``± half the 95 % CI (n=seeds)``,
+    elsewhere ``± its error`` if any."""
     value = table.values.at[row, column.key]
     if pd.isna(value):
         return "–"
     text = f"{value:.3f}"
+    if table.statistics is not None:
+        summary = table.statistics.summaries[row][column.key]
+        if summary.n > 1:
+            text += f" ± {summary.half_width:.3f}"
+        return f"{text} (n={summary.n})"
     error = table.errors.at[row, column.key] if table.errors is not None else math.nan
-    if not pd.isna(error):
-        pm = " $\\pm$ " if fmt == "latex" else " ± "
-        text += f"{pm}{error:.3f}"
+    return text if pd.isna(error) else f"{text} ± {error:.3f}"
+
+
+def comparison_text(table: Table, row: int, column: Column) -> str:
+    """A cell's difference to the baseline: ``Δ +0.052 [0.014, 0.090] (n=3) p=0.012 *``
+    (``n.s.``: not significant after Holm), a note when there is nothing to test, or ``""``
+    (the baseline's own row, tables without a baseline)."""
+    statistics = table.statistics
+    if statistics is None or statistics.comparisons is None:
+        return ""
+    comparison = statistics.comparisons[row].get(column.key)
+    if comparison is None:
+        return ""
+    if comparison.n_pairs == 0:
+        return comparison.note
+    text = f"Δ {comparison.diff:+.3f}"
+    if comparison.n_pairs == 1:
+        return f"{text} (n=1, no interval)"
+    mark = "*" if comparison.significant else "n.s."
+    if comparison.seeds_needed is not None:
+        mark += f" (n={comparison.seeds_needed} for 80 % power)"
+    interval = f"[{comparison.diff_low:+.3f}, {comparison.diff_high:+.3f}]"
+    return f"{text} {interval} (n={comparison.n_pairs}) {p_text(comparison.p)} {mark}"
+
+
+def p_text(p: float) -> str:
+    """``p=0.012``, ``p<0.001``."""
+    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
+
+
+def cell_text(table: Table, row: int, column: Column, fmt: str) -> str:
+    """A table cell: the value, its error or interval if any, the best value in bold."""
+    text = value_text(table, row, column)
+    if text == "–":
+        return text
+    if fmt == "latex":
+        text = latex_escape(text)
     bold = "**{}**" if fmt == "markdown" else "\\textbf{{{}}}"
     is_best = best_index(table.values[column.key], column) == row
     return bold.format(text) if is_best and len(table.values) > 1 else text
 
 
+STAT_FIELDS = ("n", "ci_low", "ci_high")
+COMPARISON_FIELDS = (
+    "n_pairs",
+    "diff",
+    "diff_low",
+    "diff_high",
+    "p",
+    "p_holm",
+    "significant",
+    "detectable",
+    "seeds_needed",
+)
+
+
 def csv_frame(table: Table) -> pd.DataFrame:
-    """Plain numbers (and std columns) for CSV; the aggregation is a column."""
+    """Plain numbers for CSV (the aggregation is a column): the values, their std or own
+    errors; in the mean table per column also n and the 95 % CI and, with a baseline,
+    ``vs`` (its name) and the paired comparison's numbers (``_diff``, ``_p``, ...)."""
     frame = table.labels.copy()
     frame.insert(0, "aggregate", table.title)
+    statistics = table.statistics
+    if statistics is not None and statistics.comparisons is not None:
+        frame["vs"] = [
+            "" if i == statistics.baseline_row else statistics.baseline for i in range(len(frame))
+        ]
     for column in table.columns:  # metric keys as headers: no arrows or spaces
         frame[column.key] = table.values[column.key].round(6)
         if table.errors is not None and (table.error_kind == "std" or column.error_key):
             name = "std" if table.error_kind == "std" else column.error_key
             frame[f"{column.key}_{name}"] = table.errors[column.key].round(6)
+        if statistics is not None:
+            for name, values in _stat_columns(statistics, column.key).items():
+                frame[f"{column.key}_{name}"] = values
     return frame
 
 
+COLUMN_DTYPES = {"n": "Int64", "diff_n": "Int64", "seeds_needed": "Int64", "significant": "boolean"}
+"""CSV columns of counts and flags, kept integer (or true/false) beside empty cells."""
+
+
+def _stat_columns(statistics: SeedStatistics, key: str) -> dict[str, pd.Series]:
+    summaries = [row[key] for row in statistics.summaries]
+    out: dict[str, list[Any]] = {
+        "n": [s.n for s in summaries],
+        "ci_low": [_rounded(s.ci_low) for s in summaries],
+        "ci_high": [_rounded(s.ci_high) for s in summaries],
+    }
+    if statistics.comparisons is not None:
+        comparisons = [row.get(key) for row in statistics.comparisons]
+        for field_name in COMPARISON_FIELDS:
+            name = "diff_n" if field_name == "n_pairs" else field_name
+            out[name] = [_comparison_value(c, field_name) for c in comparisons]
+    return {
+        name: pd.Series(values, dtype=COLUMN_DTYPES.get(name, "Float64"))
+        for name, values in out.items()
+    }
+
+
+def _comparison_value(comparison: Any, field_name: str) -> Any:
+    if comparison is None:
+        return None
+    value = getattr(comparison, field_name)
+    if field_name == "significant":
+        return value if math.isfinite(comparison.p_holm) else None
+    return _rounded(value) if isinstance(value, float) else value
+
+
+def _rounded(value: float) -> float | None:
+    return round(value, 6) if math.isfinite(value) else None
+
+
 def render_table(table: Table, fmt: str) -> str:
-    """One table as Markdown (GitHub) or LaTeX."""
+    """One table as Markdown (GitHub) or LaTeX; with a baseline, a ``Δ vs`` row under each
+    compared row."""
     rows = []
+    escape = latex_escape if fmt == "latex" else str
     for i in range(len(table.labels)):
-        labels = [str(v) for v in table.labels.iloc[i].tolist()]
+        labels = [escape(str(v)) for v in table.labels.iloc[i].tolist()]
         rows.append(labels + [cell_text(table, i, c, fmt) for c in table.columns])
-    headers = [*table.labels.columns, *(header(c, fmt) for c in table.columns)]
+        differences = [comparison_text(table, i, c) for c in table.columns]
+        if any(differences):
+            name = table.statistics.baseline if table.statistics else ""
+            first = [escape(f"Δ vs {name}")] + [""] * (len(labels) - 1)
+            rows.append(first + [escape(d) for d in differences])
+    headers = [*(escape(str(c)) for c in table.labels.columns)]
+    headers += [header(c, fmt) for c in table.columns]
     return tabulate(rows, headers=headers, tablefmt="github" if fmt == "markdown" else "latex_raw")
+
+
+def statistics_notes(table: Table) -> list[str]:
+    """What the mean table's numbers are, one sentence a line (none for other tables)."""
+    statistics = table.statistics
+    if statistics is None:
+        return []
+    notes = ["Cells: mean over seeds ± half the 95 % Student t confidence interval (n = seeds)."]
+    if statistics.most_seeds < 2:
+        notes.append("No intervals: they need at least 2 seeds, and every row has 1.")
+    elif any(s.n == 1 for row in statistics.summaries for s in row.values()):
+        notes.append("A cell with n=1 has one seed and no interval.")
+    if statistics.comparisons is None:
+        if statistics.baseline is not None:
+            notes.append(
+                f"No differences: the baseline row '{statistics.baseline}' has no runs here."
+            )
+        return notes
+    tests = f"{statistics.tests} test" + ("" if statistics.tests == 1 else "s")
+    notes.append(
+        f"Δ: difference to {statistics.baseline}, paired by seed (n = common seeds), "
+        f"[95 % t interval], p: paired t-test; * significant after Holm's correction over "
+        f"the table's {tests} (α = 0.05); n.s.: not significant, so no "
+        f"finding, with the seeds a paired t-test needs to detect the observed difference "
+        f"at 80 % power."
+    )
+    notes.append(detectable_note(table))
+    return notes
+
+
+def detectable_note(table: Table) -> str:
+    """The smallest difference detectable at 80 % power in each column, with the seeds present
+    (from the pooled std of the column's paired differences)."""
+    statistics = table.statistics
+    detectable = statistics.detectable if statistics is not None else None
+    if not detectable:
+        return "No detectable difference: it needs at least 2 seeds in common with the baseline."
+    names = {c.key: column_name(c) for c in table.columns}
+    parts = [
+        f"{names[k]} {d.difference:.3f} (n={d.n_pairs}, paired sd {d.sd:.3f})"
+        for k, d in detectable.items()
+    ]
+    return (
+        "Smallest difference detectable at 80 % power (paired t-test, two-sided α = 0.05) "
+        "with the seeds present: " + "; ".join(parts) + "."
+    )
 
 
 # -- options away from their defaults (the seed methods' defaults are the papers') --------

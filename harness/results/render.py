@@ -19,6 +19,7 @@ from harness.results.leaderboard import (
     non_default_options,
     options_note,
     render_table,
+    statistics_notes,
 )
 from harness.results.store import ResultStore, RunRecord
 
@@ -46,10 +47,13 @@ def render(
     if options:
         parts.append(options_note(options, fmt))
     for table in tables:
+        notes = statistics_notes(table)
         if fmt == "markdown":
             parts.append(f"## {table.title}\n\n{render_table(table, fmt)}\n")
+            parts += ["".join(f"- {note}\n" for note in notes)] if notes else []
         else:
             parts.append(f"% {table.title}\n{render_table(table, fmt)}\n")
+            parts += ["".join(f"% {note}\n" for note in notes)] if notes else []
     return "\n".join(p for p in parts if p).rstrip() + "\n"
 
 
