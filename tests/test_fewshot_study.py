@@ -534,8 +534,7 @@ def test_plot_tsne_embeds_the_chosen_classes_before_and_after_tuning(
     capsys.readouterr()
 
     plugins = load_plugins([str(tmp_path / "study_plugin.py")])
-    from harness.cli.plot import initial_encoder, run_config, run_encoder
-    from harness.cli.plot import embed_clips
+    from harness.cli.plot import embed_clips, initial_encoder, run_config, run_encoder
 
     cfg = run_config(folder, plugins)
     splits = cfg.dataset.build().load()
