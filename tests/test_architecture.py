@@ -271,7 +271,10 @@ PROBE_FREE_OBJECTS = {
         "pluggy's hook callers by name; an old importlib distribution's project_name",
     ),
     "harness/results/html.py": ({"value"}, "numpy scalars to plain numbers"),
-    "harness/results/leaderboard.py": ({"record", "r"}, "RunRecord fields a spec names"),
+    "harness/results/leaderboard.py": (
+        {"record", "r", "comparison"},
+        "RunRecord fields a spec names; a paired comparison's fields by CSV column",
+    ),
 }
 """getattr/hasattr calls that are not on components (see the module docstring)."""
 
