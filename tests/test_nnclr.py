@@ -469,6 +469,51 @@ def test_presets_give_the_paper_schedule_and_a_small_one() -> None:
     assert (only.name, only.epochs, only.lr) == ("head", 40, 0.5)
 
 
+@pytest.mark.parametrize(
+    ("epochs", "head", "top"),
+    # head = max(1, round(N / 5)), top = N - head: 40:160 is 1:4
+    [(1, 1, 0), (2, 1, 1), (3, 1, 2), (5, 1, 4), (12, 2, 10), (200, 40, 160)],
+)
+def test_an_explicit_epochs_scales_the_paper_schedule_1_to_4(epochs, head, top) -> None:
+    run = RunSettings(epochs=epochs, lr=3e-3, batch_size=16)
+    stages = stages_for(run, preset="paper")
+    assert [(s.name, s.epochs) for s in stages] == [("head", head), ("top", top)][: 1 + (top > 0)]
+    assert [(s.lr, s.batch_size) for s in stages] == [(1e-4, 512), (1e-4, 128)][: len(stages)]
+    assert stages[0].note.startswith(
+        f"preset 'paper' (40 + 160 epochs) scaled to run.epochs={epochs} by its 1:4 split "
+        f"({head} + {top}); no backbone.checkpoint"
+    )
+    small = stages_for(run, preset="small")  # the same split, the run's lr and batch size
+    assert [(s.name, s.epochs, s.lr, s.batch_size) for s in small] == [
+        (s.name, s.epochs, 3e-3, 16) for s in stages
+    ]
+    assert "scaled" not in small[0].note
+
+
+def test_the_default_epochs_give_the_paper_schedule_and_explicit_stage_epochs_win() -> None:
+    assert nnclr.DEFAULT_RUN_EPOCHS == 10 and not nnclr.epochs_given(RunSettings())
+    head, top = stages_for(RunSettings(), preset="paper")
+    assert (head.epochs, top.epochs) == (40, 160) and "scaled" not in head.note
+    # An explicit stage option wins over the split; the other comes from the split.
+    head, top = stages_for(RunSettings(epochs=3), preset="paper", tune_epochs=7)
+    assert (head.epochs, top.epochs) == (1, 7)
+    assert "scaled to run.epochs=3 by its 1:4 split (1 + 2)" in head.note
+    # Both stage options explicit: the preset's epochs are not used, nothing is scaled.
+    head, top = stages_for(RunSettings(epochs=3), head_epochs=4, tune_epochs=6)
+    assert (head.epochs, top.epochs) == (4, 6) and "scaled" not in head.note
+
+
+def test_the_scaling_note_goes_to_the_first_contrastive_stage_after_the_warm_up() -> None:
+    backbone = audiomae()
+    method = method_on(backbone, preset="paper", mae_warmup_epochs=2)
+    warmup, head, top = method.stages(backbone, RunSettings(epochs=5))
+    assert (warmup.name, warmup.epochs, head.epochs, top.epochs) == ("mae-warmup", 2, 1, 4)
+    assert "scaled" not in warmup.note
+    assert head.note == (
+        "preset 'paper' (40 + 160 epochs) scaled to run.epochs=5 by its 1:4 split (1 + 4)"
+    )
+
+
 def test_tune_blocks_beyond_the_backbone_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="tune_blocks"):
         stages_for(RunSettings(), tune_blocks=5)
