@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ from harness_plugins.methods.nnclr import (
     topk_neighbours,
     virtual_labels,
 )
+from tests.conftest import run_cli, toy_run_args
 
 TAU = 0.5
 
@@ -490,6 +492,17 @@ def test_an_explicit_epochs_scales_the_paper_schedule_1_to_4(epochs, head, top) 
     assert "scaled" not in small[0].note
 
 
+@pytest.mark.parametrize("cls", [Nnclr, NnclrTCutMix, NnclrMixupLs, NnclrTfCutMix])
+def test_every_nnclr_method_scales_its_paper_preset_the_same_way(cls: type) -> None:
+    method = make_method(cls)
+    assert [(s.name, s.epochs) for s in method.stages(TinyBackbone(), RunSettings())] == [
+        ("head", 40),
+        ("top", 160),
+    ]
+    stages = method.stages(TinyBackbone(), RunSettings(epochs=7))  # round(7 / 5) = 1
+    assert [(s.name, s.epochs) for s in stages] == [("head", 1), ("top", 6)]
+
+
 def test_the_default_epochs_give_the_paper_schedule_and_explicit_stage_epochs_win() -> None:
     assert nnclr.DEFAULT_RUN_EPOCHS == 10 and not nnclr.epochs_given(RunSettings())
     head, top = stages_for(RunSettings(), preset="paper")
@@ -512,6 +525,26 @@ def test_the_scaling_note_goes_to_the_first_contrastive_stage_after_the_warm_up(
     assert head.note == (
         "preset 'paper' (40 + 160 epochs) scaled to run.epochs=5 by its 1:4 split (1 + 4)"
     )
+
+
+def test_a_run_with_epochs_logs_and_records_the_scaled_paper_schedule(tmp_path) -> None:
+    small_head = ("proj_hidden=32", "pred_hidden=32", "out_dim=8", "queue_size=64")
+    options = [arg for o in (*small_head, "tune_blocks=1") for arg in ("--set", f"method.{o}")]
+    args = toy_run_args(tmp_path, "--method", "nnclr-tcutmix", "--protocol", "linear", *options)
+    assert args[args.index("--epochs") + 1] == "3"
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    [folder] = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    config = json.loads((folder / "config.json").read_text())
+    assert (config["run"]["epochs"], config["method"]["preset"]) == (3, "paper")
+    log = (folder / "log.txt").read_text()
+    assert (
+        "stage 1/2 'head': 1 epochs, lr 1.00e-04, batch 512, backbone blocks trained: none "
+        "(backbone frozen); preset 'paper' (40 + 160 epochs) scaled to run.epochs=3 by its 1:4 "
+        "split (1 + 2); no backbone.checkpoint"
+    ) in log
+    top = "stage 2/2 'top': 2 epochs, lr 1.00e-04, batch 128, backbone blocks trained: top 1\n"
+    assert top in log
 
 
 def test_tune_blocks_beyond_the_backbone_is_a_usage_error() -> None:
