@@ -24,7 +24,7 @@ unit-norm embeddings distances lie in [0, 2], so ``alpha`` is a threshold on a b
 distance (alpha >= 2 keeps every same-device pair inside the barrier) and ``g`` is at most 4.
 ``method.normalize = false`` is the literal reading on the raw embeddings: ``alpha`` is then
 in the embedding's own scale and ``g`` grows with it; on the embedded benchmark the
-cross-device pull ``g`` collapses the encoder to one constant vector in the first epoch
+cross-device pull ``g`` collapses the encoder's output to nearly one vector in the first epoch
 (chance accuracy on every device, see docs/defaults.md), which the paper's Table 1 (lambda up
 to 10, alpha up to 0.8, all training) rules out.
 """
