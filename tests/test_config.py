@@ -33,7 +33,7 @@ def test_set_values_are_typed_by_the_component_config(plugins):
         "alpha": 0.4,
         "beta": 1.0,
         "lambda_icl": 0.5,
-        "normalize": False,
+        "normalize": True,
         "label_smoothing": 0.0,
     }
 

@@ -160,7 +160,7 @@ def test_icl_step_pairs_clips_by_their_device_classes(monkeypatch):
     augmented(batch, monkeypatch, [0, 1, 2])
     batch.features = batch.wave
     out = method.training_step(batch, Wrapped())
-    z = backbone(batch.wave)
+    z = F.normalize(backbone(batch.wave), dim=-1)  # the default: unit-norm embeddings
     with_classes = inverse_contrastive_loss(z, batch.device_class, 0.2, 1.0).item()
     with_recording = inverse_contrastive_loss(z, batch.device, 0.2, 1.0).item()
     assert out.logs["icl"] == pytest.approx(with_classes, rel=1e-6)

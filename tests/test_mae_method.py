@@ -286,6 +286,15 @@ def test_cli_mae_with_a_classifier_protocol_is_refused(tmp_path):
     assert "needs a classifier" in result.stderr
 
 
+@pytest.mark.parametrize("preset", ["small", "paper"])
+def test_the_mae_presets_pick_a_decoder_and_leave_the_run_s_epochs_alone(preset: str) -> None:
+    from harness.api import RunSettings
+
+    backbone, method = tiny_pair(preset=preset)
+    # No stages of its own: the core trains one phase of run.epochs (an explicit --epochs N).
+    assert method.stages(backbone, RunSettings(epochs=3)) == []
+
+
 def test_paper_preset_builds_the_official_local_attention_decoder():
     from harness.api import Task
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ from harness_plugins.methods.nnclr import (
     topk_neighbours,
     virtual_labels,
 )
+from tests.conftest import run_cli, toy_run_args
 
 TAU = 0.5
 
@@ -469,6 +471,82 @@ def test_presets_give_the_paper_schedule_and_a_small_one() -> None:
     assert (top.epochs, top.lr, top.batch_size) == (8, 3e-3, 16)
     (only,) = stages_for(RunSettings(epochs=10), preset="paper", tune_epochs=0, head_lr=0.5)
     assert (only.name, only.epochs, only.lr) == ("head", 40, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("epochs", "head", "top"),
+    # head = max(1, round(N / 5)), top = N - head: 40:160 is 1:4
+    [(1, 1, 0), (2, 1, 1), (3, 1, 2), (5, 1, 4), (12, 2, 10), (200, 40, 160)],
+)
+def test_an_explicit_epochs_scales_the_paper_schedule_1_to_4(epochs, head, top) -> None:
+    run = RunSettings(epochs=epochs, lr=3e-3, batch_size=16)
+    stages = stages_for(run, preset="paper")
+    assert [(s.name, s.epochs) for s in stages] == [("head", head), ("top", top)][: 1 + (top > 0)]
+    assert [(s.lr, s.batch_size) for s in stages] == [(1e-4, 512), (1e-4, 128)][: len(stages)]
+    assert stages[0].note.startswith(
+        f"preset 'paper' (40 + 160 epochs) scaled to run.epochs={epochs} by its 1:4 split "
+        f"({head} + {top}); no backbone.checkpoint"
+    )
+    small = stages_for(run, preset="small")  # the same split, the run's lr and batch size
+    assert [(s.name, s.epochs, s.lr, s.batch_size) for s in small] == [
+        (s.name, s.epochs, 3e-3, 16) for s in stages
+    ]
+    assert "scaled" not in small[0].note
+
+
+@pytest.mark.parametrize("cls", [Nnclr, NnclrTCutMix, NnclrMixupLs, NnclrTfCutMix])
+def test_every_nnclr_method_scales_its_paper_preset_the_same_way(cls: type) -> None:
+    method = make_method(cls)
+    assert [(s.name, s.epochs) for s in method.stages(TinyBackbone(), RunSettings())] == [
+        ("head", 40),
+        ("top", 160),
+    ]
+    stages = method.stages(TinyBackbone(), RunSettings(epochs=7))  # round(7 / 5) = 1
+    assert [(s.name, s.epochs) for s in stages] == [("head", 1), ("top", 6)]
+
+
+def test_the_default_epochs_give_the_paper_schedule_and_explicit_stage_epochs_win() -> None:
+    assert nnclr.DEFAULT_RUN_EPOCHS == 10 and not nnclr.epochs_given(RunSettings())
+    head, top = stages_for(RunSettings(), preset="paper")
+    assert (head.epochs, top.epochs) == (40, 160) and "scaled" not in head.note
+    # An explicit stage option wins over the split; the other comes from the split.
+    head, top = stages_for(RunSettings(epochs=3), preset="paper", tune_epochs=7)
+    assert (head.epochs, top.epochs) == (1, 7)
+    assert "scaled to run.epochs=3 by its 1:4 split (1 + 2)" in head.note
+    # Both stage options explicit: the preset's epochs are not used, nothing is scaled.
+    head, top = stages_for(RunSettings(epochs=3), head_epochs=4, tune_epochs=6)
+    assert (head.epochs, top.epochs) == (4, 6) and "scaled" not in head.note
+
+
+def test_the_scaling_note_goes_to_the_first_contrastive_stage_after_the_warm_up() -> None:
+    backbone = audiomae()
+    method = method_on(backbone, preset="paper", mae_warmup_epochs=2)
+    warmup, head, top = method.stages(backbone, RunSettings(epochs=5))
+    assert (warmup.name, warmup.epochs, head.epochs, top.epochs) == ("mae-warmup", 2, 1, 4)
+    assert "scaled" not in warmup.note
+    assert head.note == (
+        "preset 'paper' (40 + 160 epochs) scaled to run.epochs=5 by its 1:4 split (1 + 4)"
+    )
+
+
+def test_a_run_with_epochs_logs_and_records_the_scaled_paper_schedule(tmp_path) -> None:
+    small_head = ("proj_hidden=32", "pred_hidden=32", "out_dim=8", "queue_size=64")
+    options = [arg for o in (*small_head, "tune_blocks=1") for arg in ("--set", f"method.{o}")]
+    args = toy_run_args(tmp_path, "--method", "nnclr-tcutmix", "--protocol", "linear", *options)
+    assert args[args.index("--epochs") + 1] == "3"
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    [folder] = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    config = json.loads((folder / "config.json").read_text())
+    assert (config["run"]["epochs"], config["method"]["preset"]) == (3, "paper")
+    log = (folder / "log.txt").read_text()
+    assert (
+        "stage 1/2 'head': 1 epochs, lr 1.00e-04, batch 512, backbone blocks trained: none "
+        "(backbone frozen); preset 'paper' (40 + 160 epochs) scaled to run.epochs=3 by its 1:4 "
+        "split (1 + 2); no backbone.checkpoint"
+    ) in log
+    top = "stage 2/2 'top': 2 epochs, lr 1.00e-04, batch 128, backbone blocks trained: top 1\n"
+    assert top in log
 
 
 def test_tune_blocks_beyond_the_backbone_is_a_usage_error() -> None:

@@ -51,10 +51,14 @@ Progressive retraining (:meth:`Nnclr.stages`): stage ``head`` trains the head wi
 backbone frozen; stage ``top`` trains the top half of the backbone's blocks (and what lies
 above them) plus the head with layer-wise learning-rate decay. ``preset = "paper"`` (the
 default) sets the paper's schedule (40 epochs at lr 1e-4 and batch 512, then 160 epochs at
-lr 1e-4 and batch 128, Section 4), whatever the run's epochs, lr and batch size;
+lr 1e-4 and batch 128, Section 4), whatever the run's lr and batch size;
 ``preset = "small"`` (not the paper's) splits the run's epochs 1:4 between the stages and uses
-the run's lr and batch size. Any ``head_*``/``tune_*`` option set explicitly overrides the
-preset.
+the run's lr and batch size. An explicit ``--epochs N`` (``run.epochs`` other than
+:class:`~harness.api.RunSettings`' default of 10, see :func:`epochs_given`) is the length of
+the run in every preset: ``paper`` then scales its 40 + 160 to N by the same 1:4 split
+(:func:`split_epochs`: head ``max(1, round(N / 5))``, top the rest; N = 1 gives 1 + 0, N = 5
+gives 1 + 4), keeps its lr and batch sizes and says so in the stage's note. Any
+``head_*``/``tune_*`` option set explicitly overrides the preset and the split.
 
 MAE warm-up: a randomly initialised encoder (no ``backbone.checkpoint``) that offers the
 masked-encoder contract of :mod:`harness_plugins.methods.mae` (AudioMAE does) is first
@@ -415,12 +419,29 @@ PRESETS: dict[str, dict[str, float | int | None]] = {
         "mae_warmup_epochs": 0,
         "mae_warmup_lr": None,
     },
-    # None: derived from the run settings (epochs split 1:4 as in the paper's 40:160).
+    # None: derived from the run settings (epochs split 1:4 as in the paper's 40:160, see
+    # split_epochs).
     "small": dict.fromkeys(
         ("head_epochs", "tune_epochs", "head_lr", "tune_lr", "head_batch_size", "tune_batch_size")
     )
     | {"mae_warmup_epochs": 2, "mae_warmup_lr": None},
 }
+
+DEFAULT_RUN_EPOCHS: int = RunSettings().epochs
+"""``run.epochs`` when neither ``--epochs`` nor a config sets it (10)."""
+
+
+def epochs_given(run: RunSettings) -> bool:
+    """Whether the run's epochs were chosen (``--epochs N``, ``run.epochs``): the method sees
+    only the value, so an epoch count equal to the default (10) counts as not given."""
+    return run.epochs != DEFAULT_RUN_EPOCHS
+
+
+def split_epochs(epochs: int) -> tuple[int, int]:
+    """The paper's 40:160 split of ``epochs``: head ``max(1, round(epochs / 5))``, top the rest
+    (1 -> 1 + 0, 2 -> 1 + 1, 3 -> 1 + 2, 5 -> 1 + 4, 10 -> 2 + 8, 200 -> 40 + 160)."""
+    head = max(1, round(epochs / 5))
+    return head, max(0, epochs - head)
 
 
 @dataclass
@@ -453,8 +474,9 @@ class NnclrConfig:
     freq_mask: float = 0.2
     """Views: largest frequency mask as a fraction of the bins."""
     preset: Literal["small", "paper"] = "paper"
-    """Schedule: ``paper`` = 40 epochs (lr 1e-4, batch 512) then 160 (lr 1e-4, batch 128);
-    ``small`` = the run's epochs split 1:4, the run's lr and batch size."""
+    """Schedule: ``paper`` = 40 epochs (lr 1e-4, batch 512) then 160 (lr 1e-4, batch 128), an
+    explicit ``--epochs N`` split 1:4 instead; ``small`` = the run's epochs split 1:4, the
+    run's lr and batch size."""
     head_epochs: int | None = None
     """Stage 1 epochs (0 skips the stage; None: from the preset); likewise the options below."""
     tune_epochs: int | None = None
@@ -531,6 +553,24 @@ class NnclrConfig:
             return explicit
         preset = PRESETS[self.preset][name]
         return default if preset is None else preset
+
+    def stage_epochs(self, run: RunSettings) -> tuple[int, int, str]:
+        """Epochs of the head and top stages, and a note when an explicit ``--epochs N``
+        replaced the preset's own epochs (see the module docstring)."""
+        split = split_epochs(run.epochs)
+        preset = PRESETS[self.preset]
+        fixed = {n for n in ("head_epochs", "tune_epochs") if preset[n] is not None}
+        replaced = epochs_given(run) and any(getattr(self, n) is None for n in fixed)
+        if not replaced:
+            head = int(self.option("head_epochs", split[0]))
+            return head, int(self.option("tune_epochs", split[1])), ""
+        head = split[0] if self.head_epochs is None else self.head_epochs
+        tune = split[1] if self.tune_epochs is None else self.tune_epochs
+        note = (
+            f"preset '{self.preset}' ({preset['head_epochs']} + {preset['tune_epochs']} epochs) "
+            f"scaled to run.epochs={run.epochs} by its 1:4 split ({split[0]} + {split[1]})"
+        )
+        return head, tune, note
 
 
 @dataclass
@@ -653,9 +693,7 @@ class Nnclr(Method):
         (backbone frozen), then stage ``top`` (top half, layer decay)."""
         cfg = self.config
         pick = cfg.option
-        head_default = max(1, round(run.epochs / 5))
-        head_epochs = int(pick("head_epochs", head_default))
-        tune_epochs = int(pick("tune_epochs", max(0, run.epochs - head_default)))
+        head_epochs, tune_epochs, scaled = cfg.stage_epochs(run)
         blocks = cfg.tune_blocks if cfg.tune_blocks is not None else backbone.num_layers // 2
         if blocks > backbone.num_layers:
             raise UsageError(
@@ -690,6 +728,10 @@ class Nnclr(Method):
         stages = [stage for stage in stages if stage.epochs > 0]
         if stages and stages[0].name != MAE_STAGE and not has_checkpoint(backbone):
             stages[0] = replace(stages[0], note=random_encoder_note(backbone, cfg))
+        first = next((i for i, s in enumerate(stages) if s.name != MAE_STAGE), None)
+        if scaled and first is not None:
+            notes = [scaled, stages[first].note] if stages[first].note else [scaled]
+            stages[first] = replace(stages[first], note="; ".join(notes))
         return stages
 
 
