@@ -119,7 +119,7 @@ def test_a_cache_entry_holds_the_embeddings_and_a_readable_info_file(tmp_path):
     clips = [Clip(wav, 0), Clip(wav, 1)]
     ctx = SimpleNamespace(
         splits=DataSplits(["a", "b"], [], clips, clip_seconds=1.0),
-        backbone=SimpleNamespace(sample_rate=16000),  # no name: its class's name
+        backbone=SimpleNamespace(sample_rate=16000, name=""),  # no name: its class's name
         embed=lambda split: torch.arange(6.0).reshape(2, 3),
     )
     assert torch.equal(cached_embed(ctx, "eval", "h"), torch.arange(6.0).reshape(2, 3))
