@@ -324,6 +324,7 @@ class Table:
     """Per row: whether a run of it collapsed in training (:attr:`RunRecord.collapsed`)."""
 
     def is_collapsed(self, row: int) -> bool:
+        """Whether row ``row`` is marked collapsed (False for tables built without marks)."""
         return row < len(self.collapsed) and self.collapsed[row]
 
 
