@@ -49,14 +49,15 @@ def assert_same_run(a: Path, b: Path) -> None:
     ]
     strip = [[line.rsplit(",", 1)[0] for line in lines] for lines in epochs]  # minus timing
     assert strip[0] == strip[1] and len(strip[0]) == 3
-    logged = [  # metrics.jsonl: every event once, with the same losses
+    logged = [  # metrics.jsonl: every event once, with the same losses and health
         [
-            (e["event"], e["global_step"], e["loss"])
+            (e["event"], e["global_step"], e.get("loss"), e.get("effective_rank"))
             for e in map(json.loads, (f / "metrics.jsonl").read_text().splitlines())
         ]
         for f in (a, b)
     ]
     assert logged[0] == logged[1] and len(logged[0]) >= 3
+    assert [e[0] for e in logged[0]].count("health") == 3  # one probe per epoch
 
 
 @pytest.mark.slow

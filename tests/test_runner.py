@@ -130,8 +130,9 @@ def test_a_mid_epoch_checkpoint_holds_the_whole_training_state(tmp_path, monkeyp
     assert set(saved) == {
         "format", "config_hash", "world", "position", "backbone", "method", "rng", "log",
         "global_step", "best", "metrics_offset", "optimizer", "plateau", "scaler",
-        "generator", "epoch_generator", "sums", "window",
+        "generator", "epoch_generator", "sums", "window", "health",
     }  # fmt: skip
+    assert saved["health"]["collapse"] is None and saved["health"]["last"]["effective_rank"] > 2
     assert saved["position"] == {"stage": 1, "epoch": 1, "step": 5, "micro": 4}
     assert (saved["world"], saved["global_step"]) == (1, 5)
     assert saved["sums"]["steps"] == 4 and saved["window"]["steps"] == 0  # window logged

@@ -153,7 +153,31 @@ class Staged(Method):
         return StepOutput(loss, {"stage_steps": 1.0})
 
 
+class Collapsing(Method):
+    """Makes the toy encoder constant: each step sets its last norm to output one vector for
+    every clip and trains only the head on it (tests of the health probe only)."""
+
+    name = "collapsing"
+    description = "Sets the toy backbone's output to one vector (tests only)."
+
+    def setup(self, backbone: Backbone, task) -> None:
+        self.head = backbone.build_head(task.num_classes)
+
+    def logits(self, encoded: Encoded) -> Tensor:
+        return self.head(encoded)
+
+    def training_step(self, batch, backbone: Backbone) -> StepOutput:
+        norm = backbone.norm
+        with torch.no_grad():
+            norm.weight.zero_()
+            norm.bias.fill_(0.5)
+        encoded = backbone(batch.features)
+        frozen = Encoded(embedding=encoded.embedding.detach(), tokens=encoded.tokens.detach())
+        return StepOutput(nn.functional.cross_entropy(self.logits(frozen), batch.label))
+
+
 @hookimpl
 def register_methods(register) -> None:
     register(Interrupting)
     register(Staged)
+    register(Collapsing)

@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.results.leaderboard import (
+    COLLAPSED_MARK,
     LeaderboardSpec,
     Table,
     comparison_text,
     grouped_runs,
     header,
+    marked,
     metrics_of,
     statistics_notes,
     value_text,
@@ -51,7 +53,12 @@ def table_dict(table: Table) -> dict[str, Any]:
             c.key: _number(table.errors.at[i, c.key]) if table.errors is not None else None
             for c in table.columns
         }
-        row = {"labels": labels, "values": values, "errors": errors}
+        row = {
+            "labels": labels,
+            "collapsed": table.is_collapsed(i),
+            "values": values,
+            "errors": errors,
+        }
         if table.statistics is not None:
             row |= row_statistics(table.statistics, i, [c.key for c in table.columns])
         rows.append(row)
@@ -297,7 +304,8 @@ def table_figure(table: Table) -> str:
         labels = dict(table.labels.iloc[i].items())
         values = [_number(table.values.at[i, c.key]) for c in table.columns]
         errors = [_error_bar(table, i, c.key) for c in table.columns]
-        series.append(Series(row_label(labels), list(range(len(values))), values, errors))
+        name = marked(row_label(labels), table.is_collapsed(i))
+        series.append(Series(name, list(range(len(values))), values, errors))
     seeds = sorted({int(s) for s in table.labels.get("seeds", [])} or {1})
     if table.statistics is not None:
         note = (
@@ -376,6 +384,7 @@ td.l,th.l{text-align:left}
 th{background:#f3f3f3;cursor:pointer;user-select:none}
 th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
 td.best{font-weight:bold}td .d{font-size:.85em;color:#555;font-weight:normal}
+.collapsed{color:#b00;font-weight:bold}
 p.n{font-size:.9em;color:#444;margin:.3em 0}pre{background:#f7f7f7;padding:.6em;overflow-x:auto}
 svg text{font:11px sans-serif}svg .t{font-size:13px;font-weight:bold}svg .n{fill:#555}
 svg .g{stroke:#e4e4e4}svg .e{stroke:#222;stroke-width:1.2}
@@ -420,10 +429,13 @@ def table_html(table: Table) -> str:
     rows = []
     for i in range(len(table.labels)):
         labels = []
-        for value in table.labels.iloc[i].tolist():
+        for column, value in enumerate(table.labels.iloc[i].tolist()):
             plain = _plain(value)
             attr = f' data-v="{plain}"' if isinstance(plain, int | float) else ""
-            labels.append(f'<td class="l"{attr}>{_esc(plain)}</td>')
+            mark = ""
+            if column == 0 and table.is_collapsed(i):
+                mark = f' <span class="collapsed">{_esc(COLLAPSED_MARK)}</span>'
+            labels.append(f'<td class="l"{attr}>{_esc(plain)}{mark}</td>')
         cells = [_cell(table, i, c) for c in table.columns]
         rows.append(f"<tr>{''.join(labels + cells)}</tr>")
     return (

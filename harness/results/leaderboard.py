@@ -320,6 +320,21 @@ class Table:
     """``std`` over seeds, or ``own``: each run's own uncertainty (:attr:`Column.error_key`)."""
     statistics: SeedStatistics | None = None
     """The mean table's intervals and comparisons to the baseline (None in other tables)."""
+    collapsed: list[bool] = field(default_factory=list)
+    """Per row: whether a run of it collapsed in training (:attr:`RunRecord.collapsed`)."""
+
+    def is_collapsed(self, row: int) -> bool:
+        """Whether row ``row`` is marked collapsed (False for tables built without marks)."""
+        return row < len(self.collapsed) and self.collapsed[row]
+
+
+COLLAPSED_MARK = "⚠ collapsed"
+"""Appended to the first label of a row with a collapsed run (Markdown, LaTeX, HTML)."""
+
+
+def marked(label: str, collapsed: bool) -> str:
+    """``label`` with :data:`COLLAPSED_MARK` when ``collapsed``."""
+    return f"{label} {COLLAPSED_MARK}" if collapsed else label
 
 
 def build_tables(spec: LeaderboardSpec, records: list[RunRecord], plugins: Plugins) -> list[Table]:
@@ -389,6 +404,7 @@ def numeric_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 def _aggregate(agg, groups, columns, protocol, primary, lower_better) -> Table:
     label_rows, value_rows, error_rows = [], [], []
+    collapsed: list[bool] = []
     own_errors = any(c.error_key for c in columns)
     for labels, runs in groups:
         metrics = numeric_frame([metrics_of(r, protocol) for r in runs])
@@ -403,11 +419,13 @@ def _aggregate(agg, groups, columns, protocol, primary, lower_better) -> Table:
         if agg == "runs":
             for (index, row), run in zip(frame.iterrows(), runs, strict=True):
                 label_rows.append({**labels, "seed": run.seed, "run": run.run_id})
+                collapsed.append(run.collapsed)
                 value_rows.append(row)
                 if own_errors:
                     error_rows.append(errors.loc[index])
             continue
         label_rows.append({**labels, "seeds": len(runs)})
+        collapsed.append(any(run.collapsed for run in runs))
         if agg == "mean":
             value_rows.append(frame.mean())
             error_rows.append(frame.std(ddof=1) if len(runs) > 1 else frame.iloc[0] * math.nan)
@@ -428,6 +446,7 @@ def _aggregate(agg, groups, columns, protocol, primary, lower_better) -> Table:
         errors=pd.DataFrame(error_rows).reset_index(drop=True) if error_rows else None,
         columns=columns,
         error_kind="std" if agg == "mean" else "own",
+        collapsed=collapsed,
     )
 
 
@@ -445,6 +464,7 @@ LATEX_SPECIALS = {
     "~": "\\textasciitilde{}",
     "^": "\\textasciicircum{}",
     "Δ": "$\\Delta$",
+    "⚠": "\\textbf{!}",
     "±": "$\\pm$",
 }
 
@@ -556,6 +576,9 @@ def csv_frame(table: Table) -> pd.DataFrame:
         frame["vs"] = [
             "" if i == statistics.baseline_row else statistics.baseline for i in range(len(frame))
         ]
+    frame["collapsed"] = pd.Series(
+        [table.is_collapsed(i) for i in range(len(frame))], dtype="boolean"
+    )
     for column in table.columns:  # metric keys as headers: no arrows or spaces
         frame[column.key] = table.values[column.key].round(6)
         if table.errors is not None and (table.error_kind == "std" or column.error_key):
@@ -608,7 +631,9 @@ def render_table(table: Table, fmt: str) -> str:
     rows = []
     escape = latex_escape if fmt == "latex" else str
     for i in range(len(table.labels)):
-        labels = [escape(str(v)) for v in table.labels.iloc[i].tolist()]
+        labels = [str(v) for v in table.labels.iloc[i].tolist()]
+        labels[0] = marked(labels[0], table.is_collapsed(i))
+        labels = [escape(v) for v in labels]
         rows.append(labels + [cell_text(table, i, c, fmt) for c in table.columns])
         differences = [comparison_text(table, i, c) for c in table.columns]
         if any(differences):

@@ -270,7 +270,9 @@ def figure_colours(count: int) -> list[Any]:
     return [cmap(i % cmap.N) for i in range(count)]
 
 
-CURVE_SKIP = {"event", "stage", "stage_name", "epoch", "step", "global_step", "seconds"}
+CURVE_SKIP = {
+    "event", "stage", "stage_name", "epoch", "step", "global_step", "seconds", "collapsed",
+}  # fmt: skip
 
 
 def read_metrics(folder: Path) -> list[dict[str, Any]]:
@@ -308,7 +310,7 @@ def curve_keys(events: list[dict[str, Any]], wanted: str | None) -> list[str]:
 
 
 def draw_curves(events: list[dict[str, Any]], keys: list[str], title: str) -> Figure:
-    """One panel per key: step events as a line, epoch events as dots."""
+    """One panel per key: step events as a line, epoch (and health) events as dots."""
     columns = min(3, len(keys))
     rows = math.ceil(len(keys) / columns)
     figure = Figure(figsize=(4.2 * columns, 3.0 * rows + 0.5), dpi=110)
@@ -316,7 +318,11 @@ def draw_curves(events: list[dict[str, Any]], keys: list[str], title: str) -> Fi
     grid = figure.subplots(rows, columns, squeeze=False)
     for index, key in enumerate(keys):
         axes = grid[index // columns][index % columns]
-        for kind, style in (("step", {"linewidth": 1.0}), ("epoch", {"marker": "o", "ms": 4})):
+        for kind, style in (
+            ("step", {"linewidth": 1.0}),
+            ("epoch", {"marker": "o", "ms": 4}),
+            ("health", {"marker": "s", "ms": 4}),  # the health probe's numbers, per epoch
+        ):
             points = [
                 (e["global_step"], e[key])
                 for e in events

@@ -71,6 +71,11 @@ COLUMNS = [
 ]
 
 
+COLLAPSED_KEY = "health/collapsed"
+"""The metric that marks a run whose representation collapsed in training (1.0; 0.0 when
+its health probe saw no collapse; absent in runs stored before the probe existed)."""
+
+
 @dataclass
 class RunRecord:
     """One row of the results store."""
@@ -91,6 +96,11 @@ class RunRecord:
     git_commit: str
     environment: dict[str, Any]
     duration_s: float
+
+    @property
+    def collapsed(self) -> bool:
+        """Whether the run's representation collapsed during training (``health/*``)."""
+        return bool(self.metrics.get(COLLAPSED_KEY, 0.0))
 
     def row(self) -> tuple:
         try:

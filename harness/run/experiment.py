@@ -205,6 +205,7 @@ def run_experiment(
         experiment.setup()
         experiment.train()
         metrics, tables = experiment.evaluate()
+        metrics |= experiment.training.health.metrics()
     except BaseException:
         if experiment.ranks.is_main:
             discard_unstarted(experiment.partial_dir)

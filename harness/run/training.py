@@ -27,6 +27,7 @@ from harness.engine.resume import Position, load_module_state, set_rng_state
 from harness.engine.trainer import Engine, FitHooks, Resume, has_parameters
 from harness.run.checkpoints import Checkpoints
 from harness.run.components import RunParts
+from harness.run.health import HealthProbe
 from harness.util.errors import UsageError
 
 
@@ -81,6 +82,8 @@ class MethodTraining:
         self.best: dict[str, Any] | None = None
         """The best epoch's weights and validation value (``run.select=best``)."""
         self._rng_pending = False
+        self.health = HealthProbe(parts, engine)
+        """The representation-health probe after every epoch."""
 
     def stages(self) -> list[Stage]:
         run = self.run
@@ -127,6 +130,7 @@ class MethodTraining:
         parts.log.lines[:0] = [line for line in state["log"] if line not in parts.log.lines]
         self.engine.global_step = int(state.get("global_step", 0))
         self.best = state.get("best")
+        self.health.load(state.get("health"))
         position = Position(**state["position"])
         parts.log(
             f"resumed from {self.checkpoints.folder} at stage {position.stage}, "
@@ -195,8 +199,9 @@ class MethodTraining:
         )
 
     def hooks(self, stage: Stage) -> FitHooks:
-        """Validation (the plateau then watches its loss), model selection and checkpoints
-        after every epoch, and every ``run.checkpoint_every_steps`` optimizer steps."""
+        """Validation (the plateau then watches its loss), the health probe, model selection
+        and checkpoints after every epoch; checkpoints also every
+        ``run.checkpoint_every_steps`` optimizer steps."""
         every = self.run.checkpoint_every_steps
 
         def after_step(progress: Progress) -> None:
@@ -208,6 +213,7 @@ class MethodTraining:
 
         def after_epoch(progress: Progress) -> None:
             loop = progress.loop
+            self.health.check(loop.number, loop.name, progress.epoch + 1, loop.step)
             self.consider_best(progress.values, loop.number, progress.epoch + 1)
             self.save(Position(loop.number, progress.epoch + 1, loop.step, 0), stage, progress)
 
@@ -220,7 +226,14 @@ class MethodTraining:
 
     def save(self, position: Position, stage: Stage, progress: Progress) -> None:
         models = {"backbone": self.parts.backbone, "method": self.parts.method}
-        self.checkpoints.save(position, stage, models, self.best, **progress.checkpoint_state())
+        self.checkpoints.save(
+            position,
+            stage,
+            models,
+            self.best,
+            health=self.health.state(),
+            **progress.checkpoint_state(),
+        )
 
     def consider_best(self, valid: dict[str, float], stage: int, epoch: int) -> None:
         """Keep this epoch's weights if its ``run.select_metric`` is the best so far."""
