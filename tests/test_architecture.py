@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import re
+import tomllib
 from collections import defaultdict
 from pathlib import Path
 
@@ -301,3 +302,14 @@ def test_no_getattr_or_hasattr_on_components():
             if target != "self" and target not in allowed:
                 unlisted.append(f"{name}:{line} getattr/hasattr on {target}")
     assert unlisted == []
+
+
+def test_every_package_is_in_the_distribution():
+    """A package missing from ``[tool.setuptools] packages`` works in an editable install and
+    is absent from the wheel."""
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {module_name(init) for init in ROOT.glob("harness/**/__init__.py")}
+    found |= {module_name(init) for init in ROOT.glob("plugins/**/__init__.py")}
+    assert found == listed
