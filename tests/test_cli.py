@@ -111,7 +111,7 @@ def test_leaderboard_renders_stored_runs(tmp_path):
     store = str(tmp_path / "runs" / "results.sqlite")
     md = run_cli("--plugin", str(TOY_PLUGIN), "leaderboard", "--store", store)
     assert md.returncode == 0, md.stderr
-    assert "## Best of seeds" in md.stdout and "## Mean ± std over seeds" in md.stdout
+    assert "## Best of seeds" in md.stdout and "## Mean over seeds ± 95 % CI" in md.stdout
     assert "| toy " in md.stdout and "Overall ↓" in md.stdout
     csv = run_cli(
         "--plugin",
