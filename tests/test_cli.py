@@ -101,7 +101,10 @@ def test_plugins_lists_builtins_and_local_files():
     assert "icl  (audio-tuning-harness" in result.stdout
     assert "hooks: register_methods" in result.stdout
     assert f"{TOY_PLUGIN}  (local)" in result.stdout
-    provides = "provides: backbone:toy, method:interrupting, method:staged, dataset:toy-tones"
+    provides = (
+        "provides: backbone:toy, method:collapsing, method:interrupting, method:staged, "
+        "dataset:toy-tones"
+    )
     assert provides in result.stdout
 
 
