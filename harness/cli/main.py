@@ -34,9 +34,10 @@ from harness.registry.plugins import (
     component_info,
     load_plugins,
 )
-from harness.results.store import ResultStore, check_store, ingest, write_text_atomic
+from harness.results.store import ResultStore, check_store, ingest
 from harness.util.cache import clean_stale_cache
 from harness.util.errors import HarnessError
+from harness.util.files import write_text_atomic
 from harness.util.names import unknown_name_message
 
 PROTOCOL_FLAG = "protocol_flag__"

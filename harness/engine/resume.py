@@ -30,6 +30,7 @@ from torch import nn
 
 from harness.registry.config import hashed_config
 from harness.util.errors import HarnessError, UsageError
+from harness.util.files import write_text_atomic
 
 PARTIAL = ".partial"
 FORMAT = 1
@@ -237,12 +238,6 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 def save_atomic(obj: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
     os.replace(tmp, path)
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from harness.util.cache import owned_temp_dir, stale_temp_dirs, temp_owner
 from harness.util.errors import HarnessError
 from harness.util.faults import checkpoint
+from harness.util.files import write_text_atomic
 
 COMPLETE_MARKER = ".complete"
 """Written last into a staged run folder: everything but the rename is done."""
@@ -449,14 +450,6 @@ def check_store(out_dir: Path, store: ResultStore, repair: bool = False) -> list
         if run_id not in names and not Path(run_dir).is_dir():
             problems.append(f"row without a run folder (left as is): {run_id} ({run_dir})")
     return problems
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def write_json(path: Path, data: Any) -> None:
