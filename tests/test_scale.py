@@ -316,6 +316,8 @@ def test_two_gloo_processes_match_one_process_and_store_one_row(tmp_path):
     (ddp,) = metrics_of(tmp_path / "two" / "runs" / "results.sqlite")
     assert len(list((tmp_path / "two" / "runs").glob("2*"))) == 1
     assert single.keys() == ddp.keys()
+    # the per-epoch representation health probe runs under DDP too, with the same values
+    assert {"health/effective_rank", "health/relative_spread", "health/collapsed"} <= ddp.keys()
     for key in single:
         assert ddp[key] == pytest.approx(single[key], abs=1e-4), key
 
