@@ -183,6 +183,7 @@ class Finetune(LabeledProtocol):
         "learning-rate decay; accuracy (%) on the eval split."
     )
     columns: ClassVar[list[Column]] = [
+        Column("tp_m", "#TP (M)", group="tp"),
         accuracy_column("fine-tuning"),
         Column("map", "fine-tuning mAP (%)", group="map", higher_is_better=True),
         Column("mauc", "fine-tuning mAUC (%)", group="mauc", higher_is_better=True),
@@ -304,6 +305,7 @@ class Finetune(LabeledProtocol):
             metrics = {"acc": 100 * accuracy(ctx, classifier, frontend, evaluation)}
             row["eval acc (%)"] = f"{metrics['acc']:.2f}"
         metrics["train_loss"] = final_loss
+        metrics["tp_m"] = sum(p.numel() for p in classifier.parameters() if p.requires_grad) / 1e6
         return ProtocolResult(metrics, one_row_table(row))
 
 
