@@ -15,8 +15,12 @@ from scipy.stats import norm
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from harness.api import Clip, DataError, DataSplits, EvalContext, Task, UsageError, multi_hot
+from harness.cli.sweep import plan
 from harness.data.loader import load_clips
 from harness.engine.trainer import standalone_services
+from harness.registry.plugins import load_plugins
+from harness.results.leaderboard import LeaderboardSpec, grouped_runs
+from harness.results.store import RunRecord
 from harness.run.components import check_label_kinds
 from harness_plugins.datasets._audioset_layout import read_segments, ytid_keys
 from harness_plugins.datasets.audioset import AudioSet
@@ -293,3 +297,31 @@ def test_finetune_on_the_embedded_multi_label_set_beats_the_prior_baseline():
     assert metrics["map"] > metrics["prior_map"] + 20, metrics
     assert metrics["mauc"] > 75 and metrics["dprime"] > 0.9
     assert metrics["classes_scored"] == 6
+
+
+# -- the Table 4 leaderboard ----------------------------------------------------------------
+
+
+def test_table4_spec_rows_each_match_the_planned_runs_of_both_seeds():
+    path = Path(__file__).parents[1] / "leaderboards" / "fewshot_finetune.toml"
+    spec = LeaderboardSpec.from_file(path)
+    runs = plan(path, load_plugins(), [], {})
+    assert len(runs) == 2 * len(spec.rows)
+    for run in runs:
+        assert run.config.dataset.name == "audioset-embedded"
+        [finetune] = run.config.protocols
+        assert finetune.name == "finetune" and finetune.config.recipe == "small"
+    records = [
+        RunRecord(
+            run_id=f"r{i}", created=f"r{i}", config_hash=f"r{i}",
+            backbone=run.config.backbone.name, method=run.config.method.name, aug="none",
+            dataset="audioset-embedded", protocols="finetune", seed=run.config.run.seed,
+            config=json.loads(json.dumps(run.config.as_dict())),
+            metrics={"finetune/map": 30.0 + i, "finetune/tp_m": 1.0}, run_dir="",
+            harness_version="0", git_commit="", environment={}, duration_s=1.0,
+        )
+        for i, run in enumerate(runs)
+    ]  # fmt: skip
+    groups = grouped_runs(spec, records)
+    assert [labels["row"] for labels, _ in groups] == [row.label for row in spec.rows]
+    assert [len(group) for _, group in groups] == [2] * len(spec.rows)
