@@ -37,8 +37,10 @@ from harness.api import (
     Backbone,
     Batch,
     Column,
+    DataSplits,
     Domain,
     EvalContext,
+    Method,
     ProtocolResult,
     SplitAudio,
     StepOutput,
@@ -241,7 +243,9 @@ class Finetune(LabeledProtocol):
             if self.mixup < 0 or self.freqm < 0 or self.timem < 0:
                 raise ValueError("mixup, freqm and timem must not be negative")
 
-    def check(self, splits, method) -> None:
+    def check(self, splits: DataSplits, method: Method) -> None:
+        """Single-label data: labeled train and eval clips of two classes; multi-label data:
+        clips with a label set in both splits."""
         if not splits.multi_label:
             super().check(splits, method)
             return
