@@ -325,3 +325,45 @@ def test_table4_spec_rows_each_match_the_planned_runs_of_both_seeds():
     groups = grouped_runs(spec, records)
     assert [labels["row"] for labels, _ in groups] == [row.label for row in spec.rows]
     assert [len(group) for _, group in groups] == [2] * len(spec.rows)
+
+
+# -- end to end from the command line --------------------------------------------------------
+
+SMALL_EMBEDDED = (
+    "--dataset", "audioset-embedded", "--set", "dataset.train_clips=60",
+    "--set", "dataset.eval_clips=30", "--set", "dataset.seconds=0.5",
+)  # fmt: skip
+
+
+def test_cli_finetunes_on_the_embedded_multi_label_set(tmp_path):
+    result = run_cli(
+        "run", "--backbone", "audiomae", "--method", "nnclr", "--set", "method.head_epochs=0",
+        "--set", "method.tune_epochs=0", "--set", "method.mae_warmup_epochs=0", *SMALL_EMBEDDED,
+        "--protocol", "finetune", "--set", "protocol.finetune.epochs=2",
+        "--set", "protocol.finetune.mixup=0.5", "--set", "protocol.finetune.freqm=8",
+        "--out", str(tmp_path / "runs"), env={"HARNESS_CACHE": str(tmp_path / "cache")},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    [metrics_file] = (tmp_path / "runs").glob("*/metrics.json")
+    metrics = json.loads(metrics_file.read_text())
+    assert metrics["finetune/map"] > metrics["finetune/prior_map"]
+    config = json.loads((metrics_file.parent / "config.json").read_text())
+    finetune = config["protocol"]["finetune"]
+    assert (finetune["recipe"], finetune["epochs"], finetune["mixup"]) == ("small", 2, 0.5)
+    assert "2 of 60 listed clips" in result.stderr  # the embedded set's missing clips
+
+
+def test_cli_malformed_segment_row_is_one_line_exit_2_nothing_stored(tmp_path):
+    header = "\n".join(SEGMENTS.splitlines()[:3])
+    root = published_layout(tmp_path / "as", f"{header}\n--PJHxphWEs, 30.000, 40.000\n")
+    store = tmp_path / "store.sqlite"
+    result = run_cli(
+        "run", "--backbone", "audiomae", "--method", "mae", "--dataset", "audioset",
+        "--set", f"dataset.root={root}", "--protocol", "finetune",
+        "--out", str(tmp_path / "runs"), "--store", str(store),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert "balanced_train_segments.csv: line 4: 3 fields, expected 4" in lines[-1]
+    assert "Traceback" not in result.stderr
+    assert not store.exists() and not list((tmp_path / "runs").glob("2*"))
