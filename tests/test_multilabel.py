@@ -28,7 +28,7 @@ from harness_plugins.datasets.audioset_embedded import AudioSetEmbedded
 from harness_plugins.methods.ce import CrossEntropy
 from harness_plugins.methods.mae import MaskedAutoencoder as MAE
 from harness_plugins.protocols._multilabel import multi_label_scores, prior_scores
-from harness_plugins.protocols.finetune import RECIPES, Finetune
+from harness_plugins.protocols.finetune import RECIPES, BestEpoch, Finetune, hold_out
 from harness_plugins.protocols.linear import Linear
 from tests.conftest import run_cli
 from tests.test_linear_finetune import SAMPLE_RATE, SmallBackbone
@@ -367,3 +367,33 @@ def test_cli_malformed_segment_row_is_one_line_exit_2_nothing_stored(tmp_path):
     assert "balanced_train_segments.csv: line 4: 3 fields, expected 4" in lines[-1]
     assert "Traceback" not in result.stderr
     assert not store.exists() and not list((tmp_path / "runs").glob("2*"))
+
+
+def test_select_best_restores_the_epoch_with_the_best_held_out_map(monkeypatch):
+    torch.manual_seed(0)
+    ctx = embedded_context()
+    train = ctx.audio("train")
+    kept, held_out = hold_out(train, 0.25, seed=0, who="finetune")
+    assert len(held_out) == 24 and len(kept) == 72
+    paths = [c.path for c in kept.clips] + [c.path for c in held_out.clips]
+    assert sorted(paths) == sorted(c.path for c in train.clips)  # disjoint, union = train
+    assert torch.equal(held_out.targets, multi_hot(held_out.clips, 6))
+
+    scores = []
+    original = BestEpoch.__call__
+
+    def recording(self):
+        values = original(self)
+        scores.append(values["valid_map"])
+        recording.selector = self  # kept for the check below
+        return values
+
+    monkeypatch.setattr(BestEpoch, "__call__", recording)
+    config = Finetune.Config(epochs=4, lr=3e-3, select="best", valid_fraction=0.25)
+    metrics = Finetune(config).evaluate(ctx).metrics
+    assert len(scores) == 4
+    assert metrics["best_epoch"] == 1 + int(np.argmax(scores))
+    selector = recording.selector
+    assert selector.score() == pytest.approx(max(scores), abs=1e-9)  # the best weights are back
+    with pytest.raises(UsageError, match="valid_fraction 0.001 of 96 train clips holds out none"):
+        hold_out(train, 0.001, seed=0, who="finetune")

@@ -23,6 +23,7 @@ overrides its recipe value; the resolved values are recorded with the run.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass, fields
 from typing import ClassVar, Literal
@@ -213,6 +214,12 @@ class Finetune(LabeledProtocol):
         """SpecAugment: widest frequency mask in bins (0: off)."""
         timem: int | None = None
         """SpecAugment: widest time mask in frames (0: off)."""
+        select: Literal["last", "best"] = "last"
+        """The model scored: after the last epoch, or after the epoch with the best score
+        (mAP, or accuracy for single-label data) on ``valid_fraction`` of the train clips,
+        held out from training."""
+        valid_fraction: float = 0.1
+        """With ``select = best``: the share of train clips held out for selection."""
 
         domains = domain_map(
             epochs=at_least(1, "Fine-tuning epochs."),
@@ -224,6 +231,7 @@ class Finetune(LabeledProtocol):
             mixup=non_negative("Mixup alpha (0: off)."),
             freqm=non_negative("Widest SpecAugment frequency mask in bins (0: off)."),
             timem=non_negative("Widest SpecAugment time mask in frames (0: off)."),
+            valid_fraction=between(0, 1, "Share of train clips held out (select=best).", True),
         )
 
         def __post_init__(self) -> None:
@@ -242,6 +250,8 @@ class Finetune(LabeledProtocol):
                 raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
             if self.mixup < 0 or self.freqm < 0 or self.timem < 0:
                 raise ValueError("mixup, freqm and timem must not be negative")
+            if not 0 < self.valid_fraction < 1:
+                raise ValueError(f"valid_fraction must be in (0, 1), got {self.valid_fraction}")
 
     def check(self, splits: DataSplits, method: Method) -> None:
         """Single-label data: labeled train and eval clips of two classes; multi-label data:
@@ -271,6 +281,10 @@ class Finetune(LabeledProtocol):
             head = model.build_head(num_classes)
             classifier = Classifier(model, head, num_classes, cfg.mixup, cfg.freqm, cfg.timem)
         frontend = model.frontend()
+        selection = None
+        if cfg.select == "best":
+            train, held_out = hold_out(train, cfg.valid_fraction, ctx.seed, self.name)
+            selection = BestEpoch(ctx, classifier, frontend, held_out, multi_label)
         result = ctx.fit(
             TrainingJob(
                 name=self.name,
@@ -288,9 +302,12 @@ class Finetune(LabeledProtocol):
                 warmup_fraction=cfg.warmup_fraction,
                 frontend=frontend,
                 seed=ctx.seed,
+                validate=selection,
             )
         )
         final_loss = result.epoch_losses[-1]
+        if selection is not None:
+            selection.restore()
         row = {
             "recipe": cfg.recipe,
             "epochs": f"{cfg.epochs}",
@@ -309,8 +326,83 @@ class Finetune(LabeledProtocol):
             metrics = {"acc": 100 * accuracy(ctx, classifier, frontend, evaluation)}
             row["eval acc (%)"] = f"{metrics['acc']:.2f}"
         metrics["train_loss"] = final_loss
+        if selection is not None:
+            metrics["best_epoch"] = float(selection.best_epoch)
+            row["selected epoch"] = f"{selection.best_epoch}"
         metrics["tp_m"] = sum(p.numel() for p in classifier.parameters() if p.requires_grad) / 1e6
         return ProtocolResult(metrics, one_row_table(row))
+
+
+def hold_out(
+    audio: SplitAudio, fraction: float, seed: int, who: str
+) -> tuple[SplitAudio, SplitAudio]:
+    """``audio`` split at random (seeded) into the clips trained on and ``fraction`` held out."""
+    count = round(fraction * len(audio))
+    if count < 1 or count >= len(audio):
+        raise UsageError(
+            f"{who}: valid_fraction {fraction} of {len(audio)} train clips holds out none or all"
+        )
+    order = torch.randperm(len(audio), generator=torch.Generator().manual_seed(seed))
+    return subset(audio, order[count:].sort().values), subset(audio, order[:count].sort().values)
+
+
+def subset(audio: SplitAudio, rows: Tensor) -> SplitAudio:
+    """The clips ``rows`` of ``audio`` (waveforms, labels, devices and targets)."""
+    return dataclasses.replace(
+        audio,
+        clips=[audio.clips[i] for i in rows.tolist()],
+        wave=audio.wave[rows],
+        labels=audio.labels[rows],
+        devices=audio.devices[rows],
+        targets=None if audio.targets is None else audio.targets[rows],
+    )
+
+
+class BestEpoch:
+    """Model selection for :class:`Finetune`: after every epoch, scores the classifier on the
+    held-out clips (mAP or accuracy, %) and keeps a copy of its weights when the score is the
+    best so far; :meth:`restore` loads the best weights back."""
+
+    def __init__(
+        self,
+        ctx: EvalContext,
+        classifier: Classifier,
+        frontend: nn.Module,
+        held_out: SplitAudio,
+        multi_label: bool,
+    ) -> None:
+        self.ctx, self.classifier, self.frontend = ctx, classifier, frontend
+        self.held_out, self.multi_label = held_out, multi_label
+        self.epoch = 0
+        self.best_epoch = 0
+        self.best_score = -math.inf
+        self.best_state: dict[str, Tensor] = {}
+
+    def __call__(self) -> dict[str, float]:
+        self.epoch += 1
+        score = self.score()
+        if score > self.best_score:
+            self.best_score, self.best_epoch = score, self.epoch
+            self.best_state = {
+                k: v.detach().to("cpu", copy=True) for k, v in self.classifier.state_dict().items()
+            }
+        return {"valid_map" if self.multi_label else "valid_acc": score}
+
+    def score(self) -> float:
+        self.classifier.eval()
+        if not self.multi_label:
+            return 100 * accuracy(self.ctx, self.classifier, self.frontend, self.held_out)
+        logits = self.ctx.infer(
+            lambda batch: self.classifier.logits(batch.features), self.held_out, self.frontend
+        )
+        targets = self.held_out.targets.numpy()
+        if not targets.any():
+            raise UsageError("finetune: the held-out clips have no label (raise valid_fraction)")
+        return 100 * multi_label_scores(torch.sigmoid(logits).numpy(), targets).mean_ap
+
+    def restore(self) -> None:
+        """Load the best epoch's weights into the classifier."""
+        self.classifier.load_state_dict(self.best_state)
 
 
 def multi_label_metrics(
