@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import norm
 from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -397,3 +399,26 @@ def test_select_best_restores_the_epoch_with_the_best_held_out_map(monkeypatch):
     assert selector.score() == pytest.approx(max(scores), abs=1e-9)  # the best weights are back
     with pytest.raises(UsageError, match="valid_fraction 0.001 of 96 train clips holds out none"):
         hold_out(train, 0.001, seed=0, who="finetune")
+
+
+# -- fuzzing the segment reader ---------------------------------------------------------------
+
+FIELD = st.text(alphabet='ab-_/m,".0123456789 #\t', max_size=16)
+
+
+@pytest.fixture(scope="module")
+def fuzz_root(tmp_path_factory) -> Path:
+    return published_layout(tmp_path_factory.mktemp("fuzz") / "as")
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None)
+@given(rows=st.lists(st.lists(FIELD, max_size=6), max_size=5), raw=st.binary(max_size=40))
+def test_any_segment_csv_loads_or_fails_with_one_line_naming_the_file(fuzz_root, rows, raw):
+    body = "\n".join(", ".join(row) for row in rows)
+    path = fuzz_root / "balanced_train_segments.csv"
+    path.write_bytes(SEGMENTS.encode() + body.encode() + b"\n" + raw)
+    try:
+        load(root=fuzz_root, max_missing=1.0)
+    except DataError as err:
+        message = str(err)
+        assert "\n" not in message and ("segments.csv" in message or "audioset" in message)
