@@ -47,6 +47,7 @@ _LAZY = {
         "Encoded",
         "EvalContext",
         "KINDS",
+        "LabelKind",
         "Logger",
         "MaskedBackbone",
         "MaskedEncoding",
@@ -59,6 +60,7 @@ _LAZY = {
         "SplitAudio",
         "StepOutput",
         "Task",
+        "multi_hot",
     ),
     "harness.api.settings": ("RunSettings",),
     "harness.api.training": (
@@ -90,6 +92,7 @@ if TYPE_CHECKING:
         EmbeddingHead,
         Encoded,
         EvalContext,
+        LabelKind,
         Logger,
         MaskedBackbone,
         MaskedEncoding,
@@ -100,6 +103,7 @@ if TYPE_CHECKING:
         SplitAudio,
         StepOutput,
         Task,
+        multi_hot,
     )
     from harness.api.settings import RunSettings
     from harness.api.training import (
@@ -151,6 +155,7 @@ __all__ = [
     "FeatureData",
     "HarnessError",
     "Interrupted",
+    "LabelKind",
     "Logger",
     "MaskedBackbone",
     "MaskedEncoding",
@@ -180,6 +185,7 @@ __all__ = [
     "field_help",
     "hookimpl",
     "hookspec",
+    "multi_hot",
     "non_negative",
     "note",
     "positive",

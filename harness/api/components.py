@@ -67,6 +67,9 @@ class Clip:
     meta: Mapping[str, str] = field(default_factory=dict)
     segments: tuple[Path, ...] = ()
     """When set, the clip is these files concatenated in order (``path`` is the first)."""
+    labels: tuple[int, ...] = ()
+    """The clip's label set (indices into :attr:`DataSplits.classes`) in a multi-label data
+    set (:attr:`DataSplits.multi_label`; ``label`` is then -1); empty otherwise."""
 
 
 @dataclass
@@ -87,6 +90,9 @@ class DataSplits:
     """A published validation split (e.g. Speech Commands' ``validation_list.txt``) for model
     selection and the plateau schedule; empty when the set has none (``run.valid_fraction``
     then holds out part of ``train``)."""
+    multi_label: bool = False
+    """Whether a clip carries a set of labels (:attr:`Clip.labels`, batches a multi-hot
+    :attr:`Batch.target`) instead of one class (:attr:`Clip.label`)."""
 
     def split(self, name: str) -> list[Clip]:
         """The clips of split ``name`` (one of :data:`SPLIT_NAMES`)."""
@@ -97,6 +103,19 @@ class DataSplits:
 
 SPLIT_NAMES = ("train", "valid", "eval")
 """The splits every :class:`DataSplits` has (``valid`` may be empty)."""
+
+
+def multi_hot(clips: Sequence[Clip], num_classes: int) -> Tensor:
+    """``[N, C]`` float32 targets: row ``i`` is 1 at the classes of ``clips[i].labels``."""
+    target = torch.zeros(len(clips), num_classes)
+    for row, clip in enumerate(clips):
+        if clip.labels:
+            target[row, list(clip.labels)] = 1.0
+    return target
+
+
+LabelKind = Literal["single", "multi", "either"]
+"""What labels a protocol evaluates: one class per clip, a label set, or either."""
 
 
 @dataclass
@@ -145,6 +164,8 @@ class Batch:
     """Recording-device indices ``[B]`` into :attr:`Task.devices` (-1 when unknown)."""
     index: Tensor
     """Clip indices ``[B]`` into the split."""
+    target: Tensor | None = None
+    """Multi-hot targets ``[B, C]`` (float) of a multi-label data set; None otherwise."""
     features: Tensor | None = None
     """Front-end output, filled by the core after waveform augmentations."""
     device_class: Tensor | None = None
@@ -420,6 +441,8 @@ class SplitAudio(Interface):
     devices: Tensor
     """Device indices into the task's device list (-1 when unknown)."""
     sample_rate: int
+    targets: Tensor | None
+    """Multi-hot targets ``[N, C]`` of a multi-label data set; None otherwise."""
 
     def __len__(self) -> int: ...
 
@@ -472,6 +495,7 @@ class EvalContext:
             wave=audio.wave[keep],
             labels=audio.labels[keep],
             devices=audio.devices[keep],
+            targets=None if audio.targets is None else audio.targets[keep],
         )
 
     def windowed_audio(self, split: str, window: int) -> SplitAudio:
@@ -486,6 +510,7 @@ class EvalContext:
             wave=audio.wave[:, : count * window].reshape(-1, window),
             labels=audio.labels.repeat_interleave(count),
             devices=audio.devices.repeat_interleave(count),
+            targets=None if audio.targets is None else audio.targets.repeat_interleave(count, 0),
         )
 
     def labeled_embeddings(self, split: str, who: str, cache: bool = True) -> tuple[Tensor, Tensor]:
@@ -525,6 +550,9 @@ class Protocol(Component):
     """The data set a run uses when this is its first protocol and no data set is named."""
     cli_flags: ClassVar[dict[str, str]] = {}
     """Extra ``harness run`` flags mapped to Config fields, e.g. ``{"--sweep-n": "sweep_n"}``."""
+    label_kind: ClassVar[LabelKind] = "single"
+    """The labels this protocol evaluates; the core refuses, before training, a data set of
+    the other kind (:attr:`DataSplits.multi_label`)."""
 
     def __init__(self, config: Any) -> None:
         self.config = config

@@ -123,6 +123,9 @@ class Training:
     """Whether its optimizer steps count in the run's ``global_step`` (the method's stages)."""
     log_epochs: bool = True
     """Whether each epoch's line goes into the run log (off for jobs of many short epochs)."""
+    validate: Callable[[], dict[str, float]] | None = None
+    """After every epoch: values for the epoch's event and log line (e.g. a protocol's
+    held-out score for model selection); called on every process."""
 
 
 @dataclass
@@ -177,6 +180,7 @@ def TrainingJob(
     drop_last: bool = True,
     seed: int = 0,
     log_epochs: bool = True,
+    validate: Callable[[], dict[str, float]] | None = None,
 ) -> Training:
     """The :class:`Training` of an evaluation protocol's model with one optimizer (kept for
     plugins written against the former job type; the arguments are those of
@@ -199,4 +203,5 @@ def TrainingJob(
         drop_last=drop_last,
         seed=seed,
         log_epochs=log_epochs,
+        validate=validate,
     )

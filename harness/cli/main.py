@@ -356,7 +356,9 @@ def plugins(ctx: click.Context, distribution: str | None, output: Path | None) -
     "--protocol", default=None, help="Protocol whose columns to show (default: device-logloss)."
 )
 @click.option(
-    "--metric", default=None, help="Metric family of the protocol's columns (e.g. logloss, acc)."
+    "--metric",
+    default=None,
+    help="Metric family of the protocol's columns (e.g. logloss, acc); replaces the spec's list.",
 )
 @click.option(
     "--format",

@@ -175,5 +175,10 @@ def cached_audio(
         size = (folder / "waves.npy").stat().st_size
         note(f"{desc}: decoded-audio cache ready, {size / 1e9:.2f} GB in {folder}")
     return ClipAudio(
-        audio.clips, CachedWaves(folder), audio.labels, audio.devices, audio.sample_rate
+        audio.clips,
+        CachedWaves(folder),
+        audio.labels,
+        audio.devices,
+        audio.sample_rate,
+        audio.targets,
     )

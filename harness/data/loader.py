@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.data import Dataset as TorchDataset
 
-from harness.api import Batch, Clip, FeatureData
+from harness.api import Batch, Clip, FeatureData, multi_hot
 from harness.data.audio import fit_length, read_audio, resample
 from harness.util.errors import DataError, HarnessError, UsageError
 from harness.util.progress import progress
@@ -147,6 +147,8 @@ class ClipAudio:
     devices: Tensor
     """Device indices into the task's device list (-1 when unknown)."""
     sample_rate: int
+    targets: Tensor | None = None
+    """Multi-hot targets ``[N, C]`` of a multi-label data set; None otherwise."""
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -167,9 +169,14 @@ class ClipAudio:
 
 
 def split_audio(
-    clips: list[Clip], sample_rate: int, clip_seconds: float, devices: list[str]
+    clips: list[Clip],
+    sample_rate: int,
+    clip_seconds: float,
+    devices: list[str],
+    multi_label_classes: int = 0,
 ) -> ClipAudio:
-    """A split whose clips are decoded lazily (in the DataLoader's workers)."""
+    """A split whose clips are decoded lazily (in the DataLoader's workers);
+    ``multi_label_classes`` > 0: the clips carry label sets over that many classes."""
     if not clips:
         raise DataError("the split has no clips")
     return ClipAudio(
@@ -178,6 +185,7 @@ def split_audio(
         labels=torch.tensor([c.label for c in clips], dtype=torch.long),
         devices=device_indices(clips, devices),
         sample_rate=sample_rate,
+        targets=multi_hot(clips, multi_label_classes) if multi_label_classes else None,
     )
 
 
@@ -425,6 +433,7 @@ class Loader:
                     label=self.audio.labels[idx].to(device, non_blocking=True),
                     device=self.audio.devices[idx].to(device, non_blocking=True),
                     index=idx.to(device, non_blocking=True),
+                    target=self._targets(idx, device),
                 )
         except DataError as err:
             raise DataError(worker_message(err)) from None
@@ -436,6 +445,11 @@ class Loader:
 
     def __iter__(self) -> Iterator[Batch]:
         return self.epoch()
+
+    def _targets(self, idx: Tensor, device: torch.device) -> Tensor | None:
+        """The multi-hot targets of clips ``idx`` (None for single-label data)."""
+        targets = self.audio.targets
+        return None if targets is None else targets[idx].to(device, non_blocking=True)
 
 
 class FeatureLoader:

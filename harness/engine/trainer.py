@@ -233,6 +233,8 @@ class Engine:
             )
             skip = 0
             values = hooks.validate() if hooks.validate is not None else {}
+            if spec.validate is not None:
+                values = {**values, **spec.validate()}
             loss, _, line = self.end_epoch(
                 loop, epoch, sums, clock, started, values, values.get("valid_loss")
             )

@@ -104,11 +104,13 @@ class LeaderboardSpec:
         for key in ("backbone", "method", "aug", "dataset"):
             if options.get(key) is not None:
                 filters[key] = options[key]
-        changes = {
+        changes: dict[str, Any] = {
             k: options[k]
             for k in ("protocol", "metric", "agg", "baseline")
             if options.get(k) is not None
         }
+        if options.get("metric") is not None:
+            changes["columns"] = ()  # the metric family's columns, not the spec's own list
         return replace(self, filters=filters, **changes).validated("command line")
 
     def validated(self, source: str) -> LeaderboardSpec:

@@ -104,6 +104,7 @@ class RunParts:
                 )
         with distributed.main_first():  # a data set generated on first use: rank 0 writes it
             self.splits: DataSplits = cfg.dataset.build().load()
+        check_label_kinds(cfg.dataset.name, self.splits, self.method, self.protocols)
         for protocol in self.protocols:
             protocol.check(self.splits, self.method)
         self.has_valid = validation_split(cfg, self.splits, self.method)
@@ -128,8 +129,11 @@ class RunParts:
             seconds = self.splits.clip_seconds
             if split in ("train", "valid") and self.splits.train_clip_seconds:
                 seconds = self.splits.train_clip_seconds
+            multi = len(self.splits.classes) if self.splits.multi_label else 0
             try:
-                audio = split_audio(clips, self.backbone.sample_rate, seconds, self.splits.devices)
+                audio = split_audio(
+                    clips, self.backbone.sample_rate, seconds, self.splits.devices, multi
+                )
             except DataError as err:
                 raise DataError(f"{split} split: {err}") from None
             with distributed.main_first():
@@ -188,6 +192,25 @@ class RunParts:
         for loader in self._loaders.values():
             loader.close()
         self._loaders.clear()
+
+
+def check_label_kinds(
+    dataset: str, splits: DataSplits, method: Method, protocols: list[Protocol]
+) -> None:
+    """Refuse, before training, a multi-label data set given to a single-label method or
+    protocol, and a single-label data set given to a multi-label protocol."""
+    kind = "multi" if splits.multi_label else "single"
+    if splits.multi_label and method.supervised:
+        raise UsageError(
+            f"data set '{dataset}' is multi-label (label sets), but method '{method.name}' "
+            "trains a single-label classifier; use an unsupervised method (e.g. mae)"
+        )
+    for protocol in protocols:
+        if protocol.label_kind not in (kind, "either"):
+            raise UsageError(
+                f"data set '{dataset}' is {kind}-label, but protocol '{protocol.name}' "
+                f"evaluates {protocol.label_kind}-label data"
+            )
 
 
 def validation_split(cfg: RunConfig, splits: DataSplits, method: Method) -> bool:

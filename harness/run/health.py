@@ -43,6 +43,7 @@ def subset(audio: ClipAudio, indices: Tensor) -> ClipAudio:
         labels=audio.labels[indices],
         devices=audio.devices[indices],
         sample_rate=audio.sample_rate,
+        targets=None if audio.targets is None else audio.targets[indices],
     )
 
 
