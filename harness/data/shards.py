@@ -316,7 +316,8 @@ def worker_batches(batches: int, workers: int, worker: int) -> int:
 @dataclass
 class EpochPlan:
     order: list[int]
-    seed: int
+    seed: int | None
+    """Seed of the workers' shuffle buffers; None: no shuffling."""
     skip: int
 
 
@@ -331,7 +332,7 @@ class ShardStream(IterableDataset):
         self.batches, self.rank_batch, self.rank = batches, rank_batch, rank
         self.device_index = {d: k for k, d in enumerate(devices)}
         self.buffer = buffer
-        self.plan = EpochPlan(list(range(len(shards.names))), 0, 0)
+        self.plan = EpochPlan(list(range(len(shards.names))), None, 0)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
         info = get_worker_info()
@@ -342,8 +343,10 @@ class ShardStream(IterableDataset):
         wanted = counts[worker] * self.rank_batch
         skipped = worker_batches(self.plan.skip, workers, worker) * self.rank_batch
         pieces = clip_range(list(self.shards.counts), self.plan.order, first, wanted)
-        rng = random.Random(f"{self.plan.seed}|{self.rank}|{worker}")
-        stream = shuffle_buffer(self.samples(pieces), self.buffer, self.buffer, rng=rng)
+        stream = self.samples(pieces)
+        if self.plan.seed is not None:
+            rng = random.Random(f"{self.plan.seed}|{self.rank}|{worker}")
+            stream = shuffle_buffer(stream, self.buffer, self.buffer, rng=rng)
         stream = islice(stream, skipped, None)
         batch: list[dict] = []
         for sample in stream:
@@ -435,7 +438,7 @@ class ShardLoader:
             order = torch.randperm(count, generator=generator).tolist()
             seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         else:
-            order, seed = list(range(count)), 0
+            order, seed = list(range(count)), None
         self.stream.plan = EpochPlan(order, seed, skip)
         workers = self.workers
         loader = DataLoader(

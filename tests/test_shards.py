@@ -1,0 +1,268 @@
+"""WebDataset shards (issue 22, item 4): written from a split, streamed as the decoded cache
+reads it; each rank and worker a disjoint, equal share; resumed mid-epoch; bad shards."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from harness.data.audio_cache import ROUNDING, CachedWaves, cached_audio
+from harness.data.loader import load_clips, split_audio
+from harness.data.shards import (
+    ShardLoader,
+    clip_range,
+    read_manifest,
+    verify_checksums,
+    worker_batches,
+    write_shards,
+)
+from harness.util.errors import DataError, UsageError
+from tests.conftest import run_cli
+from tests.test_resume import args as resume_args
+from tests.test_resume import assert_same_run, finished
+from tests.test_scale import RATE, write_clips
+
+CPU = torch.device("cpu")
+DEVICES = ["a", "b"]
+
+
+def write_split(tmp_path: Path, count: int = 23, per_shard: int = 4):
+    clips = write_clips(tmp_path / "wav", count=count)
+    audio = split_audio(clips, RATE, 0.5, DEVICES)
+    manifest = write_shards(audio, tmp_path / "shards", per_shard)
+    return clips, audio, manifest
+
+
+def one_pass(loader: ShardLoader, seed: int | None = 0, skip: int = 0) -> list:
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    return [(b.index.tolist(), b.wave.clone(), b.label.tolist()) for b in loader.epoch(generator, skip)]
+
+
+def test_clip_range_cuts_the_shard_sequence_at_hand_computed_places():
+    counts = [4, 4, 4, 3]
+    # order 2, 0, 3, 1 -> positions 0-3 shard 2, 4-7 shard 0, 8-10 shard 3, 11-14 shard 1
+    assert clip_range(counts, [2, 0, 3, 1], 0, 15) == [(2, 0, 4), (0, 0, 4), (3, 0, 3), (1, 0, 4)]
+    assert clip_range(counts, [2, 0, 3, 1], 3, 6) == [(2, 3, 4), (0, 0, 4), (3, 0, 1)]
+    assert clip_range(counts, [2, 0, 3, 1], 9, 2) == [(3, 1, 3)]
+    assert clip_range(counts, [0, 1, 2, 3], 12, 0) == []
+    assert [worker_batches(7, 3, w) for w in range(3)] == [3, 2, 2]
+    assert [worker_batches(2, 3, w) for w in range(3)] == [1, 1, 0]
+
+
+def test_manifest_lists_counts_sizes_and_checksums(tmp_path):
+    _, _, manifest = write_split(tmp_path)
+    assert manifest["clips"] == 23 and [s["clips"] for s in manifest["shards"]] == [4] * 5 + [3]
+    for shard in manifest["shards"]:
+        assert (tmp_path / "shards" / shard["name"]).stat().st_size == shard["bytes"]
+    verify_checksums(read_manifest(str(tmp_path / "shards")))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_streamed_shards_are_the_decoded_cache_clips(tmp_path, workers):
+    clips, audio, _ = write_split(tmp_path)
+    cached = cached_audio(audio, str(tmp_path / "cache"))
+    assert isinstance(cached.wave, CachedWaves)
+    direct = load_clips(clips, RATE, 0.5, DEVICES)
+    loader = ShardLoader(read_manifest(str(tmp_path / "shards")), 5, CPU, DEVICES, workers)
+    seen = []
+    for index, wave, labels in one_pass(loader, seed=None):  # unshuffled: in split order
+        for row, i, label in zip(wave.numpy(), index, labels, strict=True):
+            assert np.array_equal(row, cached.wave.read(i))  # the cache's row, bit for bit
+            bound = ROUNDING * float(cached.wave.scales[i]) + 1e-7
+            assert np.abs(row - direct.wave[i].numpy()).max() <= bound
+            assert label == clips[i].label
+            seen.append(i)
+    # 4 batches of 5, the last 3 clips dropped (drop_last); each worker reads a contiguous range
+    assert (sorted(seen) if workers else seen) == list(range(20))
+    assert max(cached.wave.scales) > 1.0  # resampling overshoots: the scale is exercised
+
+
+@pytest.mark.parametrize(("world", "workers"), [(2, 0), (2, 3), (3, 2)])
+def test_ranks_get_equal_disjoint_shares_whose_union_is_the_epoch(tmp_path, world, workers):
+    write_split(tmp_path)
+    shards = read_manifest(str(tmp_path / "shards"))
+    batch = 6
+    passes = [
+        one_pass(ShardLoader(shards, batch, CPU, DEVICES, workers, rank, world, buffer=3), 7)
+        for rank in range(world)
+    ]
+    shares = [[i for index, _, _ in batches for i in index] for batches in passes]
+    assert {len(batches) for batches in passes} == {23 // batch}  # the same batches on every rank
+    assert {len(share) for share in shares} == {23 // batch * batch // world}
+    union = [i for share in shares for i in share]
+    assert len(set(union)) == len(union) == 23 // batch * batch  # disjoint, and the epoch
+    again = [i for index, _, _ in one_pass(ShardLoader(shards, batch, CPU, DEVICES, workers, 0,
+                                                        world, buffer=3), 8) for i in index]  # fmt: skip
+    assert again != shares[0]  # another epoch draw, another order
+
+
+@pytest.mark.parametrize("workers", [0, 3])
+def test_a_resumed_pass_gives_the_rest_of_the_same_order(tmp_path, workers):
+    write_split(tmp_path)
+    shards = read_manifest(str(tmp_path / "shards"))
+    loader = ShardLoader(shards, 4, CPU, DEVICES, workers, buffer=5)
+    full = one_pass(loader, seed=3)
+    assert len(full) == 5
+    for skip in (1, 2, 4):
+        rest = one_pass(loader, seed=3, skip=skip)
+        assert [b[0] for b in rest] == [b[0] for b in full[skip:]]
+        assert all(torch.equal(a[1], b[1]) for a, b in zip(rest, full[skip:], strict=True))
+
+
+def test_a_short_or_corrupt_shard_fails_the_pass_naming_it(tmp_path):
+    write_split(tmp_path)
+    folder = tmp_path / "shards"
+    name = folder / "shard-000002.tar"
+    data = name.read_bytes()
+    # corrupt: same size, the second clip's bytes overwritten (its tar header among them)
+    name.write_bytes(data[:3000] + b"\xff" * 6000 + data[9000:])
+    loader = ShardLoader(read_manifest(str(folder)), 4, CPU, DEVICES)
+    with pytest.raises(DataError, match=r"shard .*shard-000002\.tar is corrupt"):
+        one_pass(loader, seed=None)
+    # truncated at a clip boundary, the manifest rewritten to its new size: still caught
+    manifest = json.loads((folder / "manifest.json").read_text())
+    name.write_bytes(data[: len(data) // 2])
+    manifest["shards"][2]["bytes"] = name.stat().st_size
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    loader = ShardLoader(read_manifest(str(folder)), 4, CPU, DEVICES)
+    with pytest.raises(DataError, match=r"shard-000002\.tar is (truncated|corrupt)"):
+        one_pass(loader, seed=None)
+
+
+def test_a_manifest_that_does_not_match_its_shards_is_refused(tmp_path):
+    write_split(tmp_path)
+    folder = tmp_path / "shards"
+    (folder / "shard-000001.tar").write_bytes((folder / "shard-000001.tar").read_bytes()[:-512])
+    with pytest.raises(UsageError, match=r"does not match its shards: .*shard-000001\.tar has"):
+        read_manifest(str(folder))
+    (folder / "shard-000001.tar").unlink()
+    with pytest.raises(UsageError, match=r"shard-000001\.tar is missing"):
+        read_manifest(str(folder))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["clips"] = 24
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UsageError, match=r"24 clips listed, 23 in its 6 shards"):
+        read_manifest(str(folder))
+    with pytest.raises(UsageError, match="cannot be read"):
+        read_manifest(str(tmp_path / "nowhere"))
+    with pytest.raises(UsageError, match="exists and is not empty"):
+        write_split(tmp_path)
+
+
+# -- end to end: the command line ---------------------------------------------------------------
+
+
+def shard_args(tmp_path: Path, out: str, *extra: str) -> list[str]:
+    return resume_args(
+        tmp_path, out, "--set", "dataset.per_class=24", "--set", "run.data_source=shards",
+        "--set", f"run.shards={tmp_path / 'shards'}", *extra,
+    )  # fmt: skip
+
+
+def write_toy_shards(tmp_path: Path) -> None:
+    (tmp_path / "tones").mkdir(exist_ok=True)
+    written = run_cli(
+        "--plugin", str(Path(__file__).parent / "toy_plugin.py"), "shards", "write",
+        str(tmp_path / "shards"), "--dataset", "toy-tones", "--backbone", "toy",
+        "--set", f"dataset.root={tmp_path / 'tones'}", "--set", "dataset.per_class=24",
+        "--clips-per-shard", "5",
+    )  # fmt: skip
+    assert written.returncode == 0, written.stderr
+    assert "wrote 36 clips in 8 shards" in written.stdout
+
+
+def assert_refused(result, message: str, out: Path) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not out.exists() or not any(p.name.endswith(".sqlite") for p in out.iterdir())
+
+
+def test_bad_shard_settings_are_one_line_errors_and_store_nothing(tmp_path):
+    write_toy_shards(tmp_path)
+    out = tmp_path / "x"
+    missing = run_cli(*resume_args(tmp_path, "x", "--set", "run.data_source=shards"))
+    assert_refused(missing, "run.data_source=shards needs run.shards", out)
+    other = run_cli(*shard_args(tmp_path, "x", "--set", "dataset.per_class=20"))
+    assert_refused(other, "were written from another clip list", out)
+    shard = tmp_path / "shards" / "shard-000003.tar"
+    shard.write_bytes(shard.read_bytes()[:-1024])
+    truncated = run_cli(*shard_args(tmp_path, "x"))
+    assert_refused(truncated, "does not match its shards", out)
+    check = run_cli("shards", "check", str(tmp_path / "shards"))
+    assert check.returncode == 2 and "shard-000003.tar has" in check.stderr
+
+
+@pytest.mark.slow
+def test_sigkilled_shard_run_resumes_bit_for_bit(tmp_path):
+    write_toy_shards(tmp_path)
+    extra = ("--set", "run.workers=3", "--set", "run.checkpoint_every_steps=1",
+             "--set", "run.shuffle_buffer=7")  # fmt: skip
+    reference = run_cli(*shard_args(tmp_path, "a", *extra))
+    assert reference.returncode == 0, reference.stderr
+    killed = run_cli(
+        *shard_args(tmp_path, "b", *extra), env={"HARNESS_TEST_KILL_AT": "checkpoint 1:1:2"}
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    listed = run_cli("runs", "--partial", "--out", str(tmp_path / "b"))
+    assert "epoch 1/3 + 2 batches" in listed.stdout, listed.stdout
+    resumed = run_cli(*shard_args(tmp_path, "b", *extra), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(finished(tmp_path / "a"), finished(tmp_path / "b"))
+    cache = run_cli(*resume_args(tmp_path, "c", "--set", "dataset.per_class=24"))
+    assert cache.returncode == 0, cache.stderr  # the cache path: another order, its own metrics
+    a, c = (json.loads((finished(tmp_path / d) / "metrics.json").read_text()) for d in "ac")
+    assert a != c
+
+
+RANK_SCRIPT = """
+import json, sys, torch, torch.distributed as dist
+from harness.data.shards import ShardLoader, read_manifest
+dist.init_process_group("gloo")
+rank, world = dist.get_rank(), dist.get_world_size()
+loader = ShardLoader(read_manifest(sys.argv[1]), 6, torch.device("cpu"), ["a", "b"], 2, rank, world)
+seen = [b.index.tolist() for b in loader.epoch(torch.Generator().manual_seed(5))]
+count = torch.tensor([len(seen)])
+dist.all_reduce(count, op=dist.ReduceOp.MAX)
+assert count.item() == len(seen)
+json.dump(seen, open(f"{sys.argv[2]}/rank{rank}.json", "w"))
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_under_torchrun_split_the_epoch(tmp_path):
+    write_split(tmp_path)
+    script = tmp_path / "ranks.py"
+    script.write_text(RANK_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(script), str(tmp_path / "shards"), str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    batches = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert len(batches[0]) == len(batches[1]) == 23 // 6
+    assert all(len(b) == 3 for rank in batches for b in rank)
+    shares = [{i for b in rank for i in b} for rank in batches]
+    assert not shares[0] & shares[1]
+    assert len(shares[0] | shares[1]) == 23 // 6 * 6
+
+
+@pytest.mark.slow
+def test_two_gloo_run_processes_train_from_shards(tmp_path):
+    write_toy_shards(tmp_path)
+    two = run_cli(*shard_args(tmp_path, "two", "--device", "cpu", "--nproc", "2"))
+    assert two.returncode == 0, two.stderr[-3000:]
+    log = (finished(tmp_path / "two") / "log.txt").read_text()
+    assert log.count("epoch ") >= 3
