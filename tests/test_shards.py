@@ -43,7 +43,8 @@ def write_split(tmp_path: Path, count: int = 23, per_shard: int = 4):
 
 def one_pass(loader: ShardLoader, seed: int | None = 0, skip: int = 0) -> list:
     generator = None if seed is None else torch.Generator().manual_seed(seed)
-    return [(b.index.tolist(), b.wave.clone(), b.label.tolist()) for b in loader.epoch(generator, skip)]
+    batches = loader.epoch(generator, skip)
+    return [(b.index.tolist(), b.wave.clone(), b.label.tolist()) for b in batches]
 
 
 def test_clip_range_cuts_the_shard_sequence_at_hand_computed_places():
@@ -100,8 +101,8 @@ def test_ranks_get_equal_disjoint_shares_whose_union_is_the_epoch(tmp_path, worl
     assert {len(share) for share in shares} == {23 // batch * batch // world}
     union = [i for share in shares for i in share]
     assert len(set(union)) == len(union) == 23 // batch * batch  # disjoint, and the epoch
-    again = [i for index, _, _ in one_pass(ShardLoader(shards, batch, CPU, DEVICES, workers, 0,
-                                                        world, buffer=3), 8) for i in index]  # fmt: skip
+    first = ShardLoader(shards, batch, CPU, DEVICES, workers, 0, world, buffer=3)
+    again = [i for index, _, _ in one_pass(first, 8) for i in index]
     assert again != shares[0]  # another epoch draw, another order
 
 

@@ -1,8 +1,8 @@
 """``harness shards``: write a data set's split as WebDataset shards, and check them::
 
-    harness shards write data/shards/tau22-train --dataset tau22 --backbone passt
-    harness run ... --set run.data_source=shards --set run.shards=data/shards/tau22-train
-    harness shards check data/shards/tau22-train
+harness shards write data/shards/tau22-train --dataset tau22 --backbone passt
+harness run ... --set run.data_source=shards --set run.shards=data/shards/tau22-train
+harness shards check data/shards/tau22-train
 """
 
 from __future__ import annotations

@@ -253,8 +253,7 @@ def check_sizes(shards: ShardSet) -> None:
             found = url.stat().st_size
         except OSError:
             raise UsageError(
-                f"shard manifest {shards.manifest_path} does not match its shards: "
-                f"{url} is missing"
+                f"shard manifest {shards.manifest_path} does not match its shards: {url} is missing"
             ) from None
         if found != size:
             raise UsageError(
