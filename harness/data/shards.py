@@ -38,6 +38,7 @@ import json
 import os
 import random
 import shutil
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -142,6 +143,14 @@ def write_shards(
     return manifest
 
 
+def open_tar(path: Path) -> wds.TarWriter:
+    """A shard writer giving the same bytes for the same clips (fixed mtime) in plain ustar
+    (``TarWriter`` leaves ``tarfile``'s pax default, whose extra headers cost reading time)."""
+    writer = wds.TarWriter(str(path), mtime=0.0)
+    writer.tarstream.format = tarfile.USTAR_FORMAT
+    return writer
+
+
 def write_tars(audio: ClipAudio, tmp: Path, clips_per_shard: int, workers: int, desc: str):
     loader = DataLoader(
         ClipDataset(audio.source),
@@ -166,7 +175,7 @@ def write_tars(audio: ClipAudio, tmp: Path, clips_per_shard: int, workers: int, 
                     if writer is not None:
                         close_shard()
                     shards.append({"name": shard_name(len(shards)), "clips": 0})
-                    writer = wds.TarWriter(str(tmp / shards[-1]["name"]))
+                    writer = open_tar(tmp / shards[-1]["name"])
                 record = clip_record(audio.clips[i], i, scale)
                 writer.write({"__key__": f"{i:010d}", "npy": row, "json": record})
                 shards[-1]["clips"] += 1
@@ -332,6 +341,7 @@ class ShardStream(IterableDataset):
         self.device_index = {d: k for k, d in enumerate(devices)}
         self.buffer = buffer
         self.plan = EpochPlan(list(range(len(shards.names))), None, 0)
+        self._npy_header, self._npy_bytes = b"", 0
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
         info = get_worker_info()
@@ -376,19 +386,30 @@ class ShardStream(IterableDataset):
                     f"its manifest lists {self.shards.counts[shard]}"
                 )
 
+    def row(self, sample: dict) -> np.ndarray:
+        """A clip's int16 samples: the bytes after the ``.npy`` header every clip of these
+        shards has (parsed by ``np.load`` once, and for any other header)."""
+        data = sample["npy"]
+        header = self._npy_header
+        if header and len(data) == self._npy_bytes and data.startswith(header):
+            return np.frombuffer(data, dtype=np.int16, offset=len(header))
+        row = np.load(io.BytesIO(data), allow_pickle=False)
+        if row.dtype != np.int16 or row.shape != (self.shards.length,):
+            raise DataError(
+                f"shard {sample['__url__']} is corrupt: clip {sample['__key__']} is "
+                f"{row.dtype} {row.shape}, not int16 ({self.shards.length},)"
+            )
+        self._npy_header, self._npy_bytes = data[: len(data) - row.nbytes], len(data)
+        return row
+
     def collate(self, samples: list[dict]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         waves, index, labels, devices = [], [], [], []
         for sample in samples:
             try:
                 record = json.loads(sample["json"])
-                row = np.load(io.BytesIO(sample["npy"]), allow_pickle=False)
+                row = self.row(sample)
             except ValueError as err:
                 raise DataError(f"shard {sample['__url__']} is corrupt: {err}") from None
-            if row.dtype != np.int16 or row.shape != (self.shards.length,):
-                raise DataError(
-                    f"shard {sample['__url__']} is corrupt: clip {sample['__key__']} is "
-                    f"{row.dtype} {row.shape}, not int16 ({self.shards.length},)"
-                )
             waves.append(row.astype(np.float32) * np.float32(record["scale"] / FULL_SCALE))
             index.append(record["index"])
             labels.append(record["label"])
