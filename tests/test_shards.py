@@ -124,11 +124,13 @@ def test_a_short_or_corrupt_shard_fails_the_pass_naming_it(tmp_path):
     folder = tmp_path / "shards"
     name = folder / "shard-000002.tar"
     data = name.read_bytes()
-    # corrupt: same size, the second clip's bytes overwritten (its tar header among them)
-    name.write_bytes(data[:3000] + b"\xff" * 6000 + data[9000:])
-    loader = ShardLoader(read_manifest(str(folder)), 4, CPU, DEVICES)
-    with pytest.raises(DataError, match=r"shard .*shard-000002\.tar is corrupt"):
-        one_pass(loader, seed=None)
+    # same size, corrupt: a flipped sample byte (CRC-32), a damaged tar header (tarfile)
+    for start, message in ((3000, "fails its CRC-32 check"), (1024, "(unreadable|lacks npy)")):
+        name.write_bytes(data[:start] + bytes(b ^ 0xFF for b in data[start : start + 2])
+                         + data[start + 2 :])  # fmt: skip
+        loader = ShardLoader(read_manifest(str(folder)), 4, CPU, DEVICES)
+        with pytest.raises(DataError, match=rf"shard .*shard-000002\.tar is corrupt.*{message}"):
+            one_pass(loader, seed=None)
     # truncated at a clip boundary, the manifest rewritten to its new size: still caught
     manifest = json.loads((folder / "manifest.json").read_text())
     name.write_bytes(data[: len(data) // 2])

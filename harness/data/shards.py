@@ -39,6 +39,7 @@ import os
 import random
 import shutil
 import tarfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -89,9 +90,11 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def clip_record(clip: Clip, index: int, scale: float) -> dict:
-    """A clip's JSON beside its samples: everything a stream needs besides the audio."""
+def clip_record(clip: Clip, index: int, scale: float, row: np.ndarray) -> dict:
+    """A clip's JSON beside its samples: everything a stream needs besides the audio, and
+    the samples' CRC-32 (a damaged payload is caught when read, not trained on)."""
     return {
+        "crc32": zlib.crc32(row),
         "index": index,
         "label": clip.label,
         "device": clip.device,
@@ -176,7 +179,7 @@ def write_tars(audio: ClipAudio, tmp: Path, clips_per_shard: int, workers: int, 
                         close_shard()
                     shards.append({"name": shard_name(len(shards)), "clips": 0})
                     writer = open_tar(tmp / shards[-1]["name"])
-                record = clip_record(audio.clips[i], i, scale)
+                record = clip_record(audio.clips[i], i, scale, row)
                 writer.write({"__key__": f"{i:010d}", "npy": row, "json": record})
                 shards[-1]["clips"] += 1
         if writer is not None:
@@ -410,6 +413,11 @@ class ShardStream(IterableDataset):
                 row = self.row(sample)
             except ValueError as err:
                 raise DataError(f"shard {sample['__url__']} is corrupt: {err}") from None
+            if zlib.crc32(row) != record.get("crc32"):
+                raise DataError(
+                    f"shard {sample['__url__']} is corrupt: clip {sample['__key__']} fails "
+                    "its CRC-32 check"
+                )
             waves.append(row.astype(np.float32) * np.float32(record["scale"] / FULL_SCALE))
             index.append(record["index"])
             labels.append(record["label"])
