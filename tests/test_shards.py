@@ -8,6 +8,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +120,29 @@ def test_a_resumed_pass_gives_the_rest_of_the_same_order(tmp_path, workers):
         rest = one_pass(loader, seed=3, skip=skip)
         assert [b[0] for b in rest] == [b[0] for b in full[skip:]]
         assert all(torch.equal(a[1], b[1]) for a, b in zip(rest, full[skip:], strict=True))
+
+
+def test_shards_stream_from_http_and_pipe_urls_as_from_the_folder(tmp_path):
+    write_split(tmp_path)
+    folder = tmp_path / "shards"
+    handler = partial(SimpleHTTPRequestHandler, directory=str(folder))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        local = one_pass(ShardLoader(read_manifest(str(folder)), 4, CPU, DEVICES, buffer=6), 2)
+        for base in (f"http://127.0.0.1:{server.server_port}", f"pipe:cat {folder}/{{name}}"):
+            shards = read_manifest(str(folder), base)
+            assert not shards.local
+            streamed = one_pass(ShardLoader(shards, 4, CPU, DEVICES, buffer=6), 2)
+            assert [b[0] for b in streamed] == [b[0] for b in local]
+            assert all(torch.equal(a[1], b[1]) for a, b in zip(streamed, local, strict=True))
+        missing = read_manifest(str(folder), f"http://127.0.0.1:{server.server_port}/gone")
+        with pytest.raises(DataError, match=r"shard http://127\.0\.0\.1:\d+/gone/shard-0000"):
+            one_pass(ShardLoader(missing, 4, CPU, DEVICES), 2)
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_a_short_or_corrupt_shard_fails_the_pass_naming_it(tmp_path):

@@ -381,8 +381,11 @@ class ShardStream(IterableDataset):
             except DataError as err:
                 raise DataError(f"shard {url} is corrupt: {err}") from None
             except Exception as err:  # tarfile, gopen, anything the reader raises
-                message = " ".join(str(err).split())[:160]
-                raise DataError(f"shard {url} is corrupt or unreadable: {message}") from None
+                said = [str(a) for a in err.args if isinstance(a, str) and a != url]
+                message = " ".join(" ".join(said).split())[:160] or type(err).__name__
+                raise DataError(
+                    f"shard {url} is corrupt, unreadable or not found: {message}"
+                ) from None
             if got != stop - start:
                 raise DataError(
                     f"shard {url} is truncated: it ended after {start + got} clips, "

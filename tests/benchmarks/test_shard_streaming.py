@@ -2,8 +2,10 @@
 
 1. One shuffled epoch (batches of 32, CPU time of the reading process, no workers) from
    local shards vs the decoded-audio cache vs decoding the WAV files with resampling
-   (44.1 -> 32 kHz), in clips/s; asserted: shards faster than decoding, and at least a
-   quarter of the cache's speed (both read int16 rows; shards add tar parsing and a buffer).
+   (44.1 -> 32 kHz), in clips/s. The README's ratios are asserted on an idle machine
+   (``claims.py``); the guards on a loaded one: shards faster than decoding, and at least a
+   quarter of the cache's speed (both read int16 rows; shards add tar parsing, a CRC-32 and
+   the shuffle buffer).
 2. Peak RSS (``/usr/bin/time -f %M``, the largest process) of a process streaming one epoch
    with 2 workers from 4x as many shards (same clips per shard, same shuffle buffer) is at
    most 1.25x that from the smaller set: nothing grows with the shard count.
