@@ -197,14 +197,17 @@ def shard_args(tmp_path: Path, out: str, *extra: str) -> list[str]:
     )  # fmt: skip
 
 
-def write_toy_shards(tmp_path: Path) -> None:
+def write_toy_shards(tmp_path: Path, env: dict | None = None) -> None:
     (tmp_path / "tones").mkdir(exist_ok=True)
     written = run_cli(
         "--plugin", str(Path(__file__).parent / "toy_plugin.py"), "shards", "write",
         str(tmp_path / "shards"), "--dataset", "toy-tones", "--backbone", "toy",
         "--set", f"dataset.root={tmp_path / 'tones'}", "--set", "dataset.per_class=24",
-        "--clips-per-shard", "5",
+        "--clips-per-shard", "5", env=env,
     )  # fmt: skip
+    if env:
+        assert written.returncode == -signal.SIGKILL, written.stderr
+        return
     assert written.returncode == 0, written.stderr
     assert "wrote 36 clips in 8 shards" in written.stdout
 
@@ -217,7 +220,11 @@ def assert_refused(result, message: str, out: Path) -> None:
 
 
 def test_bad_shard_settings_are_one_line_errors_and_store_nothing(tmp_path):
-    write_toy_shards(tmp_path)
+    write_toy_shards(tmp_path, env={"HARNESS_TEST_KILL_AT": "train shards"})  # killed writing
+    assert not (tmp_path / "shards").exists()
+    assert [p.name.startswith(".shards.") for p in tmp_path.iterdir()].count(True) == 1
+    write_toy_shards(tmp_path)  # the killed write's temporary folder is removed
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".shards.")]
     out = tmp_path / "x"
     missing = run_cli(*resume_args(tmp_path, "x", "--set", "run.data_source=shards"))
     assert_refused(missing, "run.data_source=shards needs run.shards", out)

@@ -62,6 +62,7 @@ from harness.data.loader import (
     ignore_job_signals,
     worker_message,
 )
+from harness.util.cache import owned_temp_dir, stale_temp_dirs, temp_owner
 from harness.util.errors import DataError, HarnessError, UsageError
 from harness.util.files import write_text_atomic
 from harness.util.progress import progress
@@ -113,17 +114,18 @@ def write_shards(
 ) -> dict:
     """Decode ``audio`` (a lazily decoded split) in order into shards under ``folder``.
 
-    Written into a temporary sibling folder and renamed into place, so an interrupted write
-    leaves no folder a run would read. Returns the manifest.
+    Written into a temporary sibling folder named after this process and renamed into place,
+    so an interrupted write leaves no folder a run would read (the next write of the same
+    folder removes it). Returns the manifest.
     """
     if clips_per_shard < 1:
         raise UsageError(f"bad value for --clips-per-shard: {clips_per_shard} (at least 1)")
     if folder.exists() and any(folder.iterdir()):
         raise UsageError(f"shard folder {folder} exists and is not empty; pick another --out")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    for stale in stale_temp_dirs([folder.parent]):  # an earlier write that was killed
+        if (temp_owner(stale) or ("",))[0] == folder.name:
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = owned_temp_dir(folder.parent, folder.name)
     try:
         shards = write_tars(audio, tmp, clips_per_shard, workers, desc)
         source = audio.source
