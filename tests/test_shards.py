@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
 import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -62,7 +63,14 @@ def test_clip_range_cuts_the_shard_sequence_at_hand_computed_places():
 
 
 def test_manifest_lists_counts_sizes_and_checksums(tmp_path):
-    _, _, manifest = write_split(tmp_path)
+    clips, _, manifest = write_split(tmp_path)
+    with tarfile.open(tmp_path / "shards" / "shard-000001.tar") as tar:
+        record = json.load(tar.extractfile("0000000005.json"))
+    clip = clips[5]  # every Clip field travels as JSON (labels, device, meta: whatever they are)
+    expected = {"path": str(clip.path), "label": clip.label, "device": clip.device,
+                "meta": {}, "segments": []}  # fmt: skip
+    assert {key: record["clip"][key] for key in expected} == expected
+    assert record["index"] == 5 and record["scale"] >= 1.0
     assert manifest["clips"] == 23 and [s["clips"] for s in manifest["shards"]] == [4] * 5 + [3]
     for shard in manifest["shards"]:
         assert (tmp_path / "shards" / shard["name"]).stat().st_size == shard["bytes"]
@@ -76,7 +84,7 @@ def test_streamed_shards_are_the_decoded_cache_clips(tmp_path, workers):
     cached = cached_audio(audio, str(tmp_path / "cache"))
     assert isinstance(cached.wave, CachedWaves)
     direct = load_clips(clips, RATE, 0.5, DEVICES)
-    loader = ShardLoader(read_manifest(str(tmp_path / "shards")), 5, CPU, DEVICES, workers)
+    loader = ShardLoader(read_manifest(str(tmp_path / "shards")), audio, 5, CPU, workers)
     seen = []
     for index, wave, labels in one_pass(loader, seed=None):  # unshuffled: in split order
         for row, i, label in zip(wave.numpy(), index, labels, strict=True):
@@ -92,11 +100,11 @@ def test_streamed_shards_are_the_decoded_cache_clips(tmp_path, workers):
 
 @pytest.mark.parametrize(("world", "workers"), [(2, 0), (2, 3), (3, 2)])
 def test_ranks_get_equal_disjoint_shares_whose_union_is_the_epoch(tmp_path, world, workers):
-    write_split(tmp_path)
+    _, audio, _ = write_split(tmp_path)
     shards = read_manifest(str(tmp_path / "shards"))
     batch = 6
     passes = [
-        one_pass(ShardLoader(shards, batch, CPU, DEVICES, workers, rank, world, buffer=3), 7)
+        one_pass(ShardLoader(shards, audio, batch, CPU, workers, rank, world, buffer=3), 7)
         for rank in range(world)
     ]
     shares = [[i for index, _, _ in batches for i in index] for batches in passes]
@@ -104,16 +112,16 @@ def test_ranks_get_equal_disjoint_shares_whose_union_is_the_epoch(tmp_path, worl
     assert {len(share) for share in shares} == {23 // batch * batch // world}
     union = [i for share in shares for i in share]
     assert len(set(union)) == len(union) == 23 // batch * batch  # disjoint, and the epoch
-    first = ShardLoader(shards, batch, CPU, DEVICES, workers, 0, world, buffer=3)
+    first = ShardLoader(shards, audio, batch, CPU, workers, 0, world, buffer=3)
     again = [i for index, _, _ in one_pass(first, 8) for i in index]
     assert again != shares[0]  # another epoch draw, another order
 
 
 @pytest.mark.parametrize("workers", [0, 3])
 def test_a_resumed_pass_gives_the_rest_of_the_same_order(tmp_path, workers):
-    write_split(tmp_path)
+    _, audio, _ = write_split(tmp_path)
     shards = read_manifest(str(tmp_path / "shards"))
-    loader = ShardLoader(shards, 4, CPU, DEVICES, workers, buffer=5)
+    loader = ShardLoader(shards, audio, 4, CPU, workers, buffer=5)
     full = one_pass(loader, seed=3)
     assert len(full) == 5
     for skip in (1, 2, 4):
@@ -123,30 +131,30 @@ def test_a_resumed_pass_gives_the_rest_of_the_same_order(tmp_path, workers):
 
 
 def test_shards_stream_from_http_and_pipe_urls_as_from_the_folder(tmp_path):
-    write_split(tmp_path)
+    _, audio, _ = write_split(tmp_path)
     folder = tmp_path / "shards"
     handler = partial(SimpleHTTPRequestHandler, directory=str(folder))
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        local = one_pass(ShardLoader(read_manifest(str(folder)), 4, CPU, DEVICES, buffer=6), 2)
+        local = one_pass(ShardLoader(read_manifest(str(folder)), audio, 4, CPU, buffer=6), 2)
         for base in (f"http://127.0.0.1:{server.server_port}", f"pipe:cat {folder}/{{name}}"):
             shards = read_manifest(str(folder), base)
             assert not shards.local
-            streamed = one_pass(ShardLoader(shards, 4, CPU, DEVICES, buffer=6), 2)
+            streamed = one_pass(ShardLoader(shards, audio, 4, CPU, buffer=6), 2)
             assert [b[0] for b in streamed] == [b[0] for b in local]
             assert all(torch.equal(a[1], b[1]) for a, b in zip(streamed, local, strict=True))
         missing = read_manifest(str(folder), f"http://127.0.0.1:{server.server_port}/gone")
         with pytest.raises(DataError, match=r"shard http://127\.0\.0\.1:\d+/gone/shard-0000"):
-            one_pass(ShardLoader(missing, 4, CPU, DEVICES), 2)
+            one_pass(ShardLoader(missing, audio, 4, CPU), 2)
     finally:
         server.shutdown()
         server.server_close()
 
 
 def test_a_short_or_corrupt_shard_fails_the_pass_naming_it(tmp_path):
-    write_split(tmp_path)
+    _, audio, _ = write_split(tmp_path)
     folder = tmp_path / "shards"
     name = folder / "shard-000002.tar"
     data = name.read_bytes()
@@ -154,7 +162,7 @@ def test_a_short_or_corrupt_shard_fails_the_pass_naming_it(tmp_path):
     for start, message in ((3000, "fails its CRC-32 check"), (1024, "(unreadable|lacks npy)")):
         name.write_bytes(data[:start] + bytes(b ^ 0xFF for b in data[start : start + 2])
                          + data[start + 2 :])  # fmt: skip
-        loader = ShardLoader(read_manifest(str(folder)), 4, CPU, DEVICES)
+        loader = ShardLoader(read_manifest(str(folder)), audio, 4, CPU)
         with pytest.raises(DataError, match=rf"shard .*shard-000002\.tar is corrupt.*{message}"):
             one_pass(loader, seed=None)
     # truncated at a clip boundary, the manifest rewritten to its new size: still caught
@@ -162,7 +170,7 @@ def test_a_short_or_corrupt_shard_fails_the_pass_naming_it(tmp_path):
     name.write_bytes(data[: len(data) // 2])
     manifest["shards"][2]["bytes"] = name.stat().st_size
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    loader = ShardLoader(read_manifest(str(folder)), 4, CPU, DEVICES)
+    loader = ShardLoader(read_manifest(str(folder)), audio, 4, CPU)
     with pytest.raises(DataError, match=r"shard-000002\.tar is (truncated|corrupt)"):
         one_pass(loader, seed=None)
 
@@ -262,10 +270,14 @@ def test_sigkilled_shard_run_resumes_bit_for_bit(tmp_path):
 
 RANK_SCRIPT = """
 import json, sys, torch, torch.distributed as dist
+from harness.data.loader import ClipAudio
 from harness.data.shards import ShardLoader, read_manifest
 dist.init_process_group("gloo")
 rank, world = dist.get_rank(), dist.get_world_size()
-loader = ShardLoader(read_manifest(sys.argv[1]), 6, torch.device("cpu"), ["a", "b"], 2, rank, world)
+shards = read_manifest(sys.argv[1])
+labels = torch.zeros(shards.clips, dtype=torch.long)
+audio = ClipAudio([], torch.zeros(shards.clips, 1), labels, labels, 16000)
+loader = ShardLoader(shards, audio, 6, torch.device("cpu"), 2, rank, world)
 seen = [b.index.tolist() for b in loader.epoch(torch.Generator().manual_seed(5))]
 count = torch.tensor([len(seen)])
 dist.all_reduce(count, op=dist.ReduceOp.MAX)

@@ -32,6 +32,7 @@ shard's checksum.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -40,10 +41,11 @@ import random
 import shutil
 import tarfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -91,19 +93,23 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def plain(value: Any) -> Any:
+    """A clip field as JSON: paths as strings, tuples as lists, mappings as objects."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
 def clip_record(clip: Clip, index: int, scale: float, row: np.ndarray) -> dict:
-    """A clip's JSON beside its samples: everything a stream needs besides the audio, and
-    the samples' CRC-32 (a damaged payload is caught when read, not trained on)."""
-    return {
-        "crc32": zlib.crc32(row),
-        "index": index,
-        "label": clip.label,
-        "device": clip.device,
-        "path": str(clip.path),
-        "segments": [str(p) for p in clip.segments],
-        "meta": dict(clip.meta),
-        "scale": float(scale),
-    }
+    """A clip's JSON beside its samples: its index in the split, the scale of its int16
+    samples and their CRC-32 (a damaged payload is caught when read, not trained on), and
+    every field of its :class:`Clip` (label or labels, device, path, segments, meta)."""
+    fields = {f.name: plain(getattr(clip, f.name)) for f in dataclasses.fields(clip)}
+    return {"index": index, "scale": float(scale), "crc32": zlib.crc32(row), "clip": fields}
 
 
 # -- writing ----------------------------------------------------------------------------------
@@ -338,17 +344,15 @@ class ShardStream(IterableDataset):
     """One rank's batches of a pass over the shards (see the module docstring)."""
 
     def __init__(
-        self, shards: ShardSet, batches: int, rank_batch: int, rank: int, devices: list[str],
-        buffer: int,
-    ) -> None:  # fmt: skip
+        self, shards: ShardSet, batches: int, rank_batch: int, rank: int, buffer: int
+    ) -> None:
         self.shards = shards
         self.batches, self.rank_batch, self.rank = batches, rank_batch, rank
-        self.device_index = {d: k for k, d in enumerate(devices)}
         self.buffer = buffer
         self.plan = EpochPlan(list(range(len(shards.names))), None, 0)
         self._npy_header, self._npy_bytes = b"", 0
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         info = get_worker_info()
         workers, slot = (info.num_workers, info.id) if info else (1, 0)
         worker = (slot + self.plan.skip) % workers  # the pass's next batch comes from slot 0
@@ -410,8 +414,8 @@ class ShardStream(IterableDataset):
         self._npy_header, self._npy_bytes = data[: len(data) - row.nbytes], len(data)
         return row
 
-    def collate(self, samples: list[dict]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        waves, index, labels, devices = [], [], [], []
+    def collate(self, samples: list[dict]) -> tuple[Tensor, Tensor]:
+        waves, index = [], []
         for sample in samples:
             try:
                 record = json.loads(sample["json"])
@@ -425,10 +429,7 @@ class ShardStream(IterableDataset):
                 )
             waves.append(row.astype(np.float32) * np.float32(record["scale"] / FULL_SCALE))
             index.append(record["index"])
-            labels.append(record["label"])
-            devices.append(self.device_index.get(record["device"], -1))
-        as_long = [torch.tensor(v, dtype=torch.long) for v in (index, labels, devices)]
-        return (torch.from_numpy(np.stack(waves)), *as_long)
+        return torch.from_numpy(np.stack(waves)), torch.tensor(index, dtype=torch.long)
 
 
 class ShardLoader:
@@ -436,7 +437,7 @@ class ShardLoader:
     interface (``len``, ``epoch(generator, skip, worker_seed)``, ``close``)."""
 
     def __init__(
-        self, shards: ShardSet, batch_size: int, torch_device: torch.device, devices: list[str],
+        self, shards: ShardSet, audio: ClipAudio, batch_size: int, torch_device: torch.device,
         workers: int = 0, rank: int = 0, world: int = 1, buffer: int = 1000,
     ) -> None:  # fmt: skip
         if batch_size % world:
@@ -449,7 +450,8 @@ class ShardLoader:
             )
         self.torch_device = torch_device
         self.batches = batches
-        self.stream = ShardStream(shards, batches, batch_size // world, rank, devices, buffer)
+        self.audio = audio
+        self.stream = ShardStream(shards, batches, batch_size // world, rank, buffer)
         self.workers = workers
 
     def __len__(self) -> int:
@@ -485,11 +487,11 @@ class ShardLoader:
         )
         device = self.torch_device
         try:
-            for wave, index, label, dev in loader:
+            for wave, index in loader:
                 yield Batch(
                     wave=wave.to(device, non_blocking=True),
-                    label=label.to(device, non_blocking=True),
-                    device=dev.to(device, non_blocking=True),
+                    label=self.audio.labels[index].to(device, non_blocking=True),
+                    device=self.audio.devices[index].to(device, non_blocking=True),
                     index=index.to(device, non_blocking=True),
                 )
         except DataError as err:

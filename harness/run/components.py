@@ -177,9 +177,9 @@ class RunParts:
             if train and split == "train" and self.shards is not None:
                 self._loaders[key] = ShardLoader(
                     self.shards,
+                    self.audio("train"),
                     batch_size,
                     self.device,
-                    self.splits.devices,
                     workers=self.workers,
                     rank=ranks.rank,
                     world=ranks.world,

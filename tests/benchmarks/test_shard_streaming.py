@@ -65,7 +65,7 @@ def test_streaming_from_shards_vs_cache_vs_decoding(benchmark, tmp_path):
     shards = read_manifest(str(tmp_path / "shards"))
     raw_rate = epoch_rate(Loader(decoded, 32, CPU, drop_last=True))
     cache_rate = max(epoch_rate(Loader(cached, 32, CPU, drop_last=True)) for _ in range(3))
-    loader = ShardLoader(shards, 32, CPU, ["a", "b"], buffer=1000)
+    loader = ShardLoader(shards, decoded, 32, CPU, buffer=1000)
     shard_rate = benchmark.pedantic(epoch_rate, args=(loader,), rounds=3)
     shard_rate = max(shard_rate, epoch_rate(loader))
     benchmark.extra_info.update(
@@ -83,9 +83,12 @@ def test_streaming_from_shards_vs_cache_vs_decoding(benchmark, tmp_path):
 
 STREAM = """
 import sys, torch
+from harness.data.loader import ClipAudio
 from harness.data.shards import ShardLoader, read_manifest
-loader = ShardLoader(read_manifest(sys.argv[1]), 32, torch.device("cpu"), [], workers=2,
-                     buffer=256)
+shards = read_manifest(sys.argv[1])
+labels = torch.zeros(shards.clips, dtype=torch.long)
+audio = ClipAudio([], torch.zeros(shards.clips, 1), labels, labels, 16000)
+loader = ShardLoader(shards, audio, 32, torch.device("cpu"), workers=2, buffer=256)
 print(sum(b.wave.shape[0] for b in loader.epoch(torch.Generator().manual_seed(0))))
 """
 
