@@ -28,6 +28,8 @@ from harness.data.shards import (
     worker_batches,
     write_shards,
 )
+from harness.registry.config import hashed_config, merge, parse_set, resolve
+from harness.registry.plugins import load_plugins
 from harness.util.errors import DataError, UsageError
 from tests.conftest import run_cli
 from tests.test_resume import args as resume_args
@@ -60,6 +62,25 @@ def test_clip_range_cuts_the_shard_sequence_at_hand_computed_places():
     assert clip_range(counts, [0, 1, 2, 3], 12, 0) == []
     assert [worker_batches(7, 3, w) for w in range(3)] == [3, 2, 2]
     assert [worker_batches(2, 3, w) for w in range(3)] == [1, 1, 0]
+
+
+def test_the_data_source_enters_the_config_hash_only_away_from_its_default():
+    base = {"run": {"epochs": 2}}
+    hashes = {
+        name: resolve(merge(base, parse_set(list(sets))), load_plugins()).config_hash()
+        for name, sets in {
+            "default": [],
+            "cache": ["run.data_source=cache", "run.shuffle_buffer=1000"],
+            "shards": ["run.data_source=shards", "run.shards=/a"],
+            "moved": ["run.data_source=shards", "run.shards=/b", "run.shards_url=http://h/x"],
+            "buffer": ["run.data_source=shards", "run.shards=/a", "run.shuffle_buffer=10"],
+        }.items()
+    }
+    assert hashes["default"] == hashes["cache"]  # stored runs keep their hashes
+    assert hashes["shards"] == hashes["moved"]  # where the shards are is not what the run is
+    assert len({hashes["default"], hashes["shards"], hashes["buffer"]}) == 3
+    without = hashed_config(resolve(base, load_plugins()).as_dict())["run"]
+    assert not {"data_source", "shards", "shards_url", "shuffle_buffer"} & set(without)
 
 
 def test_manifest_lists_counts_sizes_and_checksums(tmp_path):
