@@ -267,6 +267,19 @@ def test_bad_shard_settings_are_one_line_errors_and_store_nothing(tmp_path):
     assert check.returncode == 2 and "shard-000003.tar has" in check.stderr
 
 
+def test_raw_data_source_decodes_the_files_as_the_cache_off_setting_does(tmp_path):
+    cache = tmp_path / "cache"
+    env = {"HARNESS_CACHE": str(cache)}
+    raw = run_cli(*resume_args(tmp_path, "raw", "--set", "run.data_source=raw"), env=env)
+    assert raw.returncode == 0, raw.stderr
+    assert not (cache / "audio").exists() or not list((cache / "audio").iterdir())  # no cache
+    off = run_cli(*resume_args(tmp_path, "off", "--set", "run.audio_cache=off"), env=env)
+    assert off.returncode == 0, off.stderr
+    runs = [finished(tmp_path / name) for name in ("raw", "off")]
+    metrics = [json.loads((run / "metrics.json").read_text()) for run in runs]
+    assert metrics[0] == metrics[1]
+
+
 @pytest.mark.slow
 def test_sigkilled_shard_run_resumes_bit_for_bit(tmp_path):
     write_toy_shards(tmp_path)
