@@ -56,7 +56,8 @@ def write(
         f"wrote {manifest['clips']} clips in {len(manifest['shards'])} shards "
         f"({size / 1e9:.3f} GB) to {out}"
     )
-    click.echo(f"train from them with --set run.data_source=shards --set run.shards={out}")
+    if split == "train":
+        click.echo(f"train from them with --set run.data_source=shards --set run.shards={out}")
 
 
 @shards.command("check")

@@ -20,6 +20,8 @@ WRITABLE_SPLITS = ("train", "valid", "eval")
 def write_run_shards(cfg: RunConfig, split: str, out: Path, clips_per_shard: int) -> dict:
     """Write ``split`` of the run ``cfg`` describes (its data set, held-out validation
     clips, backbone sample rate) into shards under ``out``; returns the manifest."""
+    if clips_per_shard < 1:
+        raise UsageError(f"bad value for --clips-per-shard: {clips_per_shard} (at least 1)")
     if split not in WRITABLE_SPLITS:
         raise UsageError(f"bad value for --split: {split!r} (one of {', '.join(WRITABLE_SPLITS)})")
     run = dataclasses.replace(cfg.run, data_source="raw")  # the shards are not there yet
