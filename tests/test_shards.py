@@ -196,6 +196,25 @@ def test_a_short_or_corrupt_shard_fails_the_pass_naming_it(tmp_path):
         one_pass(loader, seed=None)
 
 
+def test_parts_written_separately_give_the_shards_of_one_write(tmp_path):
+    _, audio, whole = write_split(tmp_path)  # 23 clips, 4 per shard: 6 shards
+    folder = tmp_path / "parts"
+    assert write_shards(audio, folder, 4, part=(2, 3)) is None  # shards 2 and 5
+    assert write_shards(audio, folder, 4, part=(0, 3)) is None  # shards 0 and 3
+    assert sorted(p.name for p in folder.glob("*.tar")) == [
+        "shard-000000.tar", "shard-000002.tar", "shard-000003.tar", "shard-000005.tar"
+    ]  # fmt: skip
+    assert not (folder / "manifest.json").exists()  # part 2 missing: no manifest to read
+    assert write_shards(audio, folder, 4, part=(1, 3)) == whole  # the last part completes it
+    for shard in whole["shards"]:  # the same bytes (fixed mtime, same rows)
+        name = shard["name"]
+        assert (folder / name).read_bytes() == (tmp_path / "shards" / name).read_bytes()
+    with pytest.raises(UsageError, match="already holds these shards"):
+        write_shards(audio, folder, 4, part=(1, 3))
+    with pytest.raises(UsageError, match="bad value for --part: 4/3"):
+        write_shards(audio, tmp_path / "other", 4, part=(3, 3))
+
+
 def test_a_manifest_that_does_not_match_its_shards_is_refused(tmp_path):
     write_split(tmp_path)
     folder = tmp_path / "shards"

@@ -29,6 +29,14 @@ def shards() -> None:
 @click.option("--backbone", help="Backbone whose sample rate the clips get (default: passt).")
 @click.option("--split", default="train", show_default=True, help="train, valid or eval.")
 @click.option("--clips-per-shard", type=int, default=1000, show_default=True)
+@click.option(
+    "--part",
+    default="1/1",
+    show_default=True,
+    metavar="K/N",
+    help="Write only part K of N (every N-th shard), e.g. from a SLURM array task; the part "
+    "completing the set writes the manifest.",
+)
 @config_and_set_options(
     "A TOML config file (the run's).",
     "Data and run settings as for harness run, e.g. --set dataset.root=... (repeatable).",
@@ -41,6 +49,7 @@ def write(
     backbone: str | None,
     split: str,
     clips_per_shard: int,
+    part: str,
     config_file: Path | None,
     assignments: tuple[str, ...],
 ) -> None:
@@ -50,7 +59,10 @@ def write(
         if name:
             raw = set_name(raw, section, name)
     cfg = resolve(merge(raw, parse_set(list(assignments))), plugins_from(ctx))
-    manifest = write_run_shards(cfg, split, out, clips_per_shard)
+    manifest = write_run_shards(cfg, split, out, clips_per_shard, parse_part(part))
+    if manifest is None:
+        click.echo(f"wrote part {part} to {out}; the manifest follows when every part is written")
+        return
     size = sum(s["bytes"] for s in manifest["shards"])
     click.echo(
         f"wrote {manifest['clips']} clips in {len(manifest['shards'])} shards "
@@ -58,6 +70,18 @@ def write(
     )
     if split == "train":
         click.echo(f"train from them with --set run.data_source=shards --set run.shards={out}")
+
+
+def parse_part(text: str) -> tuple[int, int]:
+    """``"K/N"`` (1-based) as ``(K - 1, N)``."""
+    number, _, total = text.partition("/")
+    try:
+        k, n = int(number), int(total)
+    except ValueError:
+        raise UsageError(f"bad value for --part: {text!r} (K/N, e.g. 3/16)") from None
+    if not 1 <= k <= n:
+        raise UsageError(f"bad value for --part: {text!r} (K/N with 1 <= K <= N)")
+    return k - 1, n
 
 
 @shards.command("check")

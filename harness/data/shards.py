@@ -116,41 +116,77 @@ def clip_record(clip: Clip, index: int, scale: float, row: np.ndarray) -> dict:
 
 
 def write_shards(
-    audio: ClipAudio, folder: Path, clips_per_shard: int, workers: int = 0, desc: str = "shards"
-) -> dict:
+    audio: ClipAudio,
+    folder: Path,
+    clips_per_shard: int,
+    workers: int = 0,
+    desc: str = "shards",
+    part: tuple[int, int] = (0, 1),
+) -> dict | None:
     """Decode ``audio`` (a lazily decoded split) in order into shards under ``folder``.
 
-    Written into a temporary sibling folder named after this process and renamed into place,
-    so an interrupted write leaves no folder a run would read (the next write of the same
-    folder removes it). Returns the manifest.
+    Shard ``s`` holds clips ``s * clips_per_shard`` on. ``part = (k, n)`` writes only the
+    shards ``s`` with ``s % n == k`` (one job of ``n`` writing in parallel, e.g. a SLURM
+    array) and records them in ``parts/``; the part that completes the set writes the
+    manifest. Written into a temporary sibling folder named after this process and moved
+    into place, so an interrupted write leaves nothing a run would read (the next write of
+    the same folder removes it). Returns the manifest, or None while parts are missing.
     """
     if clips_per_shard < 1:
         raise UsageError(f"bad value for --clips-per-shard: {clips_per_shard} (at least 1)")
-    if folder.exists() and any(folder.iterdir()):
+    number, parts = part
+    if not 0 <= number < parts:
+        raise UsageError(f"bad value for --part: {number + 1}/{parts} (1/N to N/N)")
+    part_file = folder / "parts" / f"{number + 1}-of-{parts}.json"
+    if (folder / MANIFEST).exists() or part_file.exists():
+        raise UsageError(f"shard folder {folder} already holds these shards; pick another --out")
+    if parts == 1 and folder.exists() and any(folder.iterdir()):
         raise UsageError(f"shard folder {folder} exists and is not empty; pick another --out")
     for stale in stale_temp_dirs([folder.parent]):  # an earlier write that was killed
         if (temp_owner(stale) or ("",))[0] == folder.name:
             shutil.rmtree(stale, ignore_errors=True)
+    rows = [i for i in range(len(audio)) if (i // clips_per_shard) % parts == number]
     tmp = owned_temp_dir(folder.parent, folder.name)
     try:
-        shards = write_tars(audio, tmp, clips_per_shard, workers, desc)
-        source = audio.source
-        manifest = {
-            "format": FORMAT,
-            "sample_rate": audio.sample_rate,
-            "clip_seconds": source.clip_seconds,
-            "length": source.length,
-            "clips": len(audio),
-            "clip_list": clip_list_hash(audio.clips),
-            "shards": shards,
-        }
-        write_text_atomic(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n")
-        if folder.exists():
-            folder.rmdir()
-        os.replace(tmp, folder)
-    except BaseException:
+        shards = write_tars(audio, rows, tmp, clips_per_shard, workers, desc)
+        if parts == 1:
+            manifest = shard_manifest(audio, shards)
+            write_text_atomic(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+            if folder.exists():
+                folder.rmdir()
+            os.replace(tmp, folder)
+            return manifest
+        (folder / "parts").mkdir(parents=True, exist_ok=True)
+        for shard in shards:
+            os.replace(tmp / shard["name"], folder / shard["name"])
+        write_text_atomic(part_file, json.dumps(shards) + "\n")
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return complete_parts(audio, folder, parts)
+
+
+def shard_manifest(audio: ClipAudio, shards: list[dict]) -> dict:
+    source = audio.source
+    return {
+        "format": FORMAT,
+        "sample_rate": audio.sample_rate,
+        "clip_seconds": source.clip_seconds,
+        "length": source.length,
+        "clips": len(audio),
+        "clip_list": clip_list_hash(audio.clips),
+        "shards": sorted(shards, key=lambda shard: shard["name"]),
+    }
+
+
+def complete_parts(audio: ClipAudio, folder: Path, parts: int) -> dict | None:
+    """The manifest once every part of ``n`` is written (written by whichever part sees
+    the set complete first; the same text when two do), else None."""
+    files = [folder / "parts" / f"{k}-of-{parts}.json" for k in range(1, parts + 1)]
+    if not all(f.is_file() for f in files):
+        return None
+    shards = [shard for f in files for shard in json.loads(f.read_text())]
+    manifest = shard_manifest(audio, shards)
+    write_text_atomic(folder / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     return manifest
 
 
@@ -162,9 +198,12 @@ def open_tar(path: Path) -> wds.TarWriter:
     return writer
 
 
-def write_tars(audio: ClipAudio, tmp: Path, clips_per_shard: int, workers: int, desc: str):
+def write_tars(
+    audio: ClipAudio, rows: list[int], tmp: Path, clips_per_shard: int, workers: int, desc: str
+) -> list[dict]:
+    """Clips ``rows`` of ``audio`` (whole shards, in order) decoded into ``tmp``."""
     loader = DataLoader(
-        ClipDataset(audio.source),
+        ClipDataset(audio.source.subset(np.asarray(rows, dtype=np.int64))),
         batch_size=BUILD_BATCH,
         num_workers=workers,
         prefetch_factor=4 if workers else None,
@@ -179,13 +218,14 @@ def write_tars(audio: ClipAudio, tmp: Path, clips_per_shard: int, workers: int, 
         shards[-1] |= {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
     try:
-        for wave, idx in progress(loader, desc=desc, total=len(loader), unit="batch"):
-            rows, scales = to_int16(wave)
-            for row, scale, i in zip(rows.numpy(), scales.tolist(), idx.tolist(), strict=True):
+        for wave, local in progress(loader, desc=desc, total=len(loader), unit="batch"):
+            samples, scales = to_int16(wave)
+            indices = [rows[k] for k in local.tolist()]
+            for row, scale, i in zip(samples.numpy(), scales.tolist(), indices, strict=True):
                 if i % clips_per_shard == 0:
                     if writer is not None:
                         close_shard()
-                    shards.append({"name": shard_name(len(shards)), "clips": 0})
+                    shards.append({"name": shard_name(i // clips_per_shard), "clips": 0})
                     writer = open_tar(tmp / shards[-1]["name"])
                 record = clip_record(audio.clips[i], i, scale, row)
                 writer.write({"__key__": f"{i:010d}", "npy": row, "json": record})

@@ -17,9 +17,12 @@ from harness.util.errors import UsageError
 WRITABLE_SPLITS = ("train", "valid", "eval")
 
 
-def write_run_shards(cfg: RunConfig, split: str, out: Path, clips_per_shard: int) -> dict:
+def write_run_shards(
+    cfg: RunConfig, split: str, out: Path, clips_per_shard: int, part: tuple[int, int] = (0, 1)
+) -> dict | None:
     """Write ``split`` of the run ``cfg`` describes (its data set, held-out validation
-    clips, backbone sample rate) into shards under ``out``; returns the manifest."""
+    clips, backbone sample rate) into shards under ``out`` (only part ``k`` of ``n``, see
+    :func:`harness.data.shards.write_shards`); returns the manifest once complete."""
     if clips_per_shard < 1:
         raise UsageError(f"bad value for --clips-per-shard: {clips_per_shard} (at least 1)")
     if split not in WRITABLE_SPLITS:
@@ -30,6 +33,7 @@ def write_run_shards(cfg: RunConfig, split: str, out: Path, clips_per_shard: int
         if not parts.splits.split(split):
             raise UsageError(f"data set '{cfg.dataset.name}' has no {split} clips")
         audio = parts.decoded(split)
-        return write_shards(audio, out, clips_per_shard, parts.workers, desc=f"{split} shards")
+        desc = f"{split} shards"
+        return write_shards(audio, out, clips_per_shard, parts.workers, desc, part)
     finally:
         parts.close()
