@@ -231,6 +231,9 @@ def test_a_manifest_that_does_not_match_its_shards_is_refused(tmp_path):
         read_manifest(str(folder))
     with pytest.raises(UsageError, match="cannot be read"):
         read_manifest(str(tmp_path / "nowhere"))
+    with pytest.raises(UsageError, match="already holds these shards"):
+        write_split(tmp_path)
+    (folder / "manifest.json").unlink()
     with pytest.raises(UsageError, match="exists and is not empty"):
         write_split(tmp_path)
 

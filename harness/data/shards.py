@@ -108,7 +108,7 @@ def clip_record(clip: Clip, index: int, scale: float, row: np.ndarray) -> dict:
     """A clip's JSON beside its samples: its index in the split, the scale of its int16
     samples and their CRC-32 (a damaged payload is caught when read, not trained on), and
     every field of its :class:`Clip` (label or labels, device, path, segments, meta)."""
-    fields = {f.name: plain(getattr(clip, f.name)) for f in dataclasses.fields(clip)}
+    fields = plain(dataclasses.asdict(clip))
     return {"index": index, "scale": float(scale), "crc32": zlib.crc32(row), "clip": fields}
 
 
