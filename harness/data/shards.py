@@ -7,7 +7,7 @@ For data sets too big for the decoded-audio cache (AudioSet-2M: about 640 GB of 
     manifest.json       format, sample rate, clip length, clip count, the clip list's hash,
                         and per shard: name, clips, bytes, sha256
     shard-000000.tar    per clip ``<key>.npy`` (int16 [T]) and ``<key>.json`` (index in the
-                        split, label, device, file path, metadata, scale)
+                        split, scale, CRC-32 of the samples, every field of its Clip)
 
 Samples are the decoded-audio cache's rows (:func:`harness.data.audio_cache.to_int16`): a
 streamed clip equals the cached one exactly, and differs from direct decoding by at most
@@ -19,15 +19,15 @@ ranges of it (``N // B`` batches of ``B / W`` clips each, ``B`` the global batch
 of its DataLoader workers a contiguous part of that range, whole batches, through a seeded
 shuffle buffer. So every rank gets exactly the same number of batches, the ranks' clips are
 disjoint and together the epoch (the ``N mod B`` clips at the sequence's end are left out,
-as ``drop_last`` does), and a shard is read by at most two ranks. The order is a function of
-the epoch's generator draw, the number of processes, ``run.workers`` and
-``run.shuffle_buffer``: an epoch resumed with the same settings is the same, its first
-``skip`` batches read again and dropped before decoding.
+as ``drop_last`` does), and a rank reads whole shards but at the two ends of its range.
+The order is a function of the epoch's generator draw, the number of processes,
+``run.workers`` and ``run.shuffle_buffer``: an epoch resumed with the same settings is the
+same, its first ``skip`` batches read again and dropped before decoding.
 
-A shard that is shorter than its manifest says (truncated) or not a valid tar/npy
-(corrupt) fails the run with a one-line :class:`DataError` naming it; the stream never
-skips clips, so an epoch is never silently short. ``harness shards check`` verifies every
-shard's checksum.
+A shard that is shorter than its manifest says (truncated), not a valid tar/npy, or whose
+clip fails its CRC-32 (corrupt) fails the run with a one-line :class:`DataError` naming
+it; the stream never skips clips, so an epoch is never silently short. ``harness shards
+check`` verifies every shard's checksum.
 """
 
 from __future__ import annotations
