@@ -33,6 +33,17 @@ class RunSettings:
     ``min(8, CPUs / processes - 1)``)."""
     audio_cache: str = "auto"
     """Decoded-audio cache: ``auto`` (under the harness cache folder), ``off``, or a folder."""
+    data_source: Literal["cache", "shards", "raw"] = "cache"
+    """Where training clips come from: the decoded-audio cache (``run.audio_cache``),
+    WebDataset shards streamed from ``run.shards`` (``harness shards write``), or the audio
+    files decoded on every read."""
+    shards: str = ""
+    """Folder (or manifest) of the training split's shards, for ``data_source=shards``."""
+    shards_url: str = ""
+    """Stream the shards from here instead of the manifest's folder: a URL prefix or a
+    template with ``{name}`` (``pipe:curl -s http://host/audioset/{name}``)."""
+    shuffle_buffer: int = 1000
+    """Clips each data worker shuffles among when streaming shards."""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     """Autocast dtype of the backbone and method (the front-end stays fp32); fp16 adds a
     gradient scaler."""
@@ -77,6 +88,7 @@ class RunSettings:
         plateau_factor=Domain(gt=0, lt=1, help="Factor of the lr drop on a plateau."),
         threads=non_negative("CPU threads for torch (0: torch's default)."),
         workers=non_negative("DataLoader workers per process (none: auto)."),
+        shuffle_buffer=at_least(1, "Clips each data worker shuffles among (shards)."),
         grad_accum=at_least(1, "Micro-batches per optimizer step."),
         grad_clip=non_negative("Clip the gradients' global norm to this (0: off)."),
         sync_every=at_least(1, "Steps between reads of the accumulated loss."),

@@ -56,6 +56,10 @@ CORE_COMMANDS = {
         "harness.cli.dirgen:dirgen",
         "Train and inspect the microphone-trait DIR generator (seed 000, Section 5.3).",
     ),
+    "shards": (
+        "harness.cli.shards:shards",
+        "Write a data set's split as WebDataset shards for streaming, and check them.",
+    ),
 }
 """Core commands imported on use (``name: ("module:attribute", short help)``), so that
 ``harness --help`` imports neither torch nor matplotlib."""

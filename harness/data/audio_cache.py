@@ -112,6 +112,13 @@ class CachedWaves(WaveSource):
         return row * np.float32(self.scales[i] / FULL_SCALE)
 
 
+def to_int16(wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``[B, T]`` as stored: int16 ``round(x / scale * 32767)`` and each row's ``scale``
+    (``max(1, peak |x|)``); read back as ``row * scale / 32767``."""
+    peak = wave.abs().amax(dim=1).clamp(min=1.0)
+    return torch.round(wave / peak[:, None] * FULL_SCALE).to(torch.int16), peak
+
+
 def write_cache(tmp: Path, audio: ClipAudio, workers: int, desc: str) -> None:
     """Decode ``audio`` (a :class:`DecodedWaves` split) in order into ``tmp``."""
     source = audio.source
@@ -128,9 +135,8 @@ def write_cache(tmp: Path, audio: ClipAudio, workers: int, desc: str) -> None:
     with (tmp / "waves.npy").open("wb") as fh:
         np.lib.format.write_array_header_1_0(fh, {**header, "shape": (n, length)})
         for wave, idx in progress(loader, desc=desc, total=len(loader), unit="batch"):
-            peak = wave.abs().amax(dim=1).clamp(min=1.0)
+            rows, peak = to_int16(wave)
             scales[idx.numpy()] = peak.numpy()
-            rows = torch.round(wave / peak[:, None] * FULL_SCALE).to(torch.int16)
             fh.write(rows.numpy().tobytes())
     np.save(tmp / "scales.npy", scales)
     info = {

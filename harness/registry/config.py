@@ -90,14 +90,21 @@ class RunConfig:
         return "+".join(a.name for a in self.augs) or "none"
 
 
-UNHASHED_RUN_KEYS = ("checkpoint_every_steps", "loggers")
+UNHASHED_RUN_KEYS = ("checkpoint_every_steps", "loggers", "shards", "shards_url")
+HASHED_WHEN_SET = {"data_source": "cache", "shuffle_buffer": 1000}
+"""Run keys added after runs were stored: hashed only away from their default, so the
+hashes of stored runs stay valid."""
 """Run settings that change what is recorded, never the result: left out of the hash, so a
 run resumes (and compares) whatever its checkpoint frequency and loggers."""
 
 
 def hashed_config(config: dict[str, Any]) -> dict[str, Any]:
     """The part of :meth:`RunConfig.as_dict` that identifies equal runs."""
-    run = {k: v for k, v in config.get("run", {}).items() if k not in UNHASHED_RUN_KEYS}
+    run = {
+        k: v
+        for k, v in config.get("run", {}).items()
+        if k not in UNHASHED_RUN_KEYS and (k not in HASHED_WHEN_SET or v != HASHED_WHEN_SET[k])
+    }
     return {**config, "run": run}
 
 

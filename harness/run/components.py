@@ -22,6 +22,7 @@ from harness.api import (
 )
 from harness.data.audio_cache import cache_folder, cached_audio, check_writable
 from harness.data.loader import ClipAudio, Loader, resolve_workers, split_audio
+from harness.data.shards import ShardLoader, ShardSet, check_against_split, read_manifest
 from harness.engine import distributed
 from harness.engine.batches import prepare_batch
 from harness.registry.checkpoints import load_backbone_checkpoint
@@ -118,33 +119,60 @@ class RunParts:
         self.frontend: torch.nn.Module | None = None
         """The backbone's front-end on the device (after :meth:`setup`)."""
         self._audio: dict[str, ClipAudio] = {}
-        self._loaders: dict[tuple, Loader] = {}
+        self._loaders: dict[tuple, Loader | ShardLoader] = {}
+        self.shards: ShardSet | None = self.training_shards()
+        """The training split's shards (``run.data_source=shards``), checked against it."""
 
     # -- data -----------------------------------------------------------------
 
-    def audio(self, split: str) -> ClipAudio:
-        """The split's waveforms at the backbone's sample rate (read once, cached)."""
-        if split not in self._audio:
-            clips = self.splits.split(split)
-            seconds = self.splits.clip_seconds
-            if split in ("train", "valid") and self.splits.train_clip_seconds:
-                seconds = self.splits.train_clip_seconds
+    def decoded(self, split: str) -> ClipAudio:
+        """The split's clips, decoded from their files on each read."""
+        seconds = self.splits.clip_seconds
+        if split in ("train", "valid") and self.splits.train_clip_seconds:
+            seconds = self.splits.train_clip_seconds
+        try:
             multi = len(self.splits.classes) if self.splits.multi_label else 0
-            try:
-                audio = split_audio(
-                    clips, self.backbone.sample_rate, seconds, self.splits.devices, multi
-                )
-            except DataError as err:
-                raise DataError(f"{split} split: {err}") from None
-            with distributed.main_first():
-                audio = cached_audio(
-                    audio, self.cfg.run.audio_cache, self.workers, desc=f"{split} audio"
-                )
+            return split_audio(
+                self.splits.split(split),
+                self.backbone.sample_rate,
+                seconds,
+                self.splits.devices,
+                multi,
+            )
+        except DataError as err:
+            raise DataError(f"{split} split: {err}") from None
+
+    def audio(self, split: str) -> ClipAudio:
+        """The split's waveforms at the backbone's sample rate (read once, cached).
+
+        With ``run.data_source=raw``, and for the training split streamed from shards (whose
+        files only the health probe reads), the clips are decoded from their files."""
+        if split not in self._audio:
+            audio = self.decoded(split)
+            source = self.cfg.run.data_source
+            if source == "cache" or (source == "shards" and split != "train"):
+                with distributed.main_first():
+                    audio = cached_audio(
+                        audio, self.cfg.run.audio_cache, self.workers, desc=f"{split} audio"
+                    )
             self._audio[split] = audio
         return self._audio[split]
 
-    def loader(self, split: str, batch_size: int, train: bool) -> Loader:
-        """The split's DataLoader (kept with its workers); under DDP this rank's share."""
+    def training_shards(self) -> ShardSet | None:
+        """``run.shards`` read and checked against the training split (shards only)."""
+        run = self.cfg.run
+        if run.data_source != "shards":
+            return None
+        if not run.shards:
+            raise UsageError("run.data_source=shards needs run.shards (a shard folder)")
+        shards = read_manifest(run.shards, run.shards_url)
+        train = self.decoded("train")
+        check_against_split(shards, train.clips, train.sample_rate, train.source.length)
+        return shards
+
+    def loader(self, split: str, batch_size: int, train: bool) -> Loader | ShardLoader:
+        """The split's DataLoader (kept with its workers); under DDP this rank's share.
+        The training split streams from shards with ``run.data_source=shards``."""
         key = (split, batch_size, train)
         if key not in self._loaders:
             ranks = self.ranks
@@ -152,6 +180,18 @@ class RunParts:
                 raise UsageError(
                     f"batch size {batch_size} does not split evenly over {ranks.world} processes"
                 )
+            if train and split == "train" and self.shards is not None:
+                self._loaders[key] = ShardLoader(
+                    self.shards,
+                    self.audio("train"),
+                    batch_size,
+                    self.device,
+                    workers=self.workers,
+                    rank=ranks.rank,
+                    world=ranks.world,
+                    buffer=self.cfg.run.shuffle_buffer,
+                )
+                return self._loaders[key]
             self._loaders[key] = Loader(
                 self.audio(split),
                 batch_size,

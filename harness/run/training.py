@@ -22,6 +22,7 @@ from harness.api import (
     Training,
 )
 from harness.data.loader import Loader
+from harness.data.shards import ShardLoader
 from harness.engine.loop import Progress
 from harness.engine.resume import Position, load_module_state, set_rng_state
 from harness.engine.trainer import Engine, FitHooks, Resume, has_parameters
@@ -170,7 +171,7 @@ class MethodTraining:
         stage: Stage,
         number: int,
         phase: Phase,
-        loader: Loader,
+        loader: Loader | ShardLoader,
         generator: torch.Generator,
     ) -> Training:
         """The :class:`Training` of stage ``number``: the method's step on the run's

@@ -32,6 +32,8 @@ CLAIMS = {
     "pipeline-vs-step-small": 54.0,
     "fewshot-vs-sklearn-loop": 27.0,
     "nnclr-lookup-vs-cdist": 1.16,
+    "shards-vs-wav-decoding": 62.0,
+    "shards-vs-cache": 0.30,
 }
 """README "Benchmarks" table: speed-ups (and memory ratios) as reference / ours."""
 
