@@ -33,6 +33,9 @@ class RunSettings:
     ``min(8, CPUs / processes - 1)``)."""
     audio_cache: str = "auto"
     """Decoded-audio cache: ``auto`` (under the harness cache folder), ``off``, or a folder."""
+    data_outside_root: bool = False
+    """Allow clip files that resolve (through ``..``, absolute paths or symlinks) outside the
+    data set's root folder; off, such a file is an error before anything is read."""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     """Autocast dtype of the backbone and method (the front-end stays fp32); fp16 adds a
     gradient scaler."""

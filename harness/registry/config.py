@@ -90,9 +90,9 @@ class RunConfig:
         return "+".join(a.name for a in self.augs) or "none"
 
 
-UNHASHED_RUN_KEYS = ("checkpoint_every_steps", "loggers")
-"""Run settings that change what is recorded, never the result: left out of the hash, so a
-run resumes (and compares) whatever its checkpoint frequency and loggers."""
+UNHASHED_RUN_KEYS = ("checkpoint_every_steps", "loggers", "data_outside_root")
+"""Run settings that change what is recorded or allowed, never the result: left out of the
+hash, so a run resumes (and compares) whatever its checkpoint frequency and loggers."""
 
 
 def hashed_config(config: dict[str, Any]) -> dict[str, Any]:
