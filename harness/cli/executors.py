@@ -469,7 +469,9 @@ def make_executor(opts: ExecutorOptions, folder: Path, name: str) -> submitit.Ex
         executor.update_parameters(**slurm_parameters(opts, name))
     else:
         executor = submitit.LocalExecutor(folder=folder, max_num_timeout=opts.max_requeues)
-        params: dict[str, Any] = {"timeout_min": opts.time}
+        # the job controllers share the terminal: on Ctrl-C their tracebacks go to a log
+        log = shlex.quote(str(folder / "controllers.err"))
+        params: dict[str, Any] = {"timeout_min": opts.time, "setup": [f"exec 2>>{log}"]}
         if opts.cpus:
             params["cpus_per_task"] = opts.cpus
         executor.update_parameters(**params)
