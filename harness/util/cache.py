@@ -117,6 +117,26 @@ def stale_temp_dirs(parents: Iterable[Path], depth: int = 1) -> list[Path]:
     return found
 
 
+def stale_temp_files(parent: Path, name: str) -> list[Path]:
+    """Temporary files of dead processes named ``.<name>.<owner>.<random>`` in ``parent``
+    (e.g. a download killed half-way)."""
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return []
+    found = []
+    for entry in entries:
+        owner = temp_owner(Path(entry.path))
+        if (
+            owner is not None
+            and owner[0] == name
+            and entry.is_file(follow_symlinks=False)
+            and not owner_alive(*owner[1:])
+        ):
+            found.append(Path(entry.path))
+    return found
+
+
 def clean_stale_cache() -> list[Path]:
     """Remove temporary folders that dead processes left in the cache (e.g. killed generation)."""
     stale = stale_temp_dirs([cache_root()], depth=3)
