@@ -14,6 +14,7 @@ import http.server
 import io
 import json
 import os
+import random
 import shutil
 import threading
 import warnings
@@ -38,6 +39,7 @@ from harness.registry.checkpoints import read_checkpoint  # noqa: E402
 from harness.registry.pretrained import fetch  # noqa: E402
 from harness.util.cache import (  # noqa: E402
     DONE_MARKER,
+    CacheDamaged,
     build_once,
     host_name,
     verify_built,
@@ -381,3 +383,43 @@ def test_a_kept_checkpoint_that_does_not_load_says_which_file_to_delete(tmp_path
     message = str(info.value)
     assert message.startswith(f"cannot read checkpoint {path}: ") and "\n" not in message
     assert message.endswith("; delete it to download it again")
+
+
+def test_large_folders_check_every_size_and_a_random_sample_without_touching_the_rng(
+    tmp_path, monkeypatch
+):
+    from harness.util import cache
+
+    folder = build_once(tmp_path / "gen", generate_into)
+    monkeypatch.setattr(cache, "CHECKSUM_ALL_UP_TO", 2)
+    monkeypatch.setattr(cache, "CHECKSUM_SAMPLE", 1)
+    state = random.getstate()
+    verify_built(folder)
+    assert random.getstate() == state  # a run's Python RNG is not consumed
+    corrupt(folder / "audio" / "2.wav", "truncated")
+    with pytest.raises(CacheDamaged, match="audio/2.wav has"):  # sizes: always all of them
+        verify_built(folder)
+
+
+# --- end to end: a damaged cache never gives other metrics ----------------------------------
+
+
+def test_a_run_on_a_damaged_audio_cache_stores_the_same_metrics(tmp_path, capsys):
+    from harness.cli.main import main
+    from tests.conftest import toy_run_args
+    from tests.test_cli import stored_runs
+
+    audio_cache = tmp_path / "audio-cache"
+    argv = toy_run_args(tmp_path, "--epochs", "1", "--set", f"run.audio_cache={audio_cache}")
+    main(argv)
+    entries = [p for p in audio_cache.iterdir() if not p.name.startswith(".")]
+    assert entries
+    for entry in entries:  # every split's cache: garbage rows of the right size
+        corrupt(entry / "waves.npy", "garbage")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        main(argv)
+    damaged = [str(w.message) for w in caught if "is damaged" in str(w.message)]
+    assert len(damaged) == len(entries)
+    first, second = stored_runs(tmp_path)
+    assert json.loads(first[2]) == json.loads(second[2])
