@@ -3,6 +3,7 @@ inside their data set's root."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import pickle
@@ -201,3 +202,52 @@ def test_run_data_outside_root_allows_files_outside(tmp_path):
     with pytest.raises(DataError, match=r"elsewhere.wav \(eval split\) resolves outside"):
         check_clips_inside_root(splits, "x", allow_outside=False)
     check_clips_inside_root(splits, "x", allow_outside=True)
+
+
+# --- the audit: no loader in the code base can run code from a file ---------------------------
+
+SOURCE_ROOTS = [Path(__file__).resolve().parents[1] / d for d in ("harness", "plugins")]
+
+
+def unsafe_loads(tree: ast.AST) -> list[str]:
+    """Calls that could run code from a file: pickle/dill/joblib/submitit loads, torch.load
+    without ``weights_only=True``, np.load with ``allow_pickle=True``, a job's result()."""
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        name = ast.unparse(node.func)
+        keywords = {k.arg: ast.unparse(k.value) for k in node.keywords}
+        if (
+            name in ("pickle.load", "pickle.loads", "pickle_load", "joblib.load", "dill.load")
+            or name.endswith("pickle_load")
+            or name.endswith("Unpickler")
+        ):
+            found.append(name)
+        elif name == "torch.load" and keywords.get("weights_only") != "True":
+            found.append(f"torch.load without weights_only=True (line {node.lineno})")
+        elif name.endswith(("np.load", "numpy.load")) and keywords.get("allow_pickle") == "True":
+            found.append(f"np.load(allow_pickle=True) (line {node.lineno})")
+        elif name.endswith((".result", ".results")) and not node.args:
+            found.append(f"{name}() (line {node.lineno})")
+    return found
+
+
+def test_no_loader_in_the_code_base_can_run_code_from_a_file():
+    problems = {}
+    for root in SOURCE_ROOTS:
+        for path in sorted(root.rglob("*.py")):
+            found = unsafe_loads(ast.parse(path.read_text(), str(path)))
+            if found:
+                problems[str(path.relative_to(root.parent))] = found
+    assert problems == {}
+
+
+def test_the_audit_sees_each_unsafe_call():
+    code = (
+        "import pickle, torch, numpy as np\n"
+        "pickle.load(f)\ntorch.load(p)\ntorch.load(p, weights_only=False)\n"
+        "np.load(p, allow_pickle=True)\nsubmitit.core.utils.pickle_load(p)\njob.result()\n"
+        "torch.load(p, weights_only=True)\nnp.load(p)\n"
+    )
+    assert len(unsafe_loads(ast.parse(code))) == 6
