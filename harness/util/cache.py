@@ -227,6 +227,7 @@ def discard(folder: Path) -> None:
     doomed = owned_temp_dir(folder.parent, folder.name)
     with contextlib.suppress(FileNotFoundError):  # another process discarded it first
         os.replace(folder, doomed / "old")
+    checkpoint("discard")
     shutil.rmtree(doomed, ignore_errors=True)
 
 
