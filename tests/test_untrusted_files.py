@@ -122,7 +122,7 @@ def test_sweep_status_is_read_from_the_jobs_json_status(tmp_path, capsys, status
 def test_a_tampered_sweep_state_file_is_a_one_line_error(tmp_path, entry):
     path = tmp_path / "results.sweep-jobs.json"
     path.write_text(json.dumps({"abc": entry}))
-    with pytest.raises(HarnessError, match="entry 'abc' is malformed") as info:
+    with pytest.raises(HarnessError, match="entry 1 is malformed") as info:
         read_state(path)
     assert "\n" not in str(info.value)
 

@@ -278,10 +278,10 @@ def read_state(path: Path) -> dict[str, dict[str, Any]]:
         raise HarnessError(f"sweep state file {path} is not readable: {err}") from None
     if not isinstance(data, dict):
         return {}
-    for key, entry in data.items():
-        if not valid_entry(entry):
+    for number, (key, entry) in enumerate(data.items(), 1):
+        if not isinstance(key, str) or not valid_entry(entry):  # its text is not quoted
             raise HarnessError(
-                f"sweep state file {path}: entry {key!r} is malformed; delete the file "
+                f"sweep state file {path}: entry {number} is malformed; delete the file "
                 "to forget the sweep's jobs"
             )
     return data
