@@ -27,6 +27,7 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -213,14 +214,14 @@ def cached_audio(
             raise DataError(worker_message(err)) from None
         built["yes"] = True
 
-    source_rows = open_verified(folder, build)
+    rows = open_verified(folder, build)
     if built and enabled():
         size = (folder / "waves.npy").stat().st_size
         note(f"{desc}: decoded-audio cache ready, {size / 1e9:.2f} GB in {folder}")
-    return ClipAudio(audio.clips, source_rows, audio.labels, audio.devices, audio.sample_rate)
+    return ClipAudio(audio.clips, rows, audio.labels, audio.devices, audio.sample_rate)
 
 
-def open_verified(folder: Path, build) -> CachedWaves:
+def open_verified(folder: Path, build: Callable[[Path], None]) -> CachedWaves:
     """The cache in ``folder`` (built when missing); a damaged one is discarded with one
     warning and rebuilt once, a rebuild that is damaged too is a :class:`DataError`."""
     build_once(folder, build)  # verifies sizes and checksums first, rebuilding on damage
