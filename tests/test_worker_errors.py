@@ -119,3 +119,22 @@ def test_ctrl_c_of_local_jobs_prints_no_traceback_from_their_controllers(tmp_pat
     time.sleep(1.0)  # the controller's last words, if any, would reach our stderr
     assert err.strip() == "driver interrupted"
     assert "KeyboardInterrupt" in (tmp_path / "jobs" / "controllers.err").read_text()
+
+
+def test_a_worker_killed_while_building_the_cache_names_the_cache(tmp_path, monkeypatch):
+    from harness.data import loader as loader_module
+
+    clips, _ = clips_with_a_bad_file(tmp_path / "wav", b"")
+    del clips[2]
+    audio = split_audio(clips, RATE, 0.1, ["a"])
+
+    def die(self, i):
+        os.kill(os.getpid(), signal.SIGKILL)  # in the worker: as the OOM killer would
+
+    monkeypatch.setattr(loader_module.DecodedWaves, "read", die)
+    with pytest.raises(DataError) as info:
+        cached_audio(audio, str(tmp_path / "cache"), workers=1, desc="decoding train")
+    message = str(info.value)
+    assert message.startswith("decoding train: a worker died building the cache ")
+    assert str(tmp_path / "cache") in message and "\\n" not in message
+    assert [p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")] == []

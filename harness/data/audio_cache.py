@@ -212,6 +212,11 @@ def cached_audio(
             write_cache(tmp, audio, workers, desc)
         except DataError as err:  # re-raised from a worker with its traceback in the text
             raise DataError(worker_message(err)) from None
+        except RuntimeError as err:  # a worker killed (e.g. out of memory) while decoding
+            if "DataLoader worker" not in str(err):
+                raise
+            first = str(err).strip().splitlines()[0]
+            raise DataError(f"{desc}: a worker died building the cache {folder}: {first}") from None
         built["yes"] = True
 
     rows = open_verified(folder, build)
