@@ -125,3 +125,28 @@ def test_a_malformed_metrics_row_is_skipped_reported_and_found_by_store_check(
         f"malformed row (left as is; delete the run or fix the row): stored run bad: {reason}"
         in (capsys.readouterr().out)
     )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("metrics", {"device-logloss/logloss/a": "0.5"}, "metrics holds a non-number"),
+        ("metrics", [0.5], "metrics is a list, not a table"),
+        ("environment", "x", "environment is a str, not a table"),
+    ],
+)
+def test_a_tampered_run_folder_is_not_ingested(tmp_path, field, value, reason):
+    from harness.results.store import ingest, write_json
+
+    out = tmp_path / "runs"
+    folder = out / "r1"
+    folder.mkdir(parents=True)
+    run = record("r1", "ce", "none", 0, 1.0, 1.5)
+    data = {k: getattr(run, k) for k in RunRecord.__dataclass_fields__ if k != "config"}
+    write_json(folder / "record.json", {**data, field: value})
+    write_json(folder / "config.json", run.config)
+    store = ResultStore(out / "results.sqlite")
+    added, problems = ingest(out, store)
+    assert added == [] and store.records() == []
+    [problem] = problems
+    assert f"run folder {folder}: record.json: {reason}" in problem
