@@ -468,13 +468,12 @@ def record_from_folder(folder: Path) -> RunRecord:
         record = RunRecord(**{k: data[k] for k in RunRecord.__dataclass_fields__})
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise HarnessError(f"run folder {folder} holds no complete record: {err}") from None
-    for column, check in JSON_COLUMNS.items():  # a tampered record.json is not ingested
-        problem = check(getattr(record, column.removesuffix("_json")))
+    parsed = {"config": record.config, "metrics": record.metrics, "environment": record.environment}
+    for field_name, value in parsed.items():  # a tampered record.json is not ingested
+        problem = JSON_COLUMNS[f"{field_name}_json"](value)
         if problem:
-            name = "config.json" if column == "config_json" else "record.json"
-            raise HarnessError(
-                f"run folder {folder}: {name}: {column.removesuffix('_json')} {problem}"
-            )
+            name = "config.json" if field_name == "config" else "record.json"
+            raise HarnessError(f"run folder {folder}: {name}: {field_name} {problem}")
     return record
 
 
