@@ -20,7 +20,7 @@ from harness.data.audio_cache import (
     fingerprint,
 )
 from harness.data.loader import split_audio
-from harness.util.cache import cache_root
+from harness.util.cache import CacheDamaged, cache_root
 from harness.util.errors import UsageError
 
 RATE = 8000
@@ -113,10 +113,10 @@ def test_a_cache_whose_header_is_not_int16_rows_is_refused(tmp_path):
     cached_audio(split, str(tmp_path / "cache"))
     (folder,) = (tmp_path / "cache").iterdir()
     np.save(folder / "waves.npy", np.zeros((3, 4000), np.float32))  # right shape, wrong type
-    with pytest.raises(OSError, match="bad waves.npy header"):
+    with pytest.raises(CacheDamaged, match="waves.npy header does not match"):
         CachedWaves(folder)
     np.save(folder / "waves.npy", np.zeros((3, 3999), np.int16))
-    with pytest.raises(OSError, match="bad waves.npy header"):
+    with pytest.raises(CacheDamaged, match="waves.npy header does not match"):
         CachedWaves(folder)
 
 

@@ -3,6 +3,7 @@ dead, which temporary folders are stale, and folders built once."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -136,7 +137,9 @@ def test_build_once_builds_in_a_temporary_folder_and_marks_it_done(tmp_path, mon
 
     assert build_once(target, build) == target
     assert sorted(p.name for p in target.iterdir()) == [DONE_MARKER, "data"]
-    assert (target / DONE_MARKER).read_text() == "done\n" and reached == ["generate"]
+    marker = json.loads((target / DONE_MARKER).read_text())
+    assert list(marker["files"]) == ["data"] and marker["files"]["data"][0] == 1
+    assert reached == ["discard", "generate"]  # the unfinished folder moved aside, then built
     assert not ours.exists() and theirs.exists()  # only its own name's stale folders
     assert build_once(target, lambda tmp: pytest.fail("built twice")) == target
 

@@ -44,6 +44,9 @@ class RunSettings:
     template with ``{name}`` (``pipe:curl -s http://host/audioset/{name}``)."""
     shuffle_buffer: int = 1000
     """Clips each data worker shuffles among when streaming shards."""
+    data_outside_root: bool = False
+    """Allow clip files that resolve (through ``..``, absolute paths or symlinks) outside the
+    data set's root folder; off, such a file is an error before anything is read."""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     """Autocast dtype of the backbone and method (the front-end stays fp32); fp16 adds a
     gradient scaler."""

@@ -4,6 +4,11 @@ The ``local`` and ``slurm`` executors are submitit's. A job runs one cell throug
 :func:`run_cell` and commits its run folder only (:class:`~harness.results.store.FolderOnlyStore`);
 the driver ingests finished folders into the SQLite store, so SQLite is never written by
 several hosts at once. Job ids per cell live in a small state file next to the store.
+
+The driver never unpickles anything a job wrote: a job reports its outcome in a JSON
+status file of its own (:func:`status_file`), written before submitit pickles the result,
+and ``--status`` reads only that file (a crafted result pickle in a shared output folder
+runs no code).
 """
 
 from __future__ import annotations
@@ -199,12 +204,34 @@ class CellJob(submitit.helpers.Checkpointable):
         self.cell = cell
 
     def __call__(self) -> str:
+        status = status_file(submitit.JobEnvironment().paths)
+        try:
+            run_id = self.run()
+        except Exception as err:
+            write_json(status, {"outcome": "error", "error": error_line(err)})
+            raise
+        write_json(status, {"outcome": "success", "run_id": run_id})
+        return run_id
+
+    def run(self) -> str:
+        """Run the cell in this job; its run id."""
         out_dir = Path(self.cell.out_dir)
         if self.cell.threads:
             torch.set_num_threads(self.cell.threads)
         if self.cell.nproc > 1:
             return run_distributed(self.cell)
         return run_cell(resolve_cell(self.cell), out_dir, resume=True).run_id
+
+
+def status_file(paths: submitit.core.utils.JobPaths) -> Path:
+    """The JSON file in which a job reports its outcome (next to submitit's result pickle)."""
+    return paths.folder / f"{paths.job_id}_{paths.task_id}_status.json"
+
+
+def error_line(err: BaseException) -> str:
+    """``Type: message``, one line, for a job's status file."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 def run_distributed(cell: Cell) -> str:
@@ -249,7 +276,27 @@ def read_state(path: Path) -> dict[str, dict[str, Any]]:
         return {}
     except (OSError, ValueError) as err:
         raise HarnessError(f"sweep state file {path} is not readable: {err}") from None
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    for number, (key, entry) in enumerate(data.items(), 1):
+        if not isinstance(key, str) or not valid_entry(entry):  # its text is not quoted
+            raise HarnessError(
+                f"sweep state file {path}: entry {number} is malformed; delete the file "
+                "to forget the sweep's jobs"
+            )
+    return data
+
+
+def valid_entry(entry: Any) -> bool:
+    """A state entry with string fields, a known executor and a plain job id."""
+    if not isinstance(entry, dict):
+        return False
+    fields_ok = all(isinstance(entry.get(k), str) for k in ("executor", "job_id", "folder"))
+    return (
+        fields_ok
+        and entry["executor"] in ("local", "slurm")
+        and re.fullmatch(r"\d+(_\d+)?", entry["job_id"]) is not None
+    )
 
 
 def write_state(path: Path, state: dict[str, dict[str, Any]]) -> None:
@@ -298,17 +345,28 @@ def first_error_line(trace: str) -> str:
 
 
 def job_outcome(entry: dict[str, Any]) -> CellStatus | None:
-    """Failed or finished, from the job's result file; None while it has none."""
+    """Failed or finished, from the job's JSON status file; None while the job has none.
+
+    submitit's result pickle is never loaded (unpickling a file from a shared output
+    folder could run another user's code): only its existence tells that a job ended
+    before it could write its status (e.g. its cell could not be unpickled)."""
     paths = job_paths(entry)
-    if not paths.result_pickle.exists():
-        return None
+    status = status_file(paths)
     try:
-        outcome, value = submitit.core.utils.pickle_load(paths.result_pickle)
-    except Exception as err:  # a truncated result file: the job died while writing it
-        return CellStatus("failed", f"unreadable result {paths.result_pickle}: {err}")
-    if outcome == "success":
-        return CellStatus("finished", f"run {value}")
-    return CellStatus("failed", f"{first_error_line(value)}; log: {paths.stderr}")
+        data = json.loads(status.read_text())
+    except FileNotFoundError:
+        if paths.result_pickle.exists():
+            return CellStatus("failed", f"job ended without a status file; log: {paths.stderr}")
+        return None
+    except (OSError, ValueError) as err:
+        reason = err.strerror if isinstance(err, OSError) else "not JSON"
+        return CellStatus("failed", f"unreadable job status {status} ({reason})")
+    outcome = data.get("outcome") if isinstance(data, dict) else None
+    if outcome == "success" and isinstance(data.get("run_id"), str):
+        return CellStatus("finished", f"run {data['run_id']}")
+    if outcome == "error" and isinstance(data.get("error"), str):
+        return CellStatus("failed", f"{first_error_line(data['error'])}; log: {paths.stderr}")
+    return CellStatus("failed", f"job status {status} is malformed")
 
 
 def pid_alive(pid: int) -> bool:
@@ -411,7 +469,9 @@ def make_executor(opts: ExecutorOptions, folder: Path, name: str) -> submitit.Ex
         executor.update_parameters(**slurm_parameters(opts, name))
     else:
         executor = submitit.LocalExecutor(folder=folder, max_num_timeout=opts.max_requeues)
-        params: dict[str, Any] = {"timeout_min": opts.time}
+        # the job controllers share the terminal: on Ctrl-C their tracebacks go to a log
+        log = shlex.quote(str(folder / "controllers.err"))
+        params: dict[str, Any] = {"timeout_min": opts.time, "setup": [f"exec 2>>{log}"]}
         if opts.cpus:
             params["cpus_per_task"] = opts.cpus
         executor.update_parameters(**params)

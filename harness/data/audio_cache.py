@@ -10,8 +10,11 @@ The key hashes every file's path, size and modification time, so a changed,
 added or removed file gives a new folder (and a fresh build). Folders are built
 with :func:`harness.util.cache.build_once` (a temporary folder renamed into place with
 a done marker), so an interrupted or concurrent build never leaves a half-written
-cache that a run would read. Rows are read with ``os.pread`` from the page cache:
-the file is mapped by the OS, not into each process's resident memory.
+cache that a run would read. Every open verifies the folder (sizes and checksums written at
+build time, :func:`harness.util.cache.verify_built`; the index's shape; finite scales of at
+least 1): a damaged folder is discarded with one warning and rebuilt. Rows are read with
+``os.pread`` from the page cache: the file is mapped by the OS, not into each process's
+resident memory.
 
 Stored values round to the nearest int16 step, so a read clip differs from
 direct decoding by at most ``0.5 * scale[i] / 32767`` per sample (:data:`ROUNDING`).
@@ -23,6 +26,8 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +36,11 @@ from torch.utils.data import DataLoader
 
 from harness.api import Clip
 from harness.data.loader import ClipAudio, ClipDataset, DecodedWaves, WaveSource, worker_message
-from harness.util.cache import build_once, cache_root
+from harness.util.cache import CacheDamaged, build_once, cache_root, discard
 from harness.util.errors import DataError, UsageError
 from harness.util.progress import enabled, note, progress
 
-FORMAT = 1
+FORMAT = 2
 FULL_SCALE = 32767
 ROUNDING = 0.5 / FULL_SCALE
 """Largest difference from direct decoding per sample, times the clip's ``scale``."""
@@ -81,19 +86,25 @@ def check_writable(folder: Path) -> None:
 
 
 class CachedWaves(WaveSource):
-    """Rows of a built cache, read one clip at a time with ``os.pread``."""
+    """Rows of a built cache, read one clip at a time with ``os.pread``.
+
+    Opening checks what the rows depend on (raising :class:`CacheDamaged`): the index, the
+    ``waves.npy`` header against the index's shape, and one finite scale of at least 1 per
+    clip (a NaN or zero scale would turn every sample of its clip into NaN or silence)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        info = json.loads((folder / "index.json").read_text())
-        self.count, self.length = info["shape"]
-        self.scales = np.load(folder / "scales.npy")
-        with (folder / "waves.npy").open("rb") as fh:
-            np.lib.format.read_magic(fh)
-            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
-            self.offset = fh.tell()
+        self.count, self.length = read_shape(folder / "index.json")
+        self.scales = read_scales(folder / "scales.npy", self.count)
+        try:
+            with (folder / "waves.npy").open("rb") as fh:
+                np.lib.format.read_magic(fh)
+                shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+                self.offset = fh.tell()
+        except (OSError, ValueError) as err:
+            raise CacheDamaged(f"waves.npy unreadable ({type(err).__name__})") from None
         if tuple(shape) != (self.count, self.length) or dtype != np.int16:
-            raise OSError(f"decoded-audio cache {folder} has a bad waves.npy header")
+            raise CacheDamaged("waves.npy header does not match index.json")
         self.row_bytes = self.length * 2
         self._fd: int | None = None
         self._pid = -1
@@ -105,9 +116,15 @@ class CachedWaves(WaveSource):
         return {**self.__dict__, "_fd": None, "_pid": -1}
 
     def read(self, i: int) -> np.ndarray:
-        if self._fd is None or self._pid != os.getpid():
-            self._fd, self._pid = os.open(self.folder / "waves.npy", os.O_RDONLY), os.getpid()
-        data = os.pread(self._fd, self.row_bytes, self.offset + i * self.row_bytes)
+        path = self.folder / "waves.npy"
+        try:
+            if self._fd is None or self._pid != os.getpid():
+                self._fd, self._pid = os.open(path, os.O_RDONLY), os.getpid()
+            data = os.pread(self._fd, self.row_bytes, self.offset + i * self.row_bytes)
+        except OSError as err:
+            raise DataError(f"decoded-audio cache file {path}: {err.strerror}; {REBUILD}") from None
+        if len(data) != self.row_bytes:
+            raise DataError(f"decoded-audio cache file {path} is truncated at clip {i}; {REBUILD}")
         row = np.frombuffer(data, dtype=np.int16).astype(np.float32)
         return row * np.float32(self.scales[i] / FULL_SCALE)
 
@@ -117,6 +134,33 @@ def to_int16(wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     (``max(1, peak |x|)``); read back as ``row * scale / 32767``."""
     peak = wave.abs().amax(dim=1).clamp(min=1.0)
     return torch.round(wave / peak[:, None] * FULL_SCALE).to(torch.int16), peak
+
+
+REBUILD = "delete its folder to rebuild it"
+
+
+def read_shape(path: Path) -> tuple[int, int]:
+    """``(clips, samples)`` from a cache's ``index.json``."""
+    try:
+        count, length = json.loads(path.read_text())["shape"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        raise CacheDamaged("index.json unreadable or without a shape") from None
+    if not all(isinstance(n, int) and n >= 0 for n in (count, length)):
+        raise CacheDamaged("index.json has a bad shape")
+    return count, length
+
+
+def read_scales(path: Path, count: int) -> np.ndarray:
+    """The per-clip scales: ``count`` finite float32 values of at least 1."""
+    try:
+        scales = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise CacheDamaged(f"scales.npy unreadable ({type(err).__name__})") from None
+    if scales.shape != (count,) or scales.dtype != np.float32:
+        raise CacheDamaged(f"scales.npy holds {scales.dtype} {scales.shape}, not {count} scales")
+    if not (np.isfinite(scales) & (scales >= 1)).all():
+        raise CacheDamaged("scales.npy holds a NaN, infinite or below-1 scale")
+    return scales
 
 
 def write_cache(tmp: Path, audio: ClipAudio, workers: int, desc: str) -> None:
@@ -174,17 +218,36 @@ def cached_audio(
             write_cache(tmp, audio, workers, desc)
         except DataError as err:  # re-raised from a worker with its traceback in the text
             raise DataError(worker_message(err)) from None
+        except RuntimeError as err:  # a worker killed (e.g. out of memory) while decoding
+            if "DataLoader worker" not in str(err):
+                raise
+            first = str(err).strip().splitlines()[0]
+            raise DataError(f"{desc}: a worker died building the cache {folder}: {first}") from None
         built["yes"] = True
 
-    build_once(folder, build)
+    rows = open_verified(folder, build)
     if built and enabled():
         size = (folder / "waves.npy").stat().st_size
         note(f"{desc}: decoded-audio cache ready, {size / 1e9:.2f} GB in {folder}")
     return ClipAudio(
-        audio.clips,
-        CachedWaves(folder),
-        audio.labels,
-        audio.devices,
-        audio.sample_rate,
-        audio.targets,
+        audio.clips, rows, audio.labels, audio.devices, audio.sample_rate, audio.targets
     )
+
+
+def open_verified(folder: Path, build: Callable[[Path], None]) -> CachedWaves:
+    """The cache in ``folder`` (built when missing); a damaged one is discarded with one
+    warning and rebuilt once, a rebuild that is damaged too is a :class:`DataError`."""
+    build_once(folder, build)  # verifies sizes and checksums first, rebuilding on damage
+    try:
+        return CachedWaves(folder)
+    except CacheDamaged as damage:
+        warnings.warn(f"cache {folder} is damaged ({damage}); rebuilding it", stacklevel=3)
+    discard(folder)
+    build_once(folder, build)
+    try:
+        return CachedWaves(folder)
+    except CacheDamaged as damage:
+        raise DataError(
+            f"decoded-audio cache {folder} is damaged right after its build "
+            f"({damage}); check the disk or set run.audio_cache=off"
+        ) from None

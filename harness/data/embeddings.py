@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import shutil
+import pickle
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,7 +21,14 @@ import torch
 from torch import Tensor
 
 from harness.api import Backbone, Clip, DataSplits
-from harness.util.cache import DONE_MARKER, build_once, cache_root
+from harness.util.cache import (
+    DONE_MARKER,
+    CacheDamaged,
+    build_once,
+    cache_root,
+    discard,
+    verify_built,
+)
 from harness.util.errors import DataError
 
 
@@ -100,7 +107,7 @@ def cached_embed(ctx: Embedder, split: str, backbone_hash: str | None = None) ->
     folder = embedding_cache_dir(ctx, split, backbone_hash)
     count = len(ctx.splits.split(split))
     if (folder / DONE_MARKER).is_file():
-        stored = read_cached_embeddings(folder / "embeddings.pt")
+        stored = read_verified(folder)
         if stored is not None and stored.ndim == 2 and stored.shape[0] == count:
             return stored
     embeddings = ctx.embed(split)
@@ -115,12 +122,26 @@ def cached_embed(ctx: Embedder, split: str, backbone_hash: str | None = None) ->
         }
         (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
 
-    shutil.rmtree(folder, ignore_errors=True)  # unfinished, or written for another clip count
+    discard(folder)  # unfinished, damaged, or written for another clip count
     try:
         build_once(folder, write)
-    except OSError as err:
-        warnings.warn(f"could not cache embeddings in {folder}: {err}", stacklevel=2)
+    except (OSError, RuntimeError, pickle.PicklingError) as err:  # torch.save: RuntimeError
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        warnings.warn(f"could not cache embeddings in {folder}: {reason}", stacklevel=2)
     return embeddings
+
+
+def read_verified(folder: Path) -> Tensor | None:
+    """The entry's embeddings when its files match their sizes and checksums, else None
+    (with one warning)."""
+    try:
+        verify_built(folder)
+    except CacheDamaged as damage:
+        warnings.warn(
+            f"discarding embedding cache entry {folder} ({damage}); rebuilding it", stacklevel=3
+        )
+        return None
+    return read_cached_embeddings(folder / "embeddings.pt")
 
 
 def read_cached_embeddings(path: Path) -> Tensor | None:

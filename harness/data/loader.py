@@ -435,8 +435,8 @@ class Loader:
                     index=idx.to(device, non_blocking=True),
                     target=self._targets(idx, device),
                 )
-        except DataError as err:
-            raise DataError(worker_message(err)) from None
+        except HarnessError as err:  # from a worker: its traceback folded into the text
+            raise type(err)(worker_message(err)) from None
         except RuntimeError as err:
             if "DataLoader worker" not in str(err):
                 raise
@@ -502,10 +502,21 @@ class FeatureLoader:
 
 
 def worker_message(err: Exception) -> str:
-    """The original one-line message of an error re-raised from a DataLoader worker."""
-    lines = [line for line in str(err).splitlines() if line.strip()]
-    if len(lines) <= 1:
+    """The original one-line message of an error re-raised from a DataLoader worker.
+
+    torch re-raises a worker's error as the same type whose text is the worker's whole
+    traceback; a :class:`HarnessError` prints that text on one line (line breaks escaped),
+    so the raw text (``args[0]``) is searched for the error's own last line."""
+    raw = err.args[0] if err.args and isinstance(err.args[0], str) else str(err)
+    lines = [line for line in raw.splitlines() if line.strip()]
+    if len(lines) <= 1 or not lines[0].startswith("Caught "):
         return str(err)
+    kind = type(err)
+    prefixes = (f"{kind.__module__}.{kind.__qualname__}: ", f"{kind.__qualname__}: ")
+    for line in reversed(lines):
+        for prefix in prefixes:
+            if line.startswith(prefix):
+                return line[len(prefix) :]
     last = lines[-1]
     _, sep, message = last.partition("Error: ")
     return message if sep else last

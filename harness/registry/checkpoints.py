@@ -27,9 +27,7 @@ raw state dict or one wrapped as ``{'model': ...}``, ``{'state_dict': ...}``
 from __future__ import annotations
 
 import argparse
-import pickle
 import re
-import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +37,7 @@ import torch
 from torch import Tensor
 
 from harness.api import Backbone
-from harness.registry.pretrained import resolve_checkpoint
+from harness.registry.pretrained import PREFIX, resolve_checkpoint
 from harness.util.errors import DataError
 
 WRAPPER_KEYS = ("model", "state_dict", "module", "net")
@@ -73,8 +71,9 @@ def load_backbone_checkpoint(
         does not fit the backbone (one line naming missing, unexpected and
         mis-shaped keys).
     """
+    downloaded = str(path).startswith(PREFIX)
     path = resolve_checkpoint(type(backbone), path)  # downloads a "pretrained:NAME" once
-    raw = read_checkpoint(path)
+    raw = read_checkpoint(path, downloaded)
     backbone.check_checkpoint(raw)
     state = unwrap_state_dict(raw, path)
     model_state = backbone.state_dict()
@@ -100,16 +99,19 @@ def load_backbone_checkpoint(
     return report
 
 
-def read_checkpoint(path: Path) -> Any:
+def read_checkpoint(path: Path, downloaded: bool = False) -> Any:
+    """The object in a checkpoint file (``torch.load(weights_only=True)``); a file that does
+    not load is one line naming it (a ``downloaded`` one: delete it to download it again)."""
     if not path.is_file():
         raise DataError(f"checkpoint not found: {path}")
     try:
         # AudioMAE's save_model stores ``args`` as an argparse.Namespace: allow exactly that class
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
+    except Exception as err:  # garbage makes the unpickler fail in many ways, all the same here
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DataError(f"cannot read checkpoint {path}: {reason}") from None
+        advice = "; delete it to download it again" if downloaded else ""
+        raise DataError(f"cannot read checkpoint {path}: {reason}{advice}") from None
 
 
 def unwrap_state_dict(obj: Any, path: Path) -> dict[str, Tensor]:

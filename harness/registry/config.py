@@ -90,12 +90,18 @@ class RunConfig:
         return "+".join(a.name for a in self.augs) or "none"
 
 
-UNHASHED_RUN_KEYS = ("checkpoint_every_steps", "loggers", "shards", "shards_url")
+UNHASHED_RUN_KEYS = (
+    "checkpoint_every_steps",
+    "loggers",
+    "shards",
+    "shards_url",
+    "data_outside_root",
+)
+"""Run settings that change what is recorded or allowed, never the result: left out of the
+hash, so a run resumes (and compares) whatever its checkpoint frequency and loggers."""
 HASHED_WHEN_SET = {"data_source": "cache", "shuffle_buffer": 1000}
 """Run keys added after runs were stored: hashed only away from their default, so the
 hashes of stored runs stay valid."""
-"""Run settings that change what is recorded, never the result: left out of the hash, so a
-run resumes (and compares) whatever its checkpoint frequency and loggers."""
 
 
 def hashed_config(config: dict[str, Any]) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from harness.api.pretrained import Pretrained
-from harness.util.cache import cache_root
+from harness.util.cache import cache_root, owner_tag, stale_temp_files
 from harness.util.errors import DataError, UsageError
 from harness.util.files import write_text_atomic
 from harness.util.names import unknown_name_message
@@ -218,7 +218,8 @@ def download(
     from harness.util import progress as bars  # imports tqdm (~60 ms): kept out of `harness --help`
 
     show = bars.enabled() if progress is None else progress
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    remove_stale_partials(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{owner_tag()}.", dir=path.parent)
     tmp = Path(tmp_name)
     digest = hashlib.sha256()
     try:
@@ -231,6 +232,8 @@ def download(
                 received = _stream(response, out, digest, total, show, path.name)
             if total is not None and received != total:
                 raise _Failed(f"truncated: {received} of {total} bytes")
+        if entry.sha256 is None and extracted is None:  # else: the hash, or the extraction
+            check_body(tmp)
     except (_Failed, OSError, HTTPException, TimeoutError) as err:
         tmp.unlink(missing_ok=True)
         raise DataError(offline_message(entry, path, _reason(err), extracted)) from None
@@ -238,6 +241,37 @@ def download(
         tmp.unlink(missing_ok=True)
         raise
     return tmp, digest.hexdigest()
+
+
+def remove_stale_partials(path: Path) -> None:
+    """Partial downloads of ``path`` left by killed processes (their owner is dead)."""
+    for stale in stale_temp_files(path.parent, path.name):
+        stale.unlink(missing_ok=True)
+
+
+def check_body(tmp: Path) -> None:
+    """A downloaded checkpoint without a published hash is kept only when it can be one: not
+    empty, not a web page, and a complete zip (torch's format; every member's CRC checked)
+    or a pickle (torch's legacy format). Raises :class:`_Failed`. (An archive is checked by
+    its extraction, which reads every byte of its member against the CRC.)"""
+    with tmp.open("rb") as handle:
+        head = handle.read(1024)
+    if not head:
+        raise _Failed("the server sent an empty file")
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")) or b"<html" in text:
+        raise _Failed("the server sent a web page, not the file")
+    if zipfile.is_zipfile(tmp):
+        try:
+            with zipfile.ZipFile(tmp) as zipped:
+                bad = zipped.testzip()
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError) as err:
+            raise _Failed(f"not a complete zip file ({_reason(err)})") from None
+        if bad is not None:
+            raise _Failed(f"corrupt member {bad} (truncated or damaged download)")
+        return
+    if head[:1] != b"\x80":  # pickle's PROTO opcode: torch's legacy (non-zip) format
+        raise _Failed("neither a torch checkpoint nor a zip file (truncated or damaged download)")
 
 
 def _stream(response, out, digest, total: int | None, show: bool, name: str) -> int:

@@ -468,12 +468,47 @@ LATEX_SPECIALS = {
     "Δ": "$\\Delta$",
     "⚠": "\\textbf{!}",
     "±": "$\\pm$",
+    "\n": " ",
+    "\r": " ",
 }
 
 
 def latex_escape(text: str) -> str:
-    """``text`` with LaTeX's special characters escaped (and Δ, ± in math mode)."""
+    """``text`` with LaTeX's special characters escaped (and Δ, ± in math mode); a line
+    break becomes a space (a blank line would end the table's paragraph)."""
     return "".join(LATEX_SPECIALS.get(char, char) for char in text)
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks as spaces: for a LaTeX ``%`` comment (a line break would
+    end the comment and run the rest as LaTeX), a Markdown heading or list item."""
+    return " ".join(text.splitlines()) if text else text
+
+
+def markdown_escape(text: str) -> str:
+    """A Markdown table cell: ``|`` escaped (it would split the cell) and on one line."""
+    return one_line(text).replace("|", "\\|")
+
+
+CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+"""Leading characters a spreadsheet reads as a formula (CSV injection)."""
+
+
+def csv_safe(text: Any) -> Any:
+    """A CSV text cell a spreadsheet shows as text: one starting like a formula gets a
+    leading ``'``; numbers and other values are returned unchanged."""
+    if isinstance(text, str) and text.startswith(CSV_FORMULA_START):
+        return "'" + text
+    return text
+
+
+def csv_safe_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every text cell and header made :func:`csv_safe`."""
+    safe = frame.rename(columns=lambda name: csv_safe(str(name)))
+    for column in safe.columns:
+        if not pd.api.types.is_numeric_dtype(safe[column]):  # text (object or string dtype)
+            safe[column] = safe[column].map(csv_safe, na_action="ignore")
+    return safe
 
 
 def column_name(column: Column) -> str:
@@ -481,14 +516,16 @@ def column_name(column: Column) -> str:
     return f"{column.group} {column.label}".strip()
 
 
-def header(column: Column, fmt: str = "markdown") -> str:
-    """A column heading with the arrow of the better direction."""
+def header(column: Column, fmt: str = "text") -> str:
+    """A column heading with the arrow of the better direction (escaped for ``fmt``:
+    ``latex``, ``markdown``; ``text`` as is)."""
     text = column_name(column)
     if fmt == "latex":
         arrow = "$\\uparrow$" if column.higher_is_better else "$\\downarrow$"
         return f"{latex_escape(text)} {arrow}".strip()
     arrow = "↑" if column.higher_is_better else "↓"
-    return f"{text} {arrow}".strip()
+    shown = markdown_escape(text) if fmt == "markdown" else text
+    return f"{shown} {arrow}".strip()
 
 
 def best_index(values: pd.Series, column: Column) -> Any:
@@ -631,7 +668,7 @@ def render_table(table: Table, fmt: str) -> str:
     """One table as Markdown (GitHub) or LaTeX; with a baseline, a ``Δ vs`` row under each
     compared row."""
     rows = []
-    escape = latex_escape if fmt == "latex" else str
+    escape = latex_escape if fmt == "latex" else markdown_escape
     for i in range(len(table.labels)):
         labels = [str(v) for v in table.labels.iloc[i].tolist()]
         labels[0] = marked(labels[0], table.is_collapsed(i))
@@ -734,7 +771,9 @@ def options_note(options: list[tuple[str, list[str]]], fmt: str) -> str:
     """The options each row sets away from their defaults (the papers' values for the seed
     methods, see docs/defaults.md); a Markdown list, or LaTeX comments."""
     lines = ["Options away from their defaults (seed-method defaults are the papers' values):"]
-    lines += [f"- {row}: {', '.join(f'`{o}`' for o in opts)}" for row, opts in options]
+    lines += [
+        f"- {one_line(row)}: {', '.join(f'`{one_line(o)}`' for o in opts)}" for row, opts in options
+    ]
     if fmt != "markdown":
         return "\n".join(f"% {line.replace('`', '')}" for line in lines) + "\n"
     return "\n".join(lines) + "\n"

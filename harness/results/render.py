@@ -15,8 +15,10 @@ from harness.results.leaderboard import (
     Table,
     build_tables,
     csv_frame,
+    csv_safe_frame,
     grouped_runs,
     non_default_options,
+    one_line,
     options_note,
     render_table,
     statistics_notes,
@@ -42,17 +44,19 @@ def render(
     if not tables or tables[0].labels.empty:
         return f"no stored runs with protocol '{spec.protocol}' match this leaderboard"
     if fmt == "csv":
-        return pd.concat([csv_frame(t) for t in tables], ignore_index=True).to_csv(index=False)
-    parts = [f"# {spec.title}\n" if spec.title and fmt == "markdown" else ""]
+        frame = pd.concat([csv_frame(t) for t in tables], ignore_index=True)
+        return csv_safe_frame(frame).to_csv(index=False)
+    parts = [f"# {one_line(spec.title)}\n" if spec.title and fmt == "markdown" else ""]
     if options:
         parts.append(options_note(options, fmt))
-    for table in tables:
-        notes = statistics_notes(table)
+    for table in tables:  # titles and notes may quote labels: kept on their line
+        notes = [one_line(note) for note in statistics_notes(table)]
+        title = one_line(table.title)
         if fmt == "markdown":
-            parts.append(f"## {table.title}\n\n{render_table(table, fmt)}\n")
+            parts.append(f"## {title}\n\n{render_table(table, fmt)}\n")
             parts += ["".join(f"- {note}\n" for note in notes)] if notes else []
         else:
-            parts.append(f"% {table.title}\n{render_table(table, fmt)}\n")
+            parts.append(f"% {title}\n{render_table(table, fmt)}\n")
             parts += ["".join(f"% {note}\n" for note in notes)] if notes else []
     return "\n".join(p for p in parts if p).rstrip() + "\n"
 

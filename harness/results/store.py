@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import sqlite3
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -120,15 +121,49 @@ class RunRecord:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> RunRecord:
+        """The record of a row; a :class:`MalformedRow` naming the run and the field when a
+        JSON column does not parse or holds the wrong shape (e.g. a hand-edited store)."""
         data = dict(row)
-        try:
-            data["config"] = json.loads(data.pop("config_json"))
-            data["metrics"] = json.loads(data.pop("metrics_json"))
-            data["environment"] = json.loads(data.pop("environment_json"))
-        except (TypeError, ValueError) as err:
-            run_id = data.get("run_id")
-            raise HarnessError(f"stored run {run_id} has an unreadable record: {err}") from None
+        run_id = data.get("run_id")
+        for column, check in JSON_COLUMNS.items():
+            try:
+                value = json.loads(data.pop(column))
+            except (TypeError, ValueError) as err:
+                reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+                message = f"stored run {run_id}: {column} is not JSON ({reason})"
+                raise MalformedRow(message) from None
+            problem = check(value)
+            if problem:
+                raise MalformedRow(f"stored run {run_id}: {column} {problem}")
+            data[column.removesuffix("_json")] = value
         return cls(**data)
+
+
+class MalformedRow(HarnessError):
+    """A store row whose JSON columns cannot be read back (skipped by listings)."""
+
+
+def _table_problem(value: Any) -> str:
+    return "" if isinstance(value, dict) else f"is a {type(value).__name__}, not a table"
+
+
+def _metrics_problem(value: Any) -> str:
+    if not isinstance(value, dict):
+        return _table_problem(value)
+    for key, number in value.items():
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            return f"holds a non-number for {key!r}"
+        if not _finite(float(number)):
+            return f"holds a non-finite value for {key!r}"
+    return ""
+
+
+JSON_COLUMNS: dict[str, Callable[[Any], str]] = {
+    "config_json": _table_problem,
+    "metrics_json": _metrics_problem,
+    "environment_json": _table_problem,
+}
+"""Each JSON column and the check of its parsed value ("" when it is fine)."""
 
 
 def _finite(value: Any) -> bool:
@@ -230,7 +265,30 @@ class ResultStore:
             rows = conn.execute(
                 f"SELECT * FROM runs WHERE {where} ORDER BY created, run_id", tuple(active.values())
             ).fetchall()
-        return [RunRecord.from_row(r) for r in rows]
+        records = []
+        for row in rows:
+            try:
+                records.append(RunRecord.from_row(row))
+            except MalformedRow as err:  # one bad row must not hide every other run
+                warnings.warn(
+                    f"store {self.path}: {err}; skipped (harness store check lists it)",
+                    stacklevel=2,
+                )
+        return records
+
+    def malformed_rows(self) -> list[str]:
+        """One line per row whose JSON columns cannot be read back (for ``store check``)."""
+        if not self.path.exists():
+            return []
+        with self._connect() as conn:
+            rows = conn.execute("SELECT * FROM runs ORDER BY created, run_id").fetchall()
+        problems = []
+        for row in rows:
+            try:
+                RunRecord.from_row(row)
+            except MalformedRow as err:
+                problems.append(str(err))
+        return problems
 
     def has_config(self, config_hash: str) -> bool:
         if not self.path.exists():
@@ -407,9 +465,16 @@ def record_from_folder(folder: Path) -> RunRecord:
         data = json.loads((folder / "record.json").read_text())
         data["config"] = json.loads((folder / "config.json").read_text())
         data["run_dir"] = str(folder)
-        return RunRecord(**{k: data[k] for k in RunRecord.__dataclass_fields__})
+        record = RunRecord(**{k: data[k] for k in RunRecord.__dataclass_fields__})
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise HarnessError(f"run folder {folder} holds no complete record: {err}") from None
+    parsed = {"config": record.config, "metrics": record.metrics, "environment": record.environment}
+    for field_name, value in parsed.items():  # a tampered record.json is not ingested
+        problem = JSON_COLUMNS[f"{field_name}_json"](value)
+        if problem:
+            name = "config.json" if field_name == "config" else "record.json"
+            raise HarnessError(f"run folder {folder}: {name}: {field_name} {problem}")
+    return record
 
 
 def check_store(out_dir: Path, store: ResultStore, repair: bool = False) -> list[str]:
@@ -418,6 +483,10 @@ def check_store(out_dir: Path, store: ResultStore, repair: bool = False) -> list
     integrity = store.integrity() if store.path.exists() else "ok"
     if integrity != "ok":
         problems.append(f"store {store.path}: integrity_check: {integrity}")
+    problems += [
+        f"malformed row (left as is; delete the run or fix the row): {line}"
+        for line in store.malformed_rows()
+    ]
     recovery = recover(out_dir, store, repair)
     verb = "renamed into place" if repair else "to rename into place"
     problems += [f"committed run left staged ({verb}): {p}" for p in recovery.finished]

@@ -27,6 +27,7 @@ from harness.engine import distributed
 from harness.engine.batches import prepare_batch
 from harness.registry.checkpoints import load_backbone_checkpoint
 from harness.registry.config import RunConfig
+from harness.run.preflight import check_clips_inside_root
 from harness.util.errors import DataError, UsageError
 from harness.util.progress import note
 
@@ -106,6 +107,7 @@ class RunParts:
         with distributed.main_first():  # a data set generated on first use: rank 0 writes it
             self.splits: DataSplits = cfg.dataset.build().load()
         check_label_kinds(cfg.dataset.name, self.splits, self.method, self.protocols)
+        check_clips_inside_root(self.splits, cfg.dataset.name, cfg.run.data_outside_root)
         for protocol in self.protocols:
             protocol.check(self.splits, self.method)
         self.has_valid = validation_split(cfg, self.splits, self.method)

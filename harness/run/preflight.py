@@ -10,7 +10,7 @@ from pathlib import Path
 
 from harness.api import SPLIT_NAMES, DataSplits
 from harness.data.audio import check_header
-from harness.util.errors import HarnessError
+from harness.util.errors import DataError, HarnessError
 
 
 def check_output_folder(out_dir: Path) -> None:
@@ -27,6 +27,27 @@ def check_output_folder(out_dir: Path) -> None:
         ancestor = ancestor.parent
     if out_dir.exists() or not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
         raise HarnessError(f"output folder {out_dir} cannot be created (check {ancestor})")
+
+
+def check_clips_inside_root(splits: DataSplits, dataset: str, allow_outside: bool) -> None:
+    """Every clip file resolves inside the data set's root (``..``, absolute paths and
+    symlinks included), unless ``run.data_outside_root`` allows it; nothing is read."""
+    if allow_outside or splits.root is None:
+        return
+    root = Path(os.path.realpath(splits.root))
+    seen: set[Path] = set()
+    for split in SPLIT_NAMES:
+        for clip in splits.split(split):
+            for path in clip.segments or (clip.path,):
+                if path in seen:
+                    continue
+                seen.add(path)
+                if not Path(os.path.realpath(path)).is_relative_to(root):
+                    raise DataError(
+                        f"data set '{dataset}': clip file {path} ({split} split) resolves "
+                        f"outside the data set root {splits.root}; set "
+                        "run.data_outside_root=true to allow files outside it"
+                    )
 
 
 def check_audio_headers(splits: DataSplits) -> None:

@@ -3,7 +3,8 @@
 Set ``HARNESS_TEST_KILL_AT`` to a stage name and the process kills itself the
 first time it reaches that stage; unset (always, outside tests) it does nothing.
 Stages: ``generate`` (a cache folder such as generated data is filled but not yet
-in place), ``audio`` (the first audio file is read), ``epoch`` (the first training
+in place, its done marker not written), ``discard`` (a damaged cache folder is moved
+aside, not yet deleted), ``audio`` (the first audio file is read), ``epoch`` (the first training
 batch), ``predicting`` / ``embedding`` (the first evaluation batch), ``staging``
 (part of a run folder is written), ``insert`` (the store row is inserted but not
 committed), ``commit`` (the row is committed, the run folder not yet renamed).
