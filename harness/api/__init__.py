@@ -38,6 +38,7 @@ _LAZY = {
         "Augmentation",
         "Component",
         "SPLIT_NAMES",
+        "SplitName",
         "Backbone",
         "Batch",
         "Clip",
@@ -98,6 +99,7 @@ if TYPE_CHECKING:
         Protocol,
         ProtocolResult,
         SplitAudio,
+        SplitName,
         StepOutput,
         Task,
     )
@@ -163,6 +165,7 @@ __all__ = [
     "ProtocolResult",
     "RunSettings",
     "SplitAudio",
+    "SplitName",
     "Stage",
     "StepOutput",
     "Task",

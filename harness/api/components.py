@@ -98,6 +98,10 @@ class DataSplits:
 SPLIT_NAMES = ("train", "valid", "eval")
 """The splits every :class:`DataSplits` has (``valid`` may be empty)."""
 
+SplitName = Literal["train", "valid", "eval"]
+"""The type of a config field naming a split: a misspelled split is an error when the
+config is read, before any work (``--set protocol.device-logloss.split=bogus``)."""
+
 
 @dataclass
 class Task:

@@ -45,6 +45,11 @@ def pick_device(name: str) -> torch.device:
         raise UsageError(f"bad value for run.device: {name!r} is not a torch device") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"run.device is {name!r} but no CUDA device is available")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise UsageError(f"run.device is {name!r} but this machine has {count} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"run.device is {name!r} but no MPS device is available")
     return device
 
 
