@@ -172,10 +172,16 @@ class ResultStore:
             )
 
     def check_writable(self) -> None:
-        """Preflight: the store opens, has the right schema and takes a write lock."""
+        """Preflight: the store opens, has the right schema, takes a write lock and accepts
+        a write (rolled back): a store on a read-only mount fails here, not after training."""
         with self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
-            conn.execute("ROLLBACK")
+            try:
+                conn.execute("CREATE TABLE harness_write_check (x)")
+            except sqlite3.OperationalError as err:
+                raise HarnessError(f"results store {self.path} is not writable: {err}") from None
+            finally:
+                conn.execute("ROLLBACK")
 
     def add(self, record: RunRecord) -> None:
         placeholders = ", ".join("?" for _ in COLUMNS)
