@@ -54,6 +54,7 @@ from harness.run.record import (
 from harness.run.training import MethodTraining
 from harness.util.cache import clean_stale_cache
 from harness.util.errors import HarnessError, UsageError
+from harness.util.faults import checkpoint
 from harness.util.files import check_free_space, check_name_lengths
 
 __all__ = [
@@ -241,6 +242,7 @@ def run_experiment(
     commit_run(
         final_dir, store, record, lambda tmp: write_run_folder(tmp, record, experiment, tables)
     )
+    checkpoint("renamed")  # the kill suite's stage: stored and in place, .partial not yet removed
     remove_partial(experiment.partial_dir)
     return RunResult(record, tables)
 
