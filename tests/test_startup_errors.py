@@ -270,3 +270,55 @@ def test_the_highest_real_sample_rate_is_accepted(tmp_path):
     path = wav_with_rate(tmp_path / "a.wav", 768_000)
     check_header(path)
     assert read_audio(path)[1] == 768_000
+
+
+# -- leaderboard spec field types --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("rows = 5", "rows must be an array, got 5"),
+        ("rows = [1]", "rows[0] must be a table, got 1"),
+        ('[[rows]]\nlabel = "a"\nmatch = "ce"', "rows[0].match must be a table, got 'ce'"),
+        ("[[rows]]\nlabel = [1]\nmatch = {}", "rows[0].label must be a string, got [1]"),
+        ("columns = 5", "columns must be an array, got 5"),
+        ("columns = [1]", "columns[0] must be a string, got 1"),
+        ('recipe_augs = "vintage"', "recipe_augs must be an array, got 'vintage'"),
+        ("title = 5", "title must be a string, got 5"),
+        ("protocol = 5", "protocol must be a string, got 5"),
+        ("metric = 3", "metric must be a string, got 3"),
+        ("agg = 5", "agg must be a string, got 5"),
+        ("baseline = true", "baseline must be a string, got True"),
+        ("filters = 3", "filters must be a table, got 3"),
+        ("where = []", "where must be a table, got []"),
+    ],
+)
+def test_a_leaderboard_spec_field_of_the_wrong_type_is_a_one_line_error(
+    tmp_path, capsys, text, message
+):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(text + "\n")
+    output = tmp_path / "board.md"
+    code, err = run_main(
+        [
+            "leaderboard",
+            "--spec",
+            str(spec),
+            "--store",
+            str(tmp_path / "s.sqlite"),
+            "--output",
+            str(output),
+        ],
+        capsys,
+    )
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"leaderboard spec {spec}: {message}" in err
+    assert not output.exists()
+
+
+def test_every_shipped_leaderboard_spec_reads_with_its_types():
+    from harness.results.leaderboard import LeaderboardSpec
+
+    specs = sorted(Path(__file__).parents[1].glob("leaderboards/*.toml"))
+    assert specs and all(LeaderboardSpec.from_file(s).rows for s in specs)
