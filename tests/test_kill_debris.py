@@ -59,3 +59,45 @@ def test_store_check_repair_removes_the_in_progress_folder_of_a_stored_run(tmp_p
     check_store(out, store, repair=True)
     assert not (out / ".partial" / "20260101-000000-000000-cccc-dddd").exists()
     assert (out / ".partial" / "20260101-000000-000000-aaaa-bbbb").is_dir()  # not stored: kept
+
+
+def toy_config(tmp_path):
+    from harness.registry.config import resolve
+    from harness.registry.plugins import load_plugins
+    from tests.conftest import TOY_PLUGIN
+
+    make_tones(tmp_path / "tones")
+    raw = {
+        "backbone": {"name": "toy"},
+        "dataset": {"name": "toy-tones", "root": str(tmp_path / "tones")},
+        "run": {"epochs": 1, "batch_size": 8},
+    }
+    return resolve(raw, load_plugins([str(TOY_PLUGIN)]))
+
+
+def test_non_finite_metrics_leave_no_partial_folder(tmp_path, monkeypatch):
+    import math
+
+    from harness.run.experiment import Experiment, run_experiment
+    from harness.util.errors import HarnessError
+
+    monkeypatch.setattr(Experiment, "evaluate", lambda self: ({"p/acc": math.nan}, {}))
+    out = tmp_path / "runs"
+    with pytest.raises(HarnessError, match="non-finite metrics"):
+        run_experiment(toy_config(tmp_path), out, ResultStore(out / "s.sqlite"))
+    assert not (out / ".partial").exists() or not any((out / ".partial").iterdir())
+
+
+def test_an_error_after_training_says_the_kept_run_can_be_resumed(tmp_path, monkeypatch):
+    from harness.run.experiment import Experiment, run_experiment
+    from harness.util.errors import DataError
+
+    def failing(self):
+        raise DataError("eval split: a protocol failed")
+
+    monkeypatch.setattr(Experiment, "evaluate", failing)
+    out = tmp_path / "runs"
+    with pytest.raises(DataError, match=r"a protocol failed \(its training is kept: continue"):
+        run_experiment(toy_config(tmp_path), out, ResultStore(out / "s.sqlite"))
+    (kept,) = (out / ".partial").iterdir()
+    assert (kept / "state.json").is_file()

@@ -53,7 +53,7 @@ from harness.run.record import (
 )
 from harness.run.training import MethodTraining
 from harness.util.cache import clean_stale_cache
-from harness.util.errors import HarnessError, UsageError
+from harness.util.errors import HarnessError, Interrupted, UsageError
 from harness.util.faults import checkpoint
 from harness.util.files import check_free_space, check_name_lengths
 
@@ -211,13 +211,27 @@ def run_experiment(
         experiment.train()
         metrics, tables = experiment.evaluate()
         metrics |= experiment.training.health.metrics()
+    except HarnessError as err:
+        if experiment.ranks.is_main:
+            discard_unstarted(experiment.partial_dir)
+            if experiment.partial_dir.is_dir() and not isinstance(err, Interrupted):
+                raise type(err)(
+                    f"{err} (its training is kept: continue it with --resume "
+                    f"{experiment.partial_dir})"
+                ) from None
+        raise
     except BaseException:
         if experiment.ranks.is_main:
             discard_unstarted(experiment.partial_dir)
         raise
     finally:
         experiment.close()
-    check_metrics(metrics)
+    try:
+        check_metrics(metrics)
+    except HarnessError:  # a resumed run would evaluate to the same metrics: nothing to keep
+        if experiment.ranks.is_main:
+            remove_partial(experiment.partial_dir)
+        raise
     final_dir = out_dir / run_id
     record = RunRecord(
         run_id=run_id,
