@@ -104,6 +104,10 @@ class DataSplits:
 SPLIT_NAMES = ("train", "valid", "eval")
 """The splits every :class:`DataSplits` has (``valid`` may be empty)."""
 
+SplitName = Literal["train", "valid", "eval"]
+"""The type of a config field naming a split: a misspelled split is an error when the
+config is read, before any work (``--set protocol.device-logloss.split=bogus``)."""
+
 
 def multi_hot(clips: Sequence[Clip], num_classes: int) -> Tensor:
     """``[N, C]`` float32 targets: row ``i`` is 1 at the classes of ``clips[i].labels``."""

@@ -444,7 +444,9 @@ def runs(out: Path, store_path: Path | None, partial: bool) -> None:
     if partial:
         from harness.engine.resume import list_partials  # imports torch: not for `harness --help`
 
-        found = list_partials(out)
+        store_file = store_path or default_store(out)
+        stored = ResultStore(store_file).run_ids() if store_file.exists() else {}
+        found = list_partials(out, stored)
         for item in found:
             click.echo(item.describe())
         if not found:

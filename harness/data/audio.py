@@ -9,7 +9,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from harness.util.audio_files import check_samples, wav_data_shortfall
+from harness.util.audio_files import check_sample_rate, check_samples, wav_data_shortfall
 from harness.util.errors import DataError
 from harness.util.faults import checkpoint
 
@@ -29,8 +29,7 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
         raise DataError(f"truncated audio file {path}: {missing} bytes of audio data missing")
     if data.shape[0] == 0:
         raise DataError(f"empty audio file {path}")
-    if rate <= 0:
-        raise DataError(f"audio file {path} has an invalid sample rate {rate}")
+    check_sample_rate(rate, path)
     check_samples(data, path)
     return data.mean(axis=1), rate
 
@@ -46,8 +45,7 @@ def check_header(path: str | Path) -> None:
         raise DataError(f"unreadable audio file {path}: {one_line(err)}") from None
     if info.frames == 0:
         raise DataError(f"empty audio file {path}")
-    if info.samplerate <= 0:
-        raise DataError(f"audio file {path} has an invalid sample rate {info.samplerate}")
+    check_sample_rate(info.samplerate, path)
     missing = wav_data_shortfall(path)
     if missing:
         raise DataError(f"truncated audio file {path}: {missing} bytes of audio data missing")

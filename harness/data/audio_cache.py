@@ -38,6 +38,7 @@ from harness.api import Clip
 from harness.data.loader import ClipAudio, ClipDataset, DecodedWaves, WaveSource, worker_message
 from harness.util.cache import CacheDamaged, build_once, cache_root, discard
 from harness.util.errors import DataError, UsageError
+from harness.util.files import check_free_space
 from harness.util.progress import enabled, note, progress
 
 FORMAT = 2
@@ -214,6 +215,8 @@ def cached_audio(
         gigabytes = len(source) * source.length * 2 / 1e9
         if enabled():  # with progress bars off (HARNESS_PROGRESS=0) the build is silent
             note(f"{desc}: decoding {len(source)} clips into {folder} ({gigabytes:.2f} GB int16)")
+        needed = len(source) * (source.length * 2 + 4)  # int16 waves, float32 scales
+        check_free_space(tmp, needed, "decoded-audio cache")
         try:
             write_cache(tmp, audio, workers, desc)
         except DataError as err:  # re-raised from a worker with its traceback in the text

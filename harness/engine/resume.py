@@ -19,6 +19,7 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,10 +30,10 @@ import torch
 from torch import nn
 
 from harness.registry.config import hashed_config
+from harness.results.store import PARTIAL, committed_partials
 from harness.util.errors import HarnessError, UsageError
 from harness.util.files import write_text_atomic
 
-PARTIAL = ".partial"
 FORMAT = 1
 SCALARS = (int, float, bool, str)
 
@@ -99,11 +100,15 @@ def read_partial(folder: Path) -> Partial:
     return Partial(folder, config, state)
 
 
-def list_partials(out_dir: Path) -> list[Partial]:
-    """Interrupted runs under ``out_dir`` (newest first); unreadable folders are skipped."""
+def list_partials(out_dir: Path, stored: Collection[str] = ()) -> list[Partial]:
+    """Interrupted runs under ``out_dir`` (newest first); unreadable folders, and those of
+    runs that finished (in ``stored`` or with their run folder in place) are skipped."""
     root = partial_root(out_dir)
+    finished = set(committed_partials(out_dir, stored))
     found = []
     for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if folder in finished:
+            continue
         if folder.is_dir() and (folder / "state.json").is_file():
             try:
                 found.append(read_partial(folder))

@@ -12,6 +12,8 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import os
+import stat
 import tomllib
 import types
 import typing
@@ -117,19 +119,52 @@ def hashed_config(config: dict[str, Any]) -> dict[str, Any]:
 # -- building the raw mapping -------------------------------------------------
 
 
+MAX_CONFIG_BYTES = 1 << 20
+"""The largest config file read (1 MiB; the largest shipped config is under 2 KiB)."""
+MAX_CONFIG_DEPTH = 16
+"""The deepest nesting of tables and arrays a config may have (the schema needs 3)."""
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
+    """A config file's mapping; a file that is not a small, regular, flat enough TOML file
+    (a FIFO, ``/dev/urandom``, a folder, nesting thousands deep) is a one-line error."""
     path = Path(path)
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        # O_NONBLOCK: opening a FIFO must not wait for a writer before it is refused
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise UsageError(f"config file {path} is not a regular file")
+            data = fh.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise UsageError(f"config file not found: {path}") from None
+    except OSError as err:
+        raise UsageError(f"cannot read config file {path}: {err.strerror or err}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise UsageError(f"config file {path} is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        parsed = tomllib.loads(data.decode("utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise UsageError(f"config file {path} is not valid TOML: {err}") from None
     except UnicodeDecodeError as err:
         raise UsageError(f"config file {path} is not UTF-8 text: {err.reason}") from None
-    except OSError as err:
-        raise UsageError(f"cannot read config file {path}: {err.strerror or err}") from None
+    except RecursionError:
+        raise UsageError(f"config file {path} is nested too deeply") from None
+    if nesting_depth(parsed) > MAX_CONFIG_DEPTH:
+        raise UsageError(f"config file {path} is nested deeper than {MAX_CONFIG_DEPTH} levels")
+    return parsed
+
+
+def nesting_depth(value: Any) -> int:
+    """How deep tables and arrays nest in ``value`` (a scalar: 0), without recursion."""
+    deepest = 0
+    stack = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth + 1)
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def merge(base: dict[str, Any], update: dict[str, Any], where: str = "") -> dict[str, Any]:

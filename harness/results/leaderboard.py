@@ -79,22 +79,25 @@ class LeaderboardSpec:
         unknown = set(data) - SPEC_KEYS
         if unknown:
             raise UsageError(f"unknown key '{sorted(unknown)[0]}' in leaderboard spec {path}")
+        spec_file = SpecFile(data, path)
         rows = []
-        for i, row in enumerate(data.get("rows", [])):
-            if not isinstance(row, dict) or "label" not in row or "match" not in row:
+        for i, row in enumerate(spec_file.tables("rows")):
+            if "label" not in row or "match" not in row:
                 raise UsageError(f"{path}: rows[{i}] needs 'label' and 'match'")
-            rows.append(RowSpec(str(row["label"]), dict(row["match"])))
+            label = spec_file.typed(f"rows[{i}].label", row["label"], str | int | float)
+            match = spec_file.typed(f"rows[{i}].match", row["match"], dict)
+            rows.append(RowSpec(str(label), dict(match)))
         spec = cls(
-            title=data.get("title", ""),
-            protocol=data.get("protocol", cls.protocol),
-            metric=data.get("metric"),
-            agg=data.get("agg", cls.agg),
-            filters=dict(data.get("filters", {})),
+            title=spec_file.get("title", str, ""),
+            protocol=spec_file.get("protocol", str, cls.protocol),
+            metric=spec_file.get("metric", str, None),
+            agg=spec_file.get("agg", str, cls.agg),
+            filters=spec_file.get("filters", dict, {}),
             rows=tuple(rows),
-            columns=tuple(data.get("columns", ())),
-            recipe_augs=tuple(data.get("recipe_augs", ())),
-            where=dict(data.get("where", {})),
-            baseline=data.get("baseline"),
+            columns=spec_file.strings("columns"),
+            recipe_augs=spec_file.strings("recipe_augs"),
+            where=spec_file.get("where", dict, {}),
+            baseline=spec_file.get("baseline", str, None),
         )
         return spec.validated(str(path))
 
@@ -122,6 +125,43 @@ class LeaderboardSpec:
         if unknown:
             raise UsageError(f"{source}: cannot filter by '{sorted(unknown)[0]}'")
         return self
+
+
+SPEC_TYPE_NAMES: dict[Any, str] = {str: "a string", dict: "a table", list: "an array"}
+
+
+class SpecFile:
+    """A leaderboard spec's TOML mapping, read field by field with its type checked: a
+    field of the wrong type (``rows = 5``, ``match = "ce"``, ``columns = 5``) is a one-line
+    error naming the file and the field, never a traceback or a silently wrong table."""
+
+    def __init__(self, data: dict[str, Any], path: Path) -> None:
+        self.data, self.path = data, path
+
+    def typed(self, key: str, value: Any, kind: Any) -> Any:
+        """``value`` of field ``key`` when it is a ``kind`` (a UsageError otherwise)."""
+        if isinstance(value, bool) or not isinstance(value, kind):
+            wanted = SPEC_TYPE_NAMES.get(kind, "a string")
+            raise UsageError(f"leaderboard spec {self.path}: {key} must be {wanted}, got {value!r}")
+        return value
+
+    def get(self, key: str, kind: type, default: Any) -> Any:
+        if key not in self.data:
+            return default
+        value = self.typed(key, self.data[key], kind)
+        return dict(value) if kind is dict else value
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        values = self.get(key, list, [])
+        for i, value in enumerate(values):
+            self.typed(f"{key}[{i}]", value, str)
+        return tuple(values)
+
+    def tables(self, key: str) -> list[dict[str, Any]]:
+        values = self.get(key, list, [])
+        for i, value in enumerate(values):
+            self.typed(f"{key}[{i}]", value, dict)
+        return values
 
 
 # -- computation ----------------------------------------------------------------

@@ -16,9 +16,9 @@ import secrets
 import shutil
 import sqlite3
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,8 @@ from harness.util.faults import checkpoint
 from harness.util.files import write_text_atomic
 
 COMPLETE_MARKER = ".complete"
+PARTIAL = ".partial"
+"""The folder under an output folder holding in-progress runs (``OUT/.partial/<id>``)."""
 """Written last into a staged run folder: everything but the rename is done."""
 
 SCHEMA = """
@@ -207,10 +209,16 @@ class ResultStore:
             )
 
     def check_writable(self) -> None:
-        """Preflight: the store opens, has the right schema and takes a write lock."""
+        """Preflight: the store opens, has the right schema, takes a write lock and accepts
+        a write (rolled back): a store on a read-only mount fails here, not after training."""
         with self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
-            conn.execute("ROLLBACK")
+            try:
+                conn.execute("CREATE TABLE harness_write_check (x)")
+            except sqlite3.OperationalError as err:
+                raise HarnessError(f"results store {self.path} is not writable: {err}") from None
+            finally:
+                conn.execute("ROLLBACK")
 
     def add(self, record: RunRecord) -> None:
         placeholders = ", ".join("?" for _ in COLUMNS)
@@ -435,15 +443,16 @@ class Recovery:
     """Complete run folders of committed runs, renamed into place."""
     removed: list[Path]
     """Temporary folders of dead processes whose run was never committed."""
+    leftovers: list[Path] = field(default_factory=list)
+    """In-progress folders (``OUT/.partial/<id>``) of runs that were stored: a kill after
+    the commit point, before the in-progress folder was removed."""
 
 
 def recover(out_dir: Path, store: ResultStore, repair: bool = True) -> Recovery:
     """Finish or undo what killed processes left in ``out_dir`` (live processes' folders stay)."""
     result = Recovery([], [])
     stale = stale_temp_dirs([out_dir])
-    if not stale:
-        return result
-    stored = store.run_ids()
+    stored = store.run_ids() if stale or (out_dir / PARTIAL).is_dir() else {}
     for tmp in stale:
         run_id = temp_owner(tmp)[0]  # type: ignore[index]
         final = out_dir / run_id
@@ -456,7 +465,24 @@ def recover(out_dir: Path, store: ResultStore, repair: bool = True) -> Recovery:
             result.removed.append(tmp)
             if repair:
                 shutil.rmtree(tmp, ignore_errors=True)
+    for folder in committed_partials(out_dir, stored):
+        result.leftovers.append(folder)
+        if repair:
+            shutil.rmtree(folder, ignore_errors=True)
     return result
+
+
+def committed_partials(out_dir: Path, stored: Collection[str] = ()) -> list[Path]:
+    """In-progress folders under ``out_dir/.partial`` whose run is finished: its id is in
+    ``stored`` or its run folder (with ``record.json``) is in place."""
+    root = out_dir / PARTIAL
+    if not root.is_dir():
+        return []
+    return [
+        folder
+        for folder in sorted(root.iterdir())
+        if folder.name in stored or (out_dir / folder.name / "record.json").is_file()
+    ]
 
 
 def record_from_folder(folder: Path) -> RunRecord:
@@ -492,6 +518,7 @@ def check_store(out_dir: Path, store: ResultStore, repair: bool = False) -> list
     problems += [f"committed run left staged ({verb}): {p}" for p in recovery.finished]
     verb = "removed" if repair else "to remove"
     problems += [f"temporary folder of a dead process ({verb}): {p}" for p in recovery.removed]
+    problems += [f"in-progress folder of a stored run ({verb}): {p}" for p in recovery.leftovers]
     stored = store.run_ids()
     folders = (
         sorted(p for p in out_dir.iterdir() if p.is_dir() and not p.name.startswith("."))

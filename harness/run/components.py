@@ -18,6 +18,7 @@ from harness.api import (
     DataSplits,
     Method,
     Protocol,
+    RunSettings,
     Task,
 )
 from harness.data.audio_cache import cache_folder, cached_audio, check_writable
@@ -47,6 +48,11 @@ def pick_device(name: str) -> torch.device:
         raise UsageError(f"bad value for run.device: {name!r} is not a torch device") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"run.device is {name!r} but no CUDA device is available")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise UsageError(f"run.device is {name!r} but this machine has {count} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"run.device is {name!r} but no MPS device is available")
     return device
 
 
@@ -112,6 +118,13 @@ class RunParts:
             protocol.check(self.splits, self.method)
         self.has_valid = validation_split(cfg, self.splits, self.method)
         """Whether the run validates after every epoch."""
+        if self.method.supervised:
+            missing = classes_without_training_clips(self.splits)
+            if missing:
+                log(
+                    f"WARNING: {len(missing)} of {len(self.splits.classes)} classes have no "
+                    f"training clip (the classifier never sees them): {', '.join(missing[:10])}"
+                )
         self.task = Task(
             self.splits.classes,
             self.splits.devices,
@@ -260,6 +273,7 @@ def validation_split(cfg: RunConfig, splits: DataSplits, method: Method) -> bool
     validation split); whether this run validates after every epoch."""
     run = cfg.run
     if run.valid_fraction > 0 and not splits.valid:
+        check_valid_group(splits.train, run.valid_group)
         splits.train, splits.valid = hold_out(
             splits.train, run.valid_fraction, run.valid_group, run.seed
         )
@@ -278,6 +292,26 @@ def validation_split(cfg: RunConfig, splits: DataSplits, method: Method) -> bool
             )
         return False
     return has_valid
+
+
+def check_valid_group(clips: list[Clip], key: str) -> None:
+    """``run.valid_group`` must name metadata some training clip has: a misspelled key
+    would silently hold out single clips instead of whole groups."""
+    if not any(key in clip.meta for clip in clips):
+        known = sorted({k for clip in clips for k in clip.meta})
+        message = f"run.valid_group={key!r}: no training clip has this metadata"
+        if key == RunSettings.valid_group:  # the default: the data set has no such groups
+            note(f"WARNING: {message}; each clip is its own group")
+            return
+        raise UsageError(f"{message} (clips have: {', '.join(known) or 'no metadata'})")
+
+
+def classes_without_training_clips(splits: DataSplits) -> list[str]:
+    """Names of the classes no labeled training clip has (none when training is unlabeled)."""
+    labels = {clip.label for clip in splits.train if clip.label >= 0}
+    if not labels:
+        return []
+    return [name for i, name in enumerate(splits.classes) if i not in labels]
 
 
 def hold_out(

@@ -53,7 +53,9 @@ from harness.run.record import (
 )
 from harness.run.training import MethodTraining
 from harness.util.cache import clean_stale_cache
-from harness.util.errors import HarnessError, UsageError
+from harness.util.errors import HarnessError, Interrupted, UsageError
+from harness.util.faults import checkpoint
+from harness.util.files import check_free_space, check_name_lengths
 
 __all__ = [
     "KEY_PACKAGES",
@@ -175,6 +177,8 @@ def run_experiment(
     one if there is one, else start afresh.
     """
     started = time.perf_counter()
+    check_name_lengths(out_dir.absolute(), "output folder")
+    check_name_lengths(store.path.absolute(), "results store")
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one process tidies up
         recover(out_dir, store)
         clean_stale_cache()
@@ -189,6 +193,7 @@ def run_experiment(
     if resume is not None or resume_if_any:
         partial = find_resume(out_dir, cfg.as_dict(), config_hash, resume or "auto", resume_if_any)
     experiment = Experiment(cfg)
+    check_free_space(out_dir, run_folder_bytes(experiment), "run folder and checkpoints in")
     if partial is not None:
         run_id = partial.run_id
         created = datetime.fromisoformat(str(partial.state.get("created", created.isoformat())))
@@ -206,13 +211,27 @@ def run_experiment(
         experiment.train()
         metrics, tables = experiment.evaluate()
         metrics |= experiment.training.health.metrics()
+    except HarnessError as err:
+        if experiment.ranks.is_main:
+            discard_unstarted(experiment.partial_dir)
+            if experiment.partial_dir.is_dir() and not isinstance(err, Interrupted):
+                raise type(err)(
+                    f"{err} (its training is kept: continue it with --resume "
+                    f"{experiment.partial_dir})"
+                ) from None
+        raise
     except BaseException:
         if experiment.ranks.is_main:
             discard_unstarted(experiment.partial_dir)
         raise
     finally:
         experiment.close()
-    check_metrics(metrics)
+    try:
+        check_metrics(metrics)
+    except HarnessError:  # a resumed run would evaluate to the same metrics: nothing to keep
+        if experiment.ranks.is_main:
+            remove_partial(experiment.partial_dir)
+        raise
     final_dir = out_dir / run_id
     record = RunRecord(
         run_id=run_id,
@@ -237,8 +256,20 @@ def run_experiment(
     commit_run(
         final_dir, store, record, lambda tmp: write_run_folder(tmp, record, experiment, tables)
     )
+    checkpoint("renamed")  # the kill suite's stage: stored and in place, .partial not yet removed
     remove_partial(experiment.partial_dir)
     return RunResult(record, tables)
+
+
+def run_folder_bytes(experiment: Experiment) -> int:
+    """What a run writes to its output folder, about: its weights four times (the stored
+    backbone, and a checkpoint's weights with two optimizer moments per parameter)."""
+    tensors = [
+        *experiment.backbone.parameters(),
+        *experiment.backbone.buffers(),
+        *experiment.method.parameters(),
+    ]
+    return 4 * sum(t.numel() * t.element_size() for t in tensors)
 
 
 def resume_checkpoint(partial: Partial, experiment: Experiment) -> dict[str, Any] | None:

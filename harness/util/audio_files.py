@@ -13,6 +13,21 @@ from harness.util.errors import DataError
 MAX_ABS_SAMPLE = 1e3
 """Largest sample magnitude accepted (60 dB above full scale): beyond it a file is corrupt."""
 
+MAX_SAMPLE_RATE = 768_000
+"""Highest sample rate accepted (the highest any audio interface records at): a header
+claiming more is corrupt, and resampling from it would need memory in proportion."""
+
+
+def check_sample_rate(rate: int, path: Path, what: str = "audio file") -> None:
+    """A sample rate that is not in (0, :data:`MAX_SAMPLE_RATE`] is a DataError naming the file."""
+    if rate <= 0:
+        raise DataError(f"{what} {path} has an invalid sample rate {rate}")
+    if rate > MAX_SAMPLE_RATE:
+        raise DataError(
+            f"{what} {path} claims a sample rate of {rate} Hz (more than {MAX_SAMPLE_RATE}): "
+            "corrupt header"
+        )
+
 
 def wav_data_shortfall(path: Path) -> int:
     """Bytes the WAV header's data chunk promises beyond the end of the file (0 if complete).

@@ -7,7 +7,8 @@ in place, its done marker not written), ``discard`` (a damaged cache folder is m
 aside, not yet deleted), ``audio`` (the first audio file is read), ``epoch`` (the first training
 batch), ``predicting`` / ``embedding`` (the first evaluation batch), ``staging``
 (part of a run folder is written), ``insert`` (the store row is inserted but not
-committed), ``commit`` (the row is committed, the run folder not yet renamed).
+committed), ``commit`` (the row is committed, the run folder not yet renamed), ``renamed``
+(the run folder is in place, its ``OUT/.partial/<id>`` not yet removed).
 Progress-bar stages match the start of a bar's name (``epoch`` matches ``epoch 1/3``).
 In a DataLoader worker the hook kills the worker's parent, the harness process.
 """

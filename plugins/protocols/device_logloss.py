@@ -15,7 +15,7 @@ import numpy as np
 from tabulate import tabulate
 
 from harness import hookimpl
-from harness.api import Column, EvalContext, Protocol, ProtocolResult
+from harness.api import Column, EvalContext, Protocol, ProtocolResult, SplitName
 
 DEVICE_GROUPS = {
     "real": ("a", "b", "c"),
@@ -93,7 +93,7 @@ class DeviceLogLoss(Protocol):
 
     @dataclass
     class Config:
-        split: str = "eval"
+        split: SplitName = "eval"
 
     def evaluate(self, ctx: EvalContext) -> ProtocolResult:
         probs = ctx.predict(self.config.split).numpy().astype(np.float64)

@@ -65,6 +65,7 @@ from harness.api import (
     HarnessError,
     Protocol,
     ProtocolResult,
+    SplitName,
     StepOutput,
     TrainingJob,
     at_least,
@@ -136,8 +137,8 @@ class DeviceProbe(Protocol):
         patience: int = 5
         """Epochs without a training-loss drop of more than ``min_delta`` before stopping."""
         min_delta: float = 1e-4
-        train_split: str = "train"
-        eval_split: str = "eval"
+        train_split: SplitName = "train"
+        eval_split: SplitName = "eval"
         train_window: Literal["eval", "whole"] = "eval"
         """``eval``: training clips longer than the evaluation clips are cut into windows of
         the evaluation clip length; ``whole``: embed the whole training clips."""

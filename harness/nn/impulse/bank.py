@@ -13,7 +13,7 @@ import torch
 import torchaudio.functional as AF
 from torch import Tensor
 
-from harness.util.audio_files import check_samples, wav_data_shortfall
+from harness.util.audio_files import check_sample_rate, check_samples, wav_data_shortfall
 from harness.util.errors import DataError, UsageError
 from harness.util.progress import progress
 
@@ -103,6 +103,7 @@ def read_ir(path: Path) -> tuple[np.ndarray, int]:
         data, rate = sf.read(str(path), dtype="float64", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as err:
         raise DataError(f"unreadable impulse-response file {path}: {one_line(err)}") from None
+    check_sample_rate(info.samplerate, path, "impulse-response file")
     if info.channels != 1:
         raise DataError(
             f"impulse-response file {path} has {info.channels} channels; DIRs must be mono files"
