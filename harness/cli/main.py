@@ -211,8 +211,6 @@ def run(
     **flags: Any,
 ) -> None:
     """Train and evaluate one combination, store the run, and print its tables."""
-    from harness.run.experiment import run_experiment  # imports torch: not for `harness --help`
-
     protocol_sets = [
         f"protocol.{value}"
         for key in [k for k in flags if k.startswith(PROTOCOL_FLAG)]
@@ -223,6 +221,9 @@ def run(
     if nproc != 1 and "LOCAL_RANK" not in os.environ:
         launch_torchrun(nproc, cfg.run.device, ctx.find_root().obj.get("argv", sys.argv[1:]))
         return
+    # imports torch: after the config is resolved, so that its errors answer fast
+    from harness.run.experiment import run_experiment
+
     result = run_experiment(
         cfg, out, ResultStore(store_path or default_store(out)), resume, resume_if_any
     )
@@ -493,10 +494,11 @@ def store_ingest(out: Path, store_path: Path | None) -> None:
 
 
 def add_protocol_flags(plugins: Plugins) -> None:
-    """Give ``harness run`` the extra flags protocols declare (e.g. ``--sweep-n``)."""
+    """Give ``harness run`` the extra flags protocols declare (e.g. ``--sweep-n``), read from
+    their manifests where they have one (so ``harness run --help`` imports no torch)."""
     existing = {opt for param in run.params for opt in param.opts}
     for entry in plugins["protocol"]:
-        for flag, field_name in entry.cls.cli_flags.items():
+        for flag, field_name in component_info(entry)["cli_flags"].items():
             if flag in existing:
                 continue
             prefix = f"{entry.name}.{field_name}="

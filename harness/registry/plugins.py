@@ -129,11 +129,17 @@ class LazyEntry:
         return self._owner[self.kind].get(self.name).cls
 
 
+INFO_KEYS = {"description", "extra", "params", "cli_flags", "default_dataset"}
+"""What :func:`component_info` returns (``pretrained`` aside, optional for older manifests)."""
+
+
 def component_info(entry: Entry | LazyEntry) -> dict[str, Any]:
-    """``description``, ``extra`` lines and ``params`` (name, type, default, help) for listings."""
-    if isinstance(entry, LazyEntry):
+    """``description``, ``extra`` lines, ``params`` (name, type, default, help) for listings and
+    a protocol's ``cli_flags`` (``harness run`` flags) and ``default_dataset``: what the
+    command line needs before a run, read from a manifest without importing the plugin."""
+    if isinstance(entry, LazyEntry) and entry.info.keys() >= INFO_KEYS:
         return entry.info
-    cls = entry.cls
+    cls = entry.cls  # an older manifest lacks some keys: import the plugin
     helps = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls.Config)}
     return {
         "name": entry.name,
@@ -144,6 +150,8 @@ def component_info(entry: Entry | LazyEntry) -> dict[str, Any]:
             [param, type_name, repr(default), str(helps.get(param) or "")]
             for param, type_name, default in describe_params(cls)
         ],
+        "cli_flags": dict(cls.cli_flags) if issubclass(cls, api.Protocol) else {},
+        "default_dataset": cls.default_dataset if issubclass(cls, api.Protocol) else "",
     }
 
 
