@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from harness import __version__
+from harness.api.settings import RunSettings
 from harness.cli.options import (
     DEFAULT_OUT,
     config_and_set_options,
@@ -27,6 +28,7 @@ from harness.cli.options import (
     store_option,
 )
 from harness.registry.config import merge, parse_set, read_toml, resolve, set_name
+from harness.registry.params import describe_fields
 from harness.registry.plugins import (
     HOOK_FOR_KIND,
     Plugins,
@@ -34,14 +36,26 @@ from harness.registry.plugins import (
     component_info,
     load_plugins,
 )
-from harness.results.store import ResultStore, check_store, ingest
+from harness.results.store import (
+    ORPHAN_FOLDER_CHOICES,
+    ResultStore,
+    RunRecord,
+    check_store,
+    ingest,
+    remove_run,
+)
 from harness.util.cache import clean_stale_cache
 from harness.util.errors import HarnessError
 from harness.util.files import write_text_atomic
 from harness.util.names import unknown_name_message
 
 PROTOCOL_FLAG = "protocol_flag__"
-KIND_ALIASES = {f"{kind}s": kind for kind in HOOK_FOR_KIND} | {"augs": "augmentation"}
+RUN_KIND = "run"
+"""``harness list run``: the run settings (``--set run.KEY=VALUE``)."""
+KIND_ALIASES = {f"{kind}s": kind for kind in HOOK_FOR_KIND} | {
+    "augs": "augmentation",
+    "runs": RUN_KIND,
+}
 
 CORE_COMMANDS = {
     "sweep": (
@@ -304,15 +318,21 @@ def raw_config(
 @click.argument("kind", required=False)
 @click.pass_context
 def list_(ctx: click.Context, kind: str | None) -> None:
-    """List registered components with their plugin, description and parameters."""
+    """List the run settings (``run``) and the registered components with their plugin,
+    description and parameters (type, default, help and accepted values)."""
     plugins = plugins_from(ctx)
     kinds = list(HOOK_FOR_KIND)
     if kind is not None:
         wanted = KIND_ALIASES.get(kind, kind)
-        if wanted not in HOOK_FOR_KIND:
-            raise HarnessError(unknown_name_message("kind", kind, [f"{k}s" for k in kinds]))
+        if wanted not in (*HOOK_FOR_KIND, RUN_KIND):
+            known = [RUN_KIND, *(f"{k}s" for k in kinds)]
+            raise HarnessError(unknown_name_message("kind", kind, known))
         kinds = [wanted]
-    for name in kinds:
+    if kind is None or kinds == [RUN_KIND]:
+        click.echo("run settings (--set run.KEY=VALUE):")
+        echo_params(describe_fields(RunSettings))
+        click.echo("")
+    for name in [k for k in kinds if k != RUN_KIND]:
         click.echo(f"{name}s:")
         for entry in plugins[name]:
             info = component_info(entry)
@@ -322,10 +342,16 @@ def list_(ctx: click.Context, kind: str | None) -> None:
             if info.get("pretrained"):
                 names = ", ".join(info["pretrained"])
                 click.echo(f"      pretrained (--set {name}.pretrained=NAME): {names}")
-            for param, type_name, default, help_text in info["params"]:
-                described = f"  {help_text}" if help_text else ""
-                click.echo(f"      {param}: {type_name} = {default}{described}")
+            echo_params(info["params"], indent="      ")
         click.echo("")
+
+
+def echo_params(rows: list[list[str]], indent: str = "  ") -> None:
+    """One line per parameter: ``name: type = default  help  [accepted values]``."""
+    for param, type_name, default, help_text, *domain in rows:
+        described = f"  {help_text}" if help_text else ""
+        accepted = f"  [{domain[0]}]" if domain and domain[0] else ""
+        click.echo(f"{indent}{param}: {type_name} = {default}{described}{accepted}")
 
 
 @cli.command()
@@ -434,8 +460,10 @@ def write_manifest(loaded: Plugins, distribution: str, output: Path | None) -> N
 @cli.command()
 @out_and_store_options()
 @click.option("--partial", is_flag=True, help="List interrupted (in-progress) runs instead.")
-def runs(out: Path, store_path: Path | None, partial: bool) -> None:
-    """List stored runs, or with --partial the interrupted runs --resume can continue."""
+@click.pass_context
+def runs(ctx: click.Context, out: Path, store_path: Path | None, partial: bool) -> None:
+    """List stored runs with their main metric, or with --partial the interrupted runs
+    --resume can continue."""
     if partial:
         from harness.engine.resume import list_partials  # imports torch: not for `harness --help`
 
@@ -449,10 +477,22 @@ def runs(out: Path, store_path: Path | None, partial: bool) -> None:
     for record in records:
         click.echo(
             f"{record.run_id}  {record.backbone}/{record.method}/{record.aug}/{record.dataset}"
-            f"  seed {record.seed}  {record.run_dir}"
+            f"  seed {record.seed}  {main_metric(record, plugins_from(ctx))}  {record.run_dir}"
         )
     if not records:
         click.echo(f"no stored runs in {store_path or default_store(out)}")
+
+
+def main_metric(record: RunRecord, plugins: Plugins) -> str:
+    """``<protocol>/<metric> <value>`` of the column that ranks the run's first protocol."""
+    protocol = next((p for p in record.protocols.split(",") if p), "")
+    if protocol not in plugins["protocol"]:
+        return f"{protocol or 'no protocol'}: -"
+    primary = component_info(plugins["protocol"].get(protocol)).get("primary") or []
+    value = record.metrics.get(f"{protocol}/{primary[0]}") if primary else None
+    if value is None:
+        return f"{protocol}: -"
+    return f"{protocol}/{primary[0]} {value:.4g}"
 
 
 @cli.group()
@@ -463,10 +503,18 @@ def store() -> None:
 @store.command("check")
 @out_and_store_options()
 @click.option("--repair", is_flag=True, help="Fix what can be fixed (see the list printed).")
-def store_check(out: Path, store_path: Path | None, repair: bool) -> None:
+@click.option(
+    "--orphan-folders",
+    type=click.Choice(ORPHAN_FOLDER_CHOICES),
+    default="store",
+    show_default=True,
+    help="With --repair, a run folder without a row: store its record, or delete the folder. "
+    "A row without a folder is always deleted.",
+)
+def store_check(out: Path, store_path: Path | None, repair: bool, orphan_folders: str) -> None:
     """Report inconsistencies between run folders and rows (temporary folders too)."""
     results = ResultStore(store_path or default_store(out))
-    problems = check_store(out, results, repair)
+    problems = check_store(out, results, repair, orphan_folders)
     if repair:
         problems += [f"stale cache folder (removed): {p}" for p in clean_stale_cache()]
     for line in problems:
@@ -475,9 +523,25 @@ def store_check(out: Path, store_path: Path | None, repair: bool) -> None:
     if not problems:
         click.echo(f"store {results.path} and run folders in {out}: consistent")
     elif not repair:
-        raise HarnessError(f"{len(problems)} problem(s) found; run with --repair to fix them")
+        raise HarnessError(
+            f"{len(problems)} problem(s) found; --repair stores run folders without a row and "
+            "deletes rows without a folder (--repair --orphan-folders delete deletes those "
+            "folders instead)"
+        )
     elif open_problems:
         raise HarnessError(f"{len(open_problems)} problem(s) could not be repaired")
+
+
+@store.command("rm")
+@out_and_store_options()
+@click.argument("run_ids", nargs=-1, required=True, metavar="RUN_ID...")
+def store_rm(out: Path, store_path: Path | None, run_ids: tuple[str, ...]) -> None:
+    """Delete stored runs: each one's row and run folder, as one unit."""
+    results = ResultStore(store_path or default_store(out))
+    for run_id in run_ids:
+        folder = remove_run(run_id, results, out)
+        where = f" and its folder {folder}" if folder else " (its folder was gone)"
+        click.echo(f"deleted run {run_id}: its row in {results.path}{where}")
 
 
 @store.command("ingest")

@@ -8,7 +8,6 @@ an unknown name is an error with close-match suggestions.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import importlib
 import importlib.metadata
@@ -25,7 +24,7 @@ import pluggy
 
 from harness import api
 from harness.api import hookspecs
-from harness.registry.params import describe_params
+from harness.registry.params import describe_fields
 from harness.util.errors import HarnessError, UsageError
 from harness.util.names import unknown_name_message
 
@@ -129,7 +128,7 @@ class LazyEntry:
         return self._owner[self.kind].get(self.name).cls
 
 
-INFO_KEYS = {"description", "extra", "params", "cli_flags", "default_dataset"}
+INFO_KEYS = {"description", "extra", "params", "cli_flags", "default_dataset", "primary"}
 """What :func:`component_info` returns (``pretrained`` aside, optional for older manifests)."""
 
 
@@ -140,19 +139,23 @@ def component_info(entry: Entry | LazyEntry) -> dict[str, Any]:
     if isinstance(entry, LazyEntry) and entry.info.keys() >= INFO_KEYS:
         return entry.info
     cls = entry.cls  # an older manifest lacks some keys: import the plugin
-    helps = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls.Config)}
     return {
         "name": entry.name,
         "description": cls.description,
         "extra": list(cls.describe_extra()),
         "pretrained": sorted(cls.pretrained) if issubclass(cls, api.Backbone) else [],
-        "params": [
-            [param, type_name, repr(default), str(helps.get(param) or "")]
-            for param, type_name, default in describe_params(cls)
-        ],
+        "params": describe_fields(cls.Config),
         "cli_flags": dict(cls.cli_flags) if issubclass(cls, api.Protocol) else {},
         "default_dataset": cls.default_dataset if issubclass(cls, api.Protocol) else "",
+        "primary": primary_column(cls) if issubclass(cls, api.Protocol) else [],
     }
+
+
+def primary_column(protocol: type[api.Protocol]) -> list[str]:
+    """``[metric key, label]`` of the column that ranks a protocol's runs (``[]``: none)."""
+    key = protocol.primary or (protocol.columns[0].key if protocol.columns else "")
+    labels = {c.key: c.label for c in protocol.columns}
+    return [key, labels.get(key, key)] if key else []
 
 
 @dataclass
