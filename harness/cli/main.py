@@ -27,6 +27,7 @@ from harness.cli.options import (
     spec_option,
     store_option,
 )
+from harness.cli.report import main_metric
 from harness.registry.config import merge, parse_set, read_toml, resolve, set_name
 from harness.registry.params import describe_fields
 from harness.registry.plugins import (
@@ -39,7 +40,6 @@ from harness.registry.plugins import (
 from harness.results.store import (
     ORPHAN_FOLDER_CHOICES,
     ResultStore,
-    RunRecord,
     check_store,
     ingest,
     remove_run,
@@ -481,18 +481,6 @@ def runs(ctx: click.Context, out: Path, store_path: Path | None, partial: bool) 
         )
     if not records:
         click.echo(f"no stored runs in {store_path or default_store(out)}")
-
-
-def main_metric(record: RunRecord, plugins: Plugins) -> str:
-    """``<protocol>/<metric> <value>`` of the column that ranks the run's first protocol."""
-    protocol = next((p for p in record.protocols.split(",") if p), "")
-    if protocol not in plugins["protocol"]:
-        return f"{protocol or 'no protocol'}: -"
-    primary = component_info(plugins["protocol"].get(protocol)).get("primary") or []
-    value = record.metrics.get(f"{protocol}/{primary[0]}") if primary else None
-    if value is None:
-        return f"{protocol}: -"
-    return f"{protocol}/{primary[0]} {value:.4g}"
 
 
 @cli.group()
