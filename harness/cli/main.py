@@ -45,7 +45,7 @@ from harness.results.store import (
     remove_run,
 )
 from harness.util.cache import clean_stale_cache
-from harness.util.errors import HarnessError
+from harness.util.errors import HarnessError, UsageError
 from harness.util.files import write_text_atomic
 from harness.util.names import unknown_name_message
 
@@ -410,6 +410,7 @@ def plugins(ctx: click.Context, distribution: str | None, output: Path | None) -
 @click.option("--aug", help="Only runs with this augmentation label (e.g. multidir, none).")
 @click.option("--dataset", help="Only runs on this data set.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
+@click.option("--force", is_flag=True, help="Overwrite an existing --output file.")
 @click.pass_context
 def leaderboard(
     ctx: click.Context,
@@ -417,9 +418,12 @@ def leaderboard(
     spec: Path | None,
     fmt: str,
     output: Path | None,
+    force: bool,
     **options: Any,
 ) -> None:
     """Render stored runs as a leaderboard table."""
+    if output is not None and output.exists() and not force:
+        raise UsageError(f"{output} exists; --force overwrites it, --output writes elsewhere")
     # the leaderboard modules import torch (through harness.api): not for `harness --help`
     from harness.results.leaderboard import LeaderboardSpec
     from harness.results.render import render_leaderboard
