@@ -21,6 +21,7 @@ from harness.results.leaderboard import (
     LeaderboardSpec,
     Table,
     comparison_text,
+    exclusions,
     grouped_runs,
     header,
     marked,
@@ -469,7 +470,9 @@ def render_html(
     if rows:
         body.append(f"<details><summary>rows</summary><ul>{rows}</ul></details>")
     if not tables or tables[0].labels.empty:
-        body.append(f"<p>no stored runs with protocol '{_esc(spec.protocol)}' match</p>")
+        why = exclusions(spec, list(records))
+        why = f" ({_esc(why)})" if why else ""
+        body.append(f"<p>no stored runs with protocol '{_esc(spec.protocol)}' match{why}</p>")
     for table in tables:
         body.append(f"<h2>{_esc(table.title)}</h2>{table_html(table)}")
         body += [f'<p class="n">{_esc(note)}</p>' for note in statistics_notes(table)]

@@ -15,6 +15,7 @@ from harness.results.leaderboard import (
     Table,
     build_tables,
     csv_frame,
+    exclusions,
     grouped_runs,
     non_default_options,
     options_note,
@@ -40,7 +41,10 @@ def render(
     if fmt == "html":
         return render_html(spec, tables, records, commands)
     if not tables or tables[0].labels.empty:
-        return f"no stored runs with protocol '{spec.protocol}' match this leaderboard"
+        why = exclusions(spec, list(records))
+        return f"no stored runs with protocol '{spec.protocol}' match this leaderboard" + (
+            f" ({why})" if why else ""
+        )
     if fmt == "csv":
         return pd.concat([csv_frame(t) for t in tables], ignore_index=True).to_csv(index=False)
     parts = [f"# {spec.title}\n" if spec.title and fmt == "markdown" else ""]
