@@ -41,7 +41,7 @@ def render(
     if fmt == "html":
         return render_html(spec, tables, records, commands)
     if not tables or tables[0].labels.empty:
-        why = exclusions(spec, list(records))
+        why = exclusions(spec, list(records)) if records else ""
         return f"no stored runs with protocol '{spec.protocol}' match this leaderboard" + (
             f" ({why})" if why else ""
         )
