@@ -2,6 +2,7 @@
 
     python tools/tour.py            # every line as written (the full settings: about an hour)
     python tools/tour.py --small    # CI: adds each line's [CI: ...] settings, skips [CI: skip]
+    python tools/tour.py --from 16  # resume at line 16 (after a failure)
 
 ``RUN_ID`` in a line is the last stored run's id (``harness runs``). A line that fails stops
 the Tour with its command, exit code and error; each line's time is printed.
@@ -76,9 +77,12 @@ def argv_of(line: TourLine, small: bool) -> list[str]:
 
 def main(argv: list[str]) -> int:
     small = "--small" in argv
+    first = int(argv[argv.index("--from") + 1]) if "--from" in argv else 1
     lines = tour_lines(README.read_text())
     start = time.monotonic()
     for number, line in enumerate(lines, 1):
+        if number < first:
+            continue
         if small and line.ci_skip:
             print(f"tour {number}/{len(lines)}: skipped ({line.ci_skip}): {line.command}")
             continue
