@@ -43,6 +43,7 @@ def test_every_readme_tour_line_is_a_harness_command():
 
 
 @pytest.mark.slow
+@pytest.mark.tour
 def test_the_tour_runs_top_to_bottom_with_small_settings(tmp_path):
     for shared in ("configs", "leaderboards"):
         (tmp_path / shared).symlink_to(ROOT / shared)
