@@ -155,6 +155,6 @@ def test_plot_devices_draws_stored_runs(tmp_path):
     assert result.returncode == 0, result.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     empty = run_cli(
-        "plot", "devices", "--store", str(tmp_path / "none.sqlite"), "--output", str(out)
+        "plot", "devices", "--store", str(tmp_path / "none.sqlite"), "--output", str(out), "--force"
     )
     assert_one_line_error(empty, "no stored device-logloss runs")

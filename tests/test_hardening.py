@@ -693,9 +693,10 @@ def test_store_check_names_each_problem_and_ignores_other_output_folders(tmp_pat
     store.add(dataclasses.replace(make_record("r9"), run_dir=str(out / "r9")))
     assert check_store(out, store) == [
         f"run folder without a row (to store): {orphan}",
-        f"run folder without a row, not recoverable: run folder {broken} holds no complete "
-        "record: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
-        f"row without a run folder (left as is): r9 ({out / 'r9'})",
+        "run folder without a row, not recoverable (--orphan-folders delete): "
+        f"run folder {broken} holds no complete record: Expecting property name enclosed in "
+        "double quotes: line 1 column 2 (char 1)",
+        f"row without a run folder (row to delete): r9 ({out / 'r9'})",
     ]
     assert check_store(out, store, repair=True)[0] == f"run folder without a row (stored): {orphan}"
     (repaired,) = [r for r in store.records() if r.run_id == "r2"]

@@ -1,12 +1,14 @@
 """Distribution name, dependency ranges, lock file and the versions every run records."""
 
-import os
+import sys
 import tomllib
-from importlib.metadata import distribution, version
+from importlib.metadata import PackageNotFoundError, distribution, version
 from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 import harness
 from harness.run.experiment import KEY_PACKAGES, environment
@@ -29,18 +31,74 @@ def test_dependencies_are_ranges_and_the_installed_torch_satisfies_them():
         assert by_name[name].specifier.contains(version(name))
 
 
-@pytest.mark.skipif(
-    not os.environ.get("HARNESS_FROM_LOCK"),
-    reason="the environment was not installed from requirements.lock (set HARNESS_FROM_LOCK=1)",
-)
-def test_lock_pins_exactly_the_installed_versions():
-    pins = dict(
-        line.split("==")
-        for line in (ROOT / "requirements.lock").read_text().splitlines()
-        if line and not line.startswith("#")
+def lock_pins() -> dict[str, str]:
+    return {
+        canonicalize_name(name): pin
+        for name, pin in (
+            line.split("==")
+            for line in (ROOT / "requirements.lock").read_text().splitlines()
+            if line and not line.startswith("#")
+        )
+    }
+
+
+def installed(name: str):
+    try:
+        return distribution(name)
+    except PackageNotFoundError:
+        return None
+
+
+def installed_from_lock(pins: dict[str, str]) -> bool:
+    """Whether this environment came from ``pip install -r requirements.lock``: pip marks
+    every package named on its command line or in a ``-r`` file as REQUESTED, while an
+    install from the ranges (``pip install -e .``) requests none of the dependencies."""
+    dists = [d for d in map(installed, pins) if d is not None]
+    return bool(dists) and all(d.read_text("REQUESTED") is not None for d in dists)
+
+
+def test_installed_from_lock_is_told_by_pips_requested_markers(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    for name, requested in (("alpha", True), ("beta", False)):
+        info = site / f"{name}-1.0.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+        if requested:
+            (info / "REQUESTED").write_text("")
+    monkeypatch.syspath_prepend(str(site))
+    assert installed_from_lock({"alpha": "1.0"})
+    assert not installed_from_lock({"alpha": "1.0", "beta": "1.0"})  # beta came as a dependency
+    assert not installed_from_lock({"not-installed-anywhere": "1.0"})
+
+
+def test_lock_pins_exactly_the_installed_versions_when_installed_from_it():
+    """Compared only in an environment installed from the lock (detected, no flag): an
+    install from the README's ranges may resolve to other patch versions and still pass."""
+    pins = lock_pins()
+    if not installed_from_lock(pins):
+        pytest.skip("this environment was installed from the ranges, not requirements.lock")
+    differ = {n: (p, version(n)) for n, p in pins.items() if installed(n) and version(n) != p}
+    assert differ == {}
+
+
+def test_lock_pins_satisfy_each_others_requirements():
+    """The lock installs on a fresh venv: no pin contradicts a pinned package's requirement
+    (the failure of a setuptools 65.5.0 pin against torch's setuptools>=77.0.3)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        from write_lock import conflicts
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    pins = lock_pins()
+    assert conflicts(pins) == []
+    assert conflicts({**pins, "setuptools": "65.5.0"}) == (
+        [f"torch=={pins['torch']} needs setuptools>=77.0.3 but the lock pins 65.5.0"]
+        if installed("torch") and version("torch") == pins["torch"]
+        else []
     )
-    for name in ("torch", "torchaudio", "numpy", "scipy", "scikit-learn", "pluggy"):
-        assert pins[name] == version(name), name
+    for name in ("setuptools", "torch", "torchaudio"):
+        assert name in pins
+    assert Version(pins["setuptools"]) >= Version("77.0.3")
 
 
 def test_environment_records_key_packages_and_generator_version():

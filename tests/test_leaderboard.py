@@ -337,3 +337,31 @@ def test_render_puts_the_reproducing_commands_on_the_html_page_only():
     assert "<pre>harness sweep a.toml\nharness leaderboard --format html</pre>" in page
     assert "harness sweep" not in render(LeaderboardSpec(), [], "html")
     assert "harness sweep" not in render(LeaderboardSpec(), [], "markdown", (), None, commands)
+
+
+def test_an_empty_leaderboard_says_which_filter_excluded_how_many_runs():
+    from harness.results.leaderboard import LeaderboardSpec, exclusions
+    from harness.results.store import RunRecord
+
+    def run(run_id: str, backbone: str, alpha: float, protocol: str = "device-logloss"):
+        return RunRecord(
+            run_id=run_id, created="2026", config_hash=run_id, backbone=backbone, method="icl",
+            aug="none", dataset="d", protocols=protocol, seed=0,
+            config={"method": {"name": "icl", "alpha": alpha}},
+            metrics={f"{protocol}/logloss/overall": 1.0}, run_dir="/x", harness_version="0",
+            git_commit="", environment={}, duration_s=1.0,
+        )  # fmt: skip
+
+    records = [
+        run("a", "beats", 0.2),
+        run("b", "passt", 0.4, protocol="fewshot"),
+        run("c", "passt", 0.4),
+        run("d", "passt", 0.4),
+    ]
+    spec = LeaderboardSpec(filters={"backbone": "passt"}, where={"method.alpha": 0.2})
+    assert exclusions(spec, records) == (
+        "of 4 stored run(s), excluded 1 by filters backbone=passt, "
+        "1 by no 'device-logloss' metrics, 2 by where method.alpha=0.2"
+    )
+    assert exclusions(spec, []) == "the store holds no runs"
+    assert exclusions(LeaderboardSpec(), records[2:]) == ""

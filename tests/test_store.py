@@ -162,9 +162,9 @@ def test_check_store_lists_each_kind_of_problem_and_repairs_them(tmp_path):
     expected = [
         f"committed run left staged (to rename into place): {out / 'staged'}",
         f"temporary folder of a dead process (to remove): {dead}",
-        f"run folder without a row, not recoverable: run folder {broken} holds no complete",
+        "run folder without a row, not recoverable (--orphan-folders delete): run folder ",
         f"run folder without a row (to store): {orphan}",
-        f"row without a run folder (left as is): gone ({out / 'gone'})",
+        f"row without a run folder (row to delete): gone ({out / 'gone'})",
     ]
     problems = check_store(out, store)
     assert len(problems) == len(expected)

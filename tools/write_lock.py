@@ -49,8 +49,38 @@ def closure(root: str, extras: tuple[str, ...]) -> dict[str, str]:
     return pins
 
 
+def conflicts(pins: dict[str, str]) -> list[str]:
+    """Requirements of pinned packages that another pin does not satisfy (e.g. torch's
+    ``setuptools>=77.0.3`` against a pinned setuptools 65.5.0, which ``pip install -r``
+    refuses): the lock must install on a fresh venv. The requirements are read from the
+    installed packages whose version is the pinned one (all of them when writing the lock)."""
+    env = default_environment()
+    found = []
+    for name in sorted(pins):
+        try:
+            dist = distribution(name)
+        except PackageNotFoundError:
+            continue
+        if dist.version != pins[name]:
+            continue
+        for line in dist.requires or []:
+            req = Requirement(line)
+            key = canonicalize_name(req.name)
+            if key not in pins or (req.marker and not req.marker.evaluate({**env, "extra": ""})):
+                continue
+            if not req.specifier.contains(pins[key], prereleases=True):
+                found.append(f"{name}=={pins[name]} needs {req} but the lock pins {pins[key]}")
+    return found
+
+
 def main(out: str = "requirements.lock") -> None:
     pins = closure(ROOT, EXTRAS)
+    problems = conflicts(pins)
+    if problems:
+        sys.exit(
+            "the installed environment is inconsistent, no lock written:\n  "
+            + "\n  ".join(problems)
+        )
     header = [
         f"# Exact environment behind the README's numbers (python {sys.version.split()[0]}).",
         "# Written by tools/write_lock.py; install with:",

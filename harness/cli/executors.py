@@ -32,6 +32,7 @@ import submitit
 import torch
 from submitit.slurm.slurm import _make_sbatch_string
 
+from harness.cli.report import SweepProgress
 from harness.registry.config import RunConfig, resolve
 from harness.registry.plugins import load_plugins
 from harness.results.store import (
@@ -519,8 +520,10 @@ def run_jobs(
     dry_run: bool = False,
     show_status: bool = False,
     no_wait: bool = False,
+    report: SweepProgress | None = None,
 ) -> None:
-    """Submit the cells that are neither stored nor running, wait, ingest, report."""
+    """Submit the cells that are neither stored nor running, wait, ingest, report (a result
+    line per cell with the ETA across cells, then a summary)."""
 
     hashes = [c.config_hash for c in cells]
     state_file = state_path(store.path)
@@ -560,7 +563,11 @@ def run_jobs(
     for cell in todo:  # a previous failure is reported again before the cell is resubmitted
         if status[cell.config_hash].state == "failed":
             note(f"{cell.label}: resubmitting after: {status[cell.config_hash].detail}")
-    driver = Driver(opts, folder, name, state_file, state, store, out)
+    report = report or SweepProgress(len(cells), None)
+    for cell in cells:
+        if cell.config_hash in stored:
+            report.skipped(cell.label)
+    driver = Driver(opts, folder, name, state_file, state, store, out, report)
     try:
         driver.run(todo, live if opts.executor == "slurm" else [], no_wait)
     except KeyboardInterrupt:
@@ -580,6 +587,8 @@ def run_jobs(
             f"{len(live)} queued or running"
         )
         return
+    for line in report.summary(str(sweep_file)):
+        click.echo(line)
     click.echo(
         f"sweep {sweep_file}: {len(driver.stored)} stored, {len(stored)} already stored, "
         f"{len(driver.failed)} failed ({len(todo)} submitted)"
@@ -603,9 +612,12 @@ class Driver:
         state: dict[str, dict[str, Any]],
         store: ResultStore,
         out: Path,
+        report: SweepProgress,
     ) -> None:
         self.opts, self.folder, self.name = opts, folder, name
         self.state_file, self.state, self.store, self.out = state_file, state, store, out
+        self.report = report
+        self.launched: dict[str, float] = {}
         self.active: dict[str, tuple[Cell, submitit.Job | None]] = {}
         self.stored: list[str] = []
         self.failed: list[tuple[str, str]] = []
@@ -616,6 +628,7 @@ class Driver:
         for cell, job in submit(self.opts, cells, self.folder, self.name):
             self.state[cell.config_hash] = state_entry(self.opts, job, self.folder, cell.label)
             self.active[cell.config_hash] = (cell, job)
+            self.launched[cell.config_hash] = time.monotonic()
             note(f"{cell.label}: submitted as job {job.job_id}")
         write_state(self.state_file, self.state)
 
@@ -648,13 +661,15 @@ class Driver:
                 continue
             del self.active[h]
             ingest(self.out, self.store)
-            if self.store.has_config(h):
+            took = time.monotonic() - self.launched.get(h, time.monotonic())
+            records = self.store.records(config_hash=h)
+            if records:
                 self.stored.append(cell.label)
-                note(f"{cell.label}: stored ({st.detail})")
+                note(self.report.stored(cell.label, records[-1], records[-1].duration_s))
             else:
                 why = st.detail if st.state == "failed" else f"no run folder ({st.detail})"
                 self.failed.append((cell.label, why))
-                note(f"{cell.label}: failed: {why}")
+                note(self.report.failed(cell.label, why, took))
 
     def cancel(self) -> None:
         for _, job in self.active.values():

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from harness import __version__
+from harness.api.settings import RunSettings
 from harness.cli.options import (
     DEFAULT_OUT,
     config_and_set_options,
@@ -26,7 +27,9 @@ from harness.cli.options import (
     spec_option,
     store_option,
 )
+from harness.cli.report import main_metric
 from harness.registry.config import merge, parse_set, read_toml, resolve, set_name
+from harness.registry.params import describe_fields
 from harness.registry.plugins import (
     HOOK_FOR_KIND,
     Plugins,
@@ -34,14 +37,25 @@ from harness.registry.plugins import (
     component_info,
     load_plugins,
 )
-from harness.results.store import ResultStore, check_store, ingest
+from harness.results.store import (
+    ORPHAN_FOLDER_CHOICES,
+    ResultStore,
+    check_store,
+    ingest,
+    remove_run,
+)
 from harness.util.cache import clean_stale_cache
-from harness.util.errors import HarnessError
+from harness.util.errors import HarnessError, UsageError
 from harness.util.files import write_text_atomic
 from harness.util.names import unknown_name_message
 
 PROTOCOL_FLAG = "protocol_flag__"
-KIND_ALIASES = {f"{kind}s": kind for kind in HOOK_FOR_KIND} | {"augs": "augmentation"}
+RUN_KIND = "run"
+"""``harness list run``: the run settings (``--set run.KEY=VALUE``)."""
+KIND_ALIASES = {f"{kind}s": kind for kind in HOOK_FOR_KIND} | {
+    "augs": "augmentation",
+    "runs": RUN_KIND,
+}
 
 CORE_COMMANDS = {
     "sweep": (
@@ -215,8 +229,6 @@ def run(
     **flags: Any,
 ) -> None:
     """Train and evaluate one combination, store the run, and print its tables."""
-    from harness.run.experiment import run_experiment  # imports torch: not for `harness --help`
-
     protocol_sets = [
         f"protocol.{value}"
         for key in [k for k in flags if k.startswith(PROTOCOL_FLAG)]
@@ -227,6 +239,9 @@ def run(
     if nproc != 1 and "LOCAL_RANK" not in os.environ:
         launch_torchrun(nproc, cfg.run.device, ctx.find_root().obj.get("argv", sys.argv[1:]))
         return
+    # imports torch: after the config is resolved, so that its errors answer fast
+    from harness.run.experiment import run_experiment
+
     result = run_experiment(
         cfg, out, ResultStore(store_path or default_store(out)), resume, resume_if_any
     )
@@ -307,15 +322,21 @@ def raw_config(
 @click.argument("kind", required=False)
 @click.pass_context
 def list_(ctx: click.Context, kind: str | None) -> None:
-    """List registered components with their plugin, description and parameters."""
+    """List the run settings (``run``) and the registered components with their plugin,
+    description and parameters (type, default, help and accepted values)."""
     plugins = plugins_from(ctx)
     kinds = list(HOOK_FOR_KIND)
     if kind is not None:
         wanted = KIND_ALIASES.get(kind, kind)
-        if wanted not in HOOK_FOR_KIND:
-            raise HarnessError(unknown_name_message("kind", kind, [f"{k}s" for k in kinds]))
+        if wanted not in (*HOOK_FOR_KIND, RUN_KIND):
+            known = [RUN_KIND, *(f"{k}s" for k in kinds)]
+            raise HarnessError(unknown_name_message("kind", kind, known))
         kinds = [wanted]
-    for name in kinds:
+    if kind is None or kinds == [RUN_KIND]:
+        click.echo("run settings (--set run.KEY=VALUE):")
+        echo_params(describe_fields(RunSettings))
+        click.echo("")
+    for name in [k for k in kinds if k != RUN_KIND]:
         click.echo(f"{name}s:")
         for entry in plugins[name]:
             info = component_info(entry)
@@ -325,10 +346,16 @@ def list_(ctx: click.Context, kind: str | None) -> None:
             if info.get("pretrained"):
                 names = ", ".join(info["pretrained"])
                 click.echo(f"      pretrained (--set {name}.pretrained=NAME): {names}")
-            for param, type_name, default, help_text in info["params"]:
-                described = f"  {help_text}" if help_text else ""
-                click.echo(f"      {param}: {type_name} = {default}{described}")
+            echo_params(info["params"], indent="      ")
         click.echo("")
+
+
+def echo_params(rows: list[list[str]], indent: str = "  ") -> None:
+    """One line per parameter: ``name: type = default  help  [accepted values]``."""
+    for param, type_name, default, help_text, *domain in rows:
+        described = f"  {help_text}" if help_text else ""
+        accepted = f"  [{domain[0]}]" if domain and domain[0] else ""
+        click.echo(f"{indent}{param}: {type_name} = {default}{described}{accepted}")
 
 
 @cli.command()
@@ -389,6 +416,7 @@ def plugins(ctx: click.Context, distribution: str | None, output: Path | None) -
 @click.option("--aug", help="Only runs with this augmentation label (e.g. multidir, none).")
 @click.option("--dataset", help="Only runs on this data set.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
+@click.option("--force", is_flag=True, help="Overwrite an existing --output file.")
 @click.pass_context
 def leaderboard(
     ctx: click.Context,
@@ -396,9 +424,12 @@ def leaderboard(
     spec: Path | None,
     fmt: str,
     output: Path | None,
+    force: bool,
     **options: Any,
 ) -> None:
     """Render stored runs as a leaderboard table."""
+    if output is not None and output.exists() and not force:
+        raise UsageError(f"{output} exists; --force overwrites it, --output writes elsewhere")
     # the leaderboard modules import torch (through harness.api): not for `harness --help`
     from harness.results.leaderboard import LeaderboardSpec
     from harness.results.render import render_leaderboard
@@ -439,8 +470,10 @@ def write_manifest(loaded: Plugins, distribution: str, output: Path | None) -> N
 @cli.command()
 @out_and_store_options()
 @click.option("--partial", is_flag=True, help="List interrupted (in-progress) runs instead.")
-def runs(out: Path, store_path: Path | None, partial: bool) -> None:
-    """List stored runs, or with --partial the interrupted runs --resume can continue."""
+@click.pass_context
+def runs(ctx: click.Context, out: Path, store_path: Path | None, partial: bool) -> None:
+    """List stored runs with their main metric, or with --partial the interrupted runs
+    --resume can continue."""
     if partial:
         from harness.engine.resume import list_partials  # imports torch: not for `harness --help`
 
@@ -456,7 +489,7 @@ def runs(out: Path, store_path: Path | None, partial: bool) -> None:
     for record in records:
         click.echo(
             f"{record.run_id}  {record.backbone}/{record.method}/{record.aug}/{record.dataset}"
-            f"  seed {record.seed}  {record.run_dir}"
+            f"  seed {record.seed}  {main_metric(record, plugins_from(ctx))}  {record.run_dir}"
         )
     if not records:
         click.echo(f"no stored runs in {store_path or default_store(out)}")
@@ -470,10 +503,18 @@ def store() -> None:
 @store.command("check")
 @out_and_store_options()
 @click.option("--repair", is_flag=True, help="Fix what can be fixed (see the list printed).")
-def store_check(out: Path, store_path: Path | None, repair: bool) -> None:
+@click.option(
+    "--orphan-folders",
+    type=click.Choice(ORPHAN_FOLDER_CHOICES),
+    default="store",
+    show_default=True,
+    help="With --repair, a run folder without a row: store its record, or delete the folder. "
+    "A row without a folder is always deleted.",
+)
+def store_check(out: Path, store_path: Path | None, repair: bool, orphan_folders: str) -> None:
     """Report inconsistencies between run folders and rows (temporary folders too)."""
     results = ResultStore(store_path or default_store(out))
-    problems = check_store(out, results, repair)
+    problems = check_store(out, results, repair, orphan_folders)
     if repair:
         problems += [f"stale cache folder (removed): {p}" for p in clean_stale_cache()]
     for line in problems:
@@ -482,9 +523,25 @@ def store_check(out: Path, store_path: Path | None, repair: bool) -> None:
     if not problems:
         click.echo(f"store {results.path} and run folders in {out}: consistent")
     elif not repair:
-        raise HarnessError(f"{len(problems)} problem(s) found; run with --repair to fix them")
+        raise HarnessError(
+            f"{len(problems)} problem(s) found; --repair stores run folders without a row and "
+            "deletes rows without a folder (--repair --orphan-folders delete deletes those "
+            "folders instead)"
+        )
     elif open_problems:
         raise HarnessError(f"{len(open_problems)} problem(s) could not be repaired")
+
+
+@store.command("rm")
+@out_and_store_options()
+@click.argument("run_ids", nargs=-1, required=True, metavar="RUN_ID...")
+def store_rm(out: Path, store_path: Path | None, run_ids: tuple[str, ...]) -> None:
+    """Delete stored runs: each one's row and run folder, as one unit."""
+    results = ResultStore(store_path or default_store(out))
+    for run_id in run_ids:
+        folder = remove_run(run_id, results, out)
+        where = f" and its folder {folder}" if folder else " (its folder was gone)"
+        click.echo(f"deleted run {run_id}: its row in {results.path}{where}")
 
 
 @store.command("ingest")
@@ -501,10 +558,11 @@ def store_ingest(out: Path, store_path: Path | None) -> None:
 
 
 def add_protocol_flags(plugins: Plugins) -> None:
-    """Give ``harness run`` the extra flags protocols declare (e.g. ``--sweep-n``)."""
+    """Give ``harness run`` the extra flags protocols declare (e.g. ``--sweep-n``), read from
+    their manifests where they have one (so ``harness run --help`` imports no torch)."""
     existing = {opt for param in run.params for opt in param.opts}
     for entry in plugins["protocol"]:
-        for flag, field_name in entry.cls.cli_flags.items():
+        for flag, field_name in component_info(entry)["cli_flags"].items():
             if flag in existing:
                 continue
             prefix = f"{entry.name}.{field_name}="

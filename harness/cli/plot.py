@@ -71,23 +71,42 @@ from harness.util.errors import UsageError
 RUN_IDS_STORE = "SQLite results store for run ids"
 
 
-def png_option(default: str) -> Callable:
-    """``--output``: the PNG file a plot command writes. A ``default`` with a ``<placeholder>``
-    depends on other options: the value is then None and the command fills it in."""
-    if "<" in default:
+def png_option(default_name: str, default_folder: str) -> Callable:
+    """``--output`` (a ``.png`` file, or a folder for ``default_name``; default: ``default_name``
+    in ``default_folder``) and ``--force`` (overwrite). A ``default_name`` with a
+    ``<placeholder>`` depends on other options; the command fills it in."""
+
+    def decorate(command: Callable) -> Callable:
+        command = click.option("--force", is_flag=True, help="Overwrite an existing PNG file.")(
+            command
+        )
         return click.option(
             "--output",
-            type=click.Path(dir_okay=False, path_type=Path),
+            type=click.Path(path_type=Path),
             default=None,
-            help=f"PNG file to write (default: {default}).",
-        )
-    return click.option(
-        "--output",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=Path(default),
-        show_default=True,
-        help="PNG file to write.",
-    )
+            help=f"PNG file, or folder, to write (default: {default_folder}/{default_name}).",
+        )(command)
+
+    return decorate
+
+
+def png_path(output: Path | None, name: str, folder: Path, force: bool) -> Path:
+    """Where a plot goes: ``output`` if it names a ``.png`` file, else ``name`` in ``output``
+    (or in ``folder``); an existing file is refused unless ``force``."""
+    if output is not None and output.suffix.lower() == ".png":
+        path = output
+    else:
+        path = (output or folder) / name
+    if path.exists() and not force:
+        raise UsageError(f"{path} exists; --force overwrites it, --output writes elsewhere")
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder; --output takes a .png file or a folder")
+    return path
+
+
+def plots_folder(store: Path | None) -> Path:
+    """Plots not of one run go beside the store's run folders: ``runs/plots``."""
+    return (store or default_store(DEFAULT_OUT)).parent / "plots"
 
 
 def run_option(help_text: str) -> Callable:
@@ -135,7 +154,7 @@ def plot() -> None:
     show_default=True,
     help="Rate the responses are resampled to before analysis.",
 )
-@png_option("dirs-<aug>.png")
+@png_option("dirs-<aug>.png", "runs/plots")
 @click.pass_context
 def dirs(
     ctx: click.Context,
@@ -143,6 +162,7 @@ def dirs(
     assignments: tuple[str, ...],
     sample_rate: int,
     output: Path | None,
+    force: bool,
 ) -> None:
     """Frequency-response quantile bands of a DIR collection (as the seed's Figure 1)."""
     entry = plugins_from(ctx)["augmentation"].get(aug_name)
@@ -153,10 +173,10 @@ def dirs(
     config = build_dataclass(
         entry.cls.Config, aug_settings(aug_name, assignments), f"aug.{aug_name}"
     )
+    output = png_path(output, f"dirs-{aug_name}.png", DEFAULT_OUT / "plots", force)
     bank = entry.cls(config).load_bank(sample_rate)
     freqs, responses = frequency_responses_db(bank.irs, bank.sample_rate)
     bands = quantile_bands(responses, COVERAGE)
-    output = output or Path(f"dirs-{aug_name}.png")
     title = f"{aug_name}: {len(bank)} responses, {len(bank.values('microphone'))} microphones"
     if not config.path:
         title += " (synthetic embedded bank, not measured)"
@@ -198,12 +218,18 @@ def board_and_records(
 @spec_option("A leaderboard spec, e.g. leaderboards/device_generalization.toml.")
 @store_option()
 @click.option("--metric", default="logloss", show_default=True, help="logloss or acc.")
-@png_option("devices.png")
+@png_option("devices.png", "runs/plots")
 @click.pass_context
 def devices(
-    ctx: click.Context, spec: Path | None, store: Path | None, metric: str, output: Path
+    ctx: click.Context,
+    spec: Path | None,
+    store: Path | None,
+    metric: str,
+    output: Path | None,
+    force: bool,
 ) -> None:
     """Per-device values of each leaderboard row: mean over seeds with std error bars."""
+    output = png_path(output, "devices.png", plots_folder(store), force)
     board, records = board_and_records(
         spec, store, protocol="device-logloss", metric=metric, agg="mean"
     )
@@ -226,7 +252,7 @@ def devices(
 )
 @click.option("--k", "k_shot", type=int, default=1, show_default=True, help="K when --vs n.")
 @click.option("--n", "n_way", type=int, default=5, show_default=True, help="N when --vs k.")
-@png_option("fewshot-vs-<n|k>.png")
+@png_option("fewshot-vs-<n|k>.png", "runs/plots")
 @click.pass_context
 def fewshot(
     ctx: click.Context,
@@ -236,11 +262,13 @@ def fewshot(
     k_shot: int,
     n_way: int,
     output: Path | None,
+    force: bool,
 ) -> None:
     """Few-shot accuracy vs N or K per leaderboard row, with 95% CIs (Figures 3-5).
 
     The runs need the sweep metrics, e.g. harness run ... --sweep-n 5,10,15 --sweep-k 1,5,10.
     """
+    output = png_path(output, f"fewshot-vs-{vs}.png", plots_folder(store), force)
     board, records = board_and_records(spec, store, protocol="fewshot")
     fixed = k_shot if vs == "n" else n_way
     curves = fewshot_curves(board, records, vs, fixed)
@@ -250,7 +278,6 @@ def fewshot(
             f"no stored fewshot runs matching this leaderboard have accuracies at {shape}; "
             "run them with --sweep-n and --sweep-k (e.g. --sweep-n 5,10,15 --sweep-k 1,5,10)"
         )
-    output = output or Path(f"fewshot-vs-{vs}.png")
     save_figure(draw_fewshot(curves, vs, fixed), output)
     click.echo(f"wrote {output} ({len(curves)} curves)")
 
@@ -362,7 +389,7 @@ def before_encoder(value: str | None, cfg: RunConfig, store: Path, plugins: Plug
 @click.option("--perplexity", type=float, default=None, help="t-SNE perplexity (default: 30).")
 @click.option("--seed", type=int, default=0, show_default=True, help="t-SNE random state.")
 @store_option(RUN_IDS_STORE)
-@png_option("tsne.png")
+@png_option("tsne.png", "<run folder>/plots")
 @click.pass_context
 def tsne(
     ctx: click.Context,
@@ -373,7 +400,8 @@ def tsne(
     perplexity: float | None,
     seed: int,
     store: Path | None,
-    output: Path,
+    output: Path | None,
+    force: bool,
 ) -> None:
     """t-SNE of clip embeddings of chosen classes before and after tuning (Figure 6).
 
@@ -386,6 +414,7 @@ def tsne(
     if not names:
         raise UsageError("--classes needs at least one class name")
     folder = find_run(run_ref, store)
+    output = png_path(output, "tsne.png", folder / "plots", force)
     cfg = run_config(folder, plugins)
     splits = cfg.dataset.build().load()
     clips, labels = select_clips(splits, names, split)
@@ -404,8 +433,10 @@ def tsne(
 @run_option("A run folder, an in-progress folder (runs/.partial/<id>) or a run id in the store.")
 @click.option("--metrics", default=None, help="Comma-separated keys to draw (default: all).")
 @store_option(RUN_IDS_STORE)
-@png_option("curves.png")
-def curves(run_ref: str, metrics: str | None, store: Path | None, output: Path) -> None:
+@png_option("curves.png", "<run folder>/plots")
+def curves(
+    run_ref: str, metrics: str | None, store: Path | None, output: Path | None, force: bool
+) -> None:
     """Training curves of one run from its metrics.jsonl: loss, the method's logs, lr,
     throughput; per logged step (line) and per epoch (dots), against the optimizer step."""
     path = Path(run_ref)
@@ -413,6 +444,7 @@ def curves(run_ref: str, metrics: str | None, store: Path | None, output: Path) 
         folder = path
     else:
         folder = find_run(run_ref, store or default_store(DEFAULT_OUT))
+    output = png_path(output, "curves.png", folder / "plots", force)
     events = read_metrics(folder)
     keys = curve_keys(events, metrics)
     save_figure(draw_curves(events, keys, folder.name), output)

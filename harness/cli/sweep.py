@@ -13,6 +13,7 @@ that fails is reported and the sweep goes on.
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from harness.cli.options import (
     plugins_from,
     scan_global_options,
 )
+from harness.cli.report import SweepProgress
 from harness.registry.config import (
     LIST_KINDS,
     SINGLE_KINDS,
@@ -202,38 +204,61 @@ def sweep(
             Cell(r.label, r.config.config_hash(), r.raw, str(out.resolve()), specs, blocked)
             for r in runs
         ]
-        run_jobs(sweep_file, cells, opts, out, results, dry_run, show_status, no_wait)
+        report = SweepProgress(len(runs), plugins_from(ctx))
+        run_jobs(sweep_file, cells, opts, out, results, dry_run, show_status, no_wait, report)
         return
-    failed, skipped, stored = [], 0, []
+    run_inline(sweep_file, runs, out, results, dry_run, SweepProgress(len(runs), plugins_from(ctx)))
+
+
+def run_inline(
+    sweep_file: Path,
+    runs: list[SweepRun],
+    out: Path,
+    results: ResultStore,
+    dry_run: bool,
+    report: SweepProgress,
+) -> None:
+    """Run the cells here, one after the other: a result line per cell with the ETA across
+    cells, then a summary."""
+    if dry_run:
+        for i, run in enumerate(runs, 1):
+            stored = results.has_config(run.config.config_hash())
+            note(f"[{i}/{len(runs)}] {run.label}: {'already stored' if stored else 'would run'}")
+        todo = sum(1 for r in runs if not results.has_config(r.config.config_hash()))
+        click.echo(f"sweep {sweep_file}: {todo} to run, {len(runs) - todo} already stored")
+        return
     for i, run in enumerate(runs, 1):
-        prefix = f"[{i}/{len(runs)}] {run.label}"
         if results.has_config(run.config.config_hash()):
-            skipped += 1
-            note(f"{prefix}: already stored, skipped")
+            note(report.skipped(run.label))
             continue
-        if dry_run:
-            note(f"{prefix}: would run")
-            continue
-        note(f"{prefix}: running")
+        note(f"[{i}/{len(runs)}] {run.label}: running")
+        started = time.monotonic()
         try:
             result = run_experiment(run.config, out, results)
         except KeyboardInterrupt:
+            stored = [r.label for r in report.results if r.state == "stored"]
+            skipped = sum(1 for r in report.results if r.state == "skipped")
+            failed = sum(1 for r in report.results if r.state == "failed")
             raise Interrupted(
                 f"sweep {sweep_file} interrupted at run {i}/{len(runs)} ({run.label}), which "
                 f"was not stored; {len(stored)} run(s) stored before it"
                 + (f" ({', '.join(stored)})" if stored else "")
-                + f", {skipped} already stored, {len(failed)} failed"
+                + f", {skipped} already stored, {failed} failed"
             ) from None
         except Exception as err:  # a failing run is reported and the sweep goes on
-            failed.append(run.label)
             kind = "" if isinstance(err, HarnessError) else f"{type(err).__name__}: "
-            note(f"{prefix}: failed: {kind}{' '.join(str(err).split())}")
+            why = f"{kind}{' '.join(str(err).split())}"
+            note(report.failed(run.label, why, time.monotonic() - started))
             continue
-        stored.append(result.record.run_id)
-        note(f"{prefix}: stored {result.record.run_id}")
-    done = len(runs) - skipped - len(failed)
-    verb = "to run" if dry_run else "stored"
-    click.echo(f"sweep {sweep_file}: {done} {verb}, {skipped} already stored, {len(failed)} failed")
+        note(report.stored(run.label, result.record, time.monotonic() - started))
+    for line in report.summary(str(sweep_file)):
+        click.echo(line)
+    failed = [r.label for r in report.results if r.state == "failed"]
+    stored = sum(1 for r in report.results if r.state == "stored")
+    click.echo(
+        f"sweep {sweep_file}: {stored} stored, {len(runs) - stored - len(failed)} already "
+        f"stored, {len(failed)} failed"
+    )
     if failed:
         raise HarnessError(f"{len(failed)} sweep run(s) failed: {'; '.join(failed)}")
 

@@ -24,9 +24,10 @@ from typing import Any, Literal
 from harness.api.domains import check_domains, finite
 from harness.api.settings import RunSettings
 from harness.registry.params import to_plain
-from harness.registry.plugins import Entry, Plugins
+from harness.registry.plugins import Entry, Plugins, component_info
 from harness.registry.pretrained import apply_pretrained
 from harness.util.errors import UsageError
+from harness.util.names import unknown_name_message
 
 DEFAULTS: dict[str, Any] = {
     "run": {},
@@ -214,6 +215,7 @@ def resolve(raw: dict[str, Any], plugins: Plugins) -> RunConfig:
     """Validate a raw mapping against the registered components."""
     named_dataset = isinstance(raw.get("dataset"), dict) and "name" in raw["dataset"]
     raw = merge(DEFAULTS, raw)
+    check_names(raw, plugins)
     if not named_dataset:
         raw["dataset"] = {**raw["dataset"], "name": default_dataset(raw, plugins)}
     unknown = set(raw) - set(DEFAULTS)
@@ -239,6 +241,28 @@ def resolve(raw: dict[str, Any], plugins: Plugins) -> RunConfig:
     )
 
 
+def check_names(raw: dict[str, Any], plugins: Plugins) -> None:
+    """Every component name (and a published checkpoint's name) is registered: checked from
+    the registries and manifests alone, before any plugin is imported, so a typo answers fast."""
+    for section, kind in SINGLE_KINDS.items():
+        name = table(raw, section).get("name")
+        if isinstance(name, str) and name:
+            plugins[kind].get(name)
+    for section, kind in LIST_KINDS.items():
+        names = coerce(table(raw, section).get("names", []), list[str], f"{section}.names")
+        for name in names:
+            if name and name != "none":
+                plugins[kind].get(name)
+    for name in coerce(raw["run"].get("loggers", []), list[str], "run.loggers"):
+        plugins["logger"].get(name)
+    backbone, pretrained = table(raw, "backbone").get("name"), raw["backbone"].get("pretrained")
+    if isinstance(pretrained, str) and pretrained:
+        known = component_info(plugins["backbone"].get(backbone)).get("pretrained")
+        if known is not None and pretrained not in known:
+            where = f"pretrained {backbone} checkpoint"
+            raise UsageError(unknown_name_message(where, pretrained, known))
+
+
 def default_dataset(raw: dict[str, Any], plugins: Plugins) -> str:
     """The first protocol's preferred data set, else the global default."""
     names = (
@@ -246,7 +270,7 @@ def default_dataset(raw: dict[str, Any], plugins: Plugins) -> str:
     )
     names = [n for n in coerce(names, list[str], "protocol.names") if n and n != "none"]
     if names and names[0] in plugins["protocol"]:
-        preferred = plugins["protocol"].get(names[0]).cls.default_dataset
+        preferred = component_info(plugins["protocol"].get(names[0]))["default_dataset"]
         if preferred:
             return preferred
     return DEFAULTS["dataset"]["name"]

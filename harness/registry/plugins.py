@@ -8,7 +8,6 @@ an unknown name is an error with close-match suggestions.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import importlib
 import importlib.metadata
@@ -25,7 +24,7 @@ import pluggy
 
 from harness import api
 from harness.api import hookspecs
-from harness.registry.params import describe_params
+from harness.registry.params import describe_fields
 from harness.util.errors import HarnessError, UsageError
 from harness.util.names import unknown_name_message
 
@@ -129,22 +128,34 @@ class LazyEntry:
         return self._owner[self.kind].get(self.name).cls
 
 
+INFO_KEYS = {"description", "extra", "params", "cli_flags", "default_dataset", "primary"}
+"""What :func:`component_info` returns (``pretrained`` aside, optional for older manifests)."""
+
+
 def component_info(entry: Entry | LazyEntry) -> dict[str, Any]:
-    """``description``, ``extra`` lines and ``params`` (name, type, default, help) for listings."""
-    if isinstance(entry, LazyEntry):
+    """``description``, ``extra`` lines, ``params`` (name, type, default, help) for listings and
+    a protocol's ``cli_flags`` (``harness run`` flags) and ``default_dataset``: what the
+    command line needs before a run, read from a manifest without importing the plugin."""
+    if isinstance(entry, LazyEntry) and entry.info.keys() >= INFO_KEYS:
         return entry.info
-    cls = entry.cls
-    helps = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls.Config)}
+    cls = entry.cls  # an older manifest lacks some keys: import the plugin
     return {
         "name": entry.name,
         "description": cls.description,
         "extra": list(cls.describe_extra()),
         "pretrained": sorted(cls.pretrained) if issubclass(cls, api.Backbone) else [],
-        "params": [
-            [param, type_name, repr(default), str(helps.get(param) or "")]
-            for param, type_name, default in describe_params(cls)
-        ],
+        "params": describe_fields(cls.Config),
+        "cli_flags": dict(cls.cli_flags) if issubclass(cls, api.Protocol) else {},
+        "default_dataset": cls.default_dataset if issubclass(cls, api.Protocol) else "",
+        "primary": primary_column(cls) if issubclass(cls, api.Protocol) else [],
     }
+
+
+def primary_column(protocol: type[api.Protocol]) -> list[str]:
+    """``[metric key, label]`` of the column that ranks a protocol's runs (``[]``: none)."""
+    key = protocol.primary or (protocol.columns[0].key if protocol.columns else "")
+    labels = {c.key: c.label for c in protocol.columns}
+    return [key, labels.get(key, key)] if key else []
 
 
 @dataclass

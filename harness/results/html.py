@@ -21,6 +21,7 @@ from harness.results.leaderboard import (
     LeaderboardSpec,
     Table,
     comparison_text,
+    exclusions,
     grouped_runs,
     header,
     marked,
@@ -451,6 +452,7 @@ def render_html(
     commands: Sequence[str] = (),
 ) -> str:
     """One self-contained page: the spec's header, every table (sortable) and figures."""
+    records = list(records)
     title = spec.title or f"Leaderboard: {spec.protocol}"
     options = spec_dict(spec)
     header = "".join(
@@ -469,7 +471,9 @@ def render_html(
     if rows:
         body.append(f"<details><summary>rows</summary><ul>{rows}</ul></details>")
     if not tables or tables[0].labels.empty:
-        body.append(f"<p>no stored runs with protocol '{_esc(spec.protocol)}' match</p>")
+        why = exclusions(spec, records) if records else ""
+        why = f" ({_esc(why)})" if why else ""
+        body.append(f"<p>no stored runs with protocol '{_esc(spec.protocol)}' match{why}</p>")
     for table in tables:
         body.append(f"<h2>{_esc(table.title)}</h2>{table_html(table)}")
         body += [f'<p class="n">{_esc(note)}</p>' for note in statistics_notes(table)]

@@ -312,6 +312,38 @@ def grouped_runs(
     ]
 
 
+def exclusions(spec: LeaderboardSpec, records: list[RunRecord]) -> str:
+    """Why a leaderboard is empty: how many of the stored runs each of its filters excluded,
+    in the order :func:`grouped_runs` applies them."""
+    if not records:
+        return "the store holds no runs"
+    steps: list[tuple[str, Any]] = [
+        (f"filters {k}={v}", lambda r, k=k, v=v: getattr(r, k) == v)
+        for k, v in spec.filters.items()
+    ]
+    steps.append(
+        (
+            f"no '{spec.protocol}' metrics",
+            lambda r: any(k.startswith(f"{spec.protocol}/") for k in r.metrics),
+        )
+    )
+    steps += [
+        (f"where {k}={v}", lambda r, k=k, v=v: matches(r, {k: v})) for k, v in spec.where.items()
+    ]
+    if spec.rows:
+        augs = frozenset(spec.recipe_augs)
+        steps.append(
+            ("no row matches", lambda r: any(matches(r, row.match, augs) for row in spec.rows))
+        )
+    left, parts = list(records), []
+    for name, keep in steps:
+        kept = [r for r in left if keep(r)]
+        if len(kept) < len(left):
+            parts.append(f"{len(left) - len(kept)} by {name}")
+        left = kept
+    return f"of {len(records)} stored run(s), excluded " + ", ".join(parts) if parts else ""
+
+
 def _by_config(records: list[RunRecord]) -> list[tuple[str, list[RunRecord]]]:
     groups: dict[str, list[RunRecord]] = {}
     for record in records:

@@ -16,6 +16,7 @@ from harness.results.leaderboard import (
     build_tables,
     csv_frame,
     csv_safe_frame,
+    exclusions,
     grouped_runs,
     non_default_options,
     one_line,
@@ -42,7 +43,10 @@ def render(
     if fmt == "html":
         return render_html(spec, tables, records, commands)
     if not tables or tables[0].labels.empty:
-        return f"no stored runs with protocol '{spec.protocol}' match this leaderboard"
+        why = exclusions(spec, list(records)) if records else ""
+        return f"no stored runs with protocol '{spec.protocol}' match this leaderboard" + (
+            f" ({why})" if why else ""
+        )
     if fmt == "csv":
         frame = pd.concat([csv_frame(t) for t in tables], ignore_index=True)
         return csv_safe_frame(frame).to_csv(index=False)

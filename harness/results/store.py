@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.util.cache import owned_temp_dir, stale_temp_dirs, temp_owner
-from harness.util.errors import HarnessError
+from harness.util.errors import HarnessError, UsageError
 from harness.util.faults import checkpoint
 from harness.util.files import write_text_atomic
+from harness.util.names import unknown_name_message
 
 COMPLETE_MARKER = ".complete"
 PARTIAL = ".partial"
@@ -503,8 +504,19 @@ def record_from_folder(folder: Path) -> RunRecord:
     return record
 
 
-def check_store(out_dir: Path, store: ResultStore, repair: bool = False) -> list[str]:
-    """Problems between ``out_dir``'s run folders and ``store`` (fixed with ``repair``)."""
+ORPHAN_FOLDER_CHOICES = ("store", "delete")
+"""What ``store check --repair`` does with a run folder that has no row: store its record
+(the default; the run counts again) or delete the folder."""
+
+
+def check_store(
+    out_dir: Path, store: ResultStore, repair: bool = False, orphan_folders: str = "store"
+) -> list[str]:
+    """Problems between ``out_dir``'s run folders and ``store``. With ``repair``: a row whose
+    folder is gone is deleted (it would still count as a seed), and a folder without a row is
+    stored or deleted as ``orphan_folders`` says."""
+    if orphan_folders not in ORPHAN_FOLDER_CHOICES:
+        raise UsageError(f"orphan_folders must be store or delete, got {orphan_folders!r}")
     problems = []
     integrity = store.integrity() if store.path.exists() else "ok"
     if integrity != "ok":
@@ -528,24 +540,69 @@ def check_store(out_dir: Path, store: ResultStore, repair: bool = False) -> list
     for folder in folders:
         if folder.name in stored or not (folder / "record.json").is_file():
             continue
-        try:
-            record = record_from_folder(folder)
-        except HarnessError as err:
-            problems.append(f"run folder without a row, not recoverable: {err}")
-            continue
-        problems.append(
-            f"run folder without a row ({'stored' if repair else 'to store'}): {folder}"
-        )
-        if repair:
-            store.add(record)
+        problems.append(repair_orphan_folder(folder, store, repair, orphan_folders))
     names = {p.name for p in folders} | {p.name for p in recovery.finished}
     here = out_dir.resolve()
     for run_id, run_dir in sorted(stored.items()):
         if Path(run_dir).resolve().parent != here:
             continue  # a run of another output folder sharing this store
         if run_id not in names and not Path(run_dir).is_dir():
-            problems.append(f"row without a run folder (left as is): {run_id} ({run_dir})")
+            verb = "row deleted" if repair else "row to delete"
+            problems.append(f"row without a run folder ({verb}): {run_id} ({run_dir})")
+            if repair:
+                store.delete(run_id)
     return problems
+
+
+def repair_orphan_folder(folder: Path, store: ResultStore, repair: bool, choice: str) -> str:
+    """Store (or delete, ``choice``) a run folder that has no row; the line that says so."""
+    if choice == "delete":
+        if repair:
+            remove_folder(folder)
+        return f"run folder without a row ({'deleted' if repair else 'to delete'}): {folder}"
+    try:
+        record = record_from_folder(folder)
+    except HarnessError as err:
+        return f"run folder without a row, not recoverable (--orphan-folders delete): {err}"
+    if repair:
+        store.add(record)
+    return f"run folder without a row ({'stored' if repair else 'to store'}): {folder}"
+
+
+def remove_folder(folder: Path) -> None:
+    """Delete a folder so that no half-deleted copy stays: rename it away, then remove it."""
+    tmp = owned_temp_dir(folder.parent, folder.name)
+    os.rename(folder, tmp)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_run(run_id: str, store: ResultStore, out_dir: Path) -> Path | None:
+    """Delete a run's row and folder as one unit; the folder removed (None when it was gone).
+
+    The folder is first renamed to a temporary folder of this process, then the row is
+    deleted, then the folder removed: a process killed in between leaves either the whole run
+    (``store check --repair`` renames it back) or a stale temporary folder (removed)."""
+    stored = store.run_ids()
+    folder = Path(stored[run_id]) if run_id in stored else out_dir / run_id
+    if run_id not in stored and not (folder / "record.json").is_file():
+        known = sorted(set(stored) | {p.name for p in run_folders(out_dir)})
+        raise UsageError(unknown_name_message(f"run in {store.path}", run_id, known))
+    if not folder.is_dir():
+        store.delete(run_id)
+        return None
+    tmp = owned_temp_dir(folder.parent, folder.name)
+    try:
+        os.rename(folder, tmp)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise HarnessError(f"cannot remove run folder {folder}: {err}") from None
+    try:
+        store.delete(run_id)
+    except BaseException:
+        os.rename(tmp, folder)
+        raise
+    shutil.rmtree(tmp, ignore_errors=True)
+    return folder
 
 
 def write_json(path: Path, data: Any) -> None:
