@@ -539,7 +539,7 @@ class Protocol(Component):
 class Logger(Component):
     """Receives a run's training metrics as they are logged (``run.loggers``).
 
-    Events are flat dicts: ``event`` (``"step"`` every ``run.sync_every`` optimizer steps,
+    Events are flat dicts: ``event`` (``"step"`` every ``run.log_every`` optimizer steps,
     ``"epoch"`` after each epoch), ``stage``, ``stage_name``, ``epoch``, ``step`` (of the
     stage), ``global_step`` (over all stages) and float values: ``loss``, every key of the
     method's :class:`StepOutput` logs, ``lr`` (and ``lr/group<i>``), ``clips_per_s``,

@@ -44,6 +44,9 @@ class RunSettings:
     """Clip the gradients' global norm to this (0: off)."""
     sync_every: int = 50
     """Steps between reads of the accumulated loss (the step never waits for the GPU)."""
+    log_every: int = 10
+    """Optimizer steps between ``step`` events of ``metrics.jsonl`` and the loggers (their
+    values stay on the device until the next read, every ``sync_every`` steps)."""
     checkpoint_every_steps: int = 0
     """Optimizer steps between mid-epoch checkpoints (0: only after every epoch)."""
     loggers: list[str] = field(default_factory=list)
@@ -80,6 +83,7 @@ class RunSettings:
         grad_accum=at_least(1, "Micro-batches per optimizer step."),
         grad_clip=non_negative("Clip the gradients' global norm to this (0: off)."),
         sync_every=at_least(1, "Steps between reads of the accumulated loss."),
+        log_every=at_least(1, "Optimizer steps between logged training metrics."),
         checkpoint_every_steps=non_negative("Steps between mid-epoch checkpoints (0: off)."),
         valid_fraction=between(0, 1, "Training clips held out for validation.", open_high=True),
     )

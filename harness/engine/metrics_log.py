@@ -1,6 +1,6 @@
 """Training metrics as they happen: ``metrics.jsonl`` and the loggers of ``run.loggers``.
 
-One JSON object per line: a ``step`` event every ``run.sync_every`` optimizer steps and
+One JSON object per line: a ``step`` event every ``run.log_every`` optimizer steps and
 an ``epoch`` event after every epoch (fields: :class:`harness.api.Logger`). The file
 lives in the run's in-progress folder while it trains and moves into the run folder
 with it; a resumed run cuts it back to the length its checkpoint recorded, so no event

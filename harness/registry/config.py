@@ -90,7 +90,7 @@ class RunConfig:
         return "+".join(a.name for a in self.augs) or "none"
 
 
-UNHASHED_RUN_KEYS = ("checkpoint_every_steps", "loggers")
+UNHASHED_RUN_KEYS = ("checkpoint_every_steps", "loggers", "log_every", "log_samples")
 """Run settings that change what is recorded, never the result: left out of the hash, so a
 run resumes (and compares) whatever its checkpoint frequency and loggers."""
 

@@ -69,7 +69,11 @@ class Checkpoints:
     def log_event(self, kind: str, values: dict[str, float], **where: Any) -> None:
         """One training event into ``metrics.jsonl`` and the loggers (when they are open)."""
         if self.metrics is not None:
-            self.metrics.log({"event": kind, **where, "global_step": self.global_step(), **values})
+            # an event read from the device later than it happened carries its own step
+            global_step = where.pop("global_step", None)
+            if global_step is None:
+                global_step = self.global_step()
+            self.metrics.log({"event": kind, **where, "global_step": global_step, **values})
 
     def save(
         self,

@@ -92,6 +92,7 @@ class Experiment:
             cfg.run.sync_every,
             self.checkpoints.log_event,
             workers=self.parts.workers,
+            log_every=cfg.run.log_every,
         )
         """The one trainer and inference call: the method's stages and protocols' trainings."""
         self.evaluation = Evaluation(self.parts, self.engine)

@@ -226,6 +226,7 @@ class MethodTraining:
 
     def save(self, position: Position, stage: Stage, progress: Progress) -> None:
         models = {"backbone": self.parts.backbone, "method": self.parts.method}
+        progress.flush_logs()  # the checkpoint records the log's length
         self.checkpoints.save(
             position,
             stage,
