@@ -560,6 +560,11 @@ class Logger(Component):
     def log(self, event: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    def log_results(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+        """Once evaluation is done (before :meth:`close`): the resolved configuration as flat
+        hyperparameters (``run.lr``, ``method.name``, ...: numbers, booleans and strings)
+        and the run's evaluation metrics (the store's ``metrics``, finite floats)."""
+
     def close(self) -> None:
         """Flush and release files (called when training ends or fails)."""
 

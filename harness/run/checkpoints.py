@@ -11,7 +11,7 @@ from torch import nn
 
 from harness.api import Stage
 from harness.engine import distributed
-from harness.engine.metrics_log import MetricsLog
+from harness.engine.metrics_log import MetricsLog, flat_hparams
 from harness.engine.resume import (
     FORMAT,
     Position,
@@ -74,6 +74,11 @@ class Checkpoints:
             if global_step is None:
                 global_step = self.global_step()
             self.metrics.log({"event": kind, **where, "global_step": global_step, **values})
+
+    def log_results(self, metrics: dict[str, float]) -> None:
+        """The resolved configuration and the evaluation metrics to the loggers."""
+        if self.metrics is not None:
+            self.metrics.results(flat_hparams(self.cfg.as_dict()), metrics)
 
     def save(
         self,

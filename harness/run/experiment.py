@@ -207,6 +207,7 @@ def run_experiment(
         experiment.train()
         metrics, tables = experiment.evaluate()
         metrics |= experiment.training.health.metrics()
+        experiment.checkpoints.log_results(metrics)
     except BaseException:
         if experiment.ranks.is_main:
             discard_unstarted(experiment.partial_dir)
