@@ -43,7 +43,7 @@ class MlflowLogger(Logger):
     """Logs every event as MLflow metrics of one MLflow run per harness run."""
 
     name = "mlflow"
-    description = "Training curves, parameters and metrics to MLflow (default: mlflow.db in the run)."
+    description = "Training curves, parameters and metrics to MLflow (mlflow.db in the run)."
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
@@ -99,10 +99,11 @@ class MlflowLogger(Logger):
         params = [self._param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in hparams.items()]
         for start in range(0, len(params), 100):  # MLflow takes 100 parameters a batch
             self.client.log_batch(self.run_id, params=params[start : start + 100])
-        self.client.log_batch(
-            self.run_id,
-            metrics=[self._metric(f"eval/{k}", v, stamp, self.last_step) for k, v in metrics.items()],
-        )
+        results = [
+            self._metric(f"eval/{key}", value, stamp, self.last_step)
+            for key, value in metrics.items()
+        ]
+        self.client.log_batch(self.run_id, metrics=results)
 
     def close(self) -> None:
         if self.client is not None:
