@@ -62,6 +62,13 @@ class RunSettings:
     """Weights evaluated: the last epoch's, or the best epoch's by ``select_metric``."""
     select_metric: Literal["valid_acc", "valid_loss"] = "valid_acc"
     """Validation metric ``select=best`` ranks epochs by (accuracy: higher, loss: lower)."""
+    ema: float = 0.0
+    """Decay of an exponential moving average of the weights, updated after every optimizer
+    step of the method's stages (0: off). The averaged weights are evaluated too; their
+    metrics are stored beside the live weights' with an ``ema/`` prefix."""
+    log_samples: bool = False
+    """Save the evaluation split's per-clip predictions (``samples.jsonl`` in the run folder:
+    clip, device, label, predicted class, class probabilities); ``--log-samples``."""
 
     domains = domain_map(
         epochs=at_least(1, "Training epochs."),
@@ -86,6 +93,7 @@ class RunSettings:
         log_every=at_least(1, "Optimizer steps between logged training metrics."),
         checkpoint_every_steps=non_negative("Steps between mid-epoch checkpoints (0: off)."),
         valid_fraction=between(0, 1, "Training clips held out for validation.", open_high=True),
+        ema=between(0, 1, "Decay of the weights' moving average (0: off).", open_high=True),
     )
 
     def __post_init__(self) -> None:

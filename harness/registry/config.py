@@ -95,9 +95,18 @@ UNHASHED_RUN_KEYS = ("checkpoint_every_steps", "loggers", "log_every", "log_samp
 run resumes (and compares) whatever its checkpoint frequency and loggers."""
 
 
+HASHED_WHEN_SET = {"ema": 0.0}
+"""Run settings added after runs were stored: hashed only away from their default (which
+reproduces the earlier runs), so the earlier runs keep their hashes."""
+
+
 def hashed_config(config: dict[str, Any]) -> dict[str, Any]:
     """The part of :meth:`RunConfig.as_dict` that identifies equal runs."""
-    run = {k: v for k, v in config.get("run", {}).items() if k not in UNHASHED_RUN_KEYS}
+    run = {
+        k: v
+        for k, v in config.get("run", {}).items()
+        if k not in UNHASHED_RUN_KEYS and not (k in HASHED_WHEN_SET and v == HASHED_WHEN_SET[k])
+    }
     return {**config, "run": run}
 
 

@@ -28,6 +28,9 @@ from harness.util.faults import checkpoint
 from harness.util.files import write_text_atomic
 
 COMPLETE_MARKER = ".complete"
+SAMPLES_FILE = "samples.jsonl"
+"""Per-clip predictions of a run's evaluation split (``--log-samples``), one JSON object a
+line: ``clip``, ``device``, ``label``, ``predicted``, ``probabilities`` (class -> value)."""
 """Written last into a staged run folder: everything but the rename is done."""
 
 SCHEMA = """
