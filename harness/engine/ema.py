@@ -17,8 +17,8 @@ from torch import nn
 class WeightAverage:
     """The moving average of ``modules``' weights, and a way to evaluate with it."""
 
-    def __init__(self, modules: list[nn.Module], decay: float) -> None:
-        self.live = nn.ModuleList(modules)
+    def __init__(self, modules: dict[str, nn.Module], decay: float) -> None:
+        self.live = nn.ModuleDict(modules)
         self.decay = decay
         self.ema = ModelEmaV3(self.live, decay=decay)
         self.updates = 0
@@ -36,12 +36,11 @@ class WeightAverage:
         }
 
     def weights(self) -> dict[str, dict[str, torch.Tensor]]:
-        """The averaged weights as the run folder keeps them: ``{"backbone": state dict,
-        "method": state dict}`` (on the CPU)."""
-        averaged = self.ema.module
+        """The averaged weights as the run folder keeps them: each module's name -> its
+        state dict (on the CPU)."""
         return {
             name: {k: v.detach().cpu() for k, v in module.state_dict().items()}
-            for name, module in zip(("backbone", "method"), averaged, strict=True)
+            for name, module in self.ema.module.items()
         }
 
     def load(self, state: dict[str, Any]) -> None:

@@ -100,7 +100,8 @@ class MethodTraining:
         generator = torch.Generator().manual_seed(self.run.seed)
         self.checkpoints.stages = [(s.name, s.epochs) for s in stages]
         if self.run.ema:
-            self.ema = WeightAverage([self.parts.backbone, self.parts.method], self.run.ema)
+            models = {"backbone": self.parts.backbone, "method": self.parts.method}
+            self.ema = WeightAverage(models, self.run.ema)
         start = self.resume_position()
         if start is not None:
             generator.set_state(self.checkpoints.resume_state["generator"])
