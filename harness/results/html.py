@@ -8,6 +8,7 @@ few-shot grids (``acc_{N}way{K}shot``), accuracy against N and against K.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import math
@@ -348,13 +349,13 @@ def table_figure(table: Table) -> str:
     seeds = sorted({int(s) for s in table.labels.get("seeds", [])} or {1})
     if table.statistics is not None:
         note = (
-            f"bars: mean over seeds ({', '.join(map(str, seeds))} per row); "
-            "error bars: 95% t interval"
+            f"dots: mean over seeds ({', '.join(map(str, seeds))} per row); "
+            "whiskers: 95% t interval"
         )
     elif table.error_kind == "std":
-        note = f"bars: mean over seeds ({', '.join(map(str, seeds))} per row); error bars: std"
+        note = f"dots: mean over seeds ({', '.join(map(str, seeds))} per row); whiskers: std"
     else:
-        note = "bars: the best seed's values; error bars: its own uncertainty where reported"
+        note = "dots: the best seed's values; whiskers: its own uncertainty where reported"
     categories = [c.label for c in table.columns]
     if len(set(categories)) < len(categories):
         categories = [f"{c.group} {c.label}".strip() for c in table.columns]
@@ -456,6 +457,8 @@ padding:0 6px;margin:1px 2px;font-size:.85em}
 th{background:#f3f3f3;cursor:pointer;user-select:none}
 th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
 td.best{font-weight:bold}td .d{font-size:.85em;color:#555;font-weight:normal}
+td .u{font-size:.8em;color:#555;font-weight:normal}th .grp{display:block;font-weight:normal;
+font-size:.85em;color:#555}
 .collapsed{color:#b00;font-weight:bold}
 p.n{font-size:.9em;color:#444;margin:.3em 0}pre{background:#f7f7f7;padding:.6em;overflow-x:auto}
 svg text{font:11px sans-serif}svg .t{font-size:13px;font-weight:bold}svg .n{fill:#555}
@@ -492,8 +495,34 @@ def _cell(table: Table, i: int, column: Any) -> str:
     finite = [v for v in table.values[column.key] if _number(v) is not None]
     best = max(finite) if column.higher_is_better else min(finite)
     bold = ' class="best"' if len(set(finite)) > 1 and value == best else ""
-    text = _esc(value_text(table, i, column))
-    return f'<td data-v="{value!r}"{bold}>{text}{below}</td>'
+    full = value_text(table, i, column)
+    main, _, rest = full.partition(" ")
+    # the uncertainty on a second, smaller line (the seeds column gives n): narrow columns
+    error = rest.split(" (n=")[0].replace("± ", "±") if rest else ""
+    second = f'<br><span class="u">{_esc(error)}</span>' if error else ""
+    return f'<td data-v="{value!r}"{bold} title="{_esc(full)}">{_esc(main)}{second}{below}</td>'
+
+
+def _head(column: Any) -> str:
+    """A column heading: its group (device group) above its label and arrow."""
+    group = f'<span class="grp">{_esc(column.group)}</span> ' if column.group else ""
+    label = header(dataclasses.replace(column, group=""))
+    return f"<th>{group}{_esc(label)}</th>"
+
+
+def shown_label_columns(table: Table) -> tuple[list[str], dict[str, Any]]:
+    """The label columns that tell rows apart (all of them for a single row), and the
+    values every row shares (stated once above the table)."""
+    columns = list(table.labels.columns)
+    if len(table.labels) < 2:
+        return columns, {}
+    shared = {
+        c: _plain(table.labels[c].iloc[0])
+        for c in columns[:-1]
+        if c not in ("row", "seeds") and table.labels[c].nunique(dropna=False) == 1
+    }
+    shown = [c for c in columns if c not in shared]
+    return shown, {k: v for k, v in shared.items() if v not in ("", None)}
 
 
 PARAM_SPLIT = re.compile(r", (?=[\w.\-]+=)")
@@ -511,26 +540,30 @@ def chips(params: str) -> str:
 
 
 def table_html(table: Table) -> str:
-    """A sortable HTML table, the best value of each column in bold."""
-    heads = [f'<th class="l">{_esc(c)}</th>' for c in table.labels.columns]
-    heads += [f"<th>{_esc(header(c))}</th>" for c in table.columns]
+    """A sortable HTML table, the best value of each column in bold; label columns every
+    row shares are stated once above it."""
+    shown, shared = shown_label_columns(table)
+    heads = [f'<th class="l">{_esc(c)}</th>' for c in shown]
+    heads += [_head(c) for c in table.columns]
     rows = []
     for i in range(len(table.labels)):
         labels = []
-        for column, value in enumerate(table.labels.iloc[i].tolist()):
-            plain = _plain(value)
+        for column, name in enumerate(shown):
+            plain = _plain(table.labels.at[i, name])
             attr = f' data-v="{plain}"' if isinstance(plain, int | float) else ""
             mark = ""
             if column == 0 and table.is_collapsed(i):
                 mark = f' <span class="collapsed">{_esc(COLLAPSED_MARK)}</span>'
-            if table.labels.columns[column] == "params" and plain:
+            if name == "params" and plain:
                 labels.append(f'<td class="l p" data-v="{_esc(plain)}">{chips(str(plain))}</td>')
                 continue
             labels.append(f'<td class="l"{attr}>{_esc(plain)}{mark}</td>')
         cells = [_cell(table, i, c) for c in table.columns]
         rows.append(f"<tr>{''.join(labels + cells)}</tr>")
+    common = ", ".join(f"{k} {v}" for k, v in shared.items())
+    note = f'<p class="n">every row: {_esc(common)}</p>' if common else ""
     return (
-        f'<div class="w"><table><thead><tr>{"".join(heads)}</tr></thead>'
+        f'{note}<div class="w"><table><thead><tr>{"".join(heads)}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table></div>"
     )
 
