@@ -58,7 +58,7 @@ class Encoder:
 
 def draw_bands(freqs: np.ndarray, bands: ResponseBands, title: str) -> Figure:
     """A matplotlib figure (Agg canvas, no global pyplot state) of the bands and the mean."""
-    figure = Figure(figsize=(7.0, 4.0), dpi=120)
+    figure = Figure(figsize=(8.6, 4.0), dpi=120)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     for coverage, low, high, alpha in zip(
@@ -81,7 +81,7 @@ def draw_bands(freqs: np.ndarray, bands: ResponseBands, title: str) -> Figure:
     axes.set_ylabel("magnitude (dB re 0.5-2 kHz)")
     axes.set_title(wrapped(title, figure), fontsize="medium")
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(loc="lower left", fontsize="small")
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
     figure.tight_layout()
     return figure
 
@@ -156,16 +156,13 @@ def draw_devices(table: Table, metric: str, classes: int | None = None) -> Figur
     if classes:
         chance = chance_level(metric, classes, values)
         low, high = min(low, chance), max(high, chance)
-        axes.axhline(chance, color="0.25", linestyle="--", linewidth=1.0, zorder=3)
-        axes.annotate(
-            f"chance ({classes} classes): {chance:.3g}",
-            (1.0, chance),
-            xycoords=("axes fraction", "data"),
-            xytext=(-4, 3),
-            textcoords="offset points",
-            ha="right",
-            fontsize="small",
+        axes.axhline(
+            chance,
             color="0.25",
+            linestyle="--",
+            linewidth=1.0,
+            zorder=3,
+            label=f"chance ({classes} classes): {chance:.3g}",
         )
     pad = 0.08 * ((high - low) or 1.0)
     axes.set_ylim(max(0.0, low - pad), high + pad)  # bars start near the data, not at 0
@@ -247,6 +244,11 @@ def draw_fewshot(curves: list[FewshotCurve], vs: str, fixed: int) -> Figure:
     for curve in curves:
         axes.errorbar(curve.x, curve.acc, yerr=curve.ci, marker="o", capsize=3, label=curve.label)
     ticks = sorted({x for curve in curves for x in curve.x})
+    chance = dict(color="0.35", linestyle="--", linewidth=1.0)
+    if vs == "n":  # an N-way episode's chance level: 1/N
+        axes.plot(ticks, [100.0 / n for n in ticks], label="chance (1/N)", **chance)
+    else:
+        axes.axhline(100.0 / fixed, label=f"chance (1/{fixed})", **chance)
     axes.set_xticks(ticks, [str(t) for t in ticks])
     if vs == "n":
         axes.set_xlabel(f"N (classes per episode), K = {fixed}")
@@ -255,7 +257,7 @@ def draw_fewshot(curves: list[FewshotCurve], vs: str, fixed: int) -> Figure:
     axes.set_ylabel("accuracy (%), 95% CI")
     axes.set_title(f"Few-shot accuracy vs {vs.upper()} (nearest class centroid)", fontsize="medium")
     axes.grid(True, alpha=0.3)
-    axes.legend(fontsize="small")
+    axes.legend(fontsize="small", loc="best")  # where it covers the fewest points
     figure.tight_layout()
     return figure
 
