@@ -145,3 +145,24 @@ def test_log_samples_without_a_classifier_is_a_one_line_error(tmp_path):
                                    "--method", "mae", "--protocol", "linear"))  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().startswith("harness: error: --log-samples needs class")
+
+
+@pytest.mark.slow
+def test_a_killed_ema_run_resumes_its_average_bit_for_bit(tmp_path):
+    import signal
+
+    from tests.test_resume import args, assert_same_run
+
+    ema = ("--set", "run.ema=0.8")
+    reference = run_cli(*args(tmp_path, "a", *ema))
+    assert reference.returncode == 0, reference.stderr
+    killed = run_cli(*args(tmp_path, "b", *ema), env={"HARNESS_TEST_KILL_AT": "epoch 2/3"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    resumed = run_cli(*args(tmp_path, "b", *ema), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = finished(tmp_path / "a"), finished(tmp_path / "b")
+    assert_same_run(a, b)  # metrics.json holds the ema/ metrics too
+    assert any(key.startswith("ema/") for key in metrics(b))
+    x, y = (torch.load(f / "ema.pt", weights_only=True) for f in (a, b))
+    for part in ("backbone", "method"):
+        assert all(torch.equal(x[part][k], y[part][k]) for k in x[part])
