@@ -9,6 +9,7 @@
     result.record.metrics["device-logloss/logloss/overall"]
     print(result.tables["device-logloss"])
     frame = hn.runs_frame("runs/results.sqlite")   # one column per metric
+    clips = hn.samples(result.record.run_dir)      # per-clip predictions (log_samples=True)
     print(hn.leaderboard("leaderboards/device_generalization.toml", "runs/results.sqlite"))
 
 Configurations resolve exactly as ``harness run`` resolves them (defaults < ``config``
@@ -19,6 +20,7 @@ leaderboards are rendered by the same code as ``harness leaderboard``.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from harness.registry.config import RunConfig, resolve
 from harness.registry.plugins import Plugins, load_plugins
 from harness.results.leaderboard import LeaderboardSpec, Table, build_tables
 from harness.results.render import render
-from harness.results.store import ResultStore, RunRecord
+from harness.results.store import SAMPLES_FILE, ResultStore, RunRecord
 from harness.util.errors import UsageError
 
 __all__ = [
@@ -42,9 +44,13 @@ __all__ = [
     "plugins",
     "run",
     "runs_frame",
+    "samples",
 ]
 
-FLAGS = ("backbone", "method", "aug", "dataset", "protocol", "epochs", "batch_size", "seed")
+FLAGS = (
+    "backbone", "method", "aug", "dataset", "protocol", "epochs", "batch_size", "seed",
+    "log_samples",
+)  # fmt: skip
 
 _loaded: dict[tuple[tuple[str, ...], tuple[str, ...]], Plugins] = {}
 
@@ -104,6 +110,29 @@ def runs_frame(store: str | Path, **filters: str | None) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     metric_columns = sorted({k for r in records for k in r.metrics})
     return frame.reindex(columns=[*fields, *metric_columns])
+
+
+def samples(run: str | Path, store: str | Path | None = None) -> pd.DataFrame:
+    """A run's per-clip predictions (saved with ``--log-samples``) as a DataFrame: ``clip``,
+    ``device``, ``label``, ``predicted``, then one ``p(<class>)`` column per class.
+
+    ``run``: the run folder, or a run id looked up in ``store``.
+    """
+    folder = Path(run)
+    if not folder.is_dir():
+        if store is None:
+            raise UsageError(f"no run folder {run} (pass store= to look a run id up)")
+        found = [r for r in ResultStore(store).records() if r.run_id == str(run)]
+        if not found:
+            raise UsageError(f"no run {run} in {store}")
+        folder = Path(found[0].run_dir)
+    path = folder / SAMPLES_FILE
+    if not path.is_file():
+        raise UsageError(f"{path} not found: the run was not made with --log-samples")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    frame = pd.DataFrame([{k: v for k, v in row.items() if k != "probabilities"} for row in rows])
+    probabilities = pd.DataFrame([row["probabilities"] for row in rows])
+    return pd.concat([frame, probabilities.add_prefix("p(").add_suffix(")")], axis=1)
 
 
 def leaderboard(

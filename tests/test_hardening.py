@@ -459,7 +459,9 @@ def test_a_run_folder_holds_exactly_what_its_store_row_says(tmp_path):
     assert re.fullmatch(r"[0-9a-f]{40}|", row.git_commit)
     env = row.environment
     assert set(env) == {"python", "torch", "platform", "threads", "packages",
-                        "data_generator_version"}  # fmt: skip
+                        "data_generator_version", "command", "git_dirty",
+                        "parameters"}  # fmt: skip
+    assert env["command"].startswith("harness --plugin") and " run " in env["command"]
     assert env["torch"] == torch.__version__ and env["packages"]["numpy"] == np.__version__
     assert (row.backbone, row.method, row.aug, row.dataset, row.protocols, row.seed) == (
         "toy", "ce", "none", "toy-tones", "device-logloss", 0,

@@ -571,7 +571,7 @@ class Protocol(Component):
 class Logger(Component):
     """Receives a run's training metrics as they are logged (``run.loggers``).
 
-    Events are flat dicts: ``event`` (``"step"`` every ``run.sync_every`` optimizer steps,
+    Events are flat dicts: ``event`` (``"step"`` every ``run.log_every`` optimizer steps,
     ``"epoch"`` after each epoch), ``stage``, ``stage_name``, ``epoch``, ``step`` (of the
     stage), ``global_step`` (over all stages) and float values: ``loss``, every key of the
     method's :class:`StepOutput` logs, ``lr`` (and ``lr/group<i>``), ``clips_per_s``,
@@ -591,6 +591,11 @@ class Logger(Component):
 
     def log(self, event: dict[str, Any]) -> None:
         raise NotImplementedError
+
+    def log_results(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+        """Once evaluation is done (before :meth:`close`): the resolved configuration as flat
+        hyperparameters (``run.lr``, ``method.name``, ...: numbers, booleans and strings)
+        and the run's evaluation metrics (the store's ``metrics``, finite floats)."""
 
     def close(self) -> None:
         """Flush and release files (called when training ends or fails)."""

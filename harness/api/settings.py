@@ -58,6 +58,9 @@ class RunSettings:
     """Clip the gradients' global norm to this (0: off)."""
     sync_every: int = 50
     """Steps between reads of the accumulated loss (the step never waits for the GPU)."""
+    log_every: int = 10
+    """Optimizer steps between ``step`` events of ``metrics.jsonl`` and the loggers (their
+    values stay on the device until the next read, every ``sync_every`` steps)."""
     checkpoint_every_steps: int = 0
     """Optimizer steps between mid-epoch checkpoints (0: only after every epoch)."""
     loggers: list[str] = field(default_factory=list)
@@ -73,6 +76,13 @@ class RunSettings:
     """Weights evaluated: the last epoch's, or the best epoch's by ``select_metric``."""
     select_metric: Literal["valid_acc", "valid_loss"] = "valid_acc"
     """Validation metric ``select=best`` ranks epochs by (accuracy: higher, loss: lower)."""
+    ema: float = 0.0
+    """Decay of an exponential moving average of the weights, updated after every optimizer
+    step of the method's stages (0: off). The averaged weights are evaluated too; their
+    metrics are stored beside the live weights' with an ``ema/`` prefix."""
+    log_samples: bool = False
+    """Save the evaluation split's per-clip predictions (``samples.jsonl`` in the run folder:
+    clip, device, label, predicted class, class probabilities); ``--log-samples``."""
 
     domains = domain_map(
         epochs=at_least(1, "Training epochs."),
@@ -95,8 +105,10 @@ class RunSettings:
         grad_accum=at_least(1, "Micro-batches per optimizer step."),
         grad_clip=non_negative("Clip the gradients' global norm to this (0: off)."),
         sync_every=at_least(1, "Steps between reads of the accumulated loss."),
+        log_every=at_least(1, "Optimizer steps between logged training metrics."),
         checkpoint_every_steps=non_negative("Steps between mid-epoch checkpoints (0: off)."),
         valid_fraction=between(0, 1, "Training clips held out for validation.", open_high=True),
+        ema=between(0, 1, "Decay of the weights' moving average (0: off).", open_high=True),
     )
 
     def __post_init__(self) -> None:

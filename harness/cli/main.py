@@ -216,6 +216,13 @@ def cli(
     help="Continue the interrupted run of this configuration in OUT if there is one, "
     "else start afresh (for requeued jobs).",
 )
+@click.option(
+    "--log-samples",
+    is_flag=True,
+    default=None,
+    help="Save per-clip predictions of the evaluation split (samples.jsonl in the run "
+    "folder: clip, device, label, probabilities); same as --set run.log_samples=true.",
+)
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -242,8 +249,14 @@ def run(
     # imports torch: after the config is resolved, so that its errors answer fast
     from harness.run.experiment import run_experiment
 
+    command = ["harness", *ctx.find_root().obj.get("argv", sys.argv[1:])]
     result = run_experiment(
-        cfg, out, ResultStore(store_path or default_store(out)), resume, resume_if_any
+        cfg,
+        out,
+        ResultStore(store_path or default_store(out)),
+        resume,
+        resume_if_any,
+        command=command,
     )
     if int(os.environ.get("RANK", "0")) != 0:
         return  # rank 0 prints the tables and the stored run
@@ -312,7 +325,9 @@ def raw_config(
         if flags.get(flag) is not None:
             raw = set_name(raw, section, flags[flag])
     run_flags = {
-        k: flags[k] for k in ("epochs", "batch_size", "seed", "device") if flags.get(k) is not None
+        k: flags[k]
+        for k in ("epochs", "batch_size", "seed", "device", "log_samples")
+        if flags.get(k) is not None
     }
     raw = merge(raw, {"run": run_flags})
     return merge(raw, parse_set(list(assignments)))

@@ -218,6 +218,13 @@ def board_and_records(
 @spec_option("A leaderboard spec, e.g. leaderboards/device_generalization.toml.")
 @store_option()
 @click.option("--metric", default="logloss", show_default=True, help="logloss or acc.")
+@click.option(
+    "--classes",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="Classes of the task, for the chance line (TAU22: 10 scenes; 0: no line).",
+)
 @png_option("devices.png", "runs/plots")
 @click.pass_context
 def devices(
@@ -225,6 +232,7 @@ def devices(
     spec: Path | None,
     store: Path | None,
     metric: str,
+    classes: int,
     output: Path | None,
     force: bool,
 ) -> None:
@@ -236,7 +244,7 @@ def devices(
     [table] = build_tables(board, records, plugins_from(ctx))
     if table.labels.empty:
         raise UsageError("no stored device-logloss runs match this leaderboard")
-    save_figure(draw_devices(table, metric), output)
+    save_figure(draw_devices(table, metric, classes or None), output)
     click.echo(f"wrote {output} ({len(table.labels)} rows)")
 
 
@@ -316,6 +324,22 @@ def run_config(folder: Path, plugins: Plugins) -> RunConfig:
     protocols are left at their defaults: a t-SNE needs none of them)."""
     stored = stored_config(folder)
     return resolve({k: stored[k] for k in ("run", "backbone", "dataset") if k in stored}, plugins)
+
+
+def curves_title(folder: Path, events: list[dict[str, Any]]) -> str:
+    """``Training curves: <method> (+ augmentations) on <backbone>, <data set>, seed N``,
+    what a step point averages, and the run folder's name."""
+    stored = stored_config(folder)
+    name = lambda section: (stored.get(section) or {}).get("name", "?")  # noqa: E731
+    augs = "+".join((stored.get("aug") or {}).get("names", [])) or "no augmentation"
+    seed = (stored.get("run") or {}).get("seed", "?")
+    steps = sorted({e["step"] for e in events if e.get("event") == "step" and "step" in e})
+    every = steps[0] if steps else None
+    per_step = f"line: mean of every {every} optimizer steps, " if every else ""
+    return (
+        f"Training curves: {name('method')} ({augs}) on {name('backbone')}, "
+        f"{name('dataset')}, seed {seed}; {per_step}dots: epoch means; run {folder.name}"
+    )
 
 
 def run_title(folder: Path) -> str:
@@ -447,5 +471,5 @@ def curves(
     output = png_path(output, "curves.png", folder / "plots", force)
     events = read_metrics(folder)
     keys = curve_keys(events, metrics)
-    save_figure(draw_curves(events, keys, folder.name), output)
+    save_figure(draw_curves(events, keys, curves_title(folder, events)), output)
     click.echo(f"wrote {output} ({len(keys)} curves, {len(events)} events)")

@@ -56,6 +56,16 @@ class Accumulator:
         """Non-finite losses in the window, summed over the ranks (so all of them stop)."""
         return int(distributed.sum_over_ranks(self.bad.clone()).item())
 
+    def snapshot(self) -> tuple[list[str], Tensor]:
+        """The log keys and, on the device, the sums of the loss and of each log divided by
+        the steps: what :meth:`means` returns, without reading it (no host sync)."""
+        keys = sorted(self.logs)
+        values = torch.stack(
+            [self.loss]
+            + [torch.as_tensor(self.logs[k], dtype=torch.float32, device=self.device) for k in keys]
+        )
+        return keys, values / max(self.steps, 1)
+
     def means(self) -> tuple[float, dict[str, float]]:
         """Mean loss and logs over the steps (and over the ranks, which then agree)."""
         n = max(self.steps, 1)
@@ -195,6 +205,11 @@ class Progress:
     step_logs: dict[str, Tensor | float] = field(default_factory=dict)
     """After a step: the last micro-batch's loss (``loss/<phase>`` of each of several
     phases) and logs."""
+    recent: Accumulator | None = None
+    """The sums since the last ``step`` log event (``run.log_every``)."""
+    flush_logs: Callable[[], None] = lambda: None
+    """Writes the ``step`` events read so far but not yet logged (before a checkpoint
+    records the log's length)."""
 
     def checkpoint_state(self) -> dict[str, Any]:
         """What exact resume needs of the training: the loop's optimizers, schedules and
@@ -206,6 +221,8 @@ class Progress:
                 "sums": self.sums.state(),
                 "window": self.window.state(),
             }
+            if self.recent is not None:
+                state["recent"] = self.recent.state()
         return state
 
 
@@ -227,6 +244,39 @@ class EarlyStop:
         else:
             self.stale += 1
         return self.stale >= self.patience
+
+
+@dataclass
+class PendingSteps:
+    """``step`` log events whose values are still on the device: taken every
+    ``run.log_every`` optimizer steps without a host sync, read all at once (one transfer,
+    one reduction over the ranks) when the loop reads its sums anyway (every
+    ``run.sync_every`` steps, at the end of an epoch, before a checkpoint)."""
+
+    log_event: Callable[..., None]
+    events: list[tuple[list[str], Tensor, dict[str, Any], dict[str, Any]]] = field(
+        default_factory=list
+    )
+
+    def add(self, recent: Accumulator, host_values: dict[str, Any], where: dict[str, Any]) -> None:
+        """Keep ``recent``'s means (on the device) with the values already on the host and
+        the event's position, then reset ``recent``."""
+        keys, values = recent.snapshot()
+        self.events.append((keys, values, host_values, where))
+        recent.reset()
+
+    def flush(self) -> None:
+        if not self.events:
+            return
+        sizes = [len(values) for _, values, _, _ in self.events]
+        read = distributed.mean_over_ranks(torch.cat([v for _, v, _, _ in self.events])).cpu()
+        for (keys, _, host_values, where), chunk in zip(
+            self.events, read.split(sizes), strict=True
+        ):
+            loss, *logs = chunk.tolist()
+            values = {"loss": loss, **dict(zip(keys, logs, strict=True))}
+            self.log_event("step", values | host_values, **where)
+        self.events.clear()
 
 
 def check_finite(window: Accumulator, loop: Loop, epoch: int) -> None:

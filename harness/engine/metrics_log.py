@@ -1,6 +1,6 @@
 """Training metrics as they happen: ``metrics.jsonl`` and the loggers of ``run.loggers``.
 
-One JSON object per line: a ``step`` event every ``run.sync_every`` optimizer steps and
+One JSON object per line: a ``step`` event every ``run.log_every`` optimizer steps and
 an ``epoch`` event after every epoch (fields: :class:`harness.api.Logger`). The file
 lives in the run's in-progress folder while it trains and moves into the run folder
 with it; a resumed run cuts it back to the length its checkpoint recorded, so no event
@@ -60,6 +60,13 @@ class MetricsLog:
         for logger in self.loggers:
             logger.log(clean)
 
+    def results(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+        """The run's configuration and evaluation metrics to every logger (not to the file:
+        ``metrics.json`` of the run folder holds them)."""
+        finite = {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
+        for logger in self.loggers:
+            logger.log_results(hparams, finite)
+
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
@@ -101,6 +108,21 @@ def timed(batches: Iterable, clocks: list[Clock]) -> Iterator:
         for clock in clocks:
             clock.wait += waited
         yield item
+
+
+def flat_hparams(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested configuration as ``section.key`` -> number, boolean or string (lists and
+    None as text), what experiment trackers accept as hyperparameters."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat |= flat_hparams(value, f"{name}.")
+        elif isinstance(value, bool | int | float | str):
+            flat[name] = value
+        else:
+            flat[name] = json.dumps(value)
+    return flat
 
 
 def learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:

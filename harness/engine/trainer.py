@@ -28,6 +28,7 @@ from harness.engine.loop import (
     Accumulator,
     EarlyStop,
     Loop,
+    PendingSteps,
     Progress,
     StepModule,
     Stepper,
@@ -103,9 +104,10 @@ class Resume:
     """:meth:`Progress.checkpoint_state` as saved."""
 
 
-AfterStep = Callable[[Loop, int, "Accumulator", "Accumulator", dict[str, Any]], None]
+AfterStep = Callable[..., None]
 """What :meth:`Engine.run_epoch` calls after each optimizer step: the loop, the micro-batch
-index, both sums and the last micro-batch's losses and logs."""
+index, the epoch's, the check window's and the log window's sums, the last micro-batch's
+losses and logs, and the call that writes the step events still pending."""
 
 
 class Engine:
@@ -119,9 +121,12 @@ class Engine:
         sync_every: int,
         log_event: Callable[..., None],
         workers: int = 0,
+        log_every: int | None = None,
     ) -> None:
         self.device, self.ranks = device, ranks
         self.precision, self.sync_every = precision, sync_every
+        self.log_every = log_every or sync_every
+        """Optimizer steps between ``step`` log events (read every ``sync_every`` steps)."""
         self.log_event = log_event
         self.workers = workers
         """Data-loading worker processes of the batch sources the engine builds."""
@@ -215,10 +220,12 @@ class Engine:
             for module in modules:
                 module.train()
             sums, window = Accumulator(self.device), Accumulator(self.device)
+            recent = Accumulator(self.device)
             if skip:  # resumed inside this epoch: the same order, the batches done skipped
                 generator.set_state(resume.state["epoch_generator"])
                 sums.load(resume.state["sums"])
                 window.load(resume.state["window"])
+                recent.load(resume.state.get("recent", resume.state["window"]))
             started = time.perf_counter()
             epoch_generator = generator.get_state()
             clock = self.run_epoch(
@@ -230,6 +237,7 @@ class Engine:
                 skip=skip,
                 worker_seed=epoch_worker_seed(spec, epoch),
                 after_step=step_hook(hooks, epoch, generator, epoch_generator),
+                recent=recent,
             )
             skip = 0
             values = hooks.validate() if hooks.validate is not None else {}
@@ -261,12 +269,16 @@ class Engine:
         skip: int = 0,
         worker_seed: int | None = None,
         after_step: AfterStep | None = None,
+        recent: Accumulator | None = None,
     ) -> Clock:
         """One pass over ``loop.source`` (its first ``skip`` micro-batches left out): every
         phase's forward in autocast and backward through its scaler, each phase's optimizer
-        step every ``loop.accum`` micro-batches, a ``step`` log event every ``sync_every``
-        steps. Returns the epoch's clock; the losses are in ``sums``."""
+        step every ``loop.accum`` micro-batches, a ``step`` log event every ``log_every``
+        steps (their values read from the device, and the loss checked, every
+        ``sync_every`` steps). Returns the epoch's clock; the losses are in ``sums``."""
         where = {"stage": loop.number, "stage_name": loop.name, "epoch": epoch + 1}
+        recent = recent if recent is not None else Accumulator(self.device)
+        pending = PendingSteps(self.log_event)
         epoch_clock, window_clock = Clock(), Clock()
         usable = loop.steps_per_epoch * loop.accum
         batch_iter = loop.source.epoch(generator, skip=skip, worker_seed=worker_seed)
@@ -289,25 +301,27 @@ class Engine:
             loss, logs = self.micro_step(loop, prepared, first=micro % loop.accum == 0, last=last)
             sums.add(loss, logs)
             window.add(loss, logs)
+            recent.add(loss, logs)
             if not last:
                 continue
             loop.step += 1
             if loop.counts_globally:
                 self.global_step += 1
-            if loop.step % self.sync_every == 0:
-                loss_now, logs_now = window.means()
-                check_finite(window, loop, epoch)
-                self.log_event(
-                    "step",
-                    {"loss": loss_now, **logs_now, **loop.learning_rates()}
+            if loop.step % self.log_every == 0:
+                host_values = (
+                    loop.learning_rates()
                     | window_clock.rates(self.ranks.world)
-                    | gpu_memory(self.device),
-                    **where,
-                    step=loop.step,
+                    | gpu_memory(self.device)
                 )
+                position = where | {"step": loop.step, "global_step": self.global_step}
+                pending.add(recent, host_values, position)
                 window_clock.reset()
+            if loop.step % self.sync_every == 0:
+                pending.flush()
+                check_finite(window, loop, epoch)
             if after_step is not None:
-                after_step(loop, micro, sums, window, logs)
+                after_step(loop, micro, sums, window, logs, recent, pending.flush)
+        pending.flush()
         check_finite(window, loop, epoch)
         return epoch_clock
 
@@ -440,10 +454,16 @@ def step_hook(
     after = hooks.after_step
 
     def after_step(
-        loop: Loop, micro: int, sums: Accumulator, window: Accumulator, logs: dict[str, Any]
+        loop: Loop,
+        micro: int,
+        sums: Accumulator,
+        window: Accumulator,
+        logs: dict[str, Any],
+        recent: Accumulator | None = None,
+        flush_logs: Callable[[], None] = lambda: None,
     ) -> None:
         after(Progress(loop, epoch, micro + 1, generator, epoch_generator, sums, window,
-                       step_logs=logs))  # fmt: skip
+                       step_logs=logs, recent=recent, flush_logs=flush_logs))  # fmt: skip
 
     return after_step
 

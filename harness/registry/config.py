@@ -96,15 +96,19 @@ class RunConfig:
 UNHASHED_RUN_KEYS = (
     "checkpoint_every_steps",
     "loggers",
+    "log_every",
+    "log_samples",
     "shards",
     "shards_url",
     "data_outside_root",
 )
 """Run settings that change what is recorded or allowed, never the result: left out of the
 hash, so a run resumes (and compares) whatever its checkpoint frequency and loggers."""
-HASHED_WHEN_SET = {"data_source": "cache", "shuffle_buffer": 1000}
-"""Run keys added after runs were stored: hashed only away from their default, so the
-hashes of stored runs stay valid."""
+
+
+HASHED_WHEN_SET = {"data_source": "cache", "shuffle_buffer": 1000, "ema": 0.0}
+"""Run settings added after runs were stored: hashed only away from their default (which
+reproduces the earlier runs), so the earlier runs keep their hashes."""
 
 
 def hashed_config(config: dict[str, Any]) -> dict[str, Any]:

@@ -8,10 +8,12 @@ few-shot grids (``acc_{N}way{K}shot``), accuracy against N and against K.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import math
 import re
+import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -173,6 +175,15 @@ SLANT_ABOVE = 6
 """Bar charts with more categories than this slant their names."""
 
 
+LEGEND_CHARS = 30
+"""Characters per line of a legend entry (longer names wrap; nothing is cut)."""
+
+
+def wrap_label(text: str, width: int = LEGEND_CHARS) -> list[str]:
+    """``text`` in lines of at most ``width`` characters, broken at spaces or commas."""
+    return textwrap.wrap(text, width, break_long_words=True, break_on_hyphens=False) or [""]
+
+
 def svg_chart(
     title: str,
     series: Sequence[Series],
@@ -180,20 +191,30 @@ def svg_chart(
     ylabel: str,
     categories: Sequence[str] | None = None,
     note: str = "",
+    reference: tuple[float, str] | None = None,
 ) -> str:
-    """Grouped bars over ``categories`` (x = category index), or lines over numeric x."""
+    """Dots with whiskers over ``categories`` (x = category index; the y axis spans the
+    data, not zero), or lines over numeric x. The legend sits right of the plot, every
+    entry in full; ``reference``: a dashed horizontal line (value, label), e.g. chance."""
     slanted = categories is not None and len(categories) > SLANT_ABOVE
-    width, height, left, right, top = 860, 340, 64, 250, 34
-    bottom = 70
+    legend = [wrap_label(s.name) for s in series]
+    width, left, right, top = 900, 70, 230, 34
+    plot_h, bottom = 236, 70
     if slanted:  # room for the slanted category names
-        height, bottom = 390, 120
-    plot_w, plot_h = width - left - right, height - top - bottom
+        bottom = 120
+    legend_h = sum(16 * len(lines) + 6 for lines in legend)
+    plot_h = max(plot_h, legend_h)
+    height = top + plot_h + bottom
+    plot_w = width - left - right
     tops = [y + (e or 0) for s in series for y, e in zip(s.y, s.err, strict=True) if y is not None]
     lows = [y - (e or 0) for s in series for y, e in zip(s.y, s.err, strict=True) if y is not None]
     if not tops:
         return ""
-    low = min(0.0, *lows) if categories is not None else min(lows)
-    ticks = _ticks(low, max(tops))
+    if reference is not None:
+        tops.append(reference[0])
+        lows.append(reference[0])
+    pad = 0.05 * ((max(tops) - min(lows)) or abs(max(tops)) or 1.0)
+    ticks = _ticks(min(lows) - pad, max(tops) + pad)
     y0, y1 = ticks[0], ticks[-1]
 
     def sy(value: float) -> float:
@@ -210,32 +231,53 @@ def svg_chart(
             f'class="g"/><text x="{left - 6}" y="{sy(tick) + 4:.1f}" text-anchor="end">'
             f"{tick:g}</text>"
         )
+    if reference is not None:
+        value, label = reference
+        parts.append(
+            f'<line x1="{left}" x2="{left + plot_w}" y1="{sy(value):.1f}" y2="{sy(value):.1f}" '
+            f'class="c"/><text x="{left + plot_w - 4}" y="{sy(value) - 4:.1f}" '
+            f'text-anchor="end" class="c">{_esc(label)}</text>'
+        )
     if categories is not None:
-        parts += _bars(series, categories, left, plot_w, top + plot_h, sy, slanted)
+        parts += _dots(series, categories, left, plot_w, top + plot_h, sy, slanted)
     else:
         parts += _lines(series, left, plot_w, top + plot_h, sy)
     parts.append(
-        f'<text x="{left + plot_w / 2}" y="{height - 12}" text-anchor="middle">{_esc(xlabel)}'
-        f'</text><text transform="translate(16 {top + plot_h / 2}) rotate(-90)" '
-        f'text-anchor="middle">{_esc(ylabel)}</text>'
+        f'<text x="{left + plot_w / 2}" y="{height - 12}" text-anchor="middle" class="a">'
+        f"{_esc(xlabel)}</text>"
+        f'<text transform="translate(16 {top + plot_h / 2}) rotate(-90)" '
+        f'text-anchor="middle" class="a">{_esc(ylabel)}</text>'
     )
-    for i, s in enumerate(series):
-        y = top + 14 + 18 * i
-        parts.append(
-            f'<rect x="{left + plot_w + 12}" y="{y - 10}" width="12" height="12" '
-            f'fill="{PALETTE[i % len(PALETTE)]}"/><text x="{left + plot_w + 30}" y="{y}">'
-            f"{_esc(s.name[:40])}</text>"
-        )
+    parts += _legend(series, legend, left + plot_w + 14, top)
     if note:
         parts.append(f'<text x="{left}" y="{height - 32}" class="n">{_esc(note)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
 
-def _bars(series, categories, left, plot_w, base, sy, slanted: bool = False) -> list[str]:
+def _legend(series, legend: list[list[str]], x: float, top: float) -> list[str]:
+    """One entry per series, each name in full over as many lines as it needs."""
+    parts, y = [], top + 12
+    for i, (s, lines) in enumerate(zip(series, legend, strict=True)):
+        colour = PALETTE[i % len(PALETTE)]
+        spans = "".join(
+            f'<tspan x="{x + 18}" dy="{0 if n == 0 else 14}">{_esc(line)}</tspan>'
+            for n, line in enumerate(lines)
+        )
+        parts.append(
+            f'<g class="legend"><title>{_esc(s.name)}</title>'
+            f'<rect x="{x + 1}" y="{y - 10}" width="11" height="11" fill="{colour}"/>'
+            f'<text x="{x + 18}" y="{y}">{spans}</text></g>'
+        )
+        y += 16 * len(lines) + 6
+    return parts
+
+
+def _dots(series, categories, left, plot_w, base, sy, slanted: bool = False) -> list[str]:
+    """A dot per series and category (side by side), its error as a whisker."""
     parts = []
     group_w = plot_w / len(categories)
-    bar_w = group_w * 0.8 / max(len(series), 1)
+    step = group_w * 0.7 / max(len(series), 1)
     for c, name in enumerate(categories):
         x_mid = left + group_w * (c + 0.5)
         if slanted:  # many categories: names slanted so that they do not overlap
@@ -251,19 +293,17 @@ def _bars(series, categories, left, plot_w, base, sy, slanted: bool = False) -> 
             value, error = s.y[c], s.err[c]
             if value is None:
                 continue
-            x = left + group_w * c + group_w * 0.1 + bar_w * i
-            y_top, y_zero = sy(max(value, 0.0)), sy(min(value, 0.0))
-            parts.append(
-                f'<rect x="{x:.1f}" y="{y_top:.1f}" width="{bar_w:.1f}" '
-                f'height="{max(y_zero - y_top, 0.5):.1f}" fill="{PALETTE[i % len(PALETTE)]}">'
-                f"<title>{_esc(s.name)} {_esc(name)}: {value:.3f}</title></rect>"
-            )
+            xc = x_mid + step * (i - (len(series) - 1) / 2)
             if error:
-                xc = x + bar_w / 2
                 parts.append(
                     f'<line x1="{xc:.1f}" x2="{xc:.1f}" y1="{sy(value - error):.1f}" '
                     f'y2="{sy(value + error):.1f}" class="e"/>'
                 )
+            parts.append(
+                f'<circle cx="{xc:.1f}" cy="{sy(value):.1f}" r="4.5" '
+                f'fill="{PALETTE[i % len(PALETTE)]}"><title>{_esc(s.name)} {_esc(name)}: '
+                f"{value:.3f}{f' ± {error:.3f}' if error else ''}</title></circle>"
+            )
     return parts
 
 
@@ -310,17 +350,42 @@ def table_figure(table: Table) -> str:
     seeds = sorted({int(s) for s in table.labels.get("seeds", [])} or {1})
     if table.statistics is not None:
         note = (
-            f"bars: mean over seeds ({', '.join(map(str, seeds))} per row); "
-            "error bars: 95% t interval"
+            f"dots: mean over seeds ({', '.join(map(str, seeds))} per row); "
+            "whiskers: 95% t interval"
         )
     elif table.error_kind == "std":
-        note = f"bars: mean over seeds ({', '.join(map(str, seeds))} per row); error bars: std"
+        note = f"dots: mean over seeds ({', '.join(map(str, seeds))} per row); whiskers: std"
     else:
-        note = "bars: the best seed's values; error bars: its own uncertainty where reported"
+        note = "dots: the best seed's values; whiskers: its own uncertainty where reported"
     categories = [c.label for c in table.columns]
     if len(set(categories)) < len(categories):
         categories = [f"{c.group} {c.label}".strip() for c in table.columns]
-    return svg_chart(table.title, series, "column", "value", categories, note)
+    return svg_chart(
+        table.title, series, x_axis_title(table), y_axis_title(table), categories, note
+    )
+
+
+METRIC_TITLES = {"logloss": "log-loss (nats)", "acc": "accuracy", "loss": "loss"}
+"""Axis titles (with units) of the metric families leaderboards show."""
+
+
+def y_axis_title(table: Table) -> str:
+    """The metric the columns hold, its unit and the better direction."""
+    families = list(dict.fromkeys(c.key.split("/")[0] for c in table.columns))
+    names = [METRIC_TITLES.get(f, f) for f in families]
+    better = {c.higher_is_better for c in table.columns}
+    direction = "" if len(better) > 1 else (" (higher is better)" if better.pop() else
+                                            " (lower is better)")  # fmt: skip
+    return " / ".join(names) + direction
+
+
+def x_axis_title(table: Table) -> str:
+    """What the columns are: recording devices and their groups, or the protocol's columns."""
+    groups = list(dict.fromkeys(c.group for c in table.columns if c.group))
+    if any("device" in g.lower() or g.lower().startswith(("real", "unseen", "seen"))
+           for g in groups):  # fmt: skip
+        return "recording device (groups: " + ", ".join(groups) + ")"
+    return "leaderboard column" + (f" ({', '.join(groups)})" if groups else "")
 
 
 def _error_bar(table: Table, row: int, key: str) -> float | None:
@@ -377,18 +442,30 @@ def episode_figures(spec: LeaderboardSpec, records: Iterable[RunRecord]) -> list
 # -- the page ------------------------------------------------------------------------
 
 STYLE = """
-body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
+body{font:14px/1.45 system-ui,sans-serif;margin:1.2em auto;max-width:1360px;color:#222;
+padding:0 1em}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em}
-.w{overflow-x:auto}table{border-collapse:collapse;margin:.6em 0}
-th,td{border:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}
+.w{overflow-x:auto;max-width:100%}table{border-collapse:separate;border-spacing:0;margin:.6em 0}
+th,td{border:1px solid #ccc;border-width:0 1px 1px 0;padding:3px 8px;text-align:right;
+white-space:nowrap;background:#fff}
+tr>:first-child{border-left-width:1px}thead th{border-top-width:1px}
 td.l,th.l{text-align:left}
+tr>:first-child{position:sticky;left:0;z-index:1;box-shadow:2px 0 2px -1px #bbb}
+td.p{white-space:normal;min-width:8em;max-width:20em}
+.chip{display:inline-block;max-width:14em;overflow:hidden;text-overflow:ellipsis;
+vertical-align:bottom;background:#eef3fa;border:1px solid #c9d6ea;border-radius:8px;
+padding:0 6px;margin:1px 2px;font-size:.85em}
 th{background:#f3f3f3;cursor:pointer;user-select:none}
 th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
 td.best{font-weight:bold}td .d{font-size:.85em;color:#555;font-weight:normal}
+td .u{font-size:.8em;color:#555;font-weight:normal}th .grp{display:block;font-weight:normal;
+font-size:.85em;color:#555}
 .collapsed{color:#b00;font-weight:bold}
 p.n{font-size:.9em;color:#444;margin:.3em 0}pre{background:#f7f7f7;padding:.6em;overflow-x:auto}
 svg text{font:11px sans-serif}svg .t{font-size:13px;font-weight:bold}svg .n{fill:#555}
-svg .g{stroke:#e4e4e4}svg .e{stroke:#222;stroke-width:1.2}
+svg .g{stroke:#e4e4e4}svg .e{stroke:#222;stroke-width:1.2}svg .a{font-size:12px}
+svg line.c{stroke:#b00;stroke-dasharray:5 4}svg text.c{fill:#b00}
+ul.o code{background:#f3f3f3;padding:0 3px}
 dl{display:grid;grid-template-columns:max-content auto;gap:2px 12px}dt{font-weight:bold}
 """
 
@@ -419,28 +496,75 @@ def _cell(table: Table, i: int, column: Any) -> str:
     finite = [v for v in table.values[column.key] if _number(v) is not None]
     best = max(finite) if column.higher_is_better else min(finite)
     bold = ' class="best"' if len(set(finite)) > 1 and value == best else ""
-    text = _esc(value_text(table, i, column))
-    return f'<td data-v="{value!r}"{bold}>{text}{below}</td>'
+    full = value_text(table, i, column)
+    main, _, rest = full.partition(" ")
+    # the uncertainty on a second, smaller line (the seeds column gives n): narrow columns
+    error = rest.split(" (n=")[0].replace("± ", "±") if rest else ""
+    second = f'<br><span class="u">{_esc(error)}</span>' if error else ""
+    return f'<td data-v="{value!r}"{bold} title="{_esc(full)}">{_esc(main)}{second}{below}</td>'
+
+
+def _head(column: Any) -> str:
+    """A column heading: its group (device group) above its label and arrow."""
+    group = f'<span class="grp">{_esc(column.group)}</span> ' if column.group else ""
+    label = header(dataclasses.replace(column, group=""))
+    return f"<th>{group}{_esc(label)}</th>"
+
+
+def shown_label_columns(table: Table) -> tuple[list[str], dict[str, Any]]:
+    """The label columns that tell rows apart (all of them for a single row), and the
+    values every row shares (stated once above the table)."""
+    columns = list(table.labels.columns)
+    if len(table.labels) < 2:
+        return columns, {}
+    shared = {
+        c: _plain(table.labels[c].iloc[0])
+        for c in columns[:-1]
+        if c not in ("row", "seeds") and table.labels[c].nunique(dropna=False) == 1
+    }
+    shown = [c for c in columns if c not in shared]
+    return shown, {k: v for k, v in shared.items() if v not in ("", None)}
+
+
+PARAM_SPLIT = re.compile(r", (?=[\w.\-]+=)")
+
+
+def chips(params: str) -> str:
+    """``key=value, ...`` as compact chips: the key's last part and the value, the full
+    ``section.key=value`` as the tooltip."""
+    out = []
+    for item in PARAM_SPLIT.split(params):
+        key, _, value = item.partition("=")
+        short = f"{key.rsplit('.', 1)[-1]}={value}" if value else item
+        out.append(f'<span class="chip" title="{_esc(item)}">{_esc(short)}</span>')
+    return "".join(out)
 
 
 def table_html(table: Table) -> str:
-    """A sortable HTML table, the best value of each column in bold."""
-    heads = [f'<th class="l">{_esc(c)}</th>' for c in table.labels.columns]
-    heads += [f"<th>{_esc(header(c))}</th>" for c in table.columns]
+    """A sortable HTML table, the best value of each column in bold; label columns every
+    row shares are stated once above it."""
+    shown, shared = shown_label_columns(table)
+    heads = [f'<th class="l">{_esc(c)}</th>' for c in shown]
+    heads += [_head(c) for c in table.columns]
     rows = []
     for i in range(len(table.labels)):
         labels = []
-        for column, value in enumerate(table.labels.iloc[i].tolist()):
-            plain = _plain(value)
+        for column, name in enumerate(shown):
+            plain = _plain(table.labels.at[i, name])
             attr = f' data-v="{plain}"' if isinstance(plain, int | float) else ""
             mark = ""
             if column == 0 and table.is_collapsed(i):
                 mark = f' <span class="collapsed">{_esc(COLLAPSED_MARK)}</span>'
+            if name == "params" and plain:
+                labels.append(f'<td class="l p" data-v="{_esc(plain)}">{chips(str(plain))}</td>')
+                continue
             labels.append(f'<td class="l"{attr}>{_esc(plain)}{mark}</td>')
         cells = [_cell(table, i, c) for c in table.columns]
         rows.append(f"<tr>{''.join(labels + cells)}</tr>")
+    common = ", ".join(f"{k} {v}" for k, v in shared.items())
+    note = f'<p class="n">every row: {_esc(common)}</p>' if common else ""
     return (
-        f'<div class="w"><table><thead><tr>{"".join(heads)}</tr></thead>'
+        f'{note}<div class="w"><table><thead><tr>{"".join(heads)}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table></div>"
     )
 
@@ -450,8 +574,11 @@ def render_html(
     tables: list[Table],
     records: Iterable[RunRecord] = (),
     commands: Sequence[str] = (),
+    defaults: Sequence[tuple[str, list[str]]] = (),
 ) -> str:
-    """One self-contained page: the spec's header, every table (sortable) and figures."""
+    """One self-contained page: the spec's header, the options each row sets away from
+    their defaults, every table (sortable, its first column fixed while the data scroll)
+    and figures."""
     records = list(records)
     title = spec.title or f"Leaderboard: {spec.protocol}"
     options = spec_dict(spec)
@@ -470,6 +597,15 @@ def render_html(
     body.append(f"<dl>{header}</dl>")
     if rows:
         body.append(f"<details><summary>rows</summary><ul>{rows}</ul></details>")
+    if defaults:
+        items = "".join(
+            f"<li>{_esc(row)}: {' '.join(f'<code>{_esc(o)}</code>' for o in opts)}</li>"
+            for row, opts in defaults
+        )
+        body.append(
+            '<p class="n">Options away from their defaults (seed-method defaults are the '
+            f'papers\' values):</p><ul class="o">{items}</ul>'
+        )
     if not tables or tables[0].labels.empty:
         why = exclusions(spec, records) if records else ""
         why = f" ({_esc(why)})" if why else ""

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,14 @@ COVERAGE = (1.0, 0.8, 0.5)
 """Shares of the responses inside each band of ``harness plot dirs``, widest first."""
 
 BAND_ALPHA = (0.18, 0.32, 0.5)
+TITLE_CHARS_PER_INCH = 11
+"""Characters of a medium-size title per inch of figure width."""
+
+
+def wrapped(title: str, figure: Figure) -> str:
+    """``title`` in lines that fit ``figure``'s width (wrapped instead of clipped)."""
+    width = int(figure.get_figwidth() * TITLE_CHARS_PER_INCH)
+    return "\n".join(textwrap.wrap(title, width, break_on_hyphens=False))
 
 
 @dataclass
@@ -49,7 +58,7 @@ class Encoder:
 
 def draw_bands(freqs: np.ndarray, bands: ResponseBands, title: str) -> Figure:
     """A matplotlib figure (Agg canvas, no global pyplot state) of the bands and the mean."""
-    figure = Figure(figsize=(7.0, 4.0), dpi=120)
+    figure = Figure(figsize=(8.6, 4.0), dpi=120)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     for coverage, low, high, alpha in zip(
@@ -70,9 +79,9 @@ def draw_bands(freqs: np.ndarray, bands: ResponseBands, title: str) -> Figure:
     axes.set_ylim(max(-60.0, float(bands.lower[0].min()) - 3), float(bands.upper[0].max()) + 3)
     axes.set_xlabel("frequency (Hz)")
     axes.set_ylabel("magnitude (dB re 0.5-2 kHz)")
-    axes.set_title(title)
+    axes.set_title(wrapped(title, figure), fontsize="medium")
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(loc="lower left", fontsize="small")
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
     figure.tight_layout()
     return figure
 
@@ -101,10 +110,21 @@ def seed_count(n: Any) -> str:
     return f"{int(n)} seed" + ("" if int(n) == 1 else "s")
 
 
-def draw_devices(table: Table, metric: str) -> Figure:
-    """Grouped bars: a bar per leaderboard row and device, the seeds' std as error bars."""
+def chance_level(metric: str, classes: int, values: np.ndarray) -> float:
+    """What a uniform guess over ``classes`` scores: log-loss ln(C), accuracy 1/C (as a
+    percentage when the values are percentages)."""
+    if metric == "logloss":
+        return math.log(classes)
+    finite = values[np.isfinite(values)]
+    return (100.0 if finite.size and finite.max() > 1.0 else 1.0) / classes
+
+
+def draw_devices(table: Table, metric: str, classes: int | None = None) -> Figure:
+    """Grouped bars: a bar per leaderboard row and device, the seeds' std as error bars; the
+    y axis starts near the data, the chance level of ``classes`` classes as a dashed line,
+    the legend right of the axes (covering nothing)."""
     columns = device_columns(table)
-    figure = Figure(figsize=(max(7.5, 0.7 * len(columns) + 2.5), 4.2), dpi=120)
+    figure = Figure(figsize=(max(7.5, 0.7 * len(columns) + 2.5) + 3.2, 4.4), dpi=120)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     x = np.arange(len(columns))
@@ -112,6 +132,12 @@ def draw_devices(table: Table, metric: str) -> Figure:
     width = 0.8 / max(rows, 1)
     keys = [c.key for c in columns]
     seeds = sorted({int(n) for n in table.labels["seeds"]}) if "seeds" in table.labels else []
+    values = table.values.loc[:, keys].to_numpy(dtype=float)
+    errors_all = (
+        table.errors.loc[:, keys].fillna(0.0).to_numpy(dtype=float)
+        if table.errors is not None
+        else np.zeros_like(values)
+    )
     for i in range(rows):
         labels = table.labels.iloc[i]
         name = labels.get("row") or " ".join(
@@ -126,13 +152,32 @@ def draw_devices(table: Table, metric: str) -> Figure:
             capsize=2,
             label=f"{name} ({seed_count(labels['seeds'])})" if "seeds" in labels else name,
         )
+    low, high = np.nanmin(values - errors_all), np.nanmax(values + errors_all)
+    if classes:
+        chance = chance_level(metric, classes, values)
+        low, high = min(low, chance), max(high, chance)
+        axes.axhline(
+            chance,
+            color="0.25",
+            linestyle="--",
+            linewidth=1.0,
+            zorder=3,
+            label=f"chance ({classes} classes): {chance:.3g}",
+        )
+    pad = 0.08 * ((high - low) or 1.0)
+    axes.set_ylim(max(0.0, low - pad), high + pad)  # bars start near the data, not at 0
     axes.set_xticks(x, [c.key.split("/")[-1].upper() for c in columns])
     axes.set_xlabel("recording device (real A-C, simulated S1-S3, unseen S4-S6)")
-    axes.set_ylabel("log-loss" if metric == "logloss" else "accuracy")
+    unit = (
+        "log-loss (nats, lower is better)" if metric == "logloss" else "accuracy (higher is better)"
+    )
+    axes.set_ylabel(unit)
     spread = "one seed per row: no error bars" if seeds == [1] else "error bars: std over seeds"
-    axes.set_title(f"Mean over seeds per device; {spread}", fontsize="medium")
+    what = "Log-loss" if metric == "logloss" else "Accuracy"
+    title = f"{what} per recording device, mean over seeds; {spread}"
+    axes.set_title(wrapped(title, figure), fontsize="medium")
     axes.grid(True, axis="y", alpha=0.3)
-    axes.legend(fontsize="small")
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     figure.tight_layout()
     return figure
 
@@ -199,6 +244,11 @@ def draw_fewshot(curves: list[FewshotCurve], vs: str, fixed: int) -> Figure:
     for curve in curves:
         axes.errorbar(curve.x, curve.acc, yerr=curve.ci, marker="o", capsize=3, label=curve.label)
     ticks = sorted({x for curve in curves for x in curve.x})
+    chance = dict(color="0.35", linestyle="--", linewidth=1.0)
+    if vs == "n":  # an N-way episode's chance level: 1/N
+        axes.plot(ticks, [100.0 / n for n in ticks], label="chance (1/N)", **chance)
+    else:
+        axes.axhline(100.0 / fixed, label=f"chance (1/{fixed})", **chance)
     axes.set_xticks(ticks, [str(t) for t in ticks])
     if vs == "n":
         axes.set_xlabel(f"N (classes per episode), K = {fixed}")
@@ -207,7 +257,7 @@ def draw_fewshot(curves: list[FewshotCurve], vs: str, fixed: int) -> Figure:
     axes.set_ylabel("accuracy (%), 95% CI")
     axes.set_title(f"Few-shot accuracy vs {vs.upper()} (nearest class centroid)", fontsize="medium")
     axes.grid(True, alpha=0.3)
-    axes.legend(fontsize="small")
+    axes.legend(fontsize="small", loc="best")  # where it covers the fewest points
     figure.tight_layout()
     return figure
 
@@ -319,9 +369,20 @@ def draw_curves(events: list[dict[str, Any]], keys: list[str], title: str) -> Fi
     for index, key in enumerate(keys):
         axes = grid[index // columns][index % columns]
         for kind, style in (
-            ("step", {"linewidth": 1.0}),
-            ("epoch", {"marker": "o", "ms": 4}),
-            ("health", {"marker": "s", "ms": 4}),  # the health probe's numbers, per epoch
+            # the step line on top of the epoch dots (hollow), so neither hides the other
+            ("step", {"linewidth": 1.2, "zorder": 3, "color": "tab:blue"}),
+            (
+                "epoch",
+                {
+                    "marker": "o",
+                    "ms": 6,
+                    "linestyle": ":",
+                    "markerfacecolor": "none",
+                    "color": "tab:orange",
+                    "zorder": 2,
+                },
+            ),
+            ("health", {"marker": "s", "ms": 4, "color": "tab:green"}),  # per epoch
         ):
             points = [
                 (e["global_step"], e[key])
@@ -338,6 +399,6 @@ def draw_curves(events: list[dict[str, Any]], keys: list[str], title: str) -> Fi
     for index in range(len(keys), rows * columns):
         grid[index // columns][index % columns].set_visible(False)
     grid[0][0].legend(fontsize="small")
-    figure.suptitle(title, fontsize="small")
+    figure.suptitle(wrapped(title, figure), fontsize="medium")
     figure.tight_layout()
     return figure

@@ -41,7 +41,7 @@ def render(
     if fmt == "json":
         return render_json(spec, tables)
     if fmt == "html":
-        return render_html(spec, tables, records, commands)
+        return render_html(spec, tables, records, commands, options or ())
     if not tables or tables[0].labels.empty:
         why = exclusions(spec, list(records)) if records else ""
         return f"no stored runs with protocol '{spec.protocol}' match this leaderboard" + (

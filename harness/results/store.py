@@ -30,9 +30,12 @@ from harness.util.files import write_text_atomic
 from harness.util.names import unknown_name_message
 
 COMPLETE_MARKER = ".complete"
+"""Written last into a staged run folder: everything but the rename is done."""
 PARTIAL = ".partial"
 """The folder under an output folder holding in-progress runs (``OUT/.partial/<id>``)."""
-"""Written last into a staged run folder: everything but the rename is done."""
+SAMPLES_FILE = "samples.jsonl"
+"""Per-clip predictions of a run's evaluation split (``--log-samples``), one JSON object a
+line: ``clip``, ``device``, ``label``, ``predicted``, ``probabilities`` (class -> value)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (

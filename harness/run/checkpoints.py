@@ -11,7 +11,7 @@ from torch import nn
 
 from harness.api import Stage
 from harness.engine import distributed
-from harness.engine.metrics_log import MetricsLog
+from harness.engine.metrics_log import MetricsLog, flat_hparams
 from harness.engine.resume import (
     FORMAT,
     Position,
@@ -69,7 +69,16 @@ class Checkpoints:
     def log_event(self, kind: str, values: dict[str, float], **where: Any) -> None:
         """One training event into ``metrics.jsonl`` and the loggers (when they are open)."""
         if self.metrics is not None:
-            self.metrics.log({"event": kind, **where, "global_step": self.global_step(), **values})
+            # an event read from the device later than it happened carries its own step
+            global_step = where.pop("global_step", None)
+            if global_step is None:
+                global_step = self.global_step()
+            self.metrics.log({"event": kind, **where, "global_step": global_step, **values})
+
+    def log_results(self, metrics: dict[str, float]) -> None:
+        """The resolved configuration and the evaluation metrics to the loggers."""
+        if self.metrics is not None:
+            self.metrics.results(flat_hparams(self.cfg.as_dict()), metrics)
 
     def save(
         self,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,14 @@ from harness.engine.resume import (
 )
 from harness.engine.trainer import Engine
 from harness.registry.config import RunConfig
-from harness.results.store import ResultStore, RunRecord, commit_run, new_run_id, recover
+from harness.results.store import (
+    SAMPLES_FILE,
+    ResultStore,
+    RunRecord,
+    commit_run,
+    new_run_id,
+    recover,
+)
 from harness.run.checkpoints import Checkpoints
 from harness.run.components import (
     RunLog,
@@ -47,9 +55,15 @@ from harness.run.preflight import check_audio_headers, check_metrics, check_outp
 from harness.run.record import (
     KEY_PACKAGES,
     RunResult,
+    clip_predictions,
+    config_lines,
+    describe_parameters,
     environment,
     git_commit,
+    parameter_counts,
+    provenance,
     write_run_folder,
+    write_samples,
 )
 from harness.run.training import MethodTraining
 from harness.util.cache import clean_stale_cache
@@ -86,6 +100,11 @@ class Experiment:
         check_precision(self.device, cfg.run.precision)
         self.log = RunLog(self.ranks.is_main)
         self.parts = RunParts(cfg, self.ranks, self.device, self.log)
+        if cfg.run.log_samples and not self.parts.method.supervised:
+            raise UsageError(
+                f"--log-samples needs class probabilities, and method '{cfg.method.name}' "
+                "trains no classifier"
+            )
         self.checkpoints = Checkpoints(cfg, self.ranks, self.log, self.global_step)
         self.engine = Engine(
             self.device,
@@ -94,6 +113,7 @@ class Experiment:
             cfg.run.sync_every,
             self.checkpoints.log_event,
             workers=self.parts.workers,
+            log_every=cfg.run.log_every,
         )
         """The one trainer and inference call: the method's stages and protocols' trainings."""
         self.evaluation = Evaluation(self.parts, self.engine)
@@ -143,6 +163,13 @@ class Experiment:
 
     def setup(self) -> None:
         self.parts.setup()
+        for line in config_lines(self.cfg):
+            self.log(line)
+        self.log(describe_parameters(self.parameter_counts()))
+
+    def parameter_counts(self) -> dict[str, dict[str, int]]:
+        """Total and trainable parameters of the backbone, the method's own, and both."""
+        return parameter_counts({"backbone": self.backbone, "method": self.method})
 
     def train(self) -> None:
         self.training.train()
@@ -156,6 +183,24 @@ class Experiment:
     def evaluate(self) -> tuple[dict[str, float], dict[str, str]]:
         return self.evaluation.evaluate()
 
+    def evaluate_ema(self) -> tuple[dict[str, float], dict[str, str]]:
+        """Every protocol again on the moving average of the weights (``run.ema``): metrics
+        and tables named ``ema/<protocol>...``; the live weights are back afterwards."""
+        ema = self.training.ema
+        if ema is None:
+            return {}, {}
+        self.log(f"evaluating the moving average of the weights (decay {ema.decay})")
+        with ema.swapped_in():
+            metrics, tables = Evaluation(self.parts, self.engine).evaluate()
+        return (
+            {f"ema/{key}": value for key, value in metrics.items()},
+            {f"ema/{key}": table for key, table in tables.items()},
+        )
+
+    def samples(self) -> list[dict[str, Any]]:
+        """Per-clip predictions of the evaluation split (``--log-samples``)."""
+        return clip_predictions(self.parts.splits, self.evaluation.predict("eval"))
+
     def close(self) -> None:
         self.checkpoints.close()
         self.parts.close()
@@ -168,13 +213,15 @@ def run_experiment(
     store: ResultStore,
     resume: str | None = None,
     resume_if_any: bool = False,
+    command: Sequence[str] | None = None,
 ) -> RunResult:
     """Check cheaply, train, evaluate, and store one run (folder and row) as one unit.
 
     Training checkpoints into ``out_dir/.partial/<run id>/`` after every epoch.
     ``resume``: ``"auto"`` continues the newest interrupted run of this configuration in
     ``out_dir``, a path that one (an error when there is none); ``resume_if_any``: continue
-    one if there is one, else start afresh.
+    one if there is one, else start afresh. ``command``: the command line recorded in the
+    run's provenance (default: this process's).
     """
     started = time.perf_counter()
     check_name_lengths(out_dir.absolute(), "output folder")
@@ -211,6 +258,11 @@ def run_experiment(
         experiment.train()
         metrics, tables = experiment.evaluate()
         metrics |= experiment.training.health.metrics()
+        ema_metrics, ema_tables = experiment.evaluate_ema()
+        metrics, tables = metrics | ema_metrics, tables | ema_tables
+        samples = experiment.samples() if cfg.run.log_samples else None
+        parameters = experiment.parameter_counts()
+        experiment.checkpoints.log_results(metrics)
     except HarnessError as err:
         if experiment.ranks.is_main:
             discard_unstarted(experiment.partial_dir)
@@ -248,14 +300,21 @@ def run_experiment(
         run_dir=str(final_dir),
         harness_version=harness.__version__,
         git_commit=git_commit(),
-        environment=environment(cfg.dataset.entry.cls),
+        environment=environment(cfg.dataset.entry.cls)
+        | provenance(command)
+        | {"parameters": parameters},
         duration_s=round(time.perf_counter() - started, 2),
     )
     if not experiment.ranks.is_main:
         return RunResult(record, {})  # rank 0 writes the one run folder and store row
-    commit_run(
-        final_dir, store, record, lambda tmp: write_run_folder(tmp, record, experiment, tables)
-    )
+    extra = {"ema.pt": experiment.training.ema.weights()} if experiment.training.ema else {}
+
+    def write(tmp: Path) -> None:
+        write_run_folder(tmp, record, experiment, tables, extra_weights=extra)
+        if samples is not None:
+            write_samples(tmp / SAMPLES_FILE, samples)
+
+    commit_run(final_dir, store, record, write)
     checkpoint("renamed")  # the kill suite's stage: stored and in place, .partial not yet removed
     remove_partial(experiment.partial_dir)
     return RunResult(record, tables)

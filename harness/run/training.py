@@ -23,6 +23,7 @@ from harness.api import (
 )
 from harness.data.loader import Loader
 from harness.data.shards import ShardLoader
+from harness.engine.ema import WeightAverage
 from harness.engine.loop import Progress
 from harness.engine.resume import Position, load_module_state, set_rng_state
 from harness.engine.trainer import Engine, FitHooks, Resume, has_parameters
@@ -85,6 +86,8 @@ class MethodTraining:
         self._rng_pending = False
         self.health = HealthProbe(parts, engine)
         """The representation-health probe after every epoch."""
+        self.ema: WeightAverage | None = None
+        """The moving average of the weights (``run.ema``), made when training starts."""
 
     def stages(self) -> list[Stage]:
         run = self.run
@@ -97,6 +100,9 @@ class MethodTraining:
         stages = self.stages()
         generator = torch.Generator().manual_seed(self.run.seed)
         self.checkpoints.stages = [(s.name, s.epochs) for s in stages]
+        if self.run.ema:
+            models = {"backbone": self.parts.backbone, "method": self.parts.method}
+            self.ema = WeightAverage(models, self.run.ema)
         start = self.resume_position()
         if start is not None:
             generator.set_state(self.checkpoints.resume_state["generator"])
@@ -132,6 +138,8 @@ class MethodTraining:
         self.engine.global_step = int(state.get("global_step", 0))
         self.best = state.get("best")
         self.health.load(state.get("health"))
+        if self.ema is not None:
+            self.ema.load(state["ema"])
         position = Position(**state["position"])
         parts.log(
             f"resumed from {self.checkpoints.folder} at stage {position.stage}, "
@@ -206,8 +214,12 @@ class MethodTraining:
         every = self.run.checkpoint_every_steps
 
         def after_step(progress: Progress) -> None:
+            if self.ema is not None:
+                self.ema.update()
             loop = progress.loop
-            if loop.step % every or progress.micro >= loop.steps_per_epoch * loop.accum:
+            if not every or loop.step % every:
+                return
+            if progress.micro >= loop.steps_per_epoch * loop.accum:
                 return
             self.save(Position(loop.number, progress.epoch, loop.step, progress.micro), stage,
                       progress)  # fmt: skip
@@ -220,19 +232,21 @@ class MethodTraining:
 
         return FitHooks(
             validate=self.validate if self.parts.has_valid else None,
-            after_step=after_step if every else None,
+            after_step=after_step if every or self.ema is not None else None,
             after_epoch=after_epoch,
             log=self.parts.log,
         )
 
     def save(self, position: Position, stage: Stage, progress: Progress) -> None:
         models = {"backbone": self.parts.backbone, "method": self.parts.method}
+        progress.flush_logs()  # the checkpoint records the log's length
         self.checkpoints.save(
             position,
             stage,
             models,
             self.best,
             health=self.health.state(),
+            **({"ema": self.ema.state()} if self.ema is not None else {}),
             **progress.checkpoint_state(),
         )
 

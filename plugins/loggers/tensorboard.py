@@ -7,6 +7,9 @@ Enable with ``--set run.loggers=tensorboard`` (needs the ``tensorboard`` extra:
 Each event's values become scalars ``<event>/<key>`` (``step/loss``,
 ``epoch/loss``, ``epoch/lr``, ...) at the run's global optimizer step; the trainings of
 evaluation protocols (``stage`` 0) become ``<protocol>/<event>/<key>`` at their own step.
+After evaluation, every evaluation metric becomes a scalar ``eval/<metric>`` at the last
+global step, and the resolved configuration with those metrics one ``add_hparams`` entry
+(TensorBoard's HPARAMS tab compares runs by them).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class TensorBoardLogger(Logger):
             ) from None
         self._writer_cls = SummaryWriter
         self.writer = None
+        self.last_step = 0
 
     def open(self, folder: Path, resume_step: int | None) -> None:
         # purge_step: TensorBoard drops what an interrupted run logged after its checkpoint
@@ -48,11 +52,22 @@ class TensorBoardLogger(Logger):
         if self.writer is None:
             return
         kind, step = event["event"], int(event["global_step"])
+        self.last_step = max(self.last_step, step)
         if event.get("stage") == 0:  # a protocol's training (e.g. the device probe)
             kind, step = f"{event['stage_name']}/{kind}", int(event["step"])
         for key, value in event.items():
             if key not in POSITION_KEYS and isinstance(value, int | float):
                 self.writer.add_scalar(f"{kind}/{key}", float(value), step)
+
+    def log_results(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+        if self.writer is None:
+            return
+        for key, value in metrics.items():
+            self.writer.add_scalar(f"eval/{key}", value, self.last_step)
+        # run_name ".": the hparams entry in this run's folder, not a timestamped sub-folder
+        self.writer.add_hparams(
+            hparams, {f"hparam/{k}": v for k, v in metrics.items()}, run_name="."
+        )
 
     def close(self) -> None:
         if self.writer is not None:
