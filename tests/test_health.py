@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -69,11 +70,30 @@ def test_health_values_and_the_collapse_thresholds():
     assert values["dim_std_mean"] == pytest.approx(0.5)  # population stds 1 and 0
     assert values["dim_std_min"] == 0.0
     assert values["effective_rank"] == pytest.approx(1.0)
-    assert is_collapsed(values)  # rank 1 < 2, although the spread is 2 / 2 = 1
-    assert is_collapsed({"effective_rank": 5.0, "relative_spread": 0.009})
-    assert not is_collapsed({"effective_rank": 2.0, "relative_spread": 0.01})
-    assert is_collapsed({"effective_rank": math.nan, "relative_spread": 1.0})
+    assert values["centered_rank"] == pytest.approx(1.0)  # rows (-1, 0) and (1, 0)
+    assert is_collapsed(values)  # centred rank 1 < 2, although the spread is 2 / 2 = 1
+    assert is_collapsed({"centered_rank": 5.0, "relative_spread": 0.024})
+    assert not is_collapsed({"centered_rank": 2.0, "relative_spread": 0.025})
+    assert is_collapsed({"centered_rank": math.nan, "relative_spread": 1.0})
     assert not is_collapsed(representation_health(torch.eye(4)))
+
+
+def test_a_large_common_offset_is_not_a_collapse():
+    """An anisotropic embedding (every clip = a big shared vector + a varied part, as after
+    MAE pretraining) has an uncentred rank near 1 but varies along many directions."""
+    varied = torch.eye(8).repeat(2, 1) * 0.5  # 16 clips varying along 8 directions
+    offset = torch.zeros(1, 16)
+    offset[0, 8:] = 4.0  # a shared vector orthogonal to the varied part
+    values = representation_health(torch.cat([varied, torch.zeros(16, 8)], dim=1) + offset)
+    assert values["effective_rank"] < 2  # one dominant direction: the offset
+    # centred, the rows 0.5 (e_i - mean) span the 7 directions orthogonal to sum(e_i), with
+    # equal singular values: rank 7
+    assert values["centered_rank"] == pytest.approx(7.0)
+    # spread by hand: distinct rows are 0 apart (same e_i) or 0.5 * sqrt(2) apart; norm
+    # sqrt(16 * 8 + 0.25); 16 * 14 of 16 * 15 ordered pairs differ
+    norm = math.sqrt(8 * 16.0 + 0.25)
+    assert values["relative_spread"] == pytest.approx((14 / 15) * 0.5 * math.sqrt(2) / norm)
+    assert not is_collapsed(values)
 
 
 def test_the_probe_clips_are_a_fixed_seeded_choice():
@@ -91,7 +111,7 @@ def test_a_collapsing_run_is_warned_about_and_stored_as_collapsed(tmp_path, caps
     health = events(folder, "health")
     positions = [(e["stage"], e["epoch"], e["collapsed"]) for e in health]
     assert positions == [(1, 1, True), (1, 2, True)]
-    assert health[0]["effective_rank"] < 2 and health[0]["relative_spread"] < 0.01
+    assert health[0]["centered_rank"] < 2 and health[0]["relative_spread"] < 0.025
     assert health[0]["dim_std_min"] == pytest.approx(0.0, abs=1e-6)
     warnings = [
         line for line in (folder / "log.txt").read_text().splitlines() if "collapsed" in line
@@ -113,7 +133,7 @@ def test_a_healthy_run_is_not_warned_about(tmp_path, capsys):
     health = events(folder, "health")
     assert [e["epoch"] for e in health] == [1, 2, 3]
     assert not any(e["collapsed"] for e in health)
-    assert all(e["effective_rank"] >= 2 and e["relative_spread"] >= 0.01 for e in health)
+    assert all(e["centered_rank"] >= 2 and e["relative_spread"] >= 0.025 for e in health)
     assert "collapsed" not in (folder / "log.txt").read_text()
     assert "WARNING" not in capsys.readouterr().err
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -166,7 +186,9 @@ def test_collapsed_rows_are_marked_in_the_text_formats(stored, plugins, fmt):
     # the icl alpha=0.2 row in the best and the mean table (and in HTML its chart legend)
     assert text.count(mark) >= 2
     if fmt == "html":
-        assert f'passt <span class="collapsed">{COLLAPSED_MARK}</span></td>' in text
+        # after the first label cell shown (labels every row shares are stated above it)
+        cell = rf'<td class="l"[^>]*>[^<]+ <span class="collapsed">{COLLAPSED_MARK}</span></td>'
+        assert len(re.findall(cell, text)) == 2  # the best and the mean table
         return
     lines = [line for line in text.splitlines() if mark in line]
     assert len(lines) == 2 and all("alpha=0.2" in line for line in lines)

@@ -229,6 +229,18 @@ def test_runs_that_differ_only_in_their_seed_share_a_key():
     assert len(seedless_key(bare)) == 12
 
 
+def test_record_only_settings_and_later_defaults_do_not_split_a_row():
+    """A run stored before a setting existed and one stored after, at its default, are the
+    same configuration (as their config hashes say); so are runs that differ only in what
+    is recorded (log cadence, per-clip samples). A setting away from its default splits."""
+    old = record("o1", "icl", "none", 0, a=1.0, s4=1.0, alpha=0.2)
+    run = {"seed": 1, "log_every": 10, "log_samples": True, "ema": 0.0, "data_source": "cache"}
+    new = dataclasses.replace(old, run_id="n1", config={**old.config, "run": run})
+    assert seedless_key(old) == seedless_key(new)
+    with_ema = dataclasses.replace(new, config={**new.config, "run": {**run, "ema": 0.999}})
+    assert seedless_key(with_ema) != seedless_key(old)
+
+
 def test_flatten_and_auto_label_name_what_varies():
     config = {"method": {"name": "icl", "alpha": 0.2}, "aug": {"names": ["a", "b"]}}
     assert flatten(config) == {

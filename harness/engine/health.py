@@ -1,18 +1,24 @@
 """Representation health: numbers that tell a collapsed embedding from a useful one.
 
 Computed on a fixed probe batch of clip embeddings ``[N, D]`` (see :mod:`harness.run.health`
-and ``docs/health.md``), all in float64 on the uncentred embedding matrix:
+and ``docs/health.md``), all in float64:
 
-- ``effective_rank``: RankMe (Garrido et al. 2023), ``exp`` of the Shannon entropy of the
-  singular values normalised to sum to 1; between 1 (one direction) and ``min(N, D)``.
+- ``effective_rank``: RankMe (Garrido et al. 2023) of the uncentred embedding matrix, ``exp``
+  of the Shannon entropy of the singular values normalised to sum to 1; between 1 (one
+  direction) and ``min(N, D)``.
+- ``centered_rank``: the same of the embeddings minus their mean: how many directions the
+  clips vary along. An encoder whose embeddings share a large common offset (an anisotropic
+  one, e.g. AudioMAE after MAE pretraining) has an uncentred rank near 1 and still separates
+  its inputs; the centred rank tells the two apart.
 - ``relative_spread``: the mean Euclidean distance between distinct rows over the mean
   row norm; 0 when every clip gets the same embedding.
 - ``dim_std_mean`` and ``dim_std_min``: the per-dimension standard deviation over the rows
   (population, ``correction=0``), its mean and its minimum over the dimensions.
 
-A representation counts as collapsed when its effective rank is below
-:data:`MIN_EFFECTIVE_RANK` or its relative spread below :data:`MIN_RELATIVE_SPREAD` (or
-either is not a finite number).
+A representation counts as collapsed when its centred rank is below
+:data:`MIN_EFFECTIVE_RANK` (the clips vary along at most about one direction) or its relative
+spread below :data:`MIN_RELATIVE_SPREAD` (they are nearly one point), or either is not a
+finite number.
 """
 
 from __future__ import annotations
@@ -23,10 +29,17 @@ import torch
 from torch import Tensor
 
 MIN_EFFECTIVE_RANK = 2.0
-"""Below this effective rank the embeddings lie (nearly) along one direction."""
-MIN_RELATIVE_SPREAD = 0.01
-"""Below this relative spread (1 %) the clips' embeddings are (nearly) one point."""
-HEALTH_KEYS = ("effective_rank", "relative_spread", "dim_std_mean", "dim_std_min")
+"""Below this centred rank the clips' embeddings vary along (nearly) one direction."""
+MIN_RELATIVE_SPREAD = 0.025
+"""Below this relative spread (2.5 %) the clips' embeddings are (nearly) one point (docs/health.md
+has the values that set it)."""
+HEALTH_KEYS = (
+    "effective_rank",
+    "centered_rank",
+    "relative_spread",
+    "dim_std_mean",
+    "dim_std_min",
+)
 
 
 def effective_rank(embeddings: Tensor) -> float:
@@ -66,6 +79,7 @@ def representation_health(embeddings: Tensor) -> dict[str, float]:
     std = x.std(dim=0, correction=0)
     return {
         "effective_rank": effective_rank(x),
+        "centered_rank": effective_rank(x - x.mean(dim=0)),
         "relative_spread": relative_spread(x),
         "dim_std_mean": float(std.mean()),
         "dim_std_min": float(std.min()),
@@ -74,5 +88,5 @@ def representation_health(embeddings: Tensor) -> dict[str, float]:
 
 def is_collapsed(values: dict[str, float]) -> bool:
     """Whether health ``values`` show a collapsed representation (not finite counts too)."""
-    rank, spread = values["effective_rank"], values["relative_spread"]
+    rank, spread = values["centered_rank"], values["relative_spread"]
     return not (rank >= MIN_EFFECTIVE_RANK and spread >= MIN_RELATIVE_SPREAD)

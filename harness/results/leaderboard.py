@@ -24,7 +24,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from harness.api import Column
-from harness.registry.config import read_toml
+from harness.registry.config import hashed_config, read_toml
 from harness.registry.plugins import Plugins
 from harness.results.stats import SeedStatistics, seed_statistics
 from harness.results.store import RunRecord
@@ -204,8 +204,9 @@ def _same(value: Any, wanted: Any) -> bool:
 
 
 def seedless_key(record: RunRecord) -> str:
-    """Identifies runs that differ only in their seed."""
-    config = json.loads(json.dumps(record.config))
+    """Identifies runs that differ only in their seed: their config as hashed (record-only
+    settings, and settings added later at their default, left out) without the seed."""
+    config = hashed_config(json.loads(json.dumps(record.config)))
     config.get("run", {}).pop("seed", None)
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
 

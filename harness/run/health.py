@@ -102,10 +102,11 @@ class HealthProbe:
             self.collapse = {"stage": stage, "stage_name": stage_name, "epoch": epoch, **values}
             self.parts.log(
                 f"WARNING: representation collapsed at stage {stage} '{stage_name}' epoch "
-                f"{epoch}: effective rank {values['effective_rank']:.3f}, relative spread "
+                f"{epoch}: effective rank {values['effective_rank']:.3f} (centred "
+                f"{values['centered_rank']:.3f}), relative spread "
                 f"{values['relative_spread']:.4f}, per-dimension std mean "
                 f"{values['dim_std_mean']:.3g} min {values['dim_std_min']:.3g} (collapsed: "
-                f"effective rank < {MIN_EFFECTIVE_RANK:g} or relative spread < "
+                f"centred rank < {MIN_EFFECTIVE_RANK:g} or relative spread < "
                 f"{MIN_RELATIVE_SPREAD:g})"
             )
         return values
