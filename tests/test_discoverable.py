@@ -165,3 +165,16 @@ def test_repair_stores_an_orphan_folder_by_default(tmp_path):
     store.delete("orphan")
     assert check_store(out, store, repair=True) == [f"run folder without a row (stored): {orphan}"]
     assert set(store.run_ids()) == {"orphan"}
+
+
+def test_a_listing_piped_into_head_ends_quietly(tmp_path):
+    """``harness list | head -1``: the closed pipe ends the listing without an error line."""
+    piped = subprocess.run(
+        f"'{sys.executable}' -m harness list | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert piped.stdout.startswith("run settings")
+    assert piped.stderr == ""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.utils import PacifyFlushWrapper
 
 from harness import __version__
 from harness.api.settings import RunSettings
@@ -638,8 +639,8 @@ def main(argv: list[str] | None = None) -> None:
             argv, prog_name="harness", standalone_mode=False, obj={"plugins": loaded, "argv": argv}
         )
     except SystemExit as err:
-        if debug:
-            raise
+        if debug or isinstance(sys.stdout, PacifyFlushWrapper):
+            raise  # click's exit on a closed pipe (harness list | head): no error to report
         click.echo(f"harness: error: plugin code called sys.exit({err.code!r})", err=True)
         sys.exit(2)
     except HarnessError as err:
