@@ -229,11 +229,17 @@ def test_a_declared_command_whose_target_adds_nothing_is_an_error():
 def test_plot_outputs_show_a_fixed_default_or_the_pattern_the_command_fills_in(capsys):
     main(["plot", "tsne", "--help"])
     tsne_help = " ".join(capsys.readouterr().out.split())
-    assert "--output FILE PNG file to write. [default: tsne.png]" in tsne_help
+    assert (
+        "--output PATH PNG file, or folder, to write (default: <run folder>/plots/tsne.png)."
+        in tsne_help
+    )
     assert "--store FILE SQLite results store for run ids (default: runs/results.sqlite" in (
         tsne_help
     )
     main(["plot", "dirs", "--help"])
     dirs_help = " ".join(capsys.readouterr().out.split())
-    assert "--output FILE PNG file to write (default: dirs-<aug>.png)." in dirs_help
+    assert (
+        "--output PATH PNG file, or folder, to write (default: runs/plots/dirs-<aug>.png)."
+        in dirs_help
+    )
     assert "[default: dirs" not in dirs_help

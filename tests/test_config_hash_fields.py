@@ -23,9 +23,19 @@ from harness.registry.plugins import load_plugins
 
 SLOTS = {"backbone": "backbone", "method": "method", "dataset": "dataset"}
 LIST_SLOTS = {"augmentation": "augs", "protocol": "protocols"}
-RECORD_ONLY = {"checkpoint_every_steps", "loggers"}
-"""The run settings that change only what is recorded (how often a checkpoint is written,
-where events go), kept here by hand: adding a key to ``UNHASHED_RUN_KEYS`` must be a
+RECORD_ONLY = {
+    "checkpoint_every_steps",
+    "loggers",
+    "log_every",
+    "log_samples",
+    "shards",
+    "shards_url",
+    "data_outside_root",
+}
+"""The run settings that change only what is recorded or allowed, never the result (how often
+a checkpoint is written or a step logged, where events go, whether per-clip predictions are
+saved, where the shards of the same clips are read from, whether clip files may lie outside
+the data set's root), kept here by hand: adding a key to ``UNHASHED_RUN_KEYS`` must be a
 reviewed change of this list too, since any other field changes the result."""
 
 

@@ -48,7 +48,7 @@ def test_default_sizes_match_tau22_proportions():
     train = files_per_device(plan, "train")
     assert train == {"a": 1000, "b": 120, "c": 120, "s1": 120, "s2": 120, "s3": 120}
     assert train["a"] / sum(train.values()) == pytest.approx(0.625)
-    assert files_per_device(plan, "eval") == dict.fromkeys(DEVICE_ORDER, 70)
+    assert files_per_device(plan, "eval") == dict.fromkeys(DEVICE_ORDER, 200)
 
 
 def test_every_scene_in_both_splits_and_locations_disjoint():
@@ -56,7 +56,7 @@ def test_every_scene_in_both_splits_and_locations_disjoint():
     for split in ("train", "eval"):
         assert Counter(
             r.scene for r in plan if r.split == split and "a" in r.devices
-        ) == dict.fromkeys(te.SCENES, 10 if split == "train" else 3)
+        ) == dict.fromkeys(te.SCENES, 10 if split == "train" else 20)
     train_places = {r.identifier for r in plan if r.split == "train"}
     eval_places = {r.identifier for r in plan if r.split == "eval"}
     assert train_places.isdisjoint(eval_places)
@@ -71,12 +71,12 @@ def test_other_devices_record_in_parallel_with_a():
             assert rec.seconds == tuple(range(10))
         else:
             assert rec.devices == DEVICE_ORDER
-            assert 2 <= len(rec.seconds) <= 3
+            assert len(rec.seconds) == 1  # one second of each of the 200 recordings
 
 
 def test_scale_shrinks_but_keeps_every_scene():
     sizes = Tau22Embedded(Tau22Embedded.Config(scale=SMALL)).sizes()
-    assert sizes == te.Sizes(10, 1, 10, 10)
+    assert sizes == te.Sizes(10, 1, 20, 20)
 
 
 # -- the generated folder -----------------------------------------------------
@@ -96,12 +96,12 @@ def test_generated_folder_is_the_tau22_layout(small_folder: Path):
         1,
         "PCM_16",
     )
-    assert small_folder.name == f"tau22-embedded-v{te.GENERATOR_VERSION}-seed0-a10-o1-e10x10"
+    assert small_folder.name == f"tau22-embedded-v{te.GENERATOR_VERSION}-seed0-a10-o1-e20x20"
 
 
 def test_loader_reads_what_the_plan_promised(small_folder: Path):
     splits = load_tau22(small_folder)
-    plan = te.make_plan(te.Sizes(10, 1, 10, 10), seed=0)
+    plan = te.make_plan(te.Sizes(10, 1, 20, 20), seed=0)
     assert Counter(c.device for c in splits.train) == files_per_device(plan, "train")
     assert Counter(c.device for c in splits.eval) == files_per_device(plan, "eval")
     assert splits.classes == sorted(te.SCENES)

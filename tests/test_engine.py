@@ -203,7 +203,8 @@ def test_step_events_carry_the_window_means_and_where_they_happened():
         weight = weight - 0.1 * w.grad
     steps = events.of("step")
     assert [w for _, w in steps] == [
-        {"stage": 2, "stage_name": "top", "epoch": 2, "step": s} for s in (2, 4, 6)
+        {"stage": 2, "stage_name": "top", "epoch": 2, "step": s, "global_step": s}
+        for s in (2, 4, 6)
     ]
     for (values, _), pair in zip(steps, (losses[0:2], losses[2:4], losses[4:6]), strict=True):
         assert values["loss"] == pytest.approx(sum(pair) / 2, rel=1e-5)
@@ -219,7 +220,7 @@ def test_a_resumed_epoch_skips_the_batches_done_and_keeps_the_step_grid():
     loop.step = 1
     after: list[tuple[int, int]] = []
     _, sums, _ = run_one_epoch(
-        loop, skip=2, after_step=lambda lp, micro, s, w, logs: after.append((lp.step, micro))
+        loop, skip=2, after_step=lambda lp, micro, *rest: after.append((lp.step, micro))
     )
     assert loop.source.calls == [(2, 7)]
     assert loop.schedule.before == [1, 2]  # micro-batches 2 and 4 start steps 1 and 2
