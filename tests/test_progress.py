@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from harness.util import progress as progress_module
@@ -23,6 +25,7 @@ def test_harness_progress_switches_the_bars(monkeypatch, value, shown):
 
 def test_a_bar_shows_its_name_count_and_options_on_stderr_then_clears(monkeypatch, capsys):
     monkeypatch.setenv("HARNESS_PROGRESS", "1")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # bars only on a terminal
     assert list(progress(iter(range(3)), desc="epoch 1/3", total=3, unit="clip")) == [0, 1, 2]
     err = capsys.readouterr().err
     assert "epoch 1/3" in err and "0/3" in err and "clip" in err
