@@ -20,6 +20,7 @@ from harness.results.stats import (
     detectable_difference,
     holm,
     paired_power,
+    seed_statistics,
     seeds_needed,
     summarize,
 )
@@ -58,7 +59,9 @@ def runs():
     out += [record(f"i{s}", "icl", "none", s, a=a, s4=1.5, alpha=0.2) for s, a in ICL_A.items()]
     for alpha, values in ((0.5, UNPAIRED_A), (1.5, SINGLE_A), (0.8, FOREIGN_A)):
         out += [
-            record(f"a{alpha}s{s}", "icl", "none", s, a=a, s4=1.0, alpha=alpha)
+            # S4 varies with the seed only in the row without common seeds, so the column
+            # is an outcome of training (tested), not a fixed property of each row
+            record(f"a{alpha}s{s}", "icl", "none", s, a=a, s4=1.0 + (s == 6) * 0.1, alpha=alpha)
             for s, a in values.items()
         ]
     return out
@@ -123,17 +126,33 @@ def test_rows_are_compared_to_the_baseline_paired_by_seed(plugins):
         assert comparison.sd == pytest.approx(np.std(ours - theirs, ddof=1))
 
 
-def test_constant_differences_give_zero_width_intervals(plugins):
-    comparisons = mean_table(plugins).statistics.comparisons
-    shifted = comparisons[1]["logloss/s4"]  # 1.5 - 1.0 for every seed
+def test_constant_differences_give_zero_width_intervals():
+    base = {0: 1.0, 1: 0.5, 2: 2.0}  # exact in binary: the differences are exactly 0.5
+    shifted = compare_paired({s: v + 0.5 for s, v in base.items()}, base)
     assert (shifted.diff, shifted.diff_low, shifted.diff_high) == pytest.approx((0.5, 0.5, 0.5))
     with warnings.catch_warnings():  # scipy warns of the zero variance
         warnings.simplefilter("ignore", RuntimeWarning)
         assert shifted.p == stats.ttest_rel([1.5] * 3, [1.0] * 3).pvalue == 0.0
-    assert shifted.significant and shifted.detectable == 0.0
-    equal = comparisons[2]["logloss/s4"]  # 1.0 - 1.0: nothing to detect
+    assert shifted.detectable == 0.0
+    equal = compare_paired(BASE_A, BASE_A)  # nothing to detect
     assert (equal.diff, equal.diff_low, equal.diff_high, equal.p) == (0.0, 0.0, 0.0, 1.0)
-    assert not equal.significant and equal.seeds_needed is None
+
+
+def test_a_column_that_no_seed_changes_is_compared_but_not_tested():
+    """A column that is one value per row whatever the seed (a parameter count, a chance
+    level) is a property of the configuration: its differences get no interval, p-value or
+    mark, and Holm's m counts only the other column's tests."""
+    base, other = {"tp": {0: 1.0, 1: 1.0}, "a": BASE_A}, {"tp": {0: 2.0, 1: 2.0}, "a": ICL_A}
+    statistics = seed_statistics([base, other], ["tp", "a"], "base", 0)
+    fixed = statistics.comparisons[1]["tp"]
+    assert fixed.diff == 1.0 and math.isnan(fixed.p) and not fixed.significant
+    assert fixed.note == "the same in every seed: not tested"
+    assert statistics.tests == 1 and "tp" not in statistics.detectable
+    tested = statistics.comparisons[1]["a"]
+    assert tested.p_holm == pytest.approx(tested.p)  # m = 1
+    # one seed per row shows no invariance: that column is compared as usual (n=1)
+    single = seed_statistics([{"tp": {0: 1.0}}, {"tp": {0: 2.0}}], ["tp"], "base", 0)
+    assert single.comparisons[1]["tp"].note == "1 common seed: no interval"
 
 
 def test_one_common_seed_and_no_common_seeds_are_notes_not_numbers(plugins):

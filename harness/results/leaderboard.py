@@ -637,6 +637,8 @@ def comparison_text(table: Table, row: int, column: Column) -> str:
     if comparison.n_pairs == 0:
         return comparison.note
     text = f"Δ {comparison.diff:+.3f}"
+    if comparison.note and comparison.n_pairs > 1:  # a column no seed changes: no test
+        return f"{text} ({comparison.note})"
     if comparison.n_pairs == 1:
         return f"{text} (n=1, no interval)"
     mark = "*" if comparison.significant else "n.s."

@@ -238,7 +238,7 @@ class Detectable:
 def pooled_detectable(comparisons: Sequence[Comparison]) -> Detectable | None:
     """:class:`Detectable` over the comparisons with at least 2 pairs (the paired stds pooled
     by their degrees of freedom; the fewest pairs among them), or None without any."""
-    usable = [c for c in comparisons if c.n_pairs >= 2]
+    usable = [c for c in comparisons if c.n_pairs >= 2 and _finite(c.sd)]
     if not usable:
         return None
     dof = sum(c.n_pairs - 1 for c in usable)
@@ -275,6 +275,29 @@ class SeedStatistics:
         return sum(math.isfinite(c.p) for row in rows for c in row.values())
 
 
+def seed_invariant(rows: Sequence[SeedValues], key: str) -> bool:
+    """Whether every row's finite values of ``key`` are one value whatever the seed (a
+    parameter count, a chance level): a property of the configuration, not an outcome of
+    training, so comparing it is arithmetic, not a test."""
+    repeated = False  # some row has the value of two seeds or more (else nothing shows it)
+    for row in rows:
+        values = [v for v in row.get(key, {}).values() if _finite(v)]
+        if len(set(values)) > 1:
+            return False
+        repeated = repeated or len(values) > 1
+    return repeated
+
+
+def untested(comparison: Comparison) -> Comparison:
+    """``comparison`` with its difference kept and no test (the column does not vary with
+    the seed): no interval, p-value or significance, not counted in Holm's correction."""
+    if comparison.n_pairs == 0:
+        return comparison
+    return Comparison(
+        comparison.n_pairs, diff=comparison.diff, note="the same in every seed: not tested"
+    )
+
+
 def seed_statistics(
     rows: Sequence[SeedValues],
     keys: Sequence[str],
@@ -288,10 +311,16 @@ def seed_statistics(
     if baseline_row is None:
         return SeedStatistics(summaries, baseline)
     reference = rows[baseline_row]
+    fixed = {k for k in keys if seed_invariant(rows, k)}
     raw = [
         {}
         if i == baseline_row
-        else {k: compare_paired(row.get(k, {}), reference.get(k, {})) for k in keys}
+        else {
+            k: untested(compare_paired(row.get(k, {}), reference.get(k, {})))
+            if k in fixed
+            else compare_paired(row.get(k, {}), reference.get(k, {}))
+            for k in keys
+        }
         for i, row in enumerate(rows)
     ]
     flat = with_holm([c for row in raw for c in row.values()])

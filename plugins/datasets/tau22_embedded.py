@@ -76,9 +76,10 @@ Sizes (defaults, multiplied by ``scale``)
     recording, the same second for every device), so ``s4`` .. ``s6`` appear only here.
     Many recordings with one second each, because the recording, not the second, decides how
     much a metric moves with the choice of evaluation clips: one trained model's overall
-    log-loss varies with an sd of 0.065 over evaluation sets of 30 recordings x 70 files
-    (the sizes before), 0.059 with all 300 seconds of those 30 recordings, and about 0.03
-    with 200 recordings (``benchmarks/power``, docs/statistics.md "How many seeds").
+    log-loss (CE, 10 epochs) varies with an sd of 0.128 over evaluation sets of 30 recordings
+    x 70 files (the sizes before), 0.106 with all 300 seconds of those 30 recordings, and
+    about 0.05 with 200 recordings (``benchmarks/power``, docs/statistics.md "How many
+    seeds").
 
 Difficulty (generator version 1, default sizes; chance is 10 %)
     Logistic regression on the mean and standard deviation of 64 log-mel bands, trained on
