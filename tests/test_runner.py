@@ -39,11 +39,12 @@ VALIDATED = (
     "--set", "run.warmup_epochs=1",
     "--set", "run.plateau_patience=0",
     "--set", "run.checkpoint_every_steps=1",
-    "--set", "run.sync_every=1",
+    "--set", "run.sync_every=1", "--set", "run.log_every=1",
 )  # fmt: skip
 STAGED = (
     "--method", "staged", "--batch-size", "6",
     "--set", "run.checkpoint_every_steps=1", "--set", "run.sync_every=1",
+    "--set", "run.log_every=1",
 )  # fmt: skip
 
 
@@ -130,7 +131,7 @@ def test_a_mid_epoch_checkpoint_holds_the_whole_training_state(tmp_path, monkeyp
     assert set(saved) == {
         "format", "config_hash", "world", "position", "backbone", "method", "rng", "log",
         "global_step", "best", "metrics_offset", "optimizer", "plateau", "scaler",
-        "generator", "epoch_generator", "sums", "window", "health",
+        "generator", "epoch_generator", "sums", "window", "recent", "health",
     }  # fmt: skip
     assert saved["health"]["collapse"] is None and saved["health"]["last"]["effective_rank"] > 2
     assert saved["position"] == {"stage": 1, "epoch": 1, "step": 5, "micro": 4}
