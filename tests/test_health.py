@@ -71,10 +71,12 @@ def test_health_values_and_the_collapse_thresholds():
     assert values["dim_std_min"] == 0.0
     assert values["effective_rank"] == pytest.approx(1.0)
     assert values["centered_rank"] == pytest.approx(1.0)  # rows (-1, 0) and (1, 0)
-    assert is_collapsed(values)  # centred rank 1 < 2, although the spread is 2 / 2 = 1
+    # one direction of variation is no collapse (a two-class task may need no more); a
+    # spread of 2 / 2 = 1 is far from one point
+    assert not is_collapsed(values)
     assert is_collapsed({"centered_rank": 5.0, "relative_spread": 0.024})
-    assert not is_collapsed({"centered_rank": 2.0, "relative_spread": 0.025})
-    assert is_collapsed({"centered_rank": math.nan, "relative_spread": 1.0})
+    assert not is_collapsed({"centered_rank": 1.0, "relative_spread": 0.025})
+    assert is_collapsed({"centered_rank": 5.0, "relative_spread": math.nan})
     assert not is_collapsed(representation_health(torch.eye(4)))
 
 
@@ -111,7 +113,7 @@ def test_a_collapsing_run_is_warned_about_and_stored_as_collapsed(tmp_path, caps
     health = events(folder, "health")
     positions = [(e["stage"], e["epoch"], e["collapsed"]) for e in health]
     assert positions == [(1, 1, True), (1, 2, True)]
-    assert health[0]["centered_rank"] < 2 and health[0]["relative_spread"] < 0.025
+    assert health[0]["relative_spread"] < 0.025
     assert health[0]["dim_std_min"] == pytest.approx(0.0, abs=1e-6)
     warnings = [
         line for line in (folder / "log.txt").read_text().splitlines() if "collapsed" in line
@@ -133,7 +135,7 @@ def test_a_healthy_run_is_not_warned_about(tmp_path, capsys):
     health = events(folder, "health")
     assert [e["epoch"] for e in health] == [1, 2, 3]
     assert not any(e["collapsed"] for e in health)
-    assert all(e["centered_rank"] >= 2 and e["relative_spread"] >= 0.025 for e in health)
+    assert all(e["relative_spread"] >= 0.025 for e in health)
     assert "collapsed" not in (folder / "log.txt").read_text()
     assert "WARNING" not in capsys.readouterr().err
     metrics = json.loads((folder / "metrics.json").read_text())

@@ -15,7 +15,6 @@ from harness.api import FeatureData
 from harness.data.loader import ClipAudio
 from harness.engine.health import (
     HEALTH_KEYS,
-    MIN_EFFECTIVE_RANK,
     MIN_RELATIVE_SPREAD,
     is_collapsed,
     representation_health,
@@ -106,8 +105,7 @@ class HealthProbe:
                 f"{values['centered_rank']:.3f}), relative spread "
                 f"{values['relative_spread']:.4f}, per-dimension std mean "
                 f"{values['dim_std_mean']:.3g} min {values['dim_std_min']:.3g} (collapsed: "
-                f"centred rank < {MIN_EFFECTIVE_RANK:g} or relative spread < "
-                f"{MIN_RELATIVE_SPREAD:g})"
+                f"relative spread < {MIN_RELATIVE_SPREAD:g})"
             )
         return values
 
