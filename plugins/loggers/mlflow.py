@@ -21,22 +21,12 @@ from typing import Any
 
 from harness import hookimpl
 from harness.api import Logger, UsageError
+from harness_plugins.loggers._common import event_values
 
-POSITION_KEYS = {"event", "stage", "stage_name", "epoch", "step", "global_step"}
 DB_FILE = "mlflow.db"
 MAX_PARAM_LENGTH = 6000
 """MLflow's limit on a parameter value's length."""
 
-
-def event_metrics(event: dict[str, Any]) -> dict[str, float]:
-    kind = event["event"]
-    if event.get("stage") == 0:
-        kind = f"{event['stage_name']}/{kind}"
-    return {
-        f"{kind}/{key}": float(value)
-        for key, value in event.items()
-        if key not in POSITION_KEYS and isinstance(value, int | float)
-    }
 
 
 class MlflowLogger(Logger):
@@ -88,7 +78,7 @@ class MlflowLogger(Logger):
         stamp = int(time.time() * 1000)
         metrics = [
             self._metric(key, value, stamp, self.last_step)
-            for key, value in event_metrics(event).items()
+            for key, value in event_values(event).items()
         ]
         self.client.log_batch(self.run_id, metrics=metrics)
 

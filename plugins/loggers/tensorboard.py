@@ -19,9 +19,9 @@ from typing import Any
 
 from harness import hookimpl
 from harness.api import Logger, UsageError
+from harness_plugins.loggers._common import POSITION_KEYS
 
 FOLDER = "tensorboard"
-POSITION_KEYS = {"event", "stage", "stage_name", "epoch", "step", "global_step"}
 
 
 class TensorBoardLogger(Logger):

@@ -19,21 +19,7 @@ from typing import Any
 
 from harness import hookimpl
 from harness.api import Logger, UsageError
-
-POSITION_KEYS = {"event", "stage", "stage_name", "epoch", "step", "global_step"}
-
-
-def event_values(event: dict[str, Any]) -> dict[str, float]:
-    """An event's numeric values as ``<event>/<key>`` (``<protocol>/<event>/<key>`` for a
-    protocol's training, ``stage`` 0)."""
-    kind = event["event"]
-    if event.get("stage") == 0:
-        kind = f"{event['stage_name']}/{kind}"
-    return {
-        f"{kind}/{key}": float(value)
-        for key, value in event.items()
-        if key not in POSITION_KEYS and isinstance(value, int | float)
-    }
+from harness_plugins.loggers._common import event_values
 
 
 class WandbLogger(Logger):
