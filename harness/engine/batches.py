@@ -14,9 +14,10 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from harness.api import Augmentation, Batch, FeatureData
+from harness.api import Augmentation, Batch, FeatureData, Sampling
 from harness.data.loader import ClipAudio, FeatureLoader, Loader
 from harness.engine.distributed import Ranks
+from harness.util.errors import UsageError
 
 
 class BatchSource(Protocol):
@@ -42,10 +43,11 @@ def batch_source(
     ranks: Ranks,
     drop_last: bool = False,
     workers: int = 0,
+    sampling: Sampling | None = None,
 ) -> BatchSource:
     """Batches of ``data`` on ``device`` (this rank's share): waveforms of a split's
-    :class:`ClipAudio`, rows of :class:`FeatureData`, or ``data`` itself when it already is
-    a batch source."""
+    :class:`ClipAudio` (drawn per epoch as ``sampling`` says), rows of :class:`FeatureData`,
+    or ``data`` itself when it already is a batch source."""
     if isinstance(data, FeatureData):
         return FeatureLoader(data, batch_size, device, drop_last, ranks.rank, ranks.world)
     if isinstance(data, ClipAudio):
@@ -57,7 +59,10 @@ def batch_source(
             workers=workers,
             rank=ranks.rank,
             world=ranks.world,
+            sampling=sampling,
         )
+    if sampling is not None and sampling.kind != "uniform":
+        raise UsageError(f"sampler {sampling.kind!r} draws only from a split's waveforms")
     return data
 
 

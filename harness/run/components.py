@@ -19,6 +19,7 @@ from harness.api import (
     Method,
     Protocol,
     RunSettings,
+    Sampling,
     Task,
 )
 from harness.data.audio_cache import cache_folder, cached_audio, check_writable
@@ -180,6 +181,11 @@ class RunParts:
             return None
         if not run.shards:
             raise UsageError("run.data_source=shards needs run.shards (a shard folder)")
+        if run.sampler != "uniform":
+            raise UsageError(
+                f"run.sampler={run.sampler} cannot draw from streamed shards (run.data_source="
+                "shards reads each shard in sequence); use run.data_source=cache or raw"
+            )
         shards = read_manifest(run.shards, run.shards_url)
         train = self.decoded("train")
         check_against_split(shards, train.clips, train.sample_rate, train.source.length)
@@ -215,8 +221,14 @@ class RunParts:
                 workers=self.workers,
                 rank=ranks.rank,
                 world=ranks.world,
+                sampling=self.sampling() if train and split == "train" else None,
             )
         return self._loaders[key]
+
+    def sampling(self) -> Sampling:
+        """How the method's training draws each epoch (``run.sampler``)."""
+        run = self.cfg.run
+        return Sampling(run.sampler, run.samples_per_epoch, run.sampler_replacement)
 
     # -- augmentations, front-end, backbone, method ---------------------------
 
