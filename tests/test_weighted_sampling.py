@@ -47,7 +47,8 @@ def test_weights_are_the_sum_of_inverse_label_counts_by_hand():
     assert weights.tolist() == [0.5, 1.0, 1.5, 0.0]
     # single-label: three clips of class 0, one of class 2, one unlabeled (class 1 unused)
     single = label_weights(torch.tensor([0, 0, 2, 0, -1]))
-    assert torch.allclose(single, torch.tensor([1 / 3, 1 / 3, 1.0, 1 / 3, 0.0], dtype=torch.float64))
+    expected = torch.tensor([1 / 3, 1 / 3, 1.0, 1 / 3, 0.0], dtype=torch.float64)
+    assert torch.allclose(single, expected)
 
 
 def test_drawn_label_frequencies_approach_balanced():
@@ -163,7 +164,7 @@ def test_two_gloo_processes_draw_disjoint_equal_shares_of_one_draw(tmp_path):
     assert shares[0] | shares[1] == {i for b in whole for i in b}
 
 
-WEIGHTED = ("--set", "run.sampler=label-weighted", "--set", "run.samples_per_epoch=20")
+WEIGHTED = ("--set", "run.sampler=label-weighted", "--set", "run.samples_per_epoch=16")
 
 
 @pytest.mark.slow

@@ -17,8 +17,8 @@ SpecAugment frequency and time masks apply when their options are above 0.
 ``recipe`` picks AudioMAE's published fine-tuning values for a Table 4 data set
 (``audioset-20k``, ``esc50``, ``scv2``, ``voxceleb1``; docs/defaults.md lists them with
 their sources) or for the unbalanced AudioSet-2M (``audioset-2m``: 200k clips per epoch
-drawn by label weight, the core's ``label-weighted`` sampler); ``small`` (the default) keeps CPU runs short. An option set explicitly
-overrides its recipe value; the resolved values are recorded with the run.
+drawn by label weight, the core's ``label-weighted`` sampler); ``small`` (the default)
+keeps CPU runs short. An option set explicitly overrides its recipe value; the resolved values are recorded with the run.
 """
 
 from __future__ import annotations
