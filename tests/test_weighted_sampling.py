@@ -65,7 +65,7 @@ def test_drawn_label_frequencies_approach_balanced():
     assert np.abs(shares - 1 / 3).max() < 0.015, shares
     # multi-label: each clip is drawn in proportion to its weight
     generator = torch.Generator().manual_seed(0)
-    targets = (torch.rand(60, 5, generator=generator) < torch.tensor([0.8, 0.4, 0.2, 0.1, 0.05]))
+    targets = torch.rand(60, 5, generator=generator) < torch.tensor([0.8, 0.4, 0.2, 0.1, 0.05])
     targets[:, 0] |= targets.sum(1) == 0  # every clip carries a label
     multi = toy_audio([-1] * 60, targets.float())
     loader = Loader(multi, 100, CPU, True, sampling=sampling)

@@ -402,8 +402,10 @@ class ShardWaves(WaveSource):
             row = np.load(io.BytesIO(data), allow_pickle=False)
         except ValueError as err:
             raise DataError(f"shard {path} is corrupt: {err}") from None
-        if row.dtype != np.int16 or row.shape != (self.length,) or zlib.crc32(row) != record.get(
-            "crc32"
+        if (
+            row.dtype != np.int16
+            or row.shape != (self.length,)
+            or zlib.crc32(row) != record.get("crc32")
         ):
             raise DataError(f"shard {path} is corrupt: clip {key} fails its checks")
         return row.astype(np.float32) * np.float32(record["scale"] / FULL_SCALE)

@@ -18,7 +18,8 @@ SpecAugment frequency and time masks apply when their options are above 0.
 (``audioset-20k``, ``esc50``, ``scv2``, ``voxceleb1``; docs/defaults.md lists them with
 their sources) or for the unbalanced AudioSet-2M (``audioset-2m``: 200k clips per epoch
 drawn by label weight, the core's ``label-weighted`` sampler); ``small`` (the default)
-keeps CPU runs short. An option set explicitly overrides its recipe value; the resolved values are recorded with the run.
+keeps CPU runs short. An option set explicitly overrides its recipe value; the resolved
+values are recorded with the run.
 """
 
 from __future__ import annotations
@@ -108,9 +109,7 @@ def recipe_sampling(recipe: str, train: SplitAudio) -> Sampling:
     if sampling.kind == "uniform" or train.targets is None:
         return sampling
     labeled = int((train.targets.sum(dim=1) > 0).sum())
-    return dataclasses.replace(
-        sampling, samples_per_epoch=min(sampling.samples_per_epoch, labeled)
-    )
+    return dataclasses.replace(sampling, samples_per_epoch=min(sampling.samples_per_epoch, labeled))
 
 
 def optimizer_groups(
