@@ -48,6 +48,8 @@ def batch_source(
     """Batches of ``data`` on ``device`` (this rank's share): waveforms of a split's
     :class:`ClipAudio` (drawn per epoch as ``sampling`` says), rows of :class:`FeatureData`,
     or ``data`` itself when it already is a batch source."""
+    if sampling is not None and sampling.kind != "uniform" and not isinstance(data, ClipAudio):
+        raise UsageError(f"sampler {sampling.kind!r} draws only from a split's waveforms")
     if isinstance(data, FeatureData):
         return FeatureLoader(data, batch_size, device, drop_last, ranks.rank, ranks.world)
     if isinstance(data, ClipAudio):
@@ -61,8 +63,6 @@ def batch_source(
             world=ranks.world,
             sampling=sampling,
         )
-    if sampling is not None and sampling.kind != "uniform":
-        raise UsageError(f"sampler {sampling.kind!r} draws only from a split's waveforms")
     return data
 
 
