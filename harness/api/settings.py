@@ -42,6 +42,16 @@ class RunSettings:
     shards_url: str = ""
     """Stream the shards from here instead of the manifest's folder: a URL prefix or a
     template with ``{name}`` (``pipe:curl -s http://host/audioset/{name}``)."""
+    sampler: Literal["uniform", "label-weighted"] = "uniform"
+    """How the method's training draws each epoch: every clip once in a fresh order, or
+    ``run.samples_per_epoch`` clips drawn by label weight (each clip's weight the sum over
+    its labels of 1 / the label's training-clip count; AudioMAE's AudioSet-2M sampler).
+    Not with ``data_source=shards`` (streamed shards cannot be drawn from at random)."""
+    samples_per_epoch: int = 0
+    """Clips drawn per epoch by the label-weighted sampler (0: the split's clip count)."""
+    sampler_replacement: bool = False
+    """Whether the label-weighted sampler may draw a clip more than once per epoch
+    (AudioMAE: no)."""
     shuffle_buffer: int = 1000
     """Clips each data worker shuffles among when streaming shards."""
     data_outside_root: bool = False
@@ -101,6 +111,7 @@ class RunSettings:
         plateau_factor=Domain(gt=0, lt=1, help="Factor of the lr drop on a plateau."),
         threads=non_negative("CPU threads for torch (0: torch's default)."),
         workers=non_negative("DataLoader workers per process (none: auto)."),
+        samples_per_epoch=non_negative("Clips drawn per epoch, label-weighted (0: all)."),
         shuffle_buffer=at_least(1, "Clips each data worker shuffles among (shards)."),
         grad_accum=at_least(1, "Micro-batches per optimizer step."),
         grad_clip=non_negative("Clip the gradients' global norm to this (0: off)."),

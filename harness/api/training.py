@@ -56,6 +56,26 @@ def trainable_groups(modules: Iterable[nn.Module]) -> list[dict]:
     return [{"params": list(seen.values())}]
 
 
+SamplerKind = Literal["uniform", "label-weighted"]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How a training draws the clips of each epoch (``run.sampler``).
+
+    ``uniform``: every clip once per epoch, in a fresh random order. ``label-weighted``
+    (AudioMAE's fine-tuning on the unbalanced AudioSet-2M): ``samples_per_epoch`` clips
+    drawn with probability proportional to the clip's weight, the sum over its labels of
+    1 / (training clips carrying that label), so rare classes are seen about as often as
+    common ones; without ``replacement`` a clip is drawn at most once per epoch.
+    """
+
+    kind: SamplerKind = "uniform"
+    samples_per_epoch: int = 0
+    """Clips drawn per epoch (0: as many as the split has)."""
+    replacement: bool = False
+
+
 @dataclass
 class FeatureData:
     """Precomputed inputs of a training (e.g. cached clip embeddings): row ``i`` of
@@ -126,6 +146,8 @@ class Training:
     validate: Callable[[], dict[str, float]] | None = None
     """After every epoch: values for the epoch's event and log line (e.g. a protocol's
     held-out score for model selection); called on every process."""
+    sampling: Sampling = field(default_factory=Sampling)
+    """How each epoch's clips are drawn from waveform data (default: each once, shuffled)."""
 
 
 @dataclass
@@ -181,6 +203,7 @@ def TrainingJob(
     seed: int = 0,
     log_epochs: bool = True,
     validate: Callable[[], dict[str, float]] | None = None,
+    sampling: Sampling | None = None,
 ) -> Training:
     """The :class:`Training` of an evaluation protocol's model with one optimizer (kept for
     plugins written against the former job type; the arguments are those of
@@ -204,4 +227,5 @@ def TrainingJob(
         seed=seed,
         log_epochs=log_epochs,
         validate=validate,
+        sampling=sampling or Sampling(),
     )

@@ -14,7 +14,7 @@ import json
 import pickle
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -42,6 +42,9 @@ class Embedder:
     embed: Callable[[str], Tensor]
     fingerprint: str | None = None
     """The backbone's :func:`backbone_fingerprint` (taken on first use)."""
+    split_keys: dict[str, str] = field(default_factory=dict)
+    """Keys of splits whose clips are read from elsewhere than their files (the training
+    split of a shards run: its shards' fingerprint), used instead of the files' stats."""
 
     def cached(self, split: str, cache: bool = True) -> Tensor:
         """The split's embeddings through the on-disk cache (``cache=False``: computed)."""
@@ -93,7 +96,7 @@ def embedding_cache_dir(ctx: Embedder, split: str, backbone_hash: str) -> Path:
     digest = hashlib.blake2b(digest_size=16)
     parts = (
         backbone_hash,
-        clips_fingerprint(clips),
+        ctx.split_keys.get(split) or clips_fingerprint(clips),
         ctx.backbone.sample_rate,
         split_seconds(ctx, split),
     )

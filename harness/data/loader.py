@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.data import Dataset as TorchDataset
 
-from harness.api import Batch, Clip, FeatureData, multi_hot
+from harness.api import Batch, Clip, FeatureData, Sampling, multi_hot
 from harness.data.audio import fit_length, read_audio, resample
 from harness.util.errors import DataError, HarnessError, UsageError
 from harness.util.progress import progress
@@ -301,14 +301,66 @@ class ClipDataset(TorchDataset):
         return torch.from_numpy(np.ascontiguousarray(self.source.read(int(i)))), int(i)
 
 
+def label_weights(labels: Tensor, targets: Tensor | None = None) -> Tensor:
+    """Each clip's sampling weight: the sum over its labels of 1 / (clips carrying that
+    label), float64 ``[N]`` (AudioMAE's ``gen_weight.py`` without its 1000 / (count + 0.01)
+    scale and offset). ``targets``: multi-hot ``[N, C]`` label sets; else single ``labels``
+    (-1: unlabeled). A clip without labels weighs 0 and is never drawn."""
+    if targets is None:
+        labeled = labels >= 0
+        classes = int(labels.max()) + 1 if bool(labeled.any()) else 1
+        targets = torch.zeros(len(labels), classes, dtype=torch.float64)
+        rows = torch.arange(len(labels))[labeled]
+        targets[rows, labels[labeled]] = 1.0
+    present = targets.to(torch.float64) > 0
+    counts = present.sum(dim=0).to(torch.float64)
+    per_label = torch.where(counts > 0, 1.0 / counts.clamp_min(1), torch.zeros_like(counts))
+    return (present.to(torch.float64) * per_label).sum(dim=1)
+
+
+class WeightedDraw:
+    """A label-weighted epoch: ``draws`` clips drawn by ``weights`` (one ``multinomial`` of
+    the epoch's generator, so a resumed epoch redraws the same clips)."""
+
+    def __init__(self, weights: Tensor, draws: int, replacement: bool) -> None:
+        drawable = int((weights > 0).sum())
+        if drawable == 0:
+            raise UsageError("run.sampler=label-weighted: no training clip carries a label")
+        if not replacement and draws > drawable:
+            raise UsageError(
+                f"run.samples_per_epoch={draws} exceeds the {drawable} labeled training clips "
+                "a draw without replacement can give (lower it or set run.sampler_replacement)"
+            )
+        self.weights, self.draws, self.replacement = weights, draws, replacement
+
+    def order(self, generator: torch.Generator | None) -> Tensor:
+        return torch.multinomial(self.weights, self.draws, self.replacement, generator=generator)
+
+
+def weighted_draw(sampling: Sampling, labels: Tensor, targets: Tensor | None) -> WeightedDraw:
+    """The epoch draw of ``sampling`` (label-weighted) over a split's labels."""
+    draws = sampling.samples_per_epoch or len(labels)
+    return WeightedDraw(label_weights(labels, targets), draws, sampling.replacement)
+
+
 class OrderSampler(Sampler[list[int]]):
     """Batches of an order the main process sets before each pass (a fresh permutation
-    per epoch, or ``0..N-1``), optionally this rank's share of each global batch."""
+    per epoch, ``0..N-1``, or a label-weighted draw), optionally this rank's share of each
+    global batch."""
 
     def __init__(
-        self, n: int, batch_size: int, drop_last: bool, rank: int = 0, world: int = 1
+        self,
+        n: int,
+        batch_size: int,
+        drop_last: bool,
+        rank: int = 0,
+        world: int = 1,
+        draw: WeightedDraw | None = None,
     ) -> None:
-        self.n, self.batch_size, self.drop_last = n, batch_size, drop_last
+        self.draw = draw
+        self.n = draw.draws if draw is not None else n
+        """Clips of one pass (the draw's size for a weighted draw)."""
+        self.batch_size, self.drop_last = batch_size, drop_last
         self.rank, self.world = rank, world
         self.order = torch.arange(n)
         self.skip = 0
@@ -318,14 +370,15 @@ class OrderSampler(Sampler[list[int]]):
         return num_batches(self.n, self.batch_size, self.drop_last)
 
     def start_pass(self, generator: torch.Generator | None, skip: int) -> None:
-        """Set the next pass's order (one ``randperm`` draw of ``generator``, else in order)
-        and the batches it leaves out at its start."""
+        """Set the next pass's order (one ``randperm`` draw of ``generator``, or the weighted
+        draw's ``multinomial``; else in order) and the batches it leaves out at its start."""
         self.skip = skip
-        self.order = (
-            torch.randperm(self.n, generator=generator)
-            if generator is not None
-            else torch.arange(self.n)
-        )
+        if self.draw is not None:
+            self.order = self.draw.order(generator)
+        elif generator is not None:
+            self.order = torch.randperm(self.n, generator=generator)
+        else:
+            self.order = torch.arange(self.n)
 
     def __iter__(self) -> Iterator[list[int]]:
         stop = (
@@ -365,10 +418,14 @@ class Loader:
         workers: int = 0,
         rank: int = 0,
         world: int = 1,
+        sampling: Sampling | None = None,
     ) -> None:
         self.audio = audio
         self.torch_device = torch_device
-        self.sampler = OrderSampler(len(audio), batch_size, drop_last, rank, world)
+        draw = None
+        if sampling is not None and sampling.kind == "label-weighted":
+            draw = weighted_draw(sampling, audio.labels, audio.targets)
+        self.sampler = OrderSampler(len(audio), batch_size, drop_last, rank, world, draw)
         workers = 0 if audio.in_memory else workers
         self.loader = DataLoader(
             ClipDataset(audio.source),

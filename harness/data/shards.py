@@ -61,6 +61,7 @@ from harness.data.loader import (
     PREFETCH_FACTOR,
     ClipAudio,
     ClipDataset,
+    WaveSource,
     ignore_job_signals,
     worker_message,
 )
@@ -345,6 +346,77 @@ def check_against_split(shards: ShardSet, clips: list[Clip], sample_rate: int, l
             f"{where} were written from another clip list ({shards.clips} clips) than this "
             f"run's training split ({len(clips)} clips); write them with the run's data settings"
         )
+
+
+def shards_fingerprint(shards: ShardSet) -> str:
+    """What identifies the clips of a shard set: its clip list and every shard's sha256 (a
+    key for caches of the split that must not stat the clips' own files)."""
+    digest = hashlib.sha256(f"{shards.clip_list}|{shards.sample_rate}|{shards.length}".encode())
+    digest.update("|".join(shards.sha256).encode())
+    return digest.hexdigest()[:24]
+
+
+class ShardWaves(WaveSource):
+    """The split's clips read by position from local shards, never from the clips' files.
+
+    Clip ``i`` of the split is the member ``<i:010d>`` of the shard whose range holds it
+    (shards hold consecutive clips in name order); a shard's member offsets are read from
+    its tar headers the first time a clip of it is read (in each process), so a probe of a
+    few clips touches only their shards. Values equal the streamed clips exactly."""
+
+    def __init__(self, shards: ShardSet) -> None:
+        if not shards.local:
+            raise UsageError(f"shards of {shards.manifest_path} are not local files")
+        self.shards = shards
+        self.length = shards.length
+        self.starts = np.cumsum((0, *shards.counts))
+        self._members: dict[int, dict[str, tuple[int, int]]] = {}
+
+    def __len__(self) -> int:
+        return self.shards.clips
+
+    def members(self, shard: int) -> dict[str, tuple[int, int]]:
+        """``name -> (offset, size)`` of the members of ``shard``."""
+        if shard not in self._members:
+            path = self.shards.url(shard)
+            try:
+                with tarfile.open(path) as tar:
+                    found = {m.name: (m.offset_data, m.size) for m in tar}
+            except (OSError, tarfile.TarError) as err:
+                raise DataError(f"shard {path} is corrupt or unreadable: {err}") from None
+            self._members[shard] = found
+        return self._members[shard]
+
+    def read(self, i: int) -> np.ndarray:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        shard = int(np.searchsorted(self.starts, i, side="right")) - 1
+        path, key = self.shards.url(shard), f"{i:010d}"
+        members = self.members(shard)
+        if f"{key}.npy" not in members or f"{key}.json" not in members:
+            raise DataError(f"shard {path} is corrupt: clip {key} is missing")
+        with open(path, "rb") as fh:
+            data, text = (read_member(fh, *members[f"{key}.{ext}"]) for ext in ("npy", "json"))
+        try:
+            record = json.loads(text)
+            row = np.load(io.BytesIO(data), allow_pickle=False)
+        except ValueError as err:
+            raise DataError(f"shard {path} is corrupt: {err}") from None
+        if (
+            row.dtype != np.int16
+            or row.shape != (self.length,)
+            or zlib.crc32(row) != record.get("crc32")
+        ):
+            raise DataError(f"shard {path} is corrupt: clip {key} fails its checks")
+        return row.astype(np.float32) * np.float32(record["scale"] / FULL_SCALE)
+
+
+def read_member(fh: io.BufferedReader, offset: int, size: int) -> bytes:
+    fh.seek(offset)
+    data = fh.read(size)
+    if len(data) != size:
+        raise DataError(f"shard {fh.name} is truncated")
+    return data
 
 
 # -- the epoch's plan -------------------------------------------------------------------------

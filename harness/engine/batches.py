@@ -14,9 +14,10 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from harness.api import Augmentation, Batch, FeatureData
+from harness.api import Augmentation, Batch, FeatureData, Sampling
 from harness.data.loader import ClipAudio, FeatureLoader, Loader
 from harness.engine.distributed import Ranks
+from harness.util.errors import UsageError
 
 
 class BatchSource(Protocol):
@@ -42,10 +43,13 @@ def batch_source(
     ranks: Ranks,
     drop_last: bool = False,
     workers: int = 0,
+    sampling: Sampling | None = None,
 ) -> BatchSource:
     """Batches of ``data`` on ``device`` (this rank's share): waveforms of a split's
-    :class:`ClipAudio`, rows of :class:`FeatureData`, or ``data`` itself when it already is
-    a batch source."""
+    :class:`ClipAudio` (drawn per epoch as ``sampling`` says), rows of :class:`FeatureData`,
+    or ``data`` itself when it already is a batch source."""
+    if sampling is not None and sampling.kind != "uniform" and not isinstance(data, ClipAudio):
+        raise UsageError(f"sampler {sampling.kind!r} draws only from a split's waveforms")
     if isinstance(data, FeatureData):
         return FeatureLoader(data, batch_size, device, drop_last, ranks.rank, ranks.world)
     if isinstance(data, ClipAudio):
@@ -57,6 +61,7 @@ def batch_source(
             workers=workers,
             rank=ranks.rank,
             world=ranks.world,
+            sampling=sampling,
         )
     return data
 

@@ -165,7 +165,13 @@ class Engine:
     def _fit(self, spec: Training, hooks: FitHooks, resume: Resume | None) -> TrainingResult:
         spec.model.to(self.device)
         source = batch_source(
-            spec.data, spec.batch_size, self.device, self.ranks, spec.drop_last, self.workers
+            spec.data,
+            spec.batch_size,
+            self.device,
+            self.ranks,
+            spec.drop_last,
+            self.workers,
+            spec.sampling,
         )
         try:
             return self.train_epochs(spec, self.loop(spec, source), hooks, resume)

@@ -106,7 +106,14 @@ UNHASHED_RUN_KEYS = (
 hash, so a run resumes (and compares) whatever its checkpoint frequency and loggers."""
 
 
-HASHED_WHEN_SET = {"data_source": "cache", "shuffle_buffer": 1000, "ema": 0.0}
+HASHED_WHEN_SET = {
+    "data_source": "cache",
+    "shuffle_buffer": 1000,
+    "ema": 0.0,
+    "sampler": "uniform",
+    "samples_per_epoch": 0,
+    "sampler_replacement": False,
+}
 """Run settings added after runs were stored: hashed only away from their default (which
 reproduces the earlier runs), so the earlier runs keep their hashes."""
 

@@ -5,6 +5,7 @@ writes to."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import numpy as np
@@ -19,11 +20,19 @@ from harness.api import (
     Method,
     Protocol,
     RunSettings,
+    Sampling,
     Task,
 )
 from harness.data.audio_cache import cache_folder, cached_audio, check_writable
 from harness.data.loader import ClipAudio, Loader, resolve_workers, split_audio
-from harness.data.shards import ShardLoader, ShardSet, check_against_split, read_manifest
+from harness.data.shards import (
+    ShardLoader,
+    ShardSet,
+    ShardWaves,
+    check_against_split,
+    read_manifest,
+    shards_fingerprint,
+)
 from harness.engine import distributed
 from harness.engine.batches import prepare_batch
 from harness.registry.checkpoints import load_backbone_checkpoint
@@ -160,18 +169,29 @@ class RunParts:
     def audio(self, split: str) -> ClipAudio:
         """The split's waveforms at the backbone's sample rate (read once, cached).
 
-        With ``run.data_source=raw``, and for the training split streamed from shards (whose
-        files only the health probe reads), the clips are decoded from their files."""
+        With ``run.data_source=raw`` the clips are decoded from their files. The training
+        split of a shards run is read from its shards (local ones by position; shards
+        streamed from URLs leave only the health probe and the protocols that read the
+        training split decoding its files); its other splits come from the cache."""
         if split not in self._audio:
             audio = self.decoded(split)
             source = self.cfg.run.data_source
-            if source == "cache" or (source == "shards" and split != "train"):
+            if split == "train" and self.shards is not None and self.shards.local:
+                audio = dataclasses.replace(audio, wave=ShardWaves(self.shards))
+            elif source == "cache" or (source == "shards" and split != "train"):
                 with distributed.main_first():
                     audio = cached_audio(
                         audio, self.cfg.run.audio_cache, self.workers, desc=f"{split} audio"
                     )
             self._audio[split] = audio
         return self._audio[split]
+
+    def file_free_splits(self) -> dict[str, str]:
+        """Splits read without their clips' files, with the key caches use for them instead
+        of the files' stats: the training split of a run on local shards."""
+        if self.shards is None or not self.shards.local:
+            return {}
+        return {"train": shards_fingerprint(self.shards)}
 
     def training_shards(self) -> ShardSet | None:
         """``run.shards`` read and checked against the training split (shards only)."""
@@ -180,6 +200,11 @@ class RunParts:
             return None
         if not run.shards:
             raise UsageError("run.data_source=shards needs run.shards (a shard folder)")
+        if run.sampler != "uniform":
+            raise UsageError(
+                f"run.sampler={run.sampler} cannot draw from streamed shards (run.data_source="
+                "shards reads each shard in sequence); use run.data_source=cache or raw"
+            )
         shards = read_manifest(run.shards, run.shards_url)
         train = self.decoded("train")
         check_against_split(shards, train.clips, train.sample_rate, train.source.length)
@@ -215,8 +240,14 @@ class RunParts:
                 workers=self.workers,
                 rank=ranks.rank,
                 world=ranks.world,
+                sampling=self.sampling() if train and split == "train" else None,
             )
         return self._loaders[key]
+
+    def sampling(self) -> Sampling:
+        """How the method's training draws each epoch (``run.sampler``)."""
+        run = self.cfg.run
+        return Sampling(run.sampler, run.samples_per_epoch, run.sampler_replacement)
 
     # -- augmentations, front-end, backbone, method ---------------------------
 

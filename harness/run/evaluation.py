@@ -89,7 +89,9 @@ class Evaluation:
             seed=parts.cfg.run.seed,
             audio=parts.audio,
             predict=self.predict,
-            embed=Embedder(parts.splits, parts.backbone, self.embeddings).cached,
+            embed=Embedder(
+                parts.splits, parts.backbone, self.embeddings, split_keys=parts.file_free_splits()
+            ).cached,
             train=lambda spec: self.engine.fit(spec, FitHooks(log=parts.log)),
             infer=self.infer,
         )

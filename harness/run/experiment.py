@@ -250,7 +250,7 @@ def run_experiment(
     experiment.partial_dir = partial_root(out_dir) / run_id
     experiment.checkpoints.created = created.isoformat()
     try:
-        check_audio_headers(experiment.splits)
+        check_audio_headers(experiment.splits, skip=experiment.parts.file_free_splits())
         # read (and check) every sample before the first step
         for split in ("train", "eval", "valid") if experiment.has_valid else ("train", "eval"):
             experiment.parts.audio(split)

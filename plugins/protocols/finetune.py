@@ -16,8 +16,10 @@ SpecAugment frequency and time masks apply when their options are above 0.
 
 ``recipe`` picks AudioMAE's published fine-tuning values for a Table 4 data set
 (``audioset-20k``, ``esc50``, ``scv2``, ``voxceleb1``; docs/defaults.md lists them with
-their sources); ``small`` (the default) keeps CPU runs short. An option set explicitly
-overrides its recipe value; the resolved values are recorded with the run.
+their sources) or for the unbalanced AudioSet-2M (``audioset-2m``: 200k clips per epoch
+drawn by label weight, the core's ``label-weighted`` sampler); ``small`` (the default)
+keeps CPU runs short. An option set explicitly overrides its recipe value; the resolved
+values are recorded with the run.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from harness.api import (
     EvalContext,
     Method,
     ProtocolResult,
+    Sampling,
     SplitAudio,
     StepOutput,
     TrainingJob,
@@ -55,7 +58,7 @@ from harness.api import (
 from harness_plugins.protocols._common import LabeledProtocol, accuracy_column, one_row_table
 from harness_plugins.protocols._multilabel import multi_label_scores, prior_scores
 
-Recipe = Literal["small", "audioset-20k", "esc50", "scv2", "voxceleb1"]
+Recipe = Literal["small", "audioset-20k", "audioset-2m", "esc50", "scv2", "voxceleb1"]
 
 RECIPES: dict[str, dict[str, float]] = {
     # The harness's CPU-sized values (the defaults before recipes existed).
@@ -68,6 +71,13 @@ RECIPES: dict[str, dict[str, float]] = {
     "audioset-20k": dict(
         epochs=60, batch_size=32, lr=1e-3 * 32 / 256, layer_decay=0.75, weight_decay=5e-4,
         warmup_fraction=4 / 60, mixup=0.5, freqm=48, timem=192,
+    ),
+    # AudioMAE submit_ft_mask_bal.sh (train_all.json): 100 epochs, 4 clips x 64 GPUs (8 nodes),
+    # blr 1e-3 (lr = blr * 256 / 256), warmup 10 epochs; mixup, masks, decays as above; the
+    # label-weighted sampler of RECIPE_SAMPLING.
+    "audioset-2m": dict(
+        epochs=100, batch_size=256, lr=1e-3 * 256 / 256, layer_decay=0.75, weight_decay=5e-4,
+        warmup_fraction=10 / 100, mixup=0.5, freqm=48, timem=192,
     ),
     # Unverified against a published script (docs/defaults.md): the AudioMAE paper's values.
     "esc50": dict(
@@ -83,6 +93,23 @@ RECIPES: dict[str, dict[str, float]] = {
         warmup_fraction=4 / 60, mixup=0.0, freqm=48, timem=192,
     ),
 }  # fmt: skip
+
+RECIPE_SAMPLING: dict[str, Sampling] = {
+    # AudioMAE main_finetune_as.py with --weight_sampler True --epoch_len 200000
+    # --replacement False: WeightedRandomSampler over gen_weight.py's per-clip label weights.
+    "audioset-2m": Sampling("label-weighted", samples_per_epoch=200_000, replacement=False),
+}
+"""Recipes that draw each epoch by label weight instead of every clip once."""
+
+
+def recipe_sampling(recipe: str, train: SplitAudio) -> Sampling:
+    """The recipe's sampling for ``train``: its epoch length at most the labeled clips
+    there are (a draw without replacement cannot give more; AudioSet-2M has 2M)."""
+    sampling = RECIPE_SAMPLING.get(recipe, Sampling())
+    if sampling.kind == "uniform" or train.targets is None:
+        return sampling
+    labeled = int((train.targets.sum(dim=1) > 0).sum())
+    return dataclasses.replace(sampling, samples_per_epoch=min(sampling.samples_per_epoch, labeled))
 
 
 def optimizer_groups(
@@ -285,6 +312,7 @@ class Finetune(LabeledProtocol):
         if cfg.select == "best":
             train, held_out = hold_out(train, cfg.valid_fraction, ctx.seed, self.name)
             selection = BestEpoch(ctx, classifier, frontend, held_out, multi_label)
+        sampling = recipe_sampling(cfg.recipe, train)
         result = ctx.fit(
             TrainingJob(
                 name=self.name,
@@ -303,6 +331,7 @@ class Finetune(LabeledProtocol):
                 frontend=frontend,
                 seed=ctx.seed,
                 validate=selection,
+                sampling=sampling,
             )
         )
         final_loss = result.epoch_losses[-1]
@@ -315,6 +344,8 @@ class Finetune(LabeledProtocol):
             "eval clips": f"{len(evaluation)}",
             "final train loss": f"{final_loss:.4f}",
         }
+        if sampling.kind != "uniform":
+            row["sampler"] = describe_sampling(sampling)
         if multi_label:
             metrics = multi_label_metrics(ctx, classifier, frontend, train, evaluation)
             row["eval mAP (%)"] = f"{metrics['map']:.2f}"
@@ -331,6 +362,13 @@ class Finetune(LabeledProtocol):
             row["selected epoch"] = f"{selection.best_epoch}"
         metrics["tp_m"] = sum(p.numel() for p in classifier.parameters() if p.requires_grad) / 1e6
         return ProtocolResult(metrics, one_row_table(row))
+
+
+def describe_sampling(sampling: Sampling) -> str:
+    if sampling.kind == "uniform":
+        return "uniform"
+    again = "with" if sampling.replacement else "without"
+    return f"{sampling.kind}, {sampling.samples_per_epoch} clips/epoch {again} replacement"
 
 
 def hold_out(
