@@ -72,3 +72,17 @@ def percent_of_fraction(
     """A column of a fraction stored in [0, 1] and shown in percent (accuracy, recall);
     ``chance``: its level over the data set's classes (empty for other class sets)."""
     return Column(key, label, group, higher_is_better, unit=PERCENT, scale=100.0, chance=chance)
+
+
+PERCENT_LOG_KEYS = frozenset({"valid_acc", "valid_map"})
+"""Values of training logs that are percentages (validation accuracy and mAP)."""
+
+
+def log_value_text(key: str, value: float) -> str:
+    """A training-log value as a person reads it: a percentage with ``%`` and two decimals,
+    a whole number (a count such as ``queue_filled``) without decimals, else 4 decimals."""
+    if key in PERCENT_LOG_KEYS:
+        return f"{value:.2f} %"
+    if float(value).is_integer() and abs(value) >= 1:
+        return f"{int(value)}"
+    return f"{value:.4f}"

@@ -151,11 +151,12 @@ def component_info(entry: Entry | LazyEntry) -> dict[str, Any]:
     }
 
 
-def primary_column(protocol: type[api.Protocol]) -> list[str]:
-    """``[metric key, label]`` of the column that ranks a protocol's runs (``[]``: none)."""
+def primary_column(protocol: type[api.Protocol]) -> list[Any]:
+    """``[metric key, label, unit, scale]`` of the column that ranks a protocol's runs
+    (``[]``: none); unit and scale as :class:`harness.api.Column` shows the value."""
     key = protocol.primary or (protocol.columns[0].key if protocol.columns else "")
-    labels = {c.key: c.label for c in protocol.columns}
-    return [key, labels.get(key, key)] if key else []
+    column = next((c for c in protocol.columns if c.key == key), api.Column(key, key))
+    return [key, column.label, column.unit, column.scale] if key else []
 
 
 @dataclass

@@ -283,6 +283,28 @@ def metrics_of(record: RunRecord, protocol: str) -> dict[str, float]:
     return {k[len(prefix) :]: v for k, v in record.metrics.items() if k.startswith(prefix)}
 
 
+def stored_metric_columns(plugins: Plugins) -> dict[str, Column]:
+    """Every protocol's columns by their full stored key (``device-logloss/acc/overall``),
+    a column's own error (``error_key``) under the column it belongs to."""
+    out: dict[str, Column] = {}
+    for name in plugins["protocol"].names():
+        for column in plugins["protocol"].get(name).cls.columns:
+            out.setdefault(f"{name}/{column.key}", column)
+            if column.error_key:
+                out.setdefault(f"{name}/{column.error_key}", column)
+    return out
+
+
+def shown_metric(key: str, columns: dict[str, Column]) -> tuple[str, float]:
+    """``(header, scale)`` of a stored metric key as people read it: the key with its
+    column's unit (``device-logloss/acc/overall (%)``) and the factor to its shown value;
+    an EMA copy (``ema/...``) as its live metric; keys of no column as they are."""
+    column = columns.get(key.removeprefix("ema/"))
+    if column is None:
+        return key, 1.0
+    return key + column.unit_suffix, column.scale
+
+
 def shown_metrics(record: RunRecord, protocol: str, columns: list[Column]) -> dict[str, Any]:
     """:func:`metrics_of` in the units the columns show (:meth:`Column.shown`): a column's
     value and its own error (``error_key``) scaled alike; other metrics as stored."""

@@ -227,7 +227,7 @@ class Fewshot(Protocol):
     columns: ClassVar[list[Column]] = [
         Column("acc", "accuracy", "few-shot", True, error_key="ci", unit=PERCENT),
         Column("ci", "95% CI", "few-shot", unit=PERCENT),
-        Column("tp_m", "#TP", group="tp", unit="M"),
+        Column("tp_m", "#TP", unit="M"),
     ]
     primary: ClassVar[str | None] = "acc"
     """Runs are ranked by accuracy whatever the column order (``#TP`` may come first)."""

@@ -187,7 +187,7 @@ class Finetune(LabeledProtocol):
         "learning-rate decay; accuracy (%) on the eval split."
     )
     columns: ClassVar[list[Column]] = [
-        Column("tp_m", "#TP", group="tp", unit="M"),
+        Column("tp_m", "#TP", unit="M"),
         accuracy_column("fine-tuning"),
         Column("map", "mAP", "fine-tuning", higher_is_better=True, unit=PERCENT),
         Column("mauc", "mAUC", "fine-tuning", higher_is_better=True, unit=PERCENT),
