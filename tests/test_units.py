@@ -50,6 +50,7 @@ DEVICE_ACC = LeaderboardSpec(metric="acc", agg="best")
 FEW = LeaderboardSpec(protocol="fewshot", agg="best")
 
 
+# ruff: noqa: E501
 @pytest.mark.parametrize(
     ("fmt", "device_texts", "fewshot_texts"),
     [

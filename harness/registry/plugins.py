@@ -128,7 +128,15 @@ class LazyEntry:
         return self._owner[self.kind].get(self.name).cls
 
 
-INFO_KEYS = {"description", "extra", "params", "cli_flags", "default_dataset", "primary"}
+INFO_KEYS = {
+    "description",
+    "extra",
+    "params",
+    "cli_flags",
+    "default_dataset",
+    "primary",
+    "root_fields",
+}
 """What :func:`component_info` returns (``pretrained`` aside, optional for older manifests)."""
 
 
@@ -148,6 +156,7 @@ def component_info(entry: Entry | LazyEntry) -> dict[str, Any]:
         "cli_flags": dict(cls.cli_flags) if issubclass(cls, api.Protocol) else {},
         "default_dataset": cls.default_dataset if issubclass(cls, api.Protocol) else "",
         "primary": primary_column(cls) if issubclass(cls, api.Protocol) else [],
+        "root_fields": list(cls.root_fields) if issubclass(cls, api.Dataset) else [],
     }
 
 
