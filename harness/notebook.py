@@ -30,7 +30,13 @@ import pandas as pd
 from harness.cli.main import raw_config
 from harness.registry.config import RunConfig, resolve
 from harness.registry.plugins import Plugins, load_plugins
-from harness.results.leaderboard import LeaderboardSpec, Table, build_tables
+from harness.results.leaderboard import (
+    LeaderboardSpec,
+    Table,
+    build_tables,
+    shown_metric,
+    stored_metric_columns,
+)
 from harness.results.render import render
 from harness.results.store import SAMPLES_FILE, ResultStore, RunRecord
 from harness.util.errors import UsageError
@@ -102,13 +108,24 @@ def run(
 
 
 def runs_frame(store: str | Path, **filters: str | None) -> pd.DataFrame:
-    """The store as a DataFrame: one row per run, record fields, then one column per metric."""
+    """The store as a DataFrame: one row per run, record fields, then one column per metric,
+    in the unit leaderboards show it with the unit in its name: accuracies in percent
+    (``device-logloss/acc/overall (%)``, stored as a fraction), log-loss as is
+    (``device-logloss/logloss/overall``). ``RunRecord.metrics`` keeps the stored values."""
     records = ResultStore(store).records(**filters)
     skip = ("config", "metrics", "environment")
     fields = [f.name for f in dataclasses.fields(RunRecord) if f.name not in skip]
-    rows = [{**{f: getattr(r, f) for f in fields}, **r.metrics} for r in records]
+    columns = stored_metric_columns(plugins()) if records else {}
+    shown = {k: shown_metric(k, columns) for r in records for k in r.metrics}
+    rows = [
+        {
+            **{f: getattr(r, f) for f in fields},
+            **{shown[k][0]: v * shown[k][1] for k, v in r.metrics.items()},
+        }
+        for r in records
+    ]
     frame = pd.DataFrame(rows)
-    metric_columns = sorted({k for r in records for k in r.metrics})
+    metric_columns = sorted({name for name, _ in shown.values()})
     return frame.reindex(columns=[*fields, *metric_columns])
 
 

@@ -3,13 +3,16 @@ names, unknown published checkpoints) answer without importing torch (issue 24, 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 PROBE = """
 import sys
+from pathlib import Path
 from harness.cli.main import main
 try:
     main({argv!r})
@@ -61,3 +64,38 @@ def test_unknown_names_answer_before_torch_with_a_suggestion(tmp_path, argv, mes
     assert last == "NO-TORCH 2"
     assert message in stderr
     assert not (tmp_path / "runs").exists()
+
+
+def datasets_with_roots() -> list[tuple[str, str]]:
+    """``(data set, root field)`` of every installed data set that reads folders."""
+    manifest = json.loads((Path(__file__).parents[1] / "plugins" / "manifest.json").read_text())
+    return [
+        (info["name"], field)
+        for plugin in manifest["plugins"].values()
+        for info in plugin["components"].get("dataset", [])
+        for field in info.get("root_fields", [])
+    ]
+
+
+def test_every_data_set_that_reads_folders_declares_them():
+    names = {name for name, _ in datasets_with_roots()}
+    assert {"tau22", "esc50", "folder", "nsynth", "speech-commands", "voxceleb1"} <= names
+    assert ("folder", "eval_root") in datasets_with_roots()
+
+
+@pytest.mark.parametrize(("dataset", "field"), datasets_with_roots())
+def test_a_missing_dataset_root_answers_before_torch(tmp_path, dataset, field):
+    missing = tmp_path / "nonexistent"
+    argv = ["run", "--set", f"dataset.name={dataset}", "--set", f"dataset.{field}={missing}"]
+    last, stderr = run_probe([*argv, "--out", str(tmp_path / "runs")], tmp_path)
+    assert last == "NO-TORCH 2"
+    assert stderr.strip() == f"harness: error: dataset.{field} does not exist: {missing}"
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_existing_root_passes_the_check(tmp_path):
+    """The check refuses only missing folders: an existing one reaches the data set."""
+    from harness.registry.config import check_dataset_roots
+    from harness.registry.plugins import load_plugins
+
+    check_dataset_roots({"dataset": {"name": "tau22", "root": str(tmp_path)}}, load_plugins())

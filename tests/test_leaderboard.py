@@ -124,7 +124,7 @@ def test_metric_the_protocol_does_not_report_is_a_one_line_error(plugins):
     with pytest.raises(UsageError, match=r"^protocol 'device-probe' reports no metric 'logloss'"):
         build_tables(spec, probe, plugins)
     [best] = build_tables(LeaderboardSpec(protocol="device-probe", agg="best"), probe, plugins)
-    assert list(best.values["accuracy"]) == [0.5, 0.5, 0.5]
+    assert list(best.values["accuracy"]) == [50.0, 50.0, 50.0]  # shown in %
 
 
 # -- exact output: every format and aggregation, checked by hand ---------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from harness.api.columns import Column
+from harness.api.columns import PERCENT, Column, log_value_text, percent_of_fraction
 from harness.api.domains import (
     FINITE,
     Domain,
@@ -142,6 +142,7 @@ __all__ = [
     "DONE_MARKER",
     "FINITE",
     "KINDS",
+    "PERCENT",
     "SPLIT_NAMES",
     "Augmentation",
     "Backbone",
@@ -191,9 +192,11 @@ __all__ = [
     "field_help",
     "hookimpl",
     "hookspec",
+    "log_value_text",
     "multi_hot",
     "non_negative",
     "note",
+    "percent_of_fraction",
     "positive",
     "progress",
     "trainable_groups",

@@ -421,6 +421,15 @@ class Dataset(Component):
     """For a data set the harness generates: the generator's version, recorded in every run
     (None for data read from disk)."""
 
+    root_fields: ClassVar[tuple[str, ...]] = ()
+    """Config fields naming folders the data set reads (not generates): a run whose folder
+    does not exist is refused from the plugin manifest, before torch is imported."""
+
+    class_count: ClassVar[int | None] = None
+    """The number of classes every configuration of this data set has (None: it depends on
+    the files). Lets leaderboards draw a chance line for runs stored before runs recorded
+    their class count."""
+
     def __init__(self, config: Any) -> None:
         self.config = config
 

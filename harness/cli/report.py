@@ -21,7 +21,8 @@ def main_metric(record: RunRecord, plugins: Plugins) -> str:
     value = record.metrics.get(f"{protocol}/{primary[0]}") if primary else None
     if value is None:
         return f"{protocol}: -"
-    return f"{protocol}/{primary[0]} {value:.4g}"
+    unit, scale = (primary[2], primary[3]) if len(primary) >= 4 else ("", 1.0)
+    return f"{protocol}/{primary[0]} {value * scale:.4g}" + (f" {unit}" if unit else "")
 
 
 @dataclass

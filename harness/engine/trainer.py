@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from harness.api import Batch, OptimizerSettings, Phase, Training, TrainingResult
+from harness.api import Batch, OptimizerSettings, Phase, Training, TrainingResult, log_value_text
 from harness.engine import distributed
 from harness.engine.batches import BatchSource, batch_source, data_rows, prepare_batch
 from harness.engine.loop import (
@@ -398,7 +398,7 @@ class Engine:
             stepper.schedule.after_epoch(
                 stepper.optimizer, mean_loss if watch is None else watch, loop.step
             )
-        details = "".join(f", {k} {v:.4f}" for k, v in (logs | extra).items())
+        details = "".join(f", {k} {log_value_text(k, v)}" for k, v in (logs | extra).items())
         prefix = f"{loop.name} " if not loop.number else ""
         line = (
             f"{prefix}epoch {epoch + 1}/{loop.epochs}: loss {mean_loss:.4f}{details}, "

@@ -26,7 +26,7 @@ from harness.api.settings import RunSettings
 from harness.registry.params import to_plain
 from harness.registry.plugins import Entry, Plugins, component_info
 from harness.registry.pretrained import apply_pretrained
-from harness.util.errors import UsageError
+from harness.util.errors import DataError, UsageError
 from harness.util.names import unknown_name_message
 
 DEFAULTS: dict[str, Any] = {
@@ -227,6 +227,7 @@ def resolve(raw: dict[str, Any], plugins: Plugins) -> RunConfig:
     named_dataset = isinstance(raw.get("dataset"), dict) and "name" in raw["dataset"]
     raw = merge(DEFAULTS, raw)
     check_names(raw, plugins)
+    check_dataset_roots(raw, plugins)
     if not named_dataset:
         raw["dataset"] = {**raw["dataset"], "name": default_dataset(raw, plugins)}
     unknown = set(raw) - set(DEFAULTS)
@@ -250,6 +251,19 @@ def resolve(raw: dict[str, Any], plugins: Plugins) -> RunConfig:
     return RunConfig(
         run=run, **singles, augs=lists["aug"], protocols=lists["protocol"], loggers=loggers
     )
+
+
+def check_dataset_roots(raw: dict[str, Any], plugins: Plugins) -> None:
+    """Every folder the run's data set reads (its ``root_fields``) that the config sets
+    exists: checked from the manifest, so a missing ``dataset.root`` answers before torch."""
+    values = table(raw, "dataset")
+    name = values.get("name")
+    if not isinstance(name, str) or name not in plugins["dataset"]:
+        return
+    for field_name in component_info(plugins["dataset"].get(name)).get("root_fields", []):
+        value = values.get(field_name)
+        if isinstance(value, str) and value and not Path(value).expanduser().exists():
+            raise DataError(f"dataset.{field_name} does not exist: {Path(value).expanduser()}")
 
 
 def check_names(raw: dict[str, Any], plugins: Plugins) -> None:

@@ -128,7 +128,15 @@ class LazyEntry:
         return self._owner[self.kind].get(self.name).cls
 
 
-INFO_KEYS = {"description", "extra", "params", "cli_flags", "default_dataset", "primary"}
+INFO_KEYS = {
+    "description",
+    "extra",
+    "params",
+    "cli_flags",
+    "default_dataset",
+    "primary",
+    "root_fields",
+}
 """What :func:`component_info` returns (``pretrained`` aside, optional for older manifests)."""
 
 
@@ -148,14 +156,16 @@ def component_info(entry: Entry | LazyEntry) -> dict[str, Any]:
         "cli_flags": dict(cls.cli_flags) if issubclass(cls, api.Protocol) else {},
         "default_dataset": cls.default_dataset if issubclass(cls, api.Protocol) else "",
         "primary": primary_column(cls) if issubclass(cls, api.Protocol) else [],
+        "root_fields": list(cls.root_fields) if issubclass(cls, api.Dataset) else [],
     }
 
 
-def primary_column(protocol: type[api.Protocol]) -> list[str]:
-    """``[metric key, label]`` of the column that ranks a protocol's runs (``[]``: none)."""
+def primary_column(protocol: type[api.Protocol]) -> list[Any]:
+    """``[metric key, label, unit, scale]`` of the column that ranks a protocol's runs
+    (``[]``: none); unit and scale as :class:`harness.api.Column` shows the value."""
     key = protocol.primary or (protocol.columns[0].key if protocol.columns else "")
-    labels = {c.key: c.label for c in protocol.columns}
-    return [key, labels.get(key, key)] if key else []
+    column = next((c for c in protocol.columns if c.key == key), api.Column(key, key))
+    return [key, column.label, column.unit, column.scale] if key else []
 
 
 @dataclass

@@ -76,6 +76,8 @@ def table_dict(table: Table) -> dict[str, Any]:
                 "group": c.group,
                 "higher_is_better": c.higher_is_better,
                 "error_key": c.error_key,
+                "unit": c.unit,
+                "heading": c.heading,
             }
             for c in table.columns
         ],
@@ -139,7 +141,8 @@ def spec_dict(spec: LeaderboardSpec) -> dict[str, Any]:
 
 
 def render_json(spec: LeaderboardSpec, tables: list[Table]) -> str:
-    """The spec and every table as JSON: labels, values and errors per row (null: missing)."""
+    """The spec and every table as JSON: labels, values and errors per row (null: missing),
+    in each column's ``unit`` (accuracies in percent, see :meth:`Column.shown`)."""
     doc = {"spec": spec_dict(spec), "tables": [table_dict(t) for t in tables]}
     return json.dumps(doc, indent=1, allow_nan=False) + "\n"
 
@@ -360,19 +363,25 @@ def table_figure(table: Table) -> str:
     categories = [c.label for c in table.columns]
     if len(set(categories)) < len(categories):
         categories = [f"{c.group} {c.label}".strip() for c in table.columns]
+    chance = table.chance()
+    if chance is None and table.classes is None and any(c.chance for c in table.columns):
+        note += "; no chance line: the runs do not record their class count"
     return svg_chart(
-        table.title, series, x_axis_title(table), y_axis_title(table), categories, note
+        table.title, series, x_axis_title(table), y_axis_title(table), categories, note, chance
     )
 
 
 METRIC_TITLES = {"logloss": "log-loss (nats)", "acc": "accuracy", "loss": "loss"}
-"""Axis titles (with units) of the metric families leaderboards show."""
+"""Axis titles of the metric families leaderboards show (units: each column's own)."""
 
 
 def y_axis_title(table: Table) -> str:
     """The metric the columns hold, its unit and the better direction."""
-    families = list(dict.fromkeys(c.key.split("/")[0] for c in table.columns))
-    names = [METRIC_TITLES.get(f, f) for f in families]
+    families: dict[str, str] = {}
+    for column in table.columns:
+        family = column.key.split("/")[0]
+        families.setdefault(family, METRIC_TITLES.get(family, family) + column.unit_suffix)
+    names = list(families.values())
     better = {c.higher_is_better for c in table.columns}
     direction = "" if len(better) > 1 else (" (higher is better)" if better.pop() else
                                             " (lower is better)")  # fmt: skip

@@ -283,6 +283,39 @@ def metrics_of(record: RunRecord, protocol: str) -> dict[str, float]:
     return {k[len(prefix) :]: v for k, v in record.metrics.items() if k.startswith(prefix)}
 
 
+def stored_metric_columns(plugins: Plugins) -> dict[str, Column]:
+    """Every protocol's columns by their full stored key (``device-logloss/acc/overall``),
+    a column's own error (``error_key``) under the column it belongs to."""
+    out: dict[str, Column] = {}
+    for name in plugins["protocol"].names():
+        for column in plugins["protocol"].get(name).cls.columns:
+            out.setdefault(f"{name}/{column.key}", column)
+            if column.error_key:
+                out.setdefault(f"{name}/{column.error_key}", column)
+    return out
+
+
+def shown_metric(key: str, columns: dict[str, Column]) -> tuple[str, float]:
+    """``(header, scale)`` of a stored metric key as people read it: the key with its
+    column's unit (``device-logloss/acc/overall (%)``) and the factor to its shown value;
+    an EMA copy (``ema/...``) as its live metric; keys of no column as they are."""
+    column = columns.get(key.removeprefix("ema/"))
+    if column is None:
+        return key, 1.0
+    return key + column.unit_suffix, column.scale
+
+
+def shown_metrics(record: RunRecord, protocol: str, columns: list[Column]) -> dict[str, Any]:
+    """:func:`metrics_of` in the units the columns show (:meth:`Column.shown`): a column's
+    value and its own error (``error_key``) scaled alike; other metrics as stored."""
+    metrics: dict[str, Any] = metrics_of(record, protocol)
+    for column in columns:
+        for key in (column.key, column.error_key):
+            if key and isinstance(metrics.get(key), int | float):
+                metrics[key] = column.shown(metrics[key])
+    return metrics
+
+
 def grouped_runs(
     spec: LeaderboardSpec, records: list[RunRecord]
 ) -> list[tuple[dict[str, str], list[RunRecord]]]:
@@ -397,6 +430,21 @@ class Table:
     """The mean table's intervals and comparisons to the baseline (None in other tables)."""
     collapsed: list[bool] = field(default_factory=list)
     """Per row: whether a run of it collapsed in training (:attr:`RunRecord.collapsed`)."""
+    classes: int | None = None
+    """The class count every run of the table shares (None: unknown, or they differ): what
+    the chance level of its columns (:meth:`Column.chance_level`) is taken over."""
+
+    def chance(self) -> tuple[float, str] | None:
+        """``(shown value, label)`` of the chance level all the table's columns share, e.g.
+        ``(10.0, "chance (10 classes): 10")``; None without one."""
+        if self.classes is None:
+            return None
+        levels = {c.chance_level(self.classes) for c in self.columns}
+        if len(levels) != 1 or None in levels:
+            return None
+        level = levels.pop()
+        assert level is not None
+        return level, f"chance ({self.classes} classes): {level:.3g}"
 
     def is_collapsed(self, row: int) -> bool:
         """Whether row ``row`` is marked collapsed (False for tables built without marks)."""
@@ -426,21 +474,42 @@ def build_tables(spec: LeaderboardSpec, records: list[RunRecord], plugins: Plugi
         (c.higher_is_better for c in protocol.columns if c.key == primary), False
     )
     aggs = ("best", "mean") if spec.agg == "both" else (spec.agg,)
+    classes = shared_class_count([r for _, runs in groups for r in runs], plugins)
     tables = []
     for agg in aggs:
         table = _aggregate(agg, groups, columns, spec.protocol, primary, lower_better)
         if agg == "mean":
             table = _with_statistics(table, groups, spec, baseline)
-        tables.append(table)
+        tables.append(replace(table, classes=classes))
     return tables
 
 
+def class_count(record: RunRecord, plugins: Plugins) -> int | None:
+    """The number of classes a run was scored over: recorded in its environment (runs since
+    the record has it), else its data set's fixed count (:attr:`Dataset.class_count`);
+    None when neither says."""
+    recorded = record.environment.get("classes")
+    if isinstance(recorded, int) and not isinstance(recorded, bool):
+        return recorded
+    if record.dataset not in plugins["dataset"]:
+        return None
+    return plugins["dataset"].get(record.dataset).cls.class_count
+
+
+def shared_class_count(records: list[RunRecord], plugins: Plugins) -> int | None:
+    """The class count of ``records`` when every one knows it and they agree, else None."""
+    counts = {class_count(r, plugins) for r in records}
+    return counts.pop() if len(counts) == 1 and None not in counts else None
+
+
 def seed_values(
-    runs: list[RunRecord], keys: list[str], protocol: str
+    runs: list[RunRecord], columns: list[Column], protocol: str
 ) -> dict[str, dict[int, float]]:
-    """``{column key: {seed: value}}`` of a row's finite values (runs of one seed averaged)."""
+    """``{column key: {seed: value}}`` of a row's finite shown values (runs of one seed
+    averaged)."""
+    keys = [c.key for c in columns]
     out: dict[str, dict[int, float]] = {}
-    frame = numeric_frame([metrics_of(r, protocol) for r in runs]).reindex(columns=keys)
+    frame = numeric_frame([shown_metrics(r, protocol, columns) for r in runs]).reindex(columns=keys)
     frame["seed__"] = [r.seed for r in runs]
     by_seed = frame.groupby("seed__").mean()
     for key in keys:
@@ -457,7 +526,7 @@ def _with_statistics(
 ) -> Table:
     """The mean table with its values, stds and statistics taken over seeds."""
     keys = [c.key for c in table.columns]
-    rows = [seed_values(runs, keys, spec.protocol) for _, runs in groups]
+    rows = [seed_values(runs, table.columns, spec.protocol) for _, runs in groups]
     statistics = seed_statistics(rows, keys, spec.baseline, baseline)
     means = [{k: s.mean for k, s in row.items()} for row in statistics.summaries]
     stds = [{k: s.std for k, s in row.items()} for row in statistics.summaries]
@@ -482,7 +551,7 @@ def _aggregate(agg, groups, columns, protocol, primary, lower_better) -> Table:
     collapsed: list[bool] = []
     own_errors = any(c.error_key for c in columns)
     for labels, runs in groups:
-        metrics = numeric_frame([metrics_of(r, protocol) for r in runs])
+        metrics = numeric_frame([shown_metrics(r, protocol, columns) for r in runs])
         frame = metrics.reindex(columns=[c.key for c in columns])
         errors = pd.DataFrame(
             {
@@ -590,9 +659,9 @@ def column_name(column: Column) -> str:
 
 
 def header(column: Column, fmt: str = "text") -> str:
-    """A column heading with the arrow of the better direction (escaped for ``fmt``:
-    ``latex``, ``markdown``; ``text`` as is)."""
-    text = column_name(column)
+    """A column heading with its unit and the arrow of the better direction, e.g.
+    ``Unseen S4 acc. (%) ↑`` (escaped for ``fmt``: ``latex``, ``markdown``; ``text`` as is)."""
+    text = column.heading
     if fmt == "latex":
         arrow = "$\\uparrow$" if column.higher_is_better else "$\\downarrow$"
         return f"{latex_escape(text)} {arrow}".strip()
@@ -693,15 +762,20 @@ def csv_frame(table: Table) -> pd.DataFrame:
     frame["collapsed"] = pd.Series(
         [table.is_collapsed(i) for i in range(len(frame))], dtype="boolean"
     )
-    for column in table.columns:  # metric keys as headers: no arrows or spaces
-        frame[column.key] = table.values[column.key].round(6)
+    for column in table.columns:  # metric keys and units as headers: no arrows
+        unit = column.unit_suffix
+        frame[column.key + unit] = table.values[column.key].round(6)
         if table.errors is not None and (table.error_kind == "std" or column.error_key):
             name = "std" if table.error_kind == "std" else column.error_key
-            frame[f"{column.key}_{name}"] = table.errors[column.key].round(6)
+            frame[f"{column.key}_{name}{unit}"] = table.errors[column.key].round(6)
         if statistics is not None:
             for name, values in _stat_columns(statistics, column.key).items():
-                frame[f"{column.key}_{name}"] = values
+                frame[f"{column.key}_{name}{unit if name in VALUED_STATS else ''}"] = values
     return frame
+
+
+VALUED_STATS = ("ci_low", "ci_high", "diff", "diff_low", "diff_high", "detectable")
+"""CSV statistics in the value's unit (the rest are counts, p-values and flags)."""
 
 
 COLUMN_DTYPES = {"n": "Int64", "diff_n": "Int64", "seeds_needed": "Int64", "significant": "boolean"}

@@ -169,7 +169,9 @@ def draw_devices(table: Table, metric: str, classes: int | None = None) -> Figur
     axes.set_xticks(x, [c.key.split("/")[-1].upper() for c in columns])
     axes.set_xlabel("recording device (real A-C, simulated S1-S3, unseen S4-S6)")
     unit = (
-        "log-loss (nats, lower is better)" if metric == "logloss" else "accuracy (higher is better)"
+        "log-loss (nats, lower is better)"
+        if metric == "logloss"
+        else f"accuracy{columns[0].unit_suffix if columns else ''} (higher is better)"
     )
     axes.set_ylabel(unit)
     spread = "one seed per row: no error bars" if seeds == [1] else "error bars: std over seeds"

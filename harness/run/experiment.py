@@ -302,7 +302,7 @@ def run_experiment(
         git_commit=git_commit(),
         environment=environment(cfg.dataset.entry.cls)
         | provenance(command)
-        | {"parameters": parameters},
+        | {"parameters": parameters, "classes": len(experiment.splits.classes)},
         duration_s=round(time.perf_counter() - started, 2),
     )
     if not experiment.ranks.is_main:

@@ -20,6 +20,7 @@ from harness.api import (
     Stage,
     StepOutput,
     Training,
+    log_value_text,
 )
 from harness.data.loader import Loader
 from harness.data.shards import ShardLoader
@@ -281,7 +282,7 @@ class MethodTraining:
         self.parts.method.load_state_dict(best["method"])
         self.parts.log(
             f"selected the weights of stage {best['stage']} epoch {best['epoch']} "
-            f"({self.run.select_metric} {best['value']:.4f})"
+            f"({self.run.select_metric} {log_value_text(self.run.select_metric, best['value'])})"
         )
 
 

@@ -35,6 +35,7 @@ from harness_plugins.datasets._common import (
 
 class AudioSet(Dataset):
     name = "audioset"
+    root_fields = ("root",)
     description = (
         "AudioSet from the published segment CSVs (or AudioMAE's JSON): multi-label clips, "
         "527 classes; or AudioMAE's JSON as unlabeled tuning audio (train_json)."

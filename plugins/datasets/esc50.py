@@ -25,6 +25,7 @@ from harness_plugins.datasets._esc50_layout import FOLDS, read_esc50, split_by_f
 
 class Esc50(Dataset):
     name = "esc50"
+    root_fields = ("root",)
     description = "ESC-50 environmental sounds (meta/esc50.csv + audio/), 50 classes, 5 folds."
 
     @dataclass

@@ -37,6 +37,7 @@ def clips_by_class(root: Path, dataset: str) -> dict[str, list[Path]]:
 
 class Folder(Dataset):
     name = "folder"
+    root_fields = ("root", "eval_root")
     description = "A generic folder-per-class data set (ROOT/<class>/<clip>.wav)."
 
     @dataclass

@@ -32,6 +32,7 @@ TEST_CSV = "test_post_competition_scoring_clips.csv"
 
 class FsdKaggle2018(Dataset):
     name = "fsdkaggle2018"
+    root_fields = ("root",)
     description = "FSDKaggle2018 (FSDKaggle2018.meta/*.csv + audio folders), 41 classes."
 
     @dataclass

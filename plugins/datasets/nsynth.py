@@ -48,6 +48,7 @@ def read_examples(folder: Path, label_field: str, dataset: str) -> list[tuple[st
 
 class NSynth(Dataset):
     name = "nsynth"
+    root_fields = ("root",)
     description = "NSynth notes (examples.json + audio/ per split folder), class = instrument."
 
     @dataclass

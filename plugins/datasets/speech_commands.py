@@ -54,6 +54,7 @@ def read_list(path: Path, classes: set[str], dataset: str) -> set[str]:
 
 class SpeechCommands(Dataset):
     name = "speech-commands"
+    root_fields = ("root",)
     description = "Speech Commands v2 (folder per word + validation/testing lists), 35 words."
 
     @dataclass

@@ -36,6 +36,7 @@ class Tau22(Dataset):
     """The TAU Urban Acoustic Scenes 2022 Mobile development set (fold 1)."""
 
     name = "tau22"
+    root_fields = ("root",)
     description = (
         "TAU Urban Acoustic Scenes 2022 Mobile development set, fold 1 (needs dataset.root)"
     )

@@ -1144,6 +1144,7 @@ class Tau22Embedded(Dataset):
 
     name = "tau22-embedded"
     generator_version = GENERATOR_VERSION
+    class_count = len(SCENES)
     description = (
         "Synthetic acoustic scenes recorded by 9 simulated devices in the TAU22 layout "
         "(generated into the cache on first use)"

@@ -46,6 +46,7 @@ def read_iden_split(path: Path, dataset: str) -> list[tuple[str, str, str]]:
 
 class VoxCeleb1(Dataset):
     name = "voxceleb1"
+    root_fields = ("root",)
     description = "VoxCeleb1 speaker identification (wav/ + iden_split.txt), 1,251 speakers."
 
     @dataclass

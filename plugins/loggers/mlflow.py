@@ -28,7 +28,6 @@ MAX_PARAM_LENGTH = 6000
 """MLflow's limit on a parameter value's length."""
 
 
-
 class MlflowLogger(Logger):
     """Logs every event as MLflow metrics of one MLflow run per harness run."""
 

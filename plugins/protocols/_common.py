@@ -6,7 +6,7 @@ Not a plugin.
 
 from __future__ import annotations
 
-from harness.api import Column, DataSplits, Method, Protocol, UsageError
+from harness.api import PERCENT, Column, DataSplits, Method, Protocol, UsageError
 
 TRAIN_HINT = "{who} trains on labels (fewshot-embedded: dataset.train=labeled, dataset.fold=1-5)"
 
@@ -26,8 +26,8 @@ def require_labeled_splits(splits: DataSplits, who: str) -> None:
 
 
 def accuracy_column(what: str) -> Column:
-    """The leaderboard column ``acc`` of a protocol's eval accuracy (%)."""
-    return Column("acc", f"{what} accuracy (%)", group="acc", higher_is_better=True)
+    """The leaderboard column ``acc`` of a protocol's eval accuracy (stored in %)."""
+    return Column("acc", "accuracy", what, True, unit=PERCENT, chance="accuracy")
 
 
 class LabeledProtocol(Protocol):

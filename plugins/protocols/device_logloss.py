@@ -15,7 +15,14 @@ import numpy as np
 from tabulate import tabulate
 
 from harness import hookimpl
-from harness.api import Column, EvalContext, Protocol, ProtocolResult, SplitName
+from harness.api import (
+    Column,
+    EvalContext,
+    Protocol,
+    ProtocolResult,
+    SplitName,
+    percent_of_fraction,
+)
 
 DEVICE_GROUPS = {
     "real": ("a", "b", "c"),
@@ -68,13 +75,13 @@ def table_columns(devices: list[str], metric: str) -> list[Column]:
     columns = []
     for group, members in group_devices(devices).items():
         title = GROUP_TITLES[group]
-        columns += [Column(f"{metric}/{d}", d.upper(), title) for d in members]
+        columns += [Column(f"{metric}/{d}", d.upper(), title, chance="logloss") for d in members]
         if group != "other":
-            columns.append(Column(f"{metric}/{group}", "Avg.", title))
-    columns.append(Column(f"{metric}/overall", "Overall", ""))
+            columns.append(Column(f"{metric}/{group}", "Avg.", title, chance="logloss"))
+    columns.append(Column(f"{metric}/overall", "Overall", "", chance="logloss"))
     if metric == "logloss":
         return columns
-    return [Column(c.key, f"{c.label} acc.", c.group, higher_is_better=True) for c in columns]
+    return [percent_of_fraction(c.key, f"{c.label} acc.", c.group) for c in columns]
 
 
 TAU_DEVICES = [d for members in DEVICE_GROUPS.values() for d in members]
@@ -112,11 +119,12 @@ def render_table(metrics: dict[str, float], devices: list[str]) -> str:
         d for d in devices if d not in TAU_DEVICES
     ]
     rows = []
-    for column in table_columns(ordered, "logloss"):
-        keys = [column.key.replace("logloss/", f"{metric}/", 1) for metric in METRICS]
+    by_metric = {metric: table_columns(ordered, metric) for metric in METRICS}
+    for i, column in enumerate(by_metric["logloss"]):
         label = f"{column.group} {column.label}".strip()
-        rows.append([label, *(f"{metrics[k]:.3f}" for k in keys)])
-    headers = ["device", *METRICS.values()]
+        shown = [by_metric[m][i].shown(metrics[by_metric[m][i].key]) for m in METRICS]
+        rows.append([label, *(f"{value:.3f}" for value in shown)])
+    headers = ["device", *(name + by_metric[m][0].unit_suffix for m, name in METRICS.items())]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 

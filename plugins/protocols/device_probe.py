@@ -71,6 +71,7 @@ from harness.api import (
     at_least,
     domain_map,
     non_negative,
+    percent_of_fraction,
 )
 
 __all__ = ["DeviceProbe", "balanced_class_weights", "probe_metrics"]
@@ -120,9 +121,9 @@ class DeviceProbe(Protocol):
         "accuracy on the training devices vs chance (Table 2)."
     )
     columns: ClassVar[list[Column]] = [
-        Column("accuracy", "Device acc.", GROUP, higher_is_better=False),
-        Column("balanced_accuracy", "Balanced acc.", GROUP, higher_is_better=False),
-        Column("chance", "Chance", GROUP, higher_is_better=False),
+        percent_of_fraction("accuracy", "Device acc.", GROUP, False, chance=""),
+        percent_of_fraction("balanced_accuracy", "Balanced acc.", GROUP, False, chance=""),
+        percent_of_fraction("chance", "Chance", GROUP, False, chance=""),
     ]
     primary = "accuracy"
 
@@ -315,17 +316,20 @@ def render_table(
     metrics: dict[str, float], names: list[str], train_n: Tensor, eval_n: Tensor
 ) -> str:
     """Per-device recall, then accuracy and balanced accuracy with chance beside them."""
-    chance = f"{metrics['chance']:.3f} (1/{len(names)})"
+    unit = percent_of_fraction("accuracy", "device accuracy")
+
+    def shown(key: str) -> str:
+        return f"{unit.shown(metrics[key]):.1f}"
+
+    chance = f"{shown('chance')} (1/{len(names)})"
     rows = [
-        [name, int(train_n[k]), int(eval_n[k]), f"{metrics[f'recall/{name}']:.3f}", ""]
+        [name, int(train_n[k]), int(eval_n[k]), shown(f"recall/{name}"), ""]
         for k, name in enumerate(names)
         if f"recall/{name}" in metrics
     ]
-    rows.append(
-        ["accuracy", int(train_n.sum()), int(eval_n.sum()), f"{metrics['accuracy']:.3f}", chance]
-    )
-    rows.append(["balanced accuracy", "", "", f"{metrics['balanced_accuracy']:.3f}", chance])
-    headers = ["device", "train clips", "eval clips", "device accuracy", "chance"]
+    rows.append(["accuracy", int(train_n.sum()), int(eval_n.sum()), shown("accuracy"), chance])
+    rows.append(["balanced accuracy", "", "", shown("balanced_accuracy"), chance])
+    headers = ["device", "train clips", "eval clips", unit.heading, f"chance{unit.unit_suffix}"]
     return tabulate(rows, headers=headers, tablefmt="github")
 
 

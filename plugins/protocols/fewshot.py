@@ -32,6 +32,7 @@ from torch import Tensor
 
 from harness import hookimpl
 from harness.api import (
+    PERCENT,
     Column,
     DataError,
     DataSplits,
@@ -224,9 +225,9 @@ class Fewshot(Protocol):
         "mean accuracy (%) and 95% CI over episodes."
     )
     columns: ClassVar[list[Column]] = [
-        Column("acc", "accuracy (%)", group="acc", higher_is_better=True, error_key="ci"),
-        Column("ci", "95% CI", group="ci"),
-        Column("tp_m", "#TP (M)", group="tp"),
+        Column("acc", "accuracy", "few-shot", True, error_key="ci", unit=PERCENT),
+        Column("ci", "95% CI", "few-shot", unit=PERCENT),
+        Column("tp_m", "#TP", unit="M"),
     ]
     primary: ClassVar[str | None] = "acc"
     """Runs are ranked by accuracy whatever the column order (``#TP`` may come first)."""

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from harness import hookimpl
 from harness.api import (
+    PERCENT,
     Backbone,
     Batch,
     Column,
@@ -213,12 +214,12 @@ class Finetune(LabeledProtocol):
         "learning-rate decay; accuracy (%) on the eval split."
     )
     columns: ClassVar[list[Column]] = [
-        Column("tp_m", "#TP (M)", group="tp"),
+        Column("tp_m", "#TP", unit="M"),
         accuracy_column("fine-tuning"),
-        Column("map", "fine-tuning mAP (%)", group="map", higher_is_better=True),
-        Column("mauc", "fine-tuning mAUC (%)", group="mauc", higher_is_better=True),
-        Column("dprime", "fine-tuning d-prime", group="dprime", higher_is_better=True),
-        Column("prior_map", "prior baseline mAP (%)", group="map", higher_is_better=True),
+        Column("map", "mAP", "fine-tuning", higher_is_better=True, unit=PERCENT),
+        Column("mauc", "mAUC", "fine-tuning", higher_is_better=True, unit=PERCENT),
+        Column("dprime", "d-prime", "fine-tuning", higher_is_better=True),
+        Column("prior_map", "mAP", "prior baseline", higher_is_better=True, unit=PERCENT),
     ]
     label_kind = "either"
 
