@@ -1,18 +1,20 @@
 """The HTML leaderboard read at a glance in a 1,400 px window (headless Chromium): Table 3's
-full width with long configuration differences keeps the key and Overall columns in view,
-the first column stays put while the data scroll, and no legend entry overlaps another or
-the data. Screenshots go to $HARNESS_SHOTS (default: the test's folder)."""
+full width with long configuration differences keeps the key and Overall columns in view
+(also with a baseline's paired differences under every cell), the first column stays put
+while the data scroll, no legend entry overlaps another or the data, and the chance line
+lies inside the plot. Screenshots go to $HARNESS_SHOTS (default: the test's folder)."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from pathlib import Path
 
 import pytest
 
 from harness.registry.plugins import load_plugins
-from harness.results.leaderboard import LeaderboardSpec
+from harness.results.leaderboard import LeaderboardSpec, RowSpec
 from harness.results.render import render_leaderboard
 from harness.results.store import ResultStore
 from tests.browser import Browser, chromium_path
@@ -55,6 +57,24 @@ def page(tmp_path_factory) -> Path:
     html = render_leaderboard(LeaderboardSpec(agg="mean"), store, load_plugins(), "html")
     path = folder / "board.html"
     path.write_text(html)
+    return path
+
+
+@pytest.fixture(scope="module")
+def baseline_page(tmp_path_factory) -> Path:
+    """Table 3 with its first row as the baseline: every other cell carries a difference."""
+    folder = tmp_path_factory.mktemp("baseline")
+    store = ResultStore(folder / "store.sqlite")
+    for record in table3_records():
+        store.add(record)
+    rows = tuple(
+        RowSpec(f"alpha {alpha}", {"method": "icl", "method.alpha": alpha,
+                                   "method.temperature": temperature})
+        for alpha, temperature in [(0.2, 0.07), (1.5, 0.1), (0.25, 0.07)]
+    )  # fmt: skip
+    spec = LeaderboardSpec(agg="mean", rows=rows, baseline="alpha 0.2")
+    path = folder / "board.html"
+    path.write_text(render_leaderboard(spec, store, load_plugins(), "html"))
     return path
 
 
@@ -122,7 +142,8 @@ def test_no_legend_entry_overlaps_another_or_the_data(browser, page):
           const box = e => { const r = e.getBoundingClientRect();
                              return [r.left, r.top, r.right, r.bottom]; };
           return Array.from(document.querySelectorAll('figure svg'), svg => ({
-            legend: Array.from(svg.querySelectorAll('g.legend'), box),
+            legend: Array.from(svg.querySelectorAll('g.legend:not(.chance)'), box),
+            chance: Array.from(svg.querySelectorAll('g.legend.chance'), box),
             data: Array.from(svg.querySelectorAll(':scope > circle, :scope > line.e'), box),
             names: Array.from(svg.querySelectorAll('g.legend title'), t => t.textContent),
           }));
@@ -136,3 +157,34 @@ def test_no_legend_entry_overlaps_another_or_the_data(browser, page):
         assert len(set(figure["names"])) == 3  # distinct, untruncated names
         assert not any(overlap(a, b) for i, a in enumerate(legend) for b in legend[i + 1 :])
         assert not any(overlap(a, d) for a in legend for d in data)
+        assert not any(overlap(c, d) for c in figure["chance"] for d in data + legend)
+
+
+def test_every_tables_overall_column_fits_with_a_baselines_differences(browser, baseline_page):
+    browser.open(baseline_page)
+    assert browser.errors() == []
+    rights = browser.evaluate(
+        "Array.from(document.querySelectorAll('table'), t => Array.from(t.tHead.rows[0].cells)"
+        ".filter(c => c.textContent.startsWith('Overall'))"
+        ".map(c => c.getBoundingClientRect().right))"
+    )
+    assert rights and all(len(r) == 1 and r[0] <= WIDTH for r in rights)
+    assert "Δ +" in browser.evaluate("document.body.innerText")  # the differences are shown
+    browser.screenshot(shots_folder(baseline_page.parent) / "leaderboard-baseline-1400.png")
+
+
+def test_the_chance_line_lies_inside_the_plot_area(browser, page):
+    browser.open(page)
+    found = browser.evaluate(
+        """Array.from(document.querySelectorAll('figure svg'), svg => {
+          const line = svg.querySelector(':scope > line.c').getBoundingClientRect();
+          const grid = Array.from(svg.querySelectorAll(':scope > line.g'),
+                                  g => g.getBoundingClientRect().top);
+          return [line.top, Math.min(...grid), Math.max(...grid),
+                  svg.querySelector('g.legend.chance').textContent];
+        })"""
+    )
+    assert found
+    for top, highest, lowest, label in found:
+        assert highest <= top <= lowest  # between the top and bottom grid lines
+        assert label == f"chance (10 classes): {math.log(10):.3g}"  # log-loss: ln 10

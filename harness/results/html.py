@@ -22,7 +22,7 @@ from harness.results.leaderboard import (
     COLLAPSED_MARK,
     LeaderboardSpec,
     Table,
-    comparison_text,
+    comparison_parts,
     exclusions,
     grouped_runs,
     header,
@@ -205,7 +205,7 @@ def svg_chart(
     plot_h, bottom = 236, 70
     if slanted:  # room for the slanted category names
         bottom = 120
-    legend_h = sum(16 * len(lines) + 6 for lines in legend)
+    legend_h = sum(16 * len(lines) + 6 for lines in legend) + (22 if reference else 0)
     plot_h = max(plot_h, legend_h)
     height = top + plot_h + bottom
     plot_w = width - left - right
@@ -234,12 +234,11 @@ def svg_chart(
             f'class="g"/><text x="{left - 6}" y="{sy(tick) + 4:.1f}" text-anchor="end">'
             f"{tick:g}</text>"
         )
-    if reference is not None:
-        value, label = reference
+    if reference is not None:  # its label goes in the legend, where it covers no data
+        value = reference[0]
         parts.append(
             f'<line x1="{left}" x2="{left + plot_w}" y1="{sy(value):.1f}" y2="{sy(value):.1f}" '
-            f'class="c"/><text x="{left + plot_w - 4}" y="{sy(value) - 4:.1f}" '
-            f'text-anchor="end" class="c">{_esc(label)}</text>'
+            f'class="c"/>'
         )
     if categories is not None:
         parts += _dots(series, categories, left, plot_w, top + plot_h, sy, slanted)
@@ -251,15 +250,18 @@ def svg_chart(
         f'<text transform="translate(16 {top + plot_h / 2}) rotate(-90)" '
         f'text-anchor="middle" class="a">{_esc(ylabel)}</text>'
     )
-    parts += _legend(series, legend, left + plot_w + 14, top)
+    parts += _legend(series, legend, left + plot_w + 14, top, reference)
     if note:
         parts.append(f'<text x="{left}" y="{height - 32}" class="n">{_esc(note)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
 
-def _legend(series, legend: list[list[str]], x: float, top: float) -> list[str]:
-    """One entry per series, each name in full over as many lines as it needs."""
+def _legend(
+    series, legend: list[list[str]], x: float, top: float, reference: tuple | None = None
+) -> list[str]:
+    """One entry per series, each name in full over as many lines as it needs; the
+    reference line (chance) last, as a dashed swatch with its label."""
     parts, y = [], top + 12
     for i, (s, lines) in enumerate(zip(series, legend, strict=True)):
         colour = PALETTE[i % len(PALETTE)]
@@ -273,6 +275,11 @@ def _legend(series, legend: list[list[str]], x: float, top: float) -> list[str]:
             f'<text x="{x + 18}" y="{y}">{spans}</text></g>'
         )
         y += 16 * len(lines) + 6
+    if reference is not None:
+        parts.append(
+            f'<g class="legend chance"><line x1="{x}" x2="{x + 14}" y1="{y - 4}" y2="{y - 4}" '
+            f'class="c"/><text x="{x + 18}" y="{y}" class="c">{_esc(reference[1])}</text></g>'
+        )
     return parts
 
 
@@ -460,6 +467,7 @@ white-space:nowrap;background:#fff}
 tr>:first-child{border-left-width:1px}thead th{border-top-width:1px}
 td.l,th.l{text-align:left}
 tr>:first-child{position:sticky;left:0;z-index:1;box-shadow:2px 0 2px -1px #bbb}
+th.k,td.k{position:sticky;right:0;z-index:1;box-shadow:-2px 0 2px -1px #bbb}
 td.p{white-space:normal;min-width:8em;max-width:20em}
 .chip{display:inline-block;max-width:14em;overflow:hidden;text-overflow:ellipsis;
 vertical-align:bottom;background:#eef3fa;border:1px solid #c9d6ea;border-radius:8px;
@@ -496,28 +504,44 @@ document.addEventListener('click',e=>{const th=e.target.closest('th');if(th)sort
 """
 
 
+def is_key_column(column: Any) -> bool:
+    """The column a reader looks for first (Table 3's Overall): it stays at the right edge
+    of the window while the other data scroll."""
+    return column.key.rsplit("/", 1)[-1] == "overall"
+
+
+def _classes(*names: str) -> str:
+    joined = " ".join(n for n in names if n)
+    return f' class="{joined}"' if joined else ""
+
+
 def _cell(table: Table, i: int, column: Any) -> str:
     value = _number(table.values.at[i, column.key])
-    difference = comparison_text(table, i, column)
-    below = f'<br><span class="d">{_esc(difference)}</span>' if difference else ""
+    difference = comparison_parts(table, i, column)
+    lines = "<br>".join(_esc(part) for part in difference)
+    below = f'<br><span class="d">{lines}</span>' if difference else ""
+    key = "k" if is_key_column(column) else ""
     if value is None:
-        return f'<td data-v="NaN">–{below}</td>'
+        return f'<td data-v="NaN"{_classes(key)}>–{below}</td>'
     finite = [v for v in table.values[column.key] if _number(v) is not None]
     best = max(finite) if column.higher_is_better else min(finite)
-    bold = ' class="best"' if len(set(finite)) > 1 and value == best else ""
+    bold = "best" if len(set(finite)) > 1 and value == best else ""
     full = value_text(table, i, column)
     main, _, rest = full.partition(" ")
     # the uncertainty on a second, smaller line (the seeds column gives n): narrow columns
     error = rest.split(" (n=")[0].replace("± ", "±") if rest else ""
     second = f'<br><span class="u">{_esc(error)}</span>' if error else ""
-    return f'<td data-v="{value!r}"{bold} title="{_esc(full)}">{_esc(main)}{second}{below}</td>'
+    return (
+        f'<td data-v="{value!r}"{_classes(bold, key)} title="{_esc(full)}">'
+        f"{_esc(main)}{second}{below}</td>"
+    )
 
 
 def _head(column: Any) -> str:
     """A column heading: its group (device group) above its label and arrow."""
     group = f'<span class="grp">{_esc(column.group)}</span> ' if column.group else ""
     label = header(dataclasses.replace(column, group=""))
-    return f"<th>{group}{_esc(label)}</th>"
+    return f"<th{_classes('k' if is_key_column(column) else '')}>{group}{_esc(label)}</th>"
 
 
 def shown_label_columns(table: Table) -> tuple[list[str], dict[str, Any]]:

@@ -697,24 +697,34 @@ def comparison_text(table: Table, row: int, column: Column) -> str:
     """A cell's difference to the baseline: ``Δ +0.052 [0.014, 0.090] (n=3) p=0.012 *``
     (``n.s.``: not significant after Holm), a note when there is nothing to test, or ``""``
     (the baseline's own row, tables without a baseline)."""
+    return " ".join(comparison_parts(table, row, column))
+
+
+def comparison_parts(table: Table, row: int, column: Column) -> list[str]:
+    """:func:`comparison_text` in its parts: the difference, its interval, the test, the
+    seeds 80 % power would need (a narrow HTML cell puts each on its own line)."""
     statistics = table.statistics
     if statistics is None or statistics.comparisons is None:
-        return ""
+        return []
     comparison = statistics.comparisons[row].get(column.key)
     if comparison is None:
-        return ""
+        return []
     if comparison.n_pairs == 0:
-        return comparison.note
+        return [comparison.note]
     text = f"Δ {comparison.diff:+.3f}"
     if comparison.note and comparison.n_pairs > 1:  # a column no seed changes: no test
-        return f"{text} ({comparison.note})"
+        return [text, f"({comparison.note})"]
     if comparison.n_pairs == 1:
-        return f"{text} (n=1, no interval)"
+        return [text, "(n=1, no interval)"]
     mark = "*" if comparison.significant else "n.s."
+    parts = [
+        text,
+        f"[{comparison.diff_low:+.3f}, {comparison.diff_high:+.3f}]",
+        f"(n={comparison.n_pairs}) {p_text(comparison.p)} {mark}",
+    ]
     if comparison.seeds_needed is not None:
-        mark += f" (n={comparison.seeds_needed} for 80 % power)"
-    interval = f"[{comparison.diff_low:+.3f}, {comparison.diff_high:+.3f}]"
-    return f"{text} {interval} (n={comparison.n_pairs}) {p_text(comparison.p)} {mark}"
+        parts.append(f"(n={comparison.seeds_needed} for 80 % power)")
+    return parts
 
 
 def p_text(p: float) -> str:
