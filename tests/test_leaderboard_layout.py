@@ -48,34 +48,31 @@ def table3_records() -> list:
     return records
 
 
-@pytest.fixture(scope="module")
-def page(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("board")
+def write_page(folder: Path, spec: LeaderboardSpec) -> Path:
+    """``spec`` over Table 3's records, as an HTML page in ``folder``."""
     store = ResultStore(folder / "store.sqlite")
     for record in table3_records():
         store.add(record)
-    html = render_leaderboard(LeaderboardSpec(agg="mean"), store, load_plugins(), "html")
     path = folder / "board.html"
-    path.write_text(html)
+    path.write_text(render_leaderboard(spec, store, load_plugins(), "html"))
     return path
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory) -> Path:
+    return write_page(tmp_path_factory.mktemp("board"), LeaderboardSpec(agg="mean"))
 
 
 @pytest.fixture(scope="module")
 def baseline_page(tmp_path_factory) -> Path:
     """Table 3 with its first row as the baseline: every other cell carries a difference."""
-    folder = tmp_path_factory.mktemp("baseline")
-    store = ResultStore(folder / "store.sqlite")
-    for record in table3_records():
-        store.add(record)
     rows = tuple(
         RowSpec(f"alpha {alpha}", {"method": "icl", "method.alpha": alpha,
                                    "method.temperature": temperature})
         for alpha, temperature in [(0.2, 0.07), (1.5, 0.1), (0.25, 0.07)]
     )  # fmt: skip
     spec = LeaderboardSpec(agg="mean", rows=rows, baseline="alpha 0.2")
-    path = folder / "board.html"
-    path.write_text(render_leaderboard(spec, store, load_plugins(), "html"))
-    return path
+    return write_page(tmp_path_factory.mktemp("baseline"), spec)
 
 
 @pytest.fixture(scope="module")
