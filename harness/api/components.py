@@ -93,6 +93,10 @@ class DataSplits:
     multi_label: bool = False
     """Whether a clip carries a set of labels (:attr:`Clip.labels`, batches a multi-hot
     :attr:`Batch.target`) instead of one class (:attr:`Clip.label`)."""
+    fold_key: str = ""
+    """The :attr:`Clip.meta` key naming each clip's published cross-validation fold (ESC-50:
+    ``fold``), for protocols that cross-validate over the folds (``train`` and ``eval``
+    then hold every fold between them); empty when the set publishes no folds."""
 
     def split(self, name: str) -> list[Clip]:
         """The clips of split ``name`` (one of :data:`SPLIT_NAMES`)."""
@@ -449,6 +453,10 @@ class SplitAudio(Interface):
     """Multi-hot targets ``[N, C]`` of a multi-label data set; None otherwise."""
 
     def __len__(self) -> int: ...
+
+    def join(self, other: SplitAudio) -> SplitAudio:
+        """This split's clips followed by ``other``'s (same sample rate and clip length)."""
+        ...
 
 
 @dataclass
