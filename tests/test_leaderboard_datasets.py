@@ -17,6 +17,7 @@ from harness.results.leaderboard import ColumnSpec, LeaderboardSpec, RowSpec, bu
 from harness.results.render import render, render_leaderboard
 from harness.results.store import ResultStore, RunRecord
 from harness.util.errors import UsageError
+from tests.conftest import run_cli
 
 LEADERBOARDS = Path(__file__).parent.parent / "leaderboards"
 
@@ -212,10 +213,22 @@ def test_spec_file_with_column_tables(tmp_path, plugins):
             LeaderboardSpec.from_file(bad)
 
 
-def test_table4_spec_parses_with_a_column_per_data_set():
+def test_table4_spec_parses_with_a_column_per_data_set(tmp_path):
     spec = LeaderboardSpec.from_file(LEADERBOARDS / "fewshot_finetune.toml")
-    datasets = [c.where.get("dataset") for c in spec.column_specs]
-    assert {"audioset-embedded", "fewshot-embedded", "speech-commands", "voxceleb1"} <= set(
-        datasets
-    )
+    by_key = {c.table_key: c for c in spec.column_specs}
+    assert list(by_key) == ["as20k_map", "esc50_acc", "vox1_acc", "scv2_acc", "tp_m", "prior_map"]
+    assert by_key["esc50_acc"].where == {"dataset": ["fewshot-embedded", "esc50"]}
+    assert by_key["scv2_acc"].where == {"dataset": "speech-commands"} and by_key["scv2_acc"].note
     assert spec.scoped and spec.baseline in {row.label for row in spec.rows}
+
+
+def test_dry_run_of_the_table4_sweep_covers_both_embedded_sets(tmp_path):
+    result = run_cli(
+        "sweep", str(LEADERBOARDS / "fewshot_finetune.toml"), "--dry-run",
+        "--out", str(tmp_path / "runs"), "--store", str(tmp_path / "runs.sqlite"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    cells = [line for line in output.splitlines() if "seed=" in line and "would run" in line]
+    assert len(cells) == 20  # 5 rows x 2 data sets x 2 seeds
+    assert sum("dataset=fewshot-embedded" in c for c in cells) == 10

@@ -75,7 +75,8 @@ class ColumnSpec:
             return self.key
         if not self.where:
             return self.metric
-        return f"{self.metric}@" + "+".join(str(v) for v in self.where.values())
+        values = [v if isinstance(v, list) else [v] for v in self.where.values()]
+        return f"{self.metric}@" + "+".join(str(v) for vs in values for v in vs)
 
 
 COLUMN_KEYS = {"metric", "label", "where", "key", "note"}
@@ -259,6 +260,19 @@ def matches(
     return True
 
 
+def column_matches(record: RunRecord, where: dict[str, Any]) -> bool:
+    """A column's ``where`` holds: as :func:`matches`, and a list of values (``dataset =
+    ["esc50", "fewshot-embedded"]``) matches a run whose (non-list) value is any of them."""
+    for key, wanted in where.items():
+        value = config_value(record, key)
+        if isinstance(wanted, list) and not isinstance(value, list):
+            if not any(_same(value, one) for one in wanted):
+                return False
+        elif not matches(record, {key: wanted}):
+            return False
+    return True
+
+
 def aug_set(label: str) -> frozenset[str]:
     """The augmentations of a ``a+b`` label (``none`` is the empty set)."""
     return frozenset(a for a in label.split("+") if a and a != "none")
@@ -403,7 +417,7 @@ def scoped_runs(spec: LeaderboardSpec, label: str, runs: list[RunRecord]) -> lis
     runs in the row differ in more than the seed."""
     taken = []
     for column in spec.column_specs:
-        cell = [r for r in runs if matches(r, column.where)]
+        cell = [r for r in runs if column_matches(r, column.where)]
         if column.where and len(_by_config(cell)) > 1:
             raise UsageError(
                 f"row '{label}', column '{column.table_key}': its runs differ in more than "
@@ -568,7 +582,7 @@ def run_values(
         value_row, error_row = {}, {}
         for column in columns:
             source = sources.get(column.key, ColumnSpec(column.key))
-            taken = matches(run, source.where)
+            taken = column_matches(run, source.where)
             value_row[column.key] = metrics.get(source.metric) if taken else None
             error_row[column.key] = metrics.get(column.error_key) if taken else None
         values.append(value_row)
