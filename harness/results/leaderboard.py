@@ -808,8 +808,8 @@ def comparison_text(table: Table, row: int, column: Column) -> str:
     if statistics is None or statistics.comparisons is None:
         return ""
     comparison = statistics.comparisons[row].get(column.key)
-    if comparison is None:
-        return ""
+    if comparison is None or statistics.summaries[row][column.key].n == 0:
+        return ""  # the baseline's own row, or a cell without runs (shown as –)
     if comparison.n_pairs == 0:
         return comparison.note
     text = f"Δ {comparison.diff:+.3f}"
