@@ -14,6 +14,14 @@ d-prime on the eval split (``_multilabel.py``), with the train split's class fre
 the prior baseline (``prior_map``). Training-time mixup (of features and targets) and
 SpecAugment frequency and time masks apply when their options are above 0.
 
+On a data set with published cross-validation folds (ESC-50; :attr:`DataSplits.fold_key`),
+``folds = "all"`` (the default) runs the whole cross-validation in one run: for each fold a
+fresh copy of the run's backbone (same weights, same head initialisation) is fine-tuned on the
+other folds and scored on that fold; the metrics are the means over the folds, with each
+fold's score (``acc/fold1``) and the across-fold std (``acc/std``). ``folds = "3"`` runs fold
+3 alone. The fine-tunings are not checkpointed: a run killed during its cross-validation
+resumes its training stages and restarts the cross-validation.
+
 ``recipe`` picks AudioMAE's published fine-tuning values for a Table 4 data set
 (``audioset-20k``, ``esc50``, ``scv2``, ``voxceleb1``; docs/defaults.md lists them with
 their sources); ``small`` (the default) keeps CPU runs short. An option set explicitly
@@ -224,7 +232,8 @@ class Finetune(LabeledProtocol):
         """On a data set with published cross-validation folds (ESC-50's five): ``all``
         fine-tunes a fresh copy of the backbone per fold on the other folds and scores it on
         that fold (the mean over folds, each fold's score and the across-fold std); a fold's
-        name (e.g. ``1``) runs that fold alone. Data sets without folds: train and eval."""
+        name as a string (e.g. ``"1"``) runs that fold alone. Data sets without folds: their
+        train and eval splits."""
 
         domains = domain_map(
             epochs=at_least(1, "Fine-tuning epochs."),
