@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 
 from harness.data.loader import ClipAudio, ConcatWaves, TensorWaves, load_clips, split_audio
 from harness.util.errors import UsageError
+from harness.util.faults import KILL_ENV
 from harness_plugins.datasets.esc50 import Esc50
 from harness_plugins.protocols.finetune import Finetune, fold_metrics
 from tests.conftest import TOY_PLUGIN, run_cli
@@ -206,23 +208,44 @@ def test_join_reads_both_sources_in_order():
     assert math.isclose(float(both.labels.sum()), 0)
 
 
-def test_cross_validation_from_the_command_line(esc50_root, tmp_path):
-    args = [
+def cli_args(esc50_root: Path, out: Path) -> list[str]:
+    return [
         "--plugin", str(TOY_PLUGIN), "run", "--backbone", "toy", "--dataset", "esc50",
         "--method", "ce", "--aug", "none", "--epochs", "1", "--batch-size", "8",
         "--protocol", "finetune",
         "--set", f"dataset.root={esc50_root}", "--set", "dataset.clip_seconds=0.25",
         "--set", "protocol.finetune.epochs=1", "--set", "protocol.finetune.batch_size=8",
-        "--out", str(tmp_path / "runs"), "--store", str(tmp_path / "runs.sqlite"),
+        "--out", str(out / "runs"), "--store", str(out / "runs.sqlite"),
     ]  # fmt: skip
+
+
+def stored_metrics(out: Path) -> dict[str, float]:
+    (metrics_file,) = (out / "runs").glob("*/metrics.json")
+    return json.loads(metrics_file.read_text())
+
+
+def test_cross_validation_from_the_command_line(esc50_root, tmp_path):
+    args = cli_args(esc50_root, tmp_path)
     bad = run_cli(*args, "--set", "protocol.finetune.folds=9")
     assert bad.returncode == 2
     assert "folds='9' is not a fold of the data (1, 2, 3, 4, 5)" in bad.stderr
     assert not list((tmp_path / "runs").glob("*/metrics.json"))
     result = run_cli(*args)
     assert result.returncode == 0, result.stderr
-    (metrics_file,) = (tmp_path / "runs").glob("*/metrics.json")
-    metrics = json.loads(metrics_file.read_text())
+    metrics = stored_metrics(tmp_path)
     folds = [metrics[f"finetune/acc/fold{k}"] for k in range(1, 6)]
     assert metrics["finetune/acc"] == pytest.approx(np.mean(folds))
     assert metrics["finetune/acc/std"] == pytest.approx(np.std(folds, ddof=1))
+    # killed in fold 3, the resumed run fine-tunes folds 3-5 only, to the same metrics
+    killed_out = tmp_path / "killed"
+    killed = run_cli(*cli_args(esc50_root, killed_out), env={KILL_ENV: "finetune-fold3"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    kept = sorted(p.name for p in (killed_out / "runs").glob(".partial/*/protocols/*.json"))
+    assert kept == ["finetune-fold1.json", "finetune-fold2.json"]
+    resumed = run_cli(*cli_args(esc50_root, killed_out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "finetune-fold1 epoch" not in resumed.stderr
+    assert "finetune-fold2 epoch" not in resumed.stderr
+    assert "finetune-fold3 epoch 1/1" in resumed.stderr
+    assert stored_metrics(killed_out) == metrics
+    assert not list((killed_out / "runs").glob(".partial/*"))

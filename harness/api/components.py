@@ -487,6 +487,13 @@ class EvalContext:
     :class:`FeatureData`), rows in data order, float32 on the CPU: the core's one inference
     call (the run's device, precision, processes and evaluation batch size). Put the models
     in evaluation mode first."""
+    kept: Callable[[str, Callable[[], dict[str, Any]]], dict[str, Any]] = lambda key, compute: (
+        compute()
+    )
+    """``kept(key, compute)`` -> ``compute()``'s result (JSON: numbers, strings, lists,
+    tables), kept in the run's in-progress folder under ``key``: a run resumed after a kill
+    returns the kept result instead of computing it again (e.g. a finished fold of a
+    cross-validation). Outside a run it just computes."""
 
     def fit(self, spec: Training) -> TrainingResult:
         """Train ``spec.model`` in place through the run's trainer: its device, precision,

@@ -19,8 +19,8 @@ On a data set with published cross-validation folds (ESC-50; :attr:`DataSplits.f
 fresh copy of the run's backbone (same weights, same head initialisation) is fine-tuned on the
 other folds and scored on that fold; the metrics are the means over the folds, with each
 fold's score (``acc/fold1``) and the across-fold std (``acc/std``). ``folds = "3"`` runs fold
-3 alone. The fine-tunings are not checkpointed: a run killed during its cross-validation
-resumes its training stages and restarts the cross-validation.
+3 alone. Each finished fold's result is kept in the run's in-progress folder
+(:attr:`EvalContext.kept`): a run killed during fold 3 and resumed fine-tunes folds 3-5 only.
 
 ``recipe`` picks AudioMAE's published fine-tuning values for a Table 4 data set
 (``audioset-20k``, ``esc50``, ``scv2``, ``voxceleb1``; docs/defaults.md lists them with
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, fields
 from typing import ClassVar, Literal
@@ -303,12 +304,21 @@ class Finetune(LabeledProtocol):
             rows_in, rows_out = (~held).nonzero()[:, 0], held.nonzero()[:, 0]
             if len(rows_in) == 0 or len(rows_out) == 0:
                 raise UsageError(f"{self.name}: fold {fold} leaves no clips to train or to score")
-            metrics, row = self.finetune(
-                ctx, subset(every_clip, rows_in), subset(every_clip, rows_out), stage=f"fold{fold}"
+            train, scored = subset(every_clip, rows_in), subset(every_clip, rows_out)
+            kept = ctx.kept(  # a resumed run does not fine-tune a finished fold again
+                f"{self.name}-fold{fold}",
+                functools.partial(self.fold_result, ctx, train, scored, f"fold{fold}"),
             )
-            per_fold[fold] = metrics
-            rows.append({"fold": fold, **row})
+            per_fold[fold] = kept["metrics"]
+            rows.append({"fold": fold, **kept["row"]})
         return ProtocolResult(fold_metrics(per_fold), markdown_table(rows))
+
+    def fold_result(
+        self, ctx: EvalContext, train: SplitAudio, evaluation: SplitAudio, stage: str
+    ) -> dict[str, dict]:
+        """One fold's metrics and table row, as :attr:`EvalContext.kept` keeps them."""
+        metrics, row = self.finetune(ctx, train, evaluation, stage)
+        return {"metrics": metrics, "row": row}
 
     def finetune(
         self, ctx: EvalContext, train: SplitAudio, evaluation: SplitAudio, stage: str = ""
