@@ -21,7 +21,7 @@ from harness.cli.sweep import plan
 from harness.data.loader import load_clips
 from harness.engine.trainer import standalone_services
 from harness.registry.plugins import load_plugins
-from harness.results.leaderboard import LeaderboardSpec, grouped_runs
+from harness.results.leaderboard import LeaderboardSpec, build_tables, grouped_runs
 from harness.results.store import RunRecord
 from harness.run.components import check_label_kinds
 from harness_plugins.datasets._audioset_layout import read_segments, ytid_keys
@@ -257,7 +257,7 @@ def test_recipes_fill_unset_options_and_explicit_values_win():
     assert (cfg.mixup, cfg.freqm, cfg.timem) == (0.5, 48, 192)
     default = Finetune.Config()
     assert (default.epochs, default.batch_size, default.lr) == (3, 16, 5e-4)  # as before
-    assert set(RECIPES) == {"small", "audioset-20k", "esc50", "scv2", "voxceleb1"}
+    assert set(RECIPES) == {"small", "audioset-20k", "audioset-2m", "esc50", "scv2", "voxceleb1"}
     with pytest.raises(ValueError, match="unknown recipe"):
         Finetune.Config(recipe="nope")
 
@@ -308,25 +308,30 @@ def test_table4_spec_rows_each_match_the_planned_runs_of_both_seeds():
     path = Path(__file__).parents[1] / "leaderboards" / "fewshot_finetune.toml"
     spec = LeaderboardSpec.from_file(path)
     runs = plan(path, load_plugins(), [], {})
-    assert len(runs) == 2 * len(spec.rows)
+    assert len(runs) == 2 * 2 * len(spec.rows)  # two data sets, two seeds
     for run in runs:
-        assert run.config.dataset.name == "audioset-embedded"
+        assert run.config.dataset.name in {"audioset-embedded", "fewshot-embedded"}
         [finetune] = run.config.protocols
         assert finetune.name == "finetune" and finetune.config.recipe == "small"
     records = [
         RunRecord(
             run_id=f"r{i}", created=f"r{i}", config_hash=f"r{i}",
             backbone=run.config.backbone.name, method=run.config.method.name, aug="none",
-            dataset="audioset-embedded", protocols="finetune", seed=run.config.run.seed,
+            dataset=run.config.dataset.name, protocols="finetune", seed=run.config.run.seed,
             config=json.loads(json.dumps(run.config.as_dict())),
-            metrics={"finetune/map": 30.0 + i, "finetune/tp_m": 1.0}, run_dir="",
+            metrics={"finetune/map": 30.0 + i, "finetune/acc": 10.0 + i, "finetune/tp_m": 1.0},
+            run_dir="",
             harness_version="0", git_commit="", environment={}, duration_s=1.0,
         )
         for i, run in enumerate(runs)
     ]  # fmt: skip
     groups = grouped_runs(spec, records)
     assert [labels["row"] for labels, _ in groups] == [row.label for row in spec.rows]
-    assert [len(group) for _, group in groups] == [2] * len(spec.rows)
+    assert [len(group) for _, group in groups] == [4] * len(spec.rows)
+    _, mean = build_tables(spec, records, load_plugins())
+    assert list(mean.labels["seeds"]) == [2] * len(spec.rows)
+    assert all(s["as20k_map"].n == 2 and s["esc50_acc"].n == 2 for s in mean.statistics.summaries)
+    assert all(s["vox1_acc"].n == 0 for s in mean.statistics.summaries)
 
 
 # -- end to end from the command line --------------------------------------------------------

@@ -93,6 +93,10 @@ class DataSplits:
     multi_label: bool = False
     """Whether a clip carries a set of labels (:attr:`Clip.labels`, batches a multi-hot
     :attr:`Batch.target`) instead of one class (:attr:`Clip.label`)."""
+    fold_key: str = ""
+    """The :attr:`Clip.meta` key naming each clip's published cross-validation fold (ESC-50:
+    ``fold``), for protocols that cross-validate over the folds (``train`` and ``eval``
+    then hold every fold between them); empty when the set publishes no folds."""
 
     def split(self, name: str) -> list[Clip]:
         """The clips of split ``name`` (one of :data:`SPLIT_NAMES`)."""
@@ -459,6 +463,10 @@ class SplitAudio(Interface):
 
     def __len__(self) -> int: ...
 
+    def join(self, other: SplitAudio) -> SplitAudio:
+        """This split's clips followed by ``other``'s (same sample rate and clip length)."""
+        ...
+
 
 @dataclass
 class EvalContext:
@@ -488,6 +496,13 @@ class EvalContext:
     :class:`FeatureData`), rows in data order, float32 on the CPU: the core's one inference
     call (the run's device, precision, processes and evaluation batch size). Put the models
     in evaluation mode first."""
+    kept: Callable[[str, Callable[[], dict[str, Any]]], dict[str, Any]] = lambda key, compute: (
+        compute()
+    )
+    """``kept(key, compute)`` -> ``compute()``'s result (JSON: numbers, strings, lists,
+    tables), kept in the run's in-progress folder under ``key``: a run resumed after a kill
+    returns the kept result instead of computing it again (e.g. a finished fold of a
+    cross-validation). Outside a run it just computes."""
 
     def fit(self, spec: Training) -> TrainingResult:
         """Train ``spec.model`` in place through the run's trainer: its device, precision,

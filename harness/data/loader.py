@@ -99,6 +99,27 @@ class SubsetWaves(WaveSource):
         return self.parent.read(int(self.rows[i]))
 
 
+class ConcatWaves(WaveSource):
+    """The clips of several sources of one clip length, one source after the other."""
+
+    def __init__(self, parts: list[WaveSource]) -> None:
+        lengths = {part.length for part in parts}
+        if len(lengths) != 1:
+            raise UsageError(f"cannot join waveforms of different lengths: {sorted(lengths)}")
+        self.parts = parts
+        self.length = lengths.pop()
+        self.starts = np.cumsum([0] + [len(part) for part in parts])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def read(self, i: int) -> np.ndarray:
+        if not 0 <= i < len(self):
+            raise IndexError(f"clip {i} of {len(self)}")
+        part = int(np.searchsorted(self.starts, i, side="right")) - 1
+        return self.parts[part].read(i - int(self.starts[part]))
+
+
 class DecodedWaves(WaveSource):
     """Each clip read from its files, cropped or padded and resampled on demand.
 
@@ -160,6 +181,33 @@ class ClipAudio:
     @property
     def in_memory(self) -> bool:
         return isinstance(self.wave, Tensor | TensorWaves)
+
+    def join(self, other: ClipAudio) -> ClipAudio:
+        """This split's clips followed by ``other``'s, at one sample rate and clip length
+        (in memory when both are, else read lazily from both sources)."""
+        if other.sample_rate != self.sample_rate:
+            raise UsageError(
+                f"cannot join audio at {self.sample_rate} Hz and {other.sample_rate} Hz"
+            )
+        if (self.targets is None) != (other.targets is None):
+            raise UsageError("cannot join multi-label audio with single-label audio")
+        if isinstance(self.wave, Tensor) and isinstance(other.wave, Tensor):
+            if self.wave.shape[1] != other.wave.shape[1]:
+                raise UsageError(
+                    f"cannot join waveforms of different lengths: "
+                    f"{self.wave.shape[1]} and {other.wave.shape[1]}"
+                )
+            wave: Tensor | WaveSource = torch.cat([self.wave, other.wave])
+        else:
+            wave = ConcatWaves([self.source, other.source])
+        return ClipAudio(
+            clips=[*self.clips, *other.clips],
+            wave=wave,
+            labels=torch.cat([self.labels, other.labels]),
+            devices=torch.cat([self.devices, other.devices]),
+            sample_rate=self.sample_rate,
+            targets=None if self.targets is None else torch.cat([self.targets, other.targets]),
+        )
 
     def materialize(self) -> Tensor:
         """All waveforms as one ``[N, T]`` tensor (only for small splits)."""

@@ -107,7 +107,7 @@ def table_statistics(table: Table) -> dict[str, Any]:
     """A mean table's baseline, Holm's test count, detectable differences and notes."""
     statistics = table.statistics
     if statistics is None:
-        return {}
+        return {"notes": list(table.notes)} if table.notes else {}
     detectable = statistics.detectable or {}
     return {
         "baseline": statistics.baseline,
@@ -137,6 +137,11 @@ def spec_dict(spec: LeaderboardSpec) -> dict[str, Any]:
         "recipe_augs": list(spec.recipe_augs),
         "rows": [{"label": r.label, "match": dict(r.match)} for r in spec.rows],
         "baseline": spec.baseline,
+        "columns": [
+            {"key": c.table_key, "metric": c.metric, "label": c.label, "where": dict(c.where)}
+            for c in spec.column_specs
+        ]
+        or list(spec.columns),
     }
 
 

@@ -56,6 +56,33 @@ class RowSpec:
 
 
 @dataclass(frozen=True)
+class ColumnSpec:
+    """A column given as a table in a spec: ``metric`` of the spec's protocol, taken from the
+    runs of each row that match ``where`` (e.g. ``{dataset = "esc50"}``), so one row can show
+    several data sets (several runs) side by side; ``note`` says why it may be empty."""
+
+    metric: str
+    label: str = ""
+    where: dict[str, Any] = field(default_factory=dict)
+    key: str = ""
+    """The column's name in the table (CSV header, JSON key); default ``metric@where values``."""
+    note: str = ""
+    """Shown under the table when no row has a value in this column (e.g. needs the real data)."""
+
+    @property
+    def table_key(self) -> str:
+        if self.key:
+            return self.key
+        if not self.where:
+            return self.metric
+        values = [v if isinstance(v, list) else [v] for v in self.where.values()]
+        return f"{self.metric}@" + "+".join(str(v) for vs in values for v in vs)
+
+
+COLUMN_KEYS = {"metric", "label", "where", "key", "note"}
+
+
+@dataclass(frozen=True)
 class LeaderboardSpec:
     """What a leaderboard shows: protocol, metric, seed aggregation, filters, rows."""
 
@@ -72,6 +99,14 @@ class LeaderboardSpec:
     """Augmentations every run shares (a training recipe); rows match ``aug`` without them."""
     baseline: str | None = None
     """The row (its label, see :func:`row_name`) every other row is compared to, by seed."""
+    column_specs: tuple[ColumnSpec, ...] = ()
+    """Every column, when the spec gives some as tables (:class:`ColumnSpec`); ``columns``
+    then holds their table keys."""
+
+    @property
+    def scoped(self) -> bool:
+        """Whether a column takes its values from only some runs of a row (``where``)."""
+        return any(c.where for c in self.column_specs)
 
     @classmethod
     def from_file(cls, path: Path) -> LeaderboardSpec:
@@ -87,6 +122,7 @@ class LeaderboardSpec:
             label = spec_file.typed(f"rows[{i}].label", row["label"], str | int | float)
             match = spec_file.typed(f"rows[{i}].match", row["match"], dict)
             rows.append(RowSpec(str(label), dict(match)))
+        column_specs = spec_file.column_specs()
         spec = cls(
             title=spec_file.get("title", str, ""),
             protocol=spec_file.get("protocol", str, cls.protocol),
@@ -94,7 +130,8 @@ class LeaderboardSpec:
             agg=spec_file.get("agg", str, cls.agg),
             filters=spec_file.get("filters", dict, {}),
             rows=tuple(rows),
-            columns=spec_file.strings("columns"),
+            columns=tuple(c.table_key for c in column_specs),
+            column_specs=column_specs if any(c.where or c.label for c in column_specs) else (),
             recipe_augs=spec_file.strings("recipe_augs"),
             where=spec_file.get("where", dict, {}),
             baseline=spec_file.get("baseline", str, None),
@@ -114,6 +151,7 @@ class LeaderboardSpec:
         }
         if options.get("metric") is not None:
             changes["columns"] = ()  # the metric family's columns, not the spec's own list
+            changes["column_specs"] = ()
         return replace(self, filters=filters, **changes).validated("command line")
 
     def validated(self, source: str) -> LeaderboardSpec:
@@ -124,6 +162,11 @@ class LeaderboardSpec:
         unknown = set(self.filters) - set(RECORD_FIELDS)
         if unknown:
             raise UsageError(f"{source}: cannot filter by '{sorted(unknown)[0]}'")
+        if len(set(self.columns)) < len(self.columns):
+            twice = next(k for k in self.columns if self.columns.count(k) > 1)
+            raise UsageError(f"{source}: two columns are named '{twice}' (give one a 'key')")
+        if self.scoped and not self.rows:
+            raise UsageError(f"{source}: columns with 'where' need named [[rows]]")
         return self
 
 
@@ -157,6 +200,31 @@ class SpecFile:
             self.typed(f"{key}[{i}]", value, str)
         return tuple(values)
 
+    def column_specs(self) -> tuple[ColumnSpec, ...]:
+        """``columns``: metric names, or tables ``{metric, label, where, key, note}``."""
+        out = []
+        for i, value in enumerate(self.get("columns", list, [])):
+            name = f"columns[{i}]"
+            if isinstance(value, str):
+                out.append(ColumnSpec(value))
+                continue
+            entry = self.typed(name, value, dict)
+            unknown = set(entry) - COLUMN_KEYS
+            if unknown:
+                raise UsageError(
+                    f"leaderboard spec {self.path}: unknown key '{sorted(unknown)[0]}' in {name}"
+                )
+            if "metric" not in entry:
+                raise UsageError(f"leaderboard spec {self.path}: {name} needs 'metric'")
+            texts = {
+                k: self.typed(f"{name}.{k}", entry[k], str)
+                for k in ("metric", "label", "key", "note")
+                if k in entry
+            }
+            where = dict(self.typed(f"{name}.where", entry.get("where", {}), dict))
+            out.append(ColumnSpec(where=where, **texts))
+        return tuple(out)
+
     def tables(self, key: str) -> list[dict[str, Any]]:
         values = self.get(key, list, [])
         for i, value in enumerate(values):
@@ -188,6 +256,19 @@ def matches(
             if aug_set(record.aug) - recipe_augs != aug_set(str(wanted)) - recipe_augs:
                 return False
         elif not _same(config_value(record, key), wanted):
+            return False
+    return True
+
+
+def column_matches(record: RunRecord, where: dict[str, Any]) -> bool:
+    """A column's ``where`` holds: as :func:`matches`, and a list of values (``dataset =
+    ["esc50", "fewshot-embedded"]``) matches a run whose (non-list) value is any of them."""
+    for key, wanted in where.items():
+        value = config_value(record, key)
+        if isinstance(wanted, list) and not isinstance(value, list):
+            if not any(_same(value, one) for one in wanted):
+                return False
+        elif not matches(record, {key: wanted}):
             return False
     return True
 
@@ -253,6 +334,8 @@ def select_columns(
     """The protocol's declared columns in the metric family, or the spec's explicit ones."""
     protocol = plugins["protocol"].get(spec.protocol).cls
     declared = {c.key: c for c in protocol.columns}
+    if spec.column_specs:
+        return [scoped_column(c, declared) for c in spec.column_specs]
     if spec.columns:
         return [declared.get(k, Column(k, k)) for k in spec.columns]
     primary = protocol.primary or next(iter(declared), "")
@@ -263,6 +346,18 @@ def select_columns(
         columns = [Column(k, k) for k in keys if k.split("/")[0] == family or not family]
     present = {k for r in records for k in metrics_of(r, spec.protocol)}
     return [c for c in columns if c.key in present]
+
+
+def scoped_column(column: ColumnSpec, declared: dict[str, Column]) -> Column:
+    """The table column of a spec's column table: its label (else the protocol's), the
+    protocol's direction for its metric, under its table key."""
+    known = declared.get(column.metric, Column(column.metric, column.metric))
+    return replace(
+        known,
+        key=column.table_key,
+        label=column.label or known.label,
+        group="" if column.label else known.group,
+    )
 
 
 def no_columns_message(spec: LeaderboardSpec, plugins: Plugins, records: list[RunRecord]) -> str:
@@ -305,14 +400,19 @@ def shown_metric(key: str, columns: dict[str, Column]) -> tuple[str, float]:
     return key + column.unit_suffix, column.scale
 
 
+def shown(column: Column, value: Any) -> Any:
+    """A stored number in the unit ``column`` shows it in (anything else unchanged)."""
+    return column.shown(value) if isinstance(value, int | float) else value
+
+
 def shown_metrics(record: RunRecord, protocol: str, columns: list[Column]) -> dict[str, Any]:
     """:func:`metrics_of` in the units the columns show (:meth:`Column.shown`): a column's
     value and its own error (``error_key``) scaled alike; other metrics as stored."""
     metrics: dict[str, Any] = metrics_of(record, protocol)
     for column in columns:
         for key in (column.key, column.error_key):
-            if key and isinstance(metrics.get(key), int | float):
-                metrics[key] = column.shown(metrics[key])
+            if key and key in metrics:
+                metrics[key] = shown(column, metrics[key])
     return metrics
 
 
@@ -327,6 +427,9 @@ def grouped_runs(
         out = []
         for row in spec.rows:
             runs = [r for r in records if matches(r, row.match, frozenset(spec.recipe_augs))]
+            if spec.scoped:
+                out += [({"row": row.label}, runs)] if scoped_runs(spec, row.label, runs) else []
+                continue
             for _, group in _by_config(runs):
                 out.append(({"row": row.label}, group))
         return out
@@ -344,6 +447,22 @@ def grouped_runs(
         )
         for _, group in _by_config(records)
     ]
+
+
+def scoped_runs(spec: LeaderboardSpec, label: str, runs: list[RunRecord]) -> list[RunRecord]:
+    """The runs of a row of a spec with ``where`` columns that some column takes (a column
+    without ``where`` takes every run of the row); a one-line error when a ``where`` column's
+    runs in the row differ in more than the seed."""
+    taken = []
+    for column in spec.column_specs:
+        cell = [r for r in runs if column_matches(r, column.where)]
+        if column.where and len(_by_config(cell)) > 1:
+            raise UsageError(
+                f"row '{label}', column '{column.table_key}': its runs differ in more than "
+                f"the seed; give the row or the column a narrower match"
+            )
+        taken += [r for r in cell if r not in taken]
+    return [r for r in runs if r in taken]
 
 
 def exclusions(spec: LeaderboardSpec, records: list[RunRecord]) -> str:
@@ -433,6 +552,8 @@ class Table:
     classes: int | None = None
     """The class count every run of the table shares (None: unknown, or they differ): what
     the chance level of its columns (:meth:`Column.chance_level`) is taken over."""
+    notes: list[str] = field(default_factory=list)
+    """Notes shown under the table (e.g. why a column is empty)."""
 
     def chance(self) -> tuple[float, str] | None:
         """``(shown value, label)`` of the chance level all the table's columns share, e.g.
@@ -476,8 +597,10 @@ def build_tables(spec: LeaderboardSpec, records: list[RunRecord], plugins: Plugi
     aggs = ("best", "mean") if spec.agg == "both" else (spec.agg,)
     classes = shared_class_count([r for _, runs in groups for r in runs], plugins)
     tables = []
+    sources = cell_sources(spec)
     for agg in aggs:
-        table = _aggregate(agg, groups, columns, spec.protocol, primary, lower_better)
+        table = _aggregate(agg, groups, columns, spec.protocol, primary, lower_better, sources)
+        table.notes = empty_column_notes(spec, table)
         if agg == "mean":
             table = _with_statistics(table, groups, spec, baseline)
         tables.append(replace(table, classes=classes))
@@ -502,14 +625,58 @@ def shared_class_count(records: list[RunRecord], plugins: Plugins) -> int | None
     return counts.pop() if len(counts) == 1 and None not in counts else None
 
 
+def cell_sources(spec: LeaderboardSpec) -> dict[str, ColumnSpec]:
+    """Table key -> where its values come from, for a spec with ``where`` columns (else {})."""
+    return {c.table_key: c for c in spec.column_specs} if spec.scoped else {}
+
+
+def run_values(
+    runs: list[RunRecord],
+    columns: list[Column],
+    protocol: str,
+    sources: dict[str, ColumnSpec] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A run per row, a column per table column: the values and their own errors (NaN where
+    a run has none, or does not match the column's ``where``)."""
+    if not sources:
+        metrics = numeric_frame([shown_metrics(r, protocol, columns) for r in runs])
+        errors = pd.DataFrame(
+            {
+                c.key: metrics.get(c.error_key, math.nan) if c.error_key else math.nan
+                for c in columns
+            },
+            index=metrics.index,
+        )
+        return metrics.reindex(columns=[c.key for c in columns]), errors
+    values, errors = [], []
+    for run in runs:
+        metrics = metrics_of(run, protocol)
+        value_row, error_row = {}, {}
+        for column in columns:
+            source = sources.get(column.key, ColumnSpec(column.key))
+            taken = column_matches(run, source.where)
+            value_row[column.key] = shown(column, metrics.get(source.metric)) if taken else None
+            error_row[column.key] = shown(column, metrics.get(column.error_key)) if taken else None
+        values.append(value_row)
+        errors.append(error_row)
+    keys = [c.key for c in columns]
+    return (
+        numeric_frame(values).reindex(columns=keys),
+        numeric_frame(errors).reindex(columns=keys),
+    )
+
+
 def seed_values(
-    runs: list[RunRecord], columns: list[Column], protocol: str
+    runs: list[RunRecord],
+    columns: list[Column],
+    protocol: str,
+    sources: dict[str, ColumnSpec] | None = None,
 ) -> dict[str, dict[int, float]]:
     """``{column key: {seed: value}}`` of a row's finite shown values (runs of one seed
     averaged)."""
     keys = [c.key for c in columns]
     out: dict[str, dict[int, float]] = {}
-    frame = numeric_frame([shown_metrics(r, protocol, columns) for r in runs]).reindex(columns=keys)
+    frame, _ = run_values(runs, columns, protocol, sources)
     frame["seed__"] = [r.seed for r in runs]
     by_seed = frame.groupby("seed__").mean()
     for key in keys:
@@ -526,7 +693,8 @@ def _with_statistics(
 ) -> Table:
     """The mean table with its values, stds and statistics taken over seeds."""
     keys = [c.key for c in table.columns]
-    rows = [seed_values(runs, table.columns, spec.protocol) for _, runs in groups]
+    sources = cell_sources(spec)
+    rows = [seed_values(runs, table.columns, spec.protocol, sources) for _, runs in groups]
     statistics = seed_statistics(rows, keys, spec.baseline, baseline)
     means = [{k: s.mean for k, s in row.items()} for row in statistics.summaries]
     stds = [{k: s.std for k, s in row.items()} for row in statistics.summaries]
@@ -539,6 +707,19 @@ def _with_statistics(
     )
 
 
+def _at(frame: pd.DataFrame, index: Any, key: str) -> float:
+    return math.nan if index is None else float(frame.at[index, key])
+
+
+def empty_column_notes(spec: LeaderboardSpec, table: Table) -> list[str]:
+    """The notes of the spec's columns that no row of ``table`` has a value in."""
+    notes = []
+    for column, source in zip(table.columns, spec.column_specs or (), strict=False):
+        if source.note and table.values.get(column.key, pd.Series()).isna().all():
+            notes.append(f"{column_name(column)}: no runs here; {source.note}")
+    return notes
+
+
 def numeric_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Metric rows as floats; anything missing, non-numeric or non-finite becomes NaN (a dash)."""
     frame = pd.DataFrame(rows)
@@ -546,20 +727,12 @@ def numeric_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return frame.where(frame.abs() != math.inf)
 
 
-def _aggregate(agg, groups, columns, protocol, primary, lower_better) -> Table:
+def _aggregate(agg, groups, columns, protocol, primary, lower_better, sources=None) -> Table:
     label_rows, value_rows, error_rows = [], [], []
     collapsed: list[bool] = []
     own_errors = any(c.error_key for c in columns)
     for labels, runs in groups:
-        metrics = numeric_frame([shown_metrics(r, protocol, columns) for r in runs])
-        frame = metrics.reindex(columns=[c.key for c in columns])
-        errors = pd.DataFrame(
-            {
-                c.key: metrics.get(c.error_key, math.nan) if c.error_key else math.nan
-                for c in columns
-            },
-            index=metrics.index,
-        )
+        frame, errors = run_values(runs, columns, protocol, sources)
         if agg == "runs":
             for (index, row), run in zip(frame.iterrows(), runs, strict=True):
                 label_rows.append({**labels, "seed": run.seed, "run": run.run_id})
@@ -568,8 +741,14 @@ def _aggregate(agg, groups, columns, protocol, primary, lower_better) -> Table:
                 if own_errors:
                     error_rows.append(errors.loc[index])
             continue
-        label_rows.append({**labels, "seeds": len(runs)})
+        seeds = len({run.seed for run in runs}) if sources else len(runs)
+        label_rows.append({**labels, "seeds": seeds})
         collapsed.append(any(run.collapsed for run in runs))
+        if agg == "best" and sources:  # each cell's best seed (its own runs)
+            picks = {c.key: best_index(frame[c.key], c, ties=True) for c in columns}
+            value_rows.append(pd.Series({k: _at(frame, i, k) for k, i in picks.items()}))
+            error_rows.append(pd.Series({k: _at(errors, i, k) for k, i in picks.items()}))
+            continue
         if agg == "mean":
             value_rows.append(frame.mean())
             error_rows.append(frame.std(ddof=1) if len(runs) > 1 else frame.iloc[0] * math.nan)
@@ -670,9 +849,11 @@ def header(column: Column, fmt: str = "text") -> str:
     return f"{shown} {arrow}".strip()
 
 
-def best_index(values: pd.Series, column: Column) -> Any:
-    """The row of the best value of a column (None when all values are equal)."""
-    if values.dropna().nunique() < 2:
+def best_index(values: pd.Series, column: Column, ties: bool = False) -> Any:
+    """The row of the best value of a column (None when all values are equal, unless ``ties``:
+    then the first of them; None when the column has no value)."""
+    finite = values.dropna()
+    if finite.empty or (not ties and finite.nunique() < 2):
         return None
     return values.idxmax() if column.higher_is_better else values.idxmin()
 
@@ -707,8 +888,8 @@ def comparison_parts(table: Table, row: int, column: Column) -> list[str]:
     if statistics is None or statistics.comparisons is None:
         return []
     comparison = statistics.comparisons[row].get(column.key)
-    if comparison is None:
-        return []
+    if comparison is None or statistics.summaries[row][column.key].n == 0:
+        return []  # the baseline's own row, or a cell without runs (shown as –)
     if comparison.n_pairs == 0:
         return [comparison.note]
     text = f"Δ {comparison.diff:+.3f}"
@@ -847,8 +1028,11 @@ def statistics_notes(table: Table) -> list[str]:
     """What the mean table's numbers are, one sentence a line (none for other tables)."""
     statistics = table.statistics
     if statistics is None:
-        return []
-    notes = ["Cells: mean over seeds ± half the 95 % Student t confidence interval (n = seeds)."]
+        return list(table.notes)
+    notes = [
+        *table.notes,
+        "Cells: mean over seeds ± half the 95 % Student t confidence interval (n = seeds).",
+    ]
     if statistics.most_seeds < 2:
         notes.append("No intervals: they need at least 2 seeds, and every row has 1.")
     elif any(s.n == 1 for row in statistics.summaries for s in row.values()):

@@ -3,7 +3,10 @@ inference call, validation, and the :class:`harness.api.EvalContext` the protoco
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,14 +16,49 @@ from harness.api import Batch, EvalContext
 from harness.data.embeddings import Embedder
 from harness.engine.trainer import Engine, FitHooks
 from harness.run.components import RunParts
+from harness.util.errors import UsageError
+from harness.util.files import write_text_atomic
+
+KEPT_KEY = re.compile(r"[A-Za-z0-9._-]+")
 
 
 class Evaluation:
-    """Evaluates the run's trained backbone and method: validation and the protocols."""
+    """Evaluates the run's trained backbone and method: validation and the protocols.
 
-    def __init__(self, parts: RunParts, engine: Engine) -> None:
+    ``partial_dir()`` is the run's in-progress folder (None before it is known), where
+    :meth:`kept` keeps protocols' finished parts under ``prefix`` (``ema-`` for the moving
+    average's evaluation)."""
+
+    def __init__(
+        self,
+        parts: RunParts,
+        engine: Engine,
+        partial_dir: Callable[[], Path | None] = lambda: None,
+        prefix: str = "",
+    ) -> None:
         self.parts, self.engine = parts, engine
         self._embeddings: dict[str, Tensor] = {}
+        self.partial_dir, self.prefix = partial_dir, prefix
+
+    def kept(self, key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """``compute()``, or its result kept by an earlier, killed try of this run (JSON in
+        ``OUT/.partial/<run id>/protocols/``, written atomically by the main process)."""
+        folder = self.partial_dir()
+        if folder is None:
+            return compute()
+        if not KEPT_KEY.fullmatch(key):
+            raise UsageError(f"kept result key {key!r}: letters, digits, '.', '_', '-' only")
+        path = folder / "protocols" / f"{self.prefix}{key}.json"
+        if path.is_file():
+            try:
+                return json.loads(path.read_text())
+            except (OSError, ValueError):
+                pass  # a damaged file: computed again
+        result = compute()
+        if self.parts.ranks.is_main:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(path, json.dumps(result, allow_nan=False))
+        return result
 
     def forward_split(self, split: str, what: str, forward: Callable[[Batch], Tensor]) -> Tensor:
         """``forward`` of every clip of ``split`` (the models in evaluation mode)."""
@@ -94,6 +132,7 @@ class Evaluation:
             ).cached,
             train=lambda spec: self.engine.fit(spec, FitHooks(log=parts.log)),
             infer=self.infer,
+            kept=self.kept,
         )
 
     def evaluate(self) -> tuple[dict[str, float], dict[str, str]]:

@@ -116,7 +116,7 @@ class Experiment:
             log_every=cfg.run.log_every,
         )
         """The one trainer and inference call: the method's stages and protocols' trainings."""
-        self.evaluation = Evaluation(self.parts, self.engine)
+        self.evaluation = Evaluation(self.parts, self.engine, lambda: self.partial_dir)
         self.training = MethodTraining(
             self.parts, self.engine, self.checkpoints, self.evaluation.validate
         )
@@ -191,7 +191,9 @@ class Experiment:
             return {}, {}
         self.log(f"evaluating the moving average of the weights (decay {ema.decay})")
         with ema.swapped_in():
-            metrics, tables = Evaluation(self.parts, self.engine).evaluate()
+            metrics, tables = Evaluation(
+                self.parts, self.engine, lambda: self.partial_dir, prefix="ema-"
+            ).evaluate()
         return (
             {f"ema/{key}": value for key, value in metrics.items()},
             {f"ema/{key}": table for key, table in tables.items()},

@@ -58,6 +58,7 @@ class Esc50(Dataset):
             eval=eval_,
             clip_seconds=cfg.clip_seconds,
             root=Path(cfg.root),
+            fold_key="fold",
         )
 
 

@@ -538,6 +538,7 @@ class FewshotEmbedded(Dataset):
             eval=eval_,
             clip_seconds=cfg.seconds,
             root=root,
+            fold_key="fold" if cfg.train == "labeled" else "",
         )
 
 

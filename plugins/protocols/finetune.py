@@ -14,6 +14,14 @@ d-prime on the eval split (``_multilabel.py``), with the train split's class fre
 the prior baseline (``prior_map``). Training-time mixup (of features and targets) and
 SpecAugment frequency and time masks apply when their options are above 0.
 
+On a data set with published cross-validation folds (ESC-50; :attr:`DataSplits.fold_key`),
+``folds = "all"`` (the default) runs the whole cross-validation in one run: for each fold a
+fresh copy of the run's backbone (same weights, same head initialisation) is fine-tuned on the
+other folds and scored on that fold; the metrics are the means over the folds, with each
+fold's score (``acc/fold1``) and the across-fold std (``acc/std``). ``folds = "3"`` runs fold
+3 alone. Each finished fold's result is kept in the run's in-progress folder
+(:attr:`EvalContext.kept`): a run killed during fold 3 and resumed fine-tunes folds 3-5 only.
+
 ``recipe`` picks AudioMAE's published fine-tuning values for a Table 4 data set
 (``audioset-20k``, ``esc50``, ``scv2``, ``voxceleb1``; docs/defaults.md lists them with
 their sources) or for the unbalanced AudioSet-2M (``audioset-2m``: 200k clips per epoch
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, fields
 from typing import ClassVar, Literal
@@ -248,6 +257,12 @@ class Finetune(LabeledProtocol):
         held out from training."""
         valid_fraction: float = 0.1
         """With ``select = best``: the share of train clips held out for selection."""
+        folds: str = "all"
+        """On a data set with published cross-validation folds (ESC-50's five): ``all``
+        fine-tunes a fresh copy of the backbone per fold on the other folds and scores it on
+        that fold (the mean over folds, each fold's score and the across-fold std); a fold's
+        name as a string (e.g. ``"1"``) runs that fold alone. Data sets without folds: their
+        train and eval splits."""
 
         domains = domain_map(
             epochs=at_least(1, "Fine-tuning epochs."),
@@ -280,10 +295,14 @@ class Finetune(LabeledProtocol):
                 raise ValueError("mixup, freqm and timem must not be negative")
             if not 0 < self.valid_fraction < 1:
                 raise ValueError(f"valid_fraction must be in (0, 1), got {self.valid_fraction}")
+            self.folds = str(self.folds).strip()
+            if not self.folds:
+                raise ValueError("folds must be 'all' or a fold's name, got an empty string")
 
     def check(self, splits: DataSplits, method: Method) -> None:
         """Single-label data: labeled train and eval clips of two classes; multi-label data:
-        clips with a label set in both splits."""
+        clips with a label set in both splits; a fold named in ``folds`` exists."""
+        fold_names(splits, self.config.folds, self.name)
         if not splits.multi_label:
             super().check(splits, method)
             return
@@ -292,15 +311,51 @@ class Finetune(LabeledProtocol):
                 raise UsageError(f"{self.name}: the '{split}' split has no labeled clips")
 
     def evaluate(self, ctx: EvalContext) -> ProtocolResult:
-        multi_label = ctx.splits.multi_label
-        if multi_label:
+        if ctx.splits.multi_label:
             train, evaluation = ctx.audio("train"), ctx.audio("eval")
         else:
             train = ctx.labeled_audio("train", self.name)
             evaluation = ctx.labeled_audio("eval", self.name)
-        num_classes = len(ctx.splits.classes)
-        if num_classes < 2:
+        if len(ctx.splits.classes) < 2:
             raise UsageError(f"{self.name}: the data set has fewer than two classes")
+        folds = fold_names(ctx.splits, self.config.folds, self.name)
+        if not folds:
+            metrics, row = self.finetune(ctx, train, evaluation)
+            return ProtocolResult(metrics, one_row_table(row))
+        every_clip = train.join(evaluation)
+        key = ctx.splits.fold_key
+        clip_folds = [clip.meta.get(key, "") for clip in every_clip.clips]
+        per_fold: dict[str, dict[str, float]] = {}
+        rows = []
+        for fold in folds:
+            held = torch.tensor([name == fold for name in clip_folds])
+            rows_in, rows_out = (~held).nonzero()[:, 0], held.nonzero()[:, 0]
+            if len(rows_in) == 0 or len(rows_out) == 0:
+                raise UsageError(f"{self.name}: fold {fold} leaves no clips to train or to score")
+            train, scored = subset(every_clip, rows_in), subset(every_clip, rows_out)
+            kept = ctx.kept(  # a resumed run does not fine-tune a finished fold again
+                f"{self.name}-fold{fold}",
+                functools.partial(self.fold_result, ctx, train, scored, f"fold{fold}"),
+            )
+            per_fold[fold] = kept["metrics"]
+            rows.append({"fold": fold, **kept["row"]})
+        return ProtocolResult(fold_metrics(per_fold), markdown_table(rows))
+
+    def fold_result(
+        self, ctx: EvalContext, train: SplitAudio, evaluation: SplitAudio, stage: str
+    ) -> dict[str, dict]:
+        """One fold's metrics and table row, as :attr:`EvalContext.kept` keeps them."""
+        metrics, row = self.finetune(ctx, train, evaluation, stage)
+        return {"metrics": metrics, "row": row}
+
+    def finetune(
+        self, ctx: EvalContext, train: SplitAudio, evaluation: SplitAudio, stage: str = ""
+    ) -> tuple[dict[str, float], dict[str, str]]:
+        """Fine-tune a fresh copy of the run's backbone on ``train`` and score it on
+        ``evaluation``: the metrics and the result table's row. Every call starts from the
+        same weights (the run's backbone, a head drawn from the run's seed)."""
+        multi_label = ctx.splits.multi_label
+        num_classes = len(ctx.splits.classes)
         cfg = self.config
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.seed)
@@ -316,7 +371,7 @@ class Finetune(LabeledProtocol):
         sampling = recipe_sampling(cfg.recipe, train)
         result = ctx.fit(
             TrainingJob(
-                name=self.name,
+                name=f"{self.name}-{stage}" if stage else self.name,
                 model=classifier,
                 data=train,
                 epochs=cfg.epochs,
@@ -362,7 +417,56 @@ class Finetune(LabeledProtocol):
             metrics["best_epoch"] = float(selection.best_epoch)
             row["selected epoch"] = f"{selection.best_epoch}"
         metrics["tp_m"] = sum(p.numel() for p in classifier.parameters() if p.requires_grad) / 1e6
-        return ProtocolResult(metrics, one_row_table(row))
+        return metrics, row
+
+
+def fold_names(splits: DataSplits, folds: str, who: str) -> list[str]:
+    """The published folds to cross-validate over (``folds``: ``all`` or one fold's name), in
+    their natural order; empty for a data set without folds (``folds = all``)."""
+    if not splits.fold_key:
+        if folds != "all":
+            raise UsageError(f"{who}: folds={folds!r}, but the data set publishes no folds")
+        return []
+    names = {clip.meta.get(splits.fold_key, "") for clip in (*splits.train, *splits.eval)}
+    if "" in names:
+        raise UsageError(f"{who}: a clip has no '{splits.fold_key}' (its cross-validation fold)")
+    ordered = sorted(names, key=lambda name: (len(name), name))  # 2 before 10
+    if folds == "all":
+        if len(ordered) < 2:
+            raise UsageError(f"{who}: cross-validation needs two folds, the data has {ordered}")
+        return ordered
+    if folds not in names:
+        raise UsageError(f"{who}: folds={folds!r} is not a fold of the data ({', '.join(ordered)})")
+    return [folds]
+
+
+FOLD_SCORES = ("acc", "map", "mauc", "dprime", "prior_map")
+"""The scores reported per fold (``acc/fold1``) and as their std across folds (``acc/std``)."""
+
+
+def fold_metrics(per_fold: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Cross-validation metrics: each metric's mean over the folds (under its own name), each
+    fold's score (``acc/fold1``) and the scores' std across folds (``acc/std``, ddof 1, as
+    ``numpy.std(..., ddof=1)``; with two folds or more)."""
+    keys = set.intersection(*(set(metrics) for metrics in per_fold.values()))
+    out: dict[str, float] = {}
+    for key in sorted(keys):
+        values = torch.tensor([metrics[key] for metrics in per_fold.values()], dtype=torch.float64)
+        out[key] = float(values.mean())
+        if key in FOLD_SCORES:
+            out.update({f"{key}/fold{fold}": m[key] for fold, m in per_fold.items()})
+            if len(values) > 1:
+                out[f"{key}/std"] = float(values.std(correction=1))
+    out["folds"] = float(len(per_fold))
+    return out
+
+
+def markdown_table(rows: list[dict[str, str]]) -> str:
+    """A right-aligned Markdown table of ``rows`` (the first row's keys as its header)."""
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
+    lines += ["| " + " | ".join(row.get(key, "") for key in header) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def describe_sampling(sampling: Sampling) -> str:
