@@ -96,15 +96,19 @@ def option_table(table: Any, source: str) -> dict[str, Any]:
                 f"unknown key 'executor.{key}' in {source} (known: {', '.join(known)})"
             )
         expected = ExecutorOptions.__dataclass_fields__[key].type
-        ok = (
-            all(isinstance(v, str) for v in value) and isinstance(value, list)
-            if key == "sbatch"
-            else isinstance(value, int) and not isinstance(value, bool)
-            if "int" in str(expected)
-            else isinstance(value, str)
-        )
+        if key == "sbatch":
+            wanted, ok = (
+                "an array of strings",
+                isinstance(value, list) and all(isinstance(v, str) for v in value),
+            )
+        elif "int" in str(expected):
+            wanted, ok = "an integer", isinstance(value, int) and not isinstance(value, bool)
+        else:
+            wanted, ok = "a string", isinstance(value, str)
         if not ok:
-            raise UsageError(f"executor.{key} in {source} has the wrong type: {value!r}")
+            raise UsageError(
+                f"executor.{key} in {source} has the wrong type: must be {wanted}, got {value!r}"
+            )
     return dict(table)
 
 
