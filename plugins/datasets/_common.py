@@ -143,9 +143,11 @@ def clip_count(help: str, low: int = 1) -> Domain:
 def outside_domains(config: Any) -> bool:
     """Whether a field of ``config`` is outside its own domain (then that field's message
     is the one the user sees, not a check that combines fields)."""
+    values = vars(config)
     return any(
-        domain.problem(getattr(config, name))
+        domain.problem(values[name])
         for name, domain in field_domains(type(config)).items()
+        if name in values
     )
 
 
