@@ -33,6 +33,7 @@ from harness.nn.torch_files import load_torch_file
 from harness.registry.config import hashed_config
 from harness.results.store import PARTIAL, committed_partials
 from harness.util.errors import DataError, HarnessError, UsageError
+from harness.util.faults import checkpoint
 from harness.util.files import write_text_atomic
 
 FORMAT = 1
@@ -294,6 +295,7 @@ def start_partial(folder: Path, config: dict[str, Any]) -> None:
     """Create the in-progress folder with its configuration (rank 0)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        checkpoint("partial")  # the kill suite's stage: the folder exists, nothing in it yet
         write_text_atomic(folder / "config.json", json.dumps(config, indent=2, sort_keys=True))
     except OSError as err:
         raise HarnessError(f"cannot write in-progress run folder {folder}: {err}") from None
