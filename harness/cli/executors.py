@@ -604,6 +604,14 @@ def run_jobs(
         )
 
 
+def stored_anyway(label: str, why: str) -> str:
+    """The warning line for a cell that is stored although its run or job said otherwise."""
+    return (
+        f"WARNING: {label}: {why}, but its run is in the store; counted as stored "
+        "(the store decides)"
+    )
+
+
 class Driver:
     """Submits cells, follows their jobs, and ingests the run folders they finish."""
 
@@ -667,7 +675,9 @@ class Driver:
             ingest(self.out, self.store)
             took = time.monotonic() - self.launched.get(h, time.monotonic())
             records = self.store.records(config_hash=h)
-            if records:
+            if records:  # the store decides: a job's status may be missing, late or wrong
+                if st.state == "failed":
+                    note(stored_anyway(cell.label, f"its job reported failure ({st.detail})"))
                 self.stored.append(cell.label)
                 note(self.report.stored(cell.label, records[-1], records[-1].duration_s))
             else:

@@ -27,6 +27,7 @@ from harness.cli.executors import (
     option_table,
     require_sbatch,
     run_jobs,
+    stored_anyway,
 )
 from harness.cli.options import (
     config_and_set_options,
@@ -271,6 +272,13 @@ def run_inline(
         except Exception as err:  # a failing run is reported and the sweep goes on
             kind = "" if isinstance(err, HarnessError) else f"{type(err).__name__}: "
             why = f"{kind}{' '.join(str(err).split())}"
+            # stored after the check above: the run committed before it failed (or another
+            # sweep stored this cell meanwhile); the store decides, with a warning
+            records = results.records(config_hash=run.config.config_hash())
+            if records:
+                note(stored_anyway(run.label, f"the run raised an error ({why})"))
+                note(report.stored(run.label, records[-1], time.monotonic() - started))
+                continue
             note(report.failed(run.label, why, time.monotonic() - started))
             continue
         note(report.stored(run.label, result.record, time.monotonic() - started))
