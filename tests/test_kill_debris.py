@@ -42,6 +42,66 @@ def test_a_run_killed_after_its_commit_is_never_interrupted_nor_stored_twice(tmp
     assert check_store(out, store) == []
 
 
+def test_a_run_killed_right_after_its_in_progress_folder_appears_heals(tmp_path):
+    """SIGKILL right after ``OUT/.partial/<id>`` is created (``partial``): the empty folder
+    is never listed as interrupted, ``store check`` reports it once it is older than a live
+    run could leave it, ``--repair`` removes it, and ``--resume-if-any`` stores one run."""
+    import os
+    import time
+
+    from harness.results.store import ABANDONED_AFTER_S
+
+    out = killed_after("partial", tmp_path)
+    (folder,) = (out / ".partial").iterdir()
+    assert not any(folder.iterdir())  # the debris: an empty in-progress folder
+    store = ResultStore(out / "results.sqlite")
+    assert check_store(out, store) == []  # young: it may be a live run's
+    old = time.time() - ABANDONED_AFTER_S - 1
+    os.utime(folder, (old, old))
+    listed = run_cli("runs", "--partial", "--out", str(out))
+    assert listed.returncode == 0 and folder.name not in listed.stdout, listed.stdout
+    check = run_cli("store", "check", "--out", str(out))
+    assert check.returncode == 2, (check.stdout, check.stderr)
+    assert (
+        f"in-progress folder of a run killed before its first state (to remove): {folder}"
+        in check.stdout + check.stderr
+    )
+    assert folder.is_dir()  # reported, not touched
+    repaired = run_cli("store", "check", "--out", str(out), "--repair")
+    assert not folder.exists(), (repaired.stdout, repaired.stderr)
+    assert check_store(out, store) == []
+    resumed = run_cli(*toy_run_args(tmp_path, "--epochs", "1", "--resume-if-any"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(store.run_ids()) == 1
+    assert not (out / ".partial").exists() or not any((out / ".partial").iterdir())
+
+
+def test_an_abandoned_in_progress_folder_with_a_checkpoint_or_state_is_kept(tmp_path):
+    """Only folders with nothing to resume are abandoned; a live run's young one is kept."""
+    import os
+    import time
+
+    from harness.results.store import ABANDONED_AFTER_S, recover
+
+    out = tmp_path / "runs"
+    old = time.time() - ABANDONED_AFTER_S - 1
+    folders = {}
+    for name, files in {"empty": [], "state": ["state.json"], "ckpt": ["rank0.pt"]}.items():
+        folder = out / ".partial" / f"20260101-000000-000000-{name}"
+        folder.mkdir(parents=True)
+        for file in files:
+            (folder / file).write_text("{}")
+            os.utime(folder / file, (old, old))
+        os.utime(folder, (old, old))
+        folders[name] = folder
+    young = out / ".partial" / "20260101-000000-000000-young"
+    young.mkdir()
+    recovery = recover(out, ResultStore(out / "results.sqlite"))
+    assert recovery.abandoned == [folders["empty"]]
+    assert not folders["empty"].exists()
+    assert folders["state"].is_dir() and folders["ckpt"].is_dir() and young.is_dir()
+
+
 def test_store_check_repair_removes_the_in_progress_folder_of_a_stored_run(tmp_path):
     out = tmp_path / "runs"
     (out / ".partial" / "20260101-000000-000000-aaaa-bbbb").mkdir(parents=True)

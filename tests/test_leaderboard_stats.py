@@ -364,7 +364,8 @@ def test_html_shows_the_same_numbers_on_a_self_contained_page(plugins):
     page = render(spec(), [table], "html", runs())
     half = t_interval(list(BASE_A.values()))[1] - 1.0
     assert f"1.000 ± {half:.3f} (n=3)" in page
-    assert '<span class="d">Δ +0.500 [+0.500, +0.500] (n=3) p&lt;0.001 *</span>' in page
+    # the difference's parts on lines of their own: a narrow cell
+    assert '<span class="d">Δ +0.500<br>[+0.500, +0.500]<br>(n=3) p&lt;0.001 *</span>' in page
     assert "no common seeds" in page and '<p class="n">Smallest difference detectable' in page
     assert "whiskers: 95% t interval" in page
     assert "<link" not in page and "https://" not in page

@@ -411,6 +411,10 @@ class Augmentation(Component, nn.Module):
         super().__init__()
         self.config = config
 
+    def load_files(self) -> None:
+        """Read the files this augmentation's options name (weights, a model), before any
+        data is generated or decoded, so that a bad file stops the run at start-up."""
+
     def setup(self, task: Task) -> None:
         """Prepare banks or buffers for the task's sample rate."""
 

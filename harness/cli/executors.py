@@ -96,15 +96,19 @@ def option_table(table: Any, source: str) -> dict[str, Any]:
                 f"unknown key 'executor.{key}' in {source} (known: {', '.join(known)})"
             )
         expected = ExecutorOptions.__dataclass_fields__[key].type
-        ok = (
-            all(isinstance(v, str) for v in value) and isinstance(value, list)
-            if key == "sbatch"
-            else isinstance(value, int) and not isinstance(value, bool)
-            if "int" in str(expected)
-            else isinstance(value, str)
-        )
+        if key == "sbatch":
+            wanted, ok = (
+                "an array of strings",
+                isinstance(value, list) and all(isinstance(v, str) for v in value),
+            )
+        elif "int" in str(expected):
+            wanted, ok = "an integer", isinstance(value, int) and not isinstance(value, bool)
+        else:
+            wanted, ok = "a string", isinstance(value, str)
         if not ok:
-            raise UsageError(f"executor.{key} in {source} has the wrong type: {value!r}")
+            raise UsageError(
+                f"executor.{key} in {source} has the wrong type: must be {wanted}, got {value!r}"
+            )
     return dict(table)
 
 
@@ -600,6 +604,14 @@ def run_jobs(
         )
 
 
+def stored_anyway(label: str, why: str) -> str:
+    """The warning line for a cell that is stored although its run or job said otherwise."""
+    return (
+        f"WARNING: {label}: {why}, but its run is in the store; counted as stored "
+        "(the store decides)"
+    )
+
+
 class Driver:
     """Submits cells, follows their jobs, and ingests the run folders they finish."""
 
@@ -663,7 +675,9 @@ class Driver:
             ingest(self.out, self.store)
             took = time.monotonic() - self.launched.get(h, time.monotonic())
             records = self.store.records(config_hash=h)
-            if records:
+            if records:  # the store decides: a job's status may be missing, late or wrong
+                if st.state == "failed":
+                    note(stored_anyway(cell.label, f"its job reported failure ({st.detail})"))
                 self.stored.append(cell.label)
                 note(self.report.stored(cell.label, records[-1], records[-1].duration_s))
             else:

@@ -27,6 +27,7 @@ from harness.cli.executors import (
     option_table,
     require_sbatch,
     run_jobs,
+    stored_anyway,
 )
 from harness.cli.options import (
     config_and_set_options,
@@ -51,9 +52,12 @@ from harness.results.store import ResultStore, ingest
 from harness.run.experiment import run_experiment
 from harness.util.errors import HarnessError, Interrupted, UsageError
 from harness.util.progress import note
+from harness.util.specs import SpecFile
 
 NAME_AXES = set(SINGLE_KINDS) | set(LIST_KINDS)
 SWEEP_KEYS = {"base", "seeds", "grid"}
+CONFIG_SECTIONS = NAME_AXES | {"run"}
+"""The first part of every config key (``run.lr``, ``method.alpha``, ``method``)."""
 
 
 @dataclass
@@ -81,18 +85,21 @@ def expand(sweep: dict[str, Any], source: str) -> list[tuple[str, dict[str, Any]
     unknown = set(sweep) - SWEEP_KEYS
     if unknown:
         raise UsageError(f"unknown key 'sweep.{sorted(unknown)[0]}' in {source}")
-    base = sweep.get("base", {})
-    seeds = sweep.get("seeds", [0])
-    grids = sweep.get("grid", [{}])
-    if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
-        raise UsageError(f"sweep.seeds in {source} must be a list of integers")
-    if not isinstance(grids, list) or not all(isinstance(g, dict) for g in grids):
-        raise UsageError(f"sweep.grid in {source} must be a list of tables ([[sweep.grid]])")
+    spec = SpecFile(sweep, source, "sweep spec", "sweep.")
+    base = spec.get("base", dict, {})
+    base_spec = SpecFile(base, source, "sweep spec", "sweep.base.")
+    for section in sorted(CONFIG_SECTIONS & set(base)):
+        base_spec.typed(section, base[section], dict)
+    seeds = spec.items("seeds", int, [0])
+    if not seeds:
+        raise spec.fail("seeds", "a non-empty array of integers", seeds)
+    if isinstance(sweep.get("grid"), dict):
+        raise spec.fail("grid", "an array of tables ([[sweep.grid]])", sweep["grid"])
+    grids = spec.tables("grid") if "grid" in sweep else [{}]
+    for i, grid in enumerate(grids):
+        check_axes(SpecFile(grid, source, "sweep spec", f"sweep.grid[{i}]."))
     points = []
     for grid in grids:
-        for axis, values in grid.items():
-            if not isinstance(values, list) or not values:
-                raise UsageError(f"sweep axis '{axis}' in {source} must be a non-empty list")
         axes = list(grid)
         for combo in itertools.product(*(grid[a] for a in axes)):
             raw = dict(base)
@@ -101,6 +108,23 @@ def expand(sweep: dict[str, Any], source: str) -> list[tuple[str, dict[str, Any]
             label = ", ".join(f"{a}={v}" for a, v in zip(axes, combo, strict=True))
             points.extend((f"{label}, seed={s}", merge(raw, {"run": {"seed": s}})) for s in seeds)
     return points
+
+
+def check_axes(grid: SpecFile) -> None:
+    """Every axis of one ``[[sweep.grid]]`` table is a non-empty array of values (strings,
+    numbers, true/false, or arrays for list options such as ``aug``), never of tables."""
+    for axis, values in grid.data.items():
+        if axis.split(".")[0] not in CONFIG_SECTIONS:
+            sections = ", ".join(sorted(CONFIG_SECTIONS))
+            raise UsageError(
+                f"{grid.label} {grid.path}: {grid.prefix}{axis} names no config field (a grid "
+                f"key is a kind, e.g. method, or a dotted field of {sections})"
+            )
+        if not isinstance(values, list) or not values:
+            raise grid.fail(axis, "a non-empty array of values", values)
+        for j, value in enumerate(values):
+            if isinstance(value, dict):
+                raise grid.fail(f"{axis}[{j}]", "a string, a number, true/false or an array", value)
 
 
 def with_recipe(raw: dict[str, Any], recipe: dict[str, Any]) -> dict[str, Any]:
@@ -248,6 +272,13 @@ def run_inline(
         except Exception as err:  # a failing run is reported and the sweep goes on
             kind = "" if isinstance(err, HarnessError) else f"{type(err).__name__}: "
             why = f"{kind}{' '.join(str(err).split())}"
+            # stored after the check above: the run committed before it failed (or another
+            # sweep stored this cell meanwhile); the store decides, with a warning
+            records = results.records(config_hash=run.config.config_hash())
+            if records:
+                note(stored_anyway(run.label, f"the run raised an error ({why})"))
+                note(report.stored(run.label, records[-1], time.monotonic() - started))
+                continue
             note(report.failed(run.label, why, time.monotonic() - started))
             continue
         note(report.stored(run.label, result.record, time.monotonic() - started))

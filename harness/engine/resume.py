@@ -19,7 +19,7 @@ import json
 import os
 import random
 import shutil
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,9 +29,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from harness.nn.torch_files import load_torch_file
 from harness.registry.config import hashed_config
 from harness.results.store import PARTIAL, committed_partials
-from harness.util.errors import HarnessError, UsageError
+from harness.util.errors import DataError, HarnessError, UsageError
+from harness.util.faults import checkpoint
 from harness.util.files import write_text_atomic
 
 FORMAT = 1
@@ -226,18 +228,61 @@ def load_module_state(module: nn.Module, state: dict[str, Any], what: str) -> No
             param.requires_grad_(state["requires_grad"][key])
 
 
+CHECKPOINT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "config_hash": str,
+    "world": int,
+    "position": dict,
+    "backbone": dict,
+    "method": dict,
+    "rng": dict,
+    "log": list,
+}
+"""The fields every harness checkpoint holds, with their types (checked when it is read)."""
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """A rank's checkpoint, read with ``weights_only=True``; a damaged one is one line."""
-    if not path.is_file():
+    if not path.exists():
         raise HarnessError(f"in-progress run {path.parent} has no checkpoint {path.name}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated zip, bad pickle, anything torch.load raises
-        message = " ".join(str(err).split())[:200]
-        raise HarnessError(f"checkpoint {path} is corrupt or truncated: {message}") from None
+    state = load_torch_file(path, "checkpoint")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise HarnessError(f"checkpoint {path} is not a harness checkpoint (format {FORMAT})")
+    wrong = [
+        f"{key} ({'missing' if key not in state else type(state[key]).__name__})"
+        for key, kind in CHECKPOINT_FIELDS.items()
+        if not isinstance(state.get(key), kind)
+    ]
+    wrong += [
+        f"{key}.state_dict"
+        for key in ("backbone", "method")
+        if isinstance(state.get(key), dict) and not isinstance(state[key].get("state_dict"), dict)
+    ]
+    if wrong:
+        raise DataError(
+            f"checkpoint {path} is not a complete harness checkpoint: {', '.join(wrong)}"
+        )
     return state
+
+
+def check_fits(path: Path, saved: Mapping[str, Any], module: nn.Module, what: str) -> None:
+    """Refuse, before any work, a checkpoint whose ``what`` tensors do not fit ``module``
+    (missing or mis-shaped keys), as one line naming the file. Keys the module lacks are
+    left to the full load after set-up (a method may add modules to the backbone)."""
+    ours = module.state_dict()
+    missing = [k for k in ours if k not in saved]
+    shapes = [
+        k
+        for k in ours
+        if k in saved
+        and (not isinstance(saved[k], torch.Tensor) or saved[k].shape != ours[k].shape)
+    ]
+    problems = [
+        f"{label} {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
+        for label, keys in (("missing", missing), ("mis-shaped", shapes))
+        if keys
+    ]
+    if problems:
+        raise DataError(f"checkpoint {path} does not fit the {what}: {'; '.join(problems)}")
 
 
 def save_atomic(obj: Any, path: Path) -> None:
@@ -250,6 +295,7 @@ def start_partial(folder: Path, config: dict[str, Any]) -> None:
     """Create the in-progress folder with its configuration (rank 0)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        checkpoint("partial")  # the kill suite's stage: the folder exists, nothing in it yet
         write_text_atomic(folder / "config.json", json.dumps(config, indent=2, sort_keys=True))
     except OSError as err:
         raise HarnessError(f"cannot write in-progress run folder {folder}: {err}") from None

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.nn.impulse import IRBank
+from harness.nn.torch_files import load_torch_file
 from harness.util.errors import DataError, UsageError
 
 __all__ = [
@@ -174,14 +175,18 @@ def save_generator(path: Path, generator: DirGenerator, sample_rate: int, info: 
 def load_generator(path: str | Path) -> tuple[DirGenerator, dict[str, Any]]:
     """A stored generator (``weights_only`` load) in evaluation mode, and its file's fields."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise DataError(f"DIR generator not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise DataError(f"cannot read DIR generator {path}: {str(err).splitlines()[0]}") from None
+    payload = load_torch_file(path, "DIR generator")
     if not isinstance(payload, Mapping) or payload.get("format") != FORMAT:
         raise DataError(f"{path} is not a DIR generator written by 'harness dirgen train'")
     generator = DirGenerator()
-    generator.load_state_dict(payload["state_dict"])
+    state = payload.get("state_dict")
+    if not isinstance(state, Mapping):
+        raise DataError(f"DIR generator {path} holds no state_dict")
+    try:
+        generator.load_state_dict(state)
+    except RuntimeError as err:  # missing, unexpected or mis-shaped keys
+        reason = " ".join(str(err).split())[:300]
+        raise DataError(f"DIR generator {path} does not fit the generator: {reason}") from None
+    if not isinstance(payload.get("sample_rate"), int) or payload["sample_rate"] <= 0:
+        raise DataError(f"DIR generator {path} has no valid sample_rate")
     return generator.eval(), dict(payload)

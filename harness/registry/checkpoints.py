@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from harness.api import Backbone
+from harness.nn.torch_files import load_torch_file
 from harness.registry.pretrained import PREFIX, resolve_checkpoint
 from harness.util.errors import DataError
 
@@ -61,7 +61,10 @@ class CheckpointReport:
 
 
 def load_backbone_checkpoint(
-    backbone: Backbone, path: str | Path, num_classes: int | None = None
+    backbone: Backbone,
+    path: str | Path,
+    num_classes: int | None = None,
+    loaded: LoadedCheckpoint | None = None,
 ) -> CheckpointReport:
     """Load ``path`` into ``backbone`` strictly; see the module docstring.
 
@@ -70,25 +73,14 @@ def load_backbone_checkpoint(
     :raises DataError: the file is missing or unreadable, holds no state dict, or
         does not fit the backbone (one line naming missing, unexpected and
         mis-shaped keys).
+    :param loaded: the file as :func:`verify_backbone_checkpoint` read it (not read again).
     """
-    downloaded = str(path).startswith(PREFIX)
-    path = resolve_checkpoint(type(backbone), path)  # downloads a "pretrained:NAME" once
-    raw = read_checkpoint(path, downloaded)
-    backbone.check_checkpoint(raw)
-    state = unwrap_state_dict(raw, path)
-    model_state = backbone.state_dict()
-    state = strip_wrapper_prefixes(state, model_state.keys())
-    state = backbone.adapt_state_dict(state)
-    head_prefixes = tuple(backbone.head_prefixes)
-    head_state = (
-        {k: v for k, v in state.items() if k.startswith(head_prefixes)} if head_prefixes else {}
-    )
-    body_state = {k: v for k, v in state.items() if k not in head_state}
-
+    path, raw = read_backbone_checkpoint(backbone, path, loaded)
+    body_state, head_state = split_state(backbone, raw, path)
     report = CheckpointReport(path)
     report.notes.extend(backbone.load_notes)
     head_problems = settle_head(backbone, head_state, num_classes, report)
-    problems = compare_state(body_state, model_state) + head_problems
+    problems = compare_state(body_state, backbone.state_dict()) + head_problems
     if problems:
         raise DataError(
             f"checkpoint {path} does not fit backbone '{backbone.name}': {'; '.join(problems)}"
@@ -99,19 +91,66 @@ def load_backbone_checkpoint(
     return report
 
 
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    """A backbone checkpoint file read and checked at start-up, kept for the load."""
+
+    path: Path
+    raw: Any
+
+
+def verify_backbone_checkpoint(backbone: Backbone, path: str | Path) -> LoadedCheckpoint:
+    """Read ``path`` and check that it fits ``backbone`` without loading it: run at start-up,
+    before any data is generated or decoded, so a file that is not a checkpoint of this
+    backbone (a folder, empty, text, truncated, pickled code, wrong keys or shapes) stops
+    the run at once. The head is checked later, against the task's class count."""
+    resolved, raw = read_backbone_checkpoint(backbone, path)
+    body_state, _ = split_state(backbone, raw, resolved)
+    problems = compare_state(body_state, backbone.state_dict())
+    if problems:
+        raise DataError(
+            f"checkpoint {resolved} does not fit backbone '{backbone.name}': {'; '.join(problems)}"
+        )
+    return LoadedCheckpoint(resolved, raw)
+
+
+def read_backbone_checkpoint(
+    backbone: Backbone, path: str | Path, loaded: LoadedCheckpoint | None = None
+) -> tuple[Path, Any]:
+    """The resolved file and its object, checked by the backbone (``check_checkpoint``)."""
+    if loaded is not None:
+        return loaded.path, loaded.raw
+    downloaded = str(path).startswith(PREFIX)
+    resolved = resolve_checkpoint(type(backbone), path)  # downloads a "pretrained:NAME" once
+    raw = read_checkpoint(resolved, downloaded)
+    backbone.check_checkpoint(raw)
+    return resolved, raw
+
+
+def split_state(
+    backbone: Backbone, raw: Any, path: Path
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """The checkpoint's backbone tensors (prefixes stripped, keys adapted) and its head's."""
+    state = unwrap_state_dict(raw, path)
+    state = strip_wrapper_prefixes(state, backbone.state_dict().keys())
+    state = backbone.adapt_state_dict(state)
+    head_prefixes = tuple(backbone.head_prefixes)
+    head_state = (
+        {k: v for k, v in state.items() if k.startswith(head_prefixes)} if head_prefixes else {}
+    )
+    return {k: v for k, v in state.items() if k not in head_state}, head_state
+
+
 def read_checkpoint(path: Path, downloaded: bool = False) -> Any:
-    """The object in a checkpoint file (``torch.load(weights_only=True)``); a file that does
-    not load is one line naming it (a ``downloaded`` one: delete it to download it again)."""
-    if not path.is_file():
-        raise DataError(f"checkpoint not found: {path}")
+    """The object in a checkpoint file (``torch.load(weights_only=True)``); a file that is not
+    one is one line naming it and what is wrong (a ``downloaded`` one: delete it to download
+    it again)."""
     try:
         # AudioMAE's save_model stores ``args`` as an argparse.Namespace: allow exactly that class
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # garbage makes the unpickler fail in many ways, all the same here
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        advice = "; delete it to download it again" if downloaded else ""
-        raise DataError(f"cannot read checkpoint {path}: {reason}{advice}") from None
+        return load_torch_file(path, "checkpoint", SAFE_GLOBALS)
+    except DataError as err:
+        advice = "; delete it to download it again" if downloaded and path.is_file() else ""
+        raise DataError(f"{err}{advice}") from None
 
 
 def unwrap_state_dict(obj: Any, path: Path) -> dict[str, Tensor]:

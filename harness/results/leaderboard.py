@@ -29,6 +29,7 @@ from harness.registry.plugins import Plugins
 from harness.results.stats import SeedStatistics, seed_statistics
 from harness.results.store import RunRecord
 from harness.util.errors import UsageError
+from harness.util.specs import SpecFile
 
 AGGREGATIONS = ("best", "mean", "both", "runs")
 RECORD_FIELDS = ("backbone", "method", "aug", "dataset", "seed")
@@ -114,7 +115,7 @@ class LeaderboardSpec:
         unknown = set(data) - SPEC_KEYS
         if unknown:
             raise UsageError(f"unknown key '{sorted(unknown)[0]}' in leaderboard spec {path}")
-        spec_file = SpecFile(data, path)
+        spec_file = SpecFile(data, path, "leaderboard spec")
         rows = []
         for i, row in enumerate(spec_file.tables("rows")):
             if "label" not in row or "match" not in row:
@@ -122,7 +123,7 @@ class LeaderboardSpec:
             label = spec_file.typed(f"rows[{i}].label", row["label"], str | int | float)
             match = spec_file.typed(f"rows[{i}].match", row["match"], dict)
             rows.append(RowSpec(str(label), dict(match)))
-        column_specs = spec_file.column_specs()
+        column_specs = read_column_specs(spec_file)
         spec = cls(
             title=spec_file.get("title", str, ""),
             protocol=spec_file.get("protocol", str, cls.protocol),
@@ -170,66 +171,30 @@ class LeaderboardSpec:
         return self
 
 
-SPEC_TYPE_NAMES: dict[Any, str] = {str: "a string", dict: "a table", list: "an array"}
-
-
-class SpecFile:
-    """A leaderboard spec's TOML mapping, read field by field with its type checked: a
-    field of the wrong type (``rows = 5``, ``match = "ce"``, ``columns = 5``) is a one-line
-    error naming the file and the field, never a traceback or a silently wrong table."""
-
-    def __init__(self, data: dict[str, Any], path: Path) -> None:
-        self.data, self.path = data, path
-
-    def typed(self, key: str, value: Any, kind: Any) -> Any:
-        """``value`` of field ``key`` when it is a ``kind`` (a UsageError otherwise)."""
-        if isinstance(value, bool) or not isinstance(value, kind):
-            wanted = SPEC_TYPE_NAMES.get(kind, "a string")
-            raise UsageError(f"leaderboard spec {self.path}: {key} must be {wanted}, got {value!r}")
-        return value
-
-    def get(self, key: str, kind: type, default: Any) -> Any:
-        if key not in self.data:
-            return default
-        value = self.typed(key, self.data[key], kind)
-        return dict(value) if kind is dict else value
-
-    def strings(self, key: str) -> tuple[str, ...]:
-        values = self.get(key, list, [])
-        for i, value in enumerate(values):
-            self.typed(f"{key}[{i}]", value, str)
-        return tuple(values)
-
-    def column_specs(self) -> tuple[ColumnSpec, ...]:
-        """``columns``: metric names, or tables ``{metric, label, where, key, note}``."""
-        out = []
-        for i, value in enumerate(self.get("columns", list, [])):
-            name = f"columns[{i}]"
-            if isinstance(value, str):
-                out.append(ColumnSpec(value))
-                continue
-            entry = self.typed(name, value, dict)
-            unknown = set(entry) - COLUMN_KEYS
-            if unknown:
-                raise UsageError(
-                    f"leaderboard spec {self.path}: unknown key '{sorted(unknown)[0]}' in {name}"
-                )
-            if "metric" not in entry:
-                raise UsageError(f"leaderboard spec {self.path}: {name} needs 'metric'")
-            texts = {
-                k: self.typed(f"{name}.{k}", entry[k], str)
-                for k in ("metric", "label", "key", "note")
-                if k in entry
-            }
-            where = dict(self.typed(f"{name}.where", entry.get("where", {}), dict))
-            out.append(ColumnSpec(where=where, **texts))
-        return tuple(out)
-
-    def tables(self, key: str) -> list[dict[str, Any]]:
-        values = self.get(key, list, [])
-        for i, value in enumerate(values):
-            self.typed(f"{key}[{i}]", value, dict)
-        return values
+def read_column_specs(spec_file: SpecFile) -> tuple[ColumnSpec, ...]:
+    """``columns``: metric names, or tables ``{metric, label, where, key, note}``."""
+    out = []
+    for i, value in enumerate(spec_file.get("columns", list, [])):
+        name = f"columns[{i}]"
+        if isinstance(value, str):
+            out.append(ColumnSpec(value))
+            continue
+        entry = spec_file.typed(name, value, dict)
+        unknown = set(entry) - COLUMN_KEYS
+        if unknown:
+            raise UsageError(
+                f"{spec_file.label} {spec_file.path}: unknown key '{sorted(unknown)[0]}' in {name}"
+            )
+        if "metric" not in entry:
+            raise UsageError(f"{spec_file.label} {spec_file.path}: {name} needs 'metric'")
+        texts = {
+            k: spec_file.typed(f"{name}.{k}", entry[k], str)
+            for k in ("metric", "label", "key", "note")
+            if k in entry
+        }
+        where = dict(spec_file.typed(f"{name}.where", entry.get("where", {}), dict))
+        out.append(ColumnSpec(where=where, **texts))
+    return tuple(out)
 
 
 # -- computation ----------------------------------------------------------------

@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import sqlite3
+import time
 import warnings
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
@@ -450,6 +451,9 @@ class Recovery:
     leftovers: list[Path] = field(default_factory=list)
     """In-progress folders (``OUT/.partial/<id>``) of runs that were stored: a kill after
     the commit point, before the in-progress folder was removed."""
+    abandoned: list[Path] = field(default_factory=list)
+    """In-progress folders without ``state.json`` nor a checkpoint, older than
+    :data:`ABANDONED_AFTER_S`: a kill right after the folder appeared (nothing to resume)."""
 
 
 def recover(out_dir: Path, store: ResultStore, repair: bool = True) -> Recovery:
@@ -473,7 +477,36 @@ def recover(out_dir: Path, store: ResultStore, repair: bool = True) -> Recovery:
         result.leftovers.append(folder)
         if repair:
             shutil.rmtree(folder, ignore_errors=True)
+    for folder in abandoned_partials(out_dir, set(result.leftovers)):
+        result.abandoned.append(folder)
+        if repair:
+            shutil.rmtree(folder, ignore_errors=True)
     return result
+
+
+ABANDONED_AFTER_S = 60.0
+"""A live run writes its in-progress folder's ``state.json`` right after creating the folder,
+so one still without it this long after its last change was left by a killed process."""
+
+
+def abandoned_partials(out_dir: Path, skip: Collection[Path] = ()) -> list[Path]:
+    """In-progress folders that hold neither ``state.json`` nor a checkpoint and have not
+    changed for :data:`ABANDONED_AFTER_S` seconds (nothing in them can be resumed)."""
+    root = out_dir / PARTIAL
+    if not root.is_dir():
+        return []
+    now = time.time()
+    found = []
+    for folder in sorted(root.iterdir()):
+        if folder in skip or not folder.is_dir() or (folder / "state.json").exists():
+            continue
+        try:
+            newest = max([folder.stat().st_mtime, *(p.stat().st_mtime for p in folder.iterdir())])
+        except OSError:  # removed meanwhile
+            continue
+        if now - newest >= ABANDONED_AFTER_S and not any(folder.glob("rank*.pt")):
+            found.append(folder)
+    return found
 
 
 def committed_partials(out_dir: Path, stored: Collection[str] = ()) -> list[Path]:
@@ -534,6 +567,10 @@ def check_store(
     verb = "removed" if repair else "to remove"
     problems += [f"temporary folder of a dead process ({verb}): {p}" for p in recovery.removed]
     problems += [f"in-progress folder of a stored run ({verb}): {p}" for p in recovery.leftovers]
+    problems += [
+        f"in-progress folder of a run killed before its first state ({verb}): {p}"
+        for p in recovery.abandoned
+    ]
     stored = store.run_ids()
     folders = (
         sorted(p for p in out_dir.iterdir() if p.is_dir() and not p.name.startswith("."))

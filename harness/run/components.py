@@ -35,7 +35,11 @@ from harness.data.shards import (
 )
 from harness.engine import distributed
 from harness.engine.batches import prepare_batch
-from harness.registry.checkpoints import load_backbone_checkpoint
+from harness.registry.checkpoints import (
+    LoadedCheckpoint,
+    load_backbone_checkpoint,
+    verify_backbone_checkpoint,
+)
 from harness.registry.config import RunConfig
 from harness.run.preflight import check_clips_inside_root
 from harness.util.errors import DataError, UsageError
@@ -110,8 +114,16 @@ class RunParts:
             check_writable(cache)
         distributed.init(ranks, device)
         self.backbone: Backbone = cfg.backbone.build()
+        self.checkpoint: LoadedCheckpoint | None = None
+        """The backbone's checkpoint, read and checked before any data is touched."""
+        if self.backbone.checkpoint_source():
+            self.checkpoint = verify_backbone_checkpoint(
+                self.backbone, self.backbone.checkpoint_source()
+            )
         self.method: Method = cfg.method.build()
         self.augs: list[Augmentation] = [a.build() for a in cfg.augs]
+        for aug in self.augs:
+            aug.load_files()  # weights and banks it reads: a bad file stops the run here
         self.protocols: list[Protocol] = [p.build() for p in cfg.protocols]
         for protocol in self.protocols:
             if protocol.needs_classifier and not self.method.supervised:
@@ -256,7 +268,9 @@ class RunParts:
         augmentations for the task and the method's heads for the backbone."""
         checkpoint = self.backbone.checkpoint_source()
         if checkpoint:
-            report = load_backbone_checkpoint(self.backbone, checkpoint, self.task.num_classes)
+            report = load_backbone_checkpoint(
+                self.backbone, checkpoint, self.task.num_classes, self.checkpoint
+            )
             for line in report.notes:
                 self.log(line)
         self.frontend = self.backbone.frontend().to(self.device)

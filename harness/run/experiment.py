@@ -25,6 +25,7 @@ from harness.api import Backbone, DataSplits, Method, Task
 from harness.engine import distributed
 from harness.engine.resume import (
     Partial,
+    check_fits,
     find_resume,
     load_checkpoint,
     partial_root,
@@ -346,6 +347,7 @@ def resume_checkpoint(partial: Partial, experiment: Experiment) -> dict[str, Any
             f"--resume {partial.folder}: it trained in {state.get('world')} processes, "
             f"this run has {experiment.ranks.world} (use the same --nproc)"
         )
+    check_fits(path, state["backbone"]["state_dict"], experiment.backbone, "backbone")
     return state
 
 

@@ -8,7 +8,8 @@ aside, not yet deleted), ``audio`` (the first audio file is read), ``epoch`` (th
 batch), ``predicting`` / ``embedding`` (the first evaluation batch), ``staging``
 (part of a run folder is written), ``insert`` (the store row is inserted but not
 committed), ``commit`` (the row is committed, the run folder not yet renamed), ``renamed``
-(the run folder is in place, its ``OUT/.partial/<id>`` not yet removed).
+(the run folder is in place, its ``OUT/.partial/<id>`` not yet removed), ``partial``
+(``OUT/.partial/<id>`` was just created, nothing in it yet).
 Progress-bar stages match the start of a bar's name (``epoch`` matches ``epoch 1/3``).
 In a DataLoader worker the hook kills the worker's parent, the harness process.
 """

@@ -92,16 +92,23 @@ class DirGenAugmentation(Augmentation):
     def __init__(self, config: Any) -> None:
         super().__init__(config)
         self.generator = None
+        self.model_info: dict[str, Any] = {}
         self.model_rate = 0
         self.sample_rate = 0
         self.last_conditions: Tensor | None = None
         self.last_irs: Tensor | None = None
         self.last_chosen: Tensor | None = None
 
-    def setup(self, task: Task) -> None:
+    def load_files(self) -> None:
+        """Read the generator at start-up (a file that is not one stops the run there)."""
         if not self.config.model:
             raise UsageError("aug.dirgen needs --set aug.dirgen.model=PATH (harness dirgen train)")
-        self.generator, info = load_generator(self.config.model)
+        self.generator, self.model_info = load_generator(self.config.model)
+
+    def setup(self, task: Task) -> None:
+        if self.generator is None:
+            self.load_files()
+        info = self.model_info
         self.generator.requires_grad_(False)
         self.model_rate = int(info["sample_rate"])
         self.sample_rate = task.sample_rate

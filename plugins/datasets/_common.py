@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from harness.api import Clip, DataError, Domain
+from harness.api import Clip, DataError, Domain, field_domains
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 
@@ -124,6 +124,42 @@ MAX_CLIP_SECONDS = 3600.0
 CLIP_SECONDS = Domain(
     gt=0, le=MAX_CLIP_SECONDS, help="Seconds per clip (longer clips are cropped, shorter padded)."
 )
+
+
+# -- sizes of generated data sets ------------------------------------------------------------
+
+MAX_GENERATED_CLIPS = 1_000_000
+"""The most clips one count option of a generated data set accepts (the real TAU22 Mobile
+development set has about 230,000; a million fills some 90 GB at 44.1 kHz)."""
+MAX_GENERATED_GIB = 64
+"""The most 16-bit audio one generated data set may hold, all its counts together."""
+
+
+def clip_count(help: str, low: int = 1) -> Domain:
+    """The domain of a generated data set's clip (or class) count: ``[low, 1,000,000]``."""
+    return Domain(ge=low, le=MAX_GENERATED_CLIPS, help=help)
+
+
+def outside_domains(config: Any) -> bool:
+    """Whether a field of ``config`` is outside its own domain (then that field's message
+    is the one the user sees, not a check that combines fields)."""
+    values = vars(config)
+    return any(
+        domain.problem(values[name])
+        for name, domain in field_domains(type(config)).items()
+        if name in values
+    )
+
+
+def check_generated_size(clips: float, seconds: float, sample_rate: float, options: str) -> None:
+    """Refuse (``ValueError``) a generated data set of more than ``MAX_GENERATED_GIB`` of
+    16-bit audio: ``options`` names the options that set its size."""
+    gib = clips * seconds * sample_rate * 2 / 2**30
+    if gib > MAX_GENERATED_GIB:
+        raise ValueError(
+            f"{options} would generate {clips:,.0f} clips, {gib:,.0f} GiB of audio; "
+            f"at most {MAX_GENERATED_GIB} GiB: lower them"
+        )
 
 
 def read_audioset_json(path: Path, dataset: str = "audioset") -> list[Clip]:

@@ -33,7 +33,6 @@ from harness.api import (
     Dataset,
     DataSplits,
     Domain,
-    at_least,
     between,
     build_once,
     cache_root,
@@ -48,6 +47,7 @@ from harness_plugins.datasets._audioset_layout import (
     write_class_index,
     write_segments,
 )
+from harness_plugins.datasets._common import check_generated_size, clip_count, outside_domains
 
 GENERATOR_VERSION = 1
 YTID_ALPHABET = string.ascii_letters + string.digits + "-_"
@@ -186,20 +186,30 @@ class AudioSetEmbedded(Dataset):
 
         domains = domain_map(
             classes=between(2, 2 * len(NOISE_BANDS_HZ), "Event classes (tones and noise bands)."),
-            train_clips=at_least(1, "Clips listed in balanced_train_segments.csv."),
-            eval_clips=at_least(1, "Clips listed in eval_segments.csv."),
-            max_events=at_least(1, "Most events in one clip."),
-            missing=non_negative("Listed train clips without an audio file."),
+            train_clips=clip_count("Clips listed in balanced_train_segments.csv."),
+            eval_clips=clip_count("Clips listed in eval_segments.csv."),
+            max_events=between(1, 2 * len(NOISE_BANDS_HZ), "Most events in one clip (<= classes)."),
+            missing=clip_count("Listed train clips without an audio file (<= train_clips / 5).", 0),
             seconds=Domain(gt=0, le=60, help="Seconds per generated clip."),
             sample_rate=between(16000, 192000, "Sample rate of the generated clips (Hz)."),
             seed=non_negative("Seed of the generator (the data set itself), not of the run."),
         )
 
         def __post_init__(self) -> None:
+            if outside_domains(self):
+                return  # the field's own range is the message
             if self.max_events > self.classes:
-                raise ValueError(f"max_events ({self.max_events}) exceeds classes")
+                raise ValueError(
+                    f"max_events ({self.max_events}) must be at most classes ({self.classes})"
+                )
             if self.missing * 5 > self.train_clips:
                 raise ValueError(f"missing ({self.missing}) must be at most a fifth of train_clips")
+            check_generated_size(
+                self.train_clips + self.eval_clips,
+                self.seconds,
+                self.sample_rate,
+                "train_clips + eval_clips",
+            )
 
     def settings(self) -> GeneratorSettings:
         cfg = self.config

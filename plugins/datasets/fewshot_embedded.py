@@ -38,7 +38,6 @@ from harness.api import (
     Dataset,
     DataSplits,
     Domain,
-    at_least,
     between,
     build_once,
     cache_root,
@@ -47,7 +46,12 @@ from harness.api import (
     note,
     progress,
 )
-from harness_plugins.datasets._common import read_audioset_json
+from harness_plugins.datasets._common import (
+    check_generated_size,
+    clip_count,
+    outside_domains,
+    read_audioset_json,
+)
 from harness_plugins.datasets._esc50_layout import FOLDS, read_esc50, split_by_fold
 
 GENERATOR_VERSION = 1
@@ -476,10 +480,10 @@ class FewshotEmbedded(Dataset):
         """Eval fold 1-5, or 0 for every labeled clip (few-shot evaluation)."""
 
         domains = domain_map(
-            classes=at_least(2, "Labeled sound classes."),
-            clips_per_class=at_least(1, "Labeled clips per class."),
-            pool_clips=at_least(1, "Clips of the unlabeled pool."),
-            pool_classes=at_least(1, "Sound classes the pool's clips come from."),
+            classes=clip_count("Labeled sound classes.", low=2),
+            clips_per_class=clip_count("Labeled clips per class (at least fold)."),
+            pool_clips=clip_count("Clips of the unlabeled pool."),
+            pool_classes=clip_count("Sound classes the pool's clips come from."),
             seconds=Domain(gt=0, le=60, help="Seconds per generated clip."),
             sample_rate=between(1000, 192000, "Sample rate of the generated clips (Hz)."),
             seed=non_negative("Seed of the generator (the data set itself), not of the run."),
@@ -500,6 +504,20 @@ class FewshotEmbedded(Dataset):
                 raise ValueError(
                     "train=labeled needs an eval fold 1-5 (fold=0 puts every clip in eval)"
                 )
+            if outside_domains(self):
+                return  # the field's own range is the message
+            if self.fold > self.clips_per_class:
+                raise ValueError(
+                    f"fold {self.fold} holds no clip with clips_per_class "
+                    f"{self.clips_per_class} (clip i of a class is in fold i % 5 + 1): "
+                    f"clips_per_class must be at least {self.fold}"
+                )
+            check_generated_size(
+                self.classes * self.clips_per_class + self.pool_clips,
+                self.seconds,
+                self.sample_rate,
+                "classes x clips_per_class + pool_clips",
+            )
 
     def settings(self) -> GeneratorSettings:
         cfg = self.config

@@ -108,7 +108,6 @@ from harness.api import (
     Dataset,
     DataSplits,
     Domain,
-    at_least,
     build_once,
     cache_root,
     domain_map,
@@ -116,6 +115,7 @@ from harness.api import (
     note,
     progress,
 )
+from harness_plugins.datasets._common import check_generated_size, clip_count, outside_domains
 from harness_plugins.datasets._tau22_layout import DEVICE_ORDER, FOLD_DIR, META_FILE, load_tau22
 
 GENERATOR_VERSION = 1
@@ -1172,10 +1172,14 @@ class Tau22Embedded(Dataset):
         domains = domain_map(
             seed=non_negative("Seed of the generator (the data set itself), not of the run."),
             scale=Domain(gt=0, le=100, help="Multiplies every clip count (0.1: a tenth)."),
-            train_clips_a=at_least(1, "Training clips of device a."),
-            train_clips_per_device=at_least(1, "Training clips of each other seen device."),
-            eval_recordings=at_least(1, "Evaluation recordings in all, spread over the scenes."),
-            eval_clips_per_device=at_least(1, "Evaluation clips per device."),
+            train_clips_a=clip_count("Training clips of device a."),
+            train_clips_per_device=clip_count(
+                "Training clips of each other seen device (at most train_clips_a)."
+            ),
+            eval_recordings=clip_count("Evaluation recordings in all, spread over the scenes."),
+            eval_clips_per_device=clip_count(
+                "Evaluation clips per device (at most 10 per evaluation recording)."
+            ),
         )
 
         def __post_init__(self) -> None:
@@ -1189,6 +1193,44 @@ class Tau22Embedded(Dataset):
             ):
                 if getattr(self, name) < 1:
                     raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+            if outside_domains(self):
+                return  # the field's own range is the message
+            self.check_consistent()
+            check_generated_size(
+                self.scale
+                * (
+                    self.train_clips_a
+                    + (len(TRAIN_DEVICES) - 1) * self.train_clips_per_device
+                    + len(DEVICE_ORDER) * self.eval_clips_per_device
+                ),
+                1.0,
+                SAMPLE_RATE,
+                "scale x (train_clips_a, train_clips_per_device, eval_clips_per_device)",
+            )
+
+        def check_consistent(self) -> None:
+            """Refuse counts the generator would silently clamp (compared as it scales them:
+            at least one recording per scene)."""
+            train_a = max(
+                len(SCENES), round(self.train_clips_a * self.scale / SECONDS_PER_RECORDING)
+            )
+            other = round(self.train_clips_per_device * self.scale / SECONDS_PER_RECORDING)
+            if other > train_a:
+                raise ValueError(
+                    f"train_clips_per_device ({self.train_clips_per_device}) needs more "
+                    f"recordings ({other}) than train_clips_a ({self.train_clips_a}) gives "
+                    f"device a ({train_a}): devices b-s3 record a subset of device a's"
+                )
+            recordings = max(len(SCENES), round(self.eval_recordings * self.scale))
+            files = round(self.eval_clips_per_device * self.scale)
+            if files > SECONDS_PER_RECORDING * recordings:
+                raise ValueError(
+                    f"eval_clips_per_device ({self.eval_clips_per_device}) must be at most "
+                    f"{SECONDS_PER_RECORDING} per evaluation recording "
+                    f"({SECONDS_PER_RECORDING * recordings} for eval_recordings "
+                    f"{self.eval_recordings}): each recording gives {SECONDS_PER_RECORDING} "
+                    "one-second clips"
+                )
 
     def sizes(self) -> Sizes:
         c = self.config
