@@ -31,7 +31,7 @@ from torch import nn
 
 from harness.registry.config import hashed_config
 from harness.results.store import PARTIAL, committed_partials
-from harness.util.errors import HarnessError, UsageError
+from harness.util.errors import HarnessError, UsageError, naming
 from harness.util.files import write_text_atomic
 
 FORMAT = 1
@@ -241,9 +241,15 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def save_atomic(obj: Any, path: Path) -> None:
+    """``torch.save`` through a temporary file and a rename; on failure no file is left."""
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        with naming(path):
+            torch.save(obj, tmp)
+            os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def start_partial(folder: Path, config: dict[str, Any]) -> None:
