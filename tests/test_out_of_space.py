@@ -71,9 +71,9 @@ def inject_enospc(folder: Path, monkeypatch) -> None:
     root = str(folder.resolve())
 
     def full_open(file, mode="r", *args, **kwargs):
-        if isinstance(file, (str, os.PathLike)) and set(mode) & set("wax+"):
-            if os.path.abspath(os.fspath(file)).startswith(root):
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(file))
+        writes = isinstance(file, (str, os.PathLike)) and set(mode) & set("wax+")
+        if writes and os.path.abspath(os.fspath(file)).startswith(root):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(file))
         return real_open(file, mode, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "open", full_open)
@@ -126,9 +126,9 @@ def half_written(folder: Path) -> list[str]:
     found = []
     for path in folder.rglob("*"):
         name = path.name
-        if name.endswith((".tmp", ".partial")) and name != ".partial" or "~" in name:
-            found.append(str(path))
-        elif path.is_dir() and path.parent.name == "audio" and not (path / ".done").exists():
+        temporary = name.endswith((".tmp", ".partial")) and name != ".partial"
+        unfinished = path.is_dir() and path.parent.name == "audio" and not (path / ".done").exists()
+        if temporary or "~" in name or unfinished:
             found.append(str(path))
     return found
 
