@@ -155,6 +155,8 @@ class SpecFile:
         values = self.get(key, list, [])
         for i, value in enumerate(values):
             self.typed(f"{key}[{i}]", value, str)
+            if value in values[:i]:
+                raise UsageError(f"leaderboard spec {self.path}: {key} lists {value!r} twice")
         return tuple(values)
 
     def tables(self, key: str) -> list[dict[str, Any]]:
