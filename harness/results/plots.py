@@ -341,6 +341,13 @@ def read_metrics(folder: Path) -> list[dict[str, Any]]:
             raise UsageError(f"{path} line {number} is not JSON") from None
         # stage 0: a protocol's training (device probe, fine-tuning), not the run's curves
         if isinstance(event, dict) and "global_step" in event and event.get("stage") != 0:
+            step = event["global_step"]
+            if (
+                isinstance(step, bool)
+                or not isinstance(step, int | float)
+                or not math.isfinite(step)
+            ):
+                raise UsageError(f"{path} line {number}: global_step is {step!r}, not a number")
             events.append(event)
     if not events:
         raise UsageError(f"{path} holds no logged steps")
