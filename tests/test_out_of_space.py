@@ -210,3 +210,34 @@ def test_an_output_file_on_a_full_disk_is_one_line_and_not_half_written(
     assert "No space left on device" in line and str(out) in line, line
     assert list(out.iterdir()) == []
     assert store.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("code", "verb"),
+    [
+        (errno.ENOSPC, "write"),
+        (errno.EDQUOT, "write"),
+        (errno.EFBIG, "write"),
+        (errno.EROFS, "write"),
+        (errno.EACCES, "access"),
+        (errno.EPERM, "access"),
+    ],
+)
+def test_every_storage_errno_is_one_line_naming_the_file(code, verb):
+    from harness.util.errors import naming, storage_error
+
+    with pytest.raises(OSError) as info, naming("/out/run/metrics.jsonl"):
+        raise OSError(code, os.strerror(code))  # as write() raises it: no file name
+    error = storage_error(info.value)
+    assert str(error) == f"cannot {verb} /out/run/metrics.jsonl: {os.strerror(code)}"
+    assert error.exit_code == 2
+
+
+def test_other_errors_are_not_storage_errors():
+    from harness.util.errors import storage_error
+
+    assert storage_error(OSError(errno.ENOENT, "No such file or directory", "x")) is None
+    assert storage_error(sqlite3.OperationalError("no such table: runs")) is None
+    assert storage_error(ValueError("x")) is None
+    full = storage_error(sqlite3.OperationalError("database or disk is full"))
+    assert str(full) == "the results store cannot be written: database or disk is full"

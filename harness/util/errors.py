@@ -67,7 +67,8 @@ def storage_error(err: BaseException) -> HarnessError | None:
     if isinstance(err, OSError) and err.errno in STORAGE_ERRNOS:
         where = err.filename if err.filename is not None else "a file"
         reason = err.strerror or os.strerror(err.errno)
-        return HarnessError(f"cannot write {where}: {reason}")
+        verb = "access" if err.errno in (errno.EACCES, errno.EPERM) else "write"
+        return HarnessError(f"cannot {verb} {where}: {reason}")
     if isinstance(err, sqlite3.OperationalError) and _SQLITE_STORAGE.search(str(err)):
         return HarnessError(f"the results store cannot be written: {err}")
     return None
