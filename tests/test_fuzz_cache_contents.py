@@ -14,20 +14,22 @@ import os
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from harness.api import Clip  # noqa: E402
 from harness.data.embeddings import cached_embed, embedding_cache_dir  # noqa: E402
 from harness.util.cache import write_done_marker  # noqa: E402
 from tests.test_fuzz_caches import (  # noqa: E402
+    RATE,
     audio_rows,
     embedding_ctx,
     rebuilt_with_warnings,
 )
-from tests.test_fuzz_caches import tone_split as tone_split_fixture  # noqa: E402, F401
 
 SCALE = float(os.environ.get("HARNESS_FUZZ_SCALE", "1"))
 CASES = max(1, round(15 * SCALE))
@@ -36,6 +38,20 @@ FUZZ = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+
+
+@pytest.fixture(scope="module")
+def tones(tmp_path_factory) -> list[Clip]:
+    """Five short tones (the clips every decoded-audio cache case builds from)."""
+    folder = tmp_path_factory.mktemp("tones")
+    clips = []
+    for i in range(5):
+        t = np.arange(RATE // 4) / RATE
+        wave = (0.2 * (i + 1) * np.sin(2 * np.pi * 300 * (i + 1) * t)).astype(np.float32)
+        sf.write(folder / f"c{i}.wav", wave, RATE, subtype="FLOAT")
+        clips.append(Clip(folder / f"c{i}.wav", i % 2, "a"))
+    return clips
+
 
 DTYPES = st.sampled_from([np.int16, np.int8, np.int32, np.float16, np.float32, np.float64])
 
@@ -56,15 +72,15 @@ def wrong_waves(draw, shape: tuple[int, int]) -> np.ndarray:
 @given(data=st.data())
 def test_waves_of_another_dtype_or_shape_with_a_matching_checksum_are_rebuilt(
     tmp_path_factory,
-    tone_split,
+    tones,
     data,
 ):
     cache = tmp_path_factory.mktemp("waves")
-    folder, clean = audio_rows(tone_split, cache)
+    folder, clean = audio_rows(tones, cache)
     waves = np.load(folder / "waves.npy")
     np.save(folder / "waves.npy", data.draw(wrong_waves(waves.shape)))
     write_done_marker(folder)  # as if the build itself had written them
-    (_, rows), messages = rebuilt_with_warnings(lambda: audio_rows(tone_split, cache))
+    (_, rows), messages = rebuilt_with_warnings(lambda: audio_rows(tones, cache))
     assert np.array_equal(rows, clean)
     assert len(messages) == 1 and "rebuilding it" in messages[0], messages
 
@@ -76,18 +92,18 @@ BAD_SCALES = st.sampled_from([np.nan, np.inf, -np.inf, 0.0, -1.0, 0.5])
 @given(bad=BAD_SCALES, where=st.integers(0, 4), dtype=st.sampled_from([np.float32, np.float64]))
 def test_bad_scales_with_a_matching_checksum_are_rebuilt(
     tmp_path_factory,
-    tone_split,
+    tones,
     bad,
     where,
     dtype,
 ):
     cache = tmp_path_factory.mktemp("scales")
-    folder, clean = audio_rows(tone_split, cache)
+    folder, clean = audio_rows(tones, cache)
     scales = np.load(folder / "scales.npy").astype(dtype)
     scales[where] = bad
     np.save(folder / "scales.npy", scales)
     write_done_marker(folder)
-    (_, rows), messages = rebuilt_with_warnings(lambda: audio_rows(tone_split, cache))
+    (_, rows), messages = rebuilt_with_warnings(lambda: audio_rows(tones, cache))
     assert np.array_equal(rows, clean)
     assert len(messages) == 1 and "rebuilding it" in messages[0], messages
 
