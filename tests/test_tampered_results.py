@@ -137,7 +137,9 @@ def test_a_tampered_metrics_log_or_config_plots_or_is_one_line(
     (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     (folder / "config.json").write_text(json.dumps(config))
     output = folder / "curves.png"
-    code, _, err = run_cli(["plot", "curves", "--run", str(folder), "--output", str(output)], capsys)
+    code, _, err = run_cli(
+        ["plot", "curves", "--run", str(folder), "--output", str(output)], capsys
+    )
     assert_ok_or_one_line(code, err)
     assert output.exists() == (code == 0)
 
