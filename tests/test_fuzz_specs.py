@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, event, given, settings  # noqa: E402
+from hypothesis import HealthCheck, event, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from harness.cli.main import main  # noqa: E402
@@ -134,6 +134,7 @@ def board_store(tmp_path_factory) -> Path:
 
 @FUZZ
 @given(spec=LEADERBOARD_SPEC)
+@example(spec={"columns": ["logloss", "logloss"]})  # found by this fuzzer: a pandas traceback
 def test_a_leaderboard_spec_with_fields_of_any_type_renders_or_is_one_line(
     tmp_path_factory, capsys, board_store, spec
 ):

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, event, given, settings  # noqa: E402
+from hypothesis import HealthCheck, event, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from harness.cli.main import main  # noqa: E402
@@ -119,13 +119,18 @@ CONFIG = {
     which=st.sampled_from(["step", "epoch", "config", "line"]),
     data=st.data(),
 )
+@example(which="config", data=None)  # found by this fuzzer: aug.names = null, a traceback
+@example(which="step", data=None)  # global_step = "x"
 def test_a_tampered_metrics_log_or_config_plots_or_is_one_line(
     tmp_path_factory, capsys, which, data
 ):
     folder = tmp_path_factory.mktemp("run")
     events = [dict(STEP), dict(EPOCH), {**STEP, "global_step": 6, "loss": 0.5}]
     config: Any = CONFIG
-    if which == "config":
+    if data is None:  # the explicit examples
+        config = {**CONFIG, "aug": {"names": None}, "method": 5}
+        events[0] = {**STEP, "global_step": "x"} if which == "step" else events[0]
+    elif which == "config":
         config = data.draw(tampered(CONFIG))
     elif which == "line":
         events[1] = data.draw(st.one_of(JSON_VALUES, st.text(max_size=10)))
