@@ -19,6 +19,7 @@ def run_ok(argv: list[str], capsys) -> str:
     main(argv)
     return capsys.readouterr().err
 
+
 LOPSIDED = """
 from harness import hookimpl
 from tests.toy_plugin import ToyTones

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 import traceback
 from abc import ABC, abstractmethod
@@ -46,7 +47,7 @@ from harness.results.store import (
     remove_run,
 )
 from harness.util.cache import clean_stale_cache
-from harness.util.errors import HarnessError, UsageError
+from harness.util.errors import HarnessError, UsageError, storage_error
 from harness.util.files import write_text_atomic
 from harness.util.names import unknown_name_message
 
@@ -648,6 +649,12 @@ def main(argv: list[str] | None = None) -> None:
             raise
         click.echo(f"harness: error: {err}", err=True)
         sys.exit(err.exit_code)
+    except (OSError, sqlite3.OperationalError) as err:
+        storage = None if debug else storage_error(err)
+        if storage is None:
+            raise
+        click.echo(f"harness: error: {storage}", err=True)
+        sys.exit(storage.exit_code)
     except click.exceptions.Abort:
         click.echo("harness: interrupted; nothing was stored", err=True)
         sys.exit(130)

@@ -20,6 +20,7 @@ Each figure is one sub-command of the ``plot`` group: add another with
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -319,6 +320,17 @@ def stored_config(folder: Path) -> dict[str, Any]:
     return stored
 
 
+def stored_field(stored: dict[str, Any], section: str, key: str, default: Any = "?") -> Any:
+    """``stored[section][key]`` of a config read back from a folder, ``default`` where a
+    hand-edited file lacks it or holds a non-table there (a title never fails on it)."""
+    table = stored.get(section)
+    return table.get(key, default) if isinstance(table, dict) else default
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def run_config(folder: Path, plugins: Plugins) -> RunConfig:
     """A stored run's run settings, backbone and data set, resolved (method, augmentations and
     protocols are left at their defaults: a t-SNE needs none of them)."""
@@ -330,10 +342,15 @@ def curves_title(folder: Path, events: list[dict[str, Any]]) -> str:
     """``Training curves: <method> (+ augmentations) on <backbone>, <data set>, seed N``,
     what a step point averages, and the run folder's name."""
     stored = stored_config(folder)
-    name = lambda section: (stored.get(section) or {}).get("name", "?")  # noqa: E731
-    augs = "+".join((stored.get("aug") or {}).get("names", [])) or "no augmentation"
-    seed = (stored.get("run") or {}).get("seed", "?")
-    steps = sorted({e["step"] for e in events if e.get("event") == "step" and "step" in e})
+    name = lambda section: stored_field(stored, section, "name")  # noqa: E731
+    names = stored_field(stored, "aug", "names", [])
+    augs = (
+        "+".join(map(str, names)) if isinstance(names, list) else str(names)
+    ) or "no augmentation"
+    seed = stored_field(stored, "run", "seed")
+    steps = sorted(
+        {e["step"] for e in events if e.get("event") == "step" and is_number(e.get("step"))}
+    )
     every = steps[0] if steps else None
     per_step = f"line: mean of every {every} optimizer steps, " if every else ""
     return (
@@ -345,8 +362,8 @@ def curves_title(folder: Path, events: list[dict[str, Any]]) -> str:
 def run_title(folder: Path) -> str:
     """``<method> on <backbone>`` and the run folder's name, for a panel title."""
     stored = stored_config(folder)
-    method = stored.get("method", {}).get("name", "?")
-    backbone = stored.get("backbone", {}).get("name", "?")
+    method = stored_field(stored, "method", "name")
+    backbone = stored_field(stored, "backbone", "name")
     return f"{method} on {backbone}\n{folder.name}"
 
 

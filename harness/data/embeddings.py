@@ -111,8 +111,15 @@ def cached_embed(ctx: Embedder, split: str, backbone_hash: str | None = None) ->
     count = len(ctx.splits.split(split))
     if (folder / DONE_MARKER).is_file():
         stored = read_verified(folder)
-        if stored is not None and stored.ndim == 2 and stored.shape[0] == count:
-            return stored
+        if stored is not None:
+            expected = (count, recorded_dim(folder))
+            if tuple(stored.shape) == expected:
+                return stored
+            warnings.warn(
+                f"discarding embedding cache entry {folder}: shape {tuple(stored.shape)}, "
+                f"expected {expected} (clips, info.json's dim); rebuilding it",
+                stacklevel=2,
+            )
     embeddings = ctx.embed(split)
 
     def write(tmp: Path) -> None:
@@ -132,6 +139,15 @@ def cached_embed(ctx: Embedder, split: str, backbone_hash: str | None = None) ->
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         warnings.warn(f"could not cache embeddings in {folder}: {reason}", stacklevel=2)
     return embeddings
+
+
+def recorded_dim(folder: Path) -> int | None:
+    """The embedding width ``info.json`` of a verified entry records (None if it does not)."""
+    try:
+        dim = json.loads((folder / "info.json").read_text()).get("dim")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return dim if isinstance(dim, int) and not isinstance(dim, bool) and dim > 0 else None
 
 
 def read_verified(folder: Path) -> Tensor | None:
@@ -159,9 +175,15 @@ def read_cached_embeddings(path: Path) -> Tensor | None:
         )
         return None
     if not isinstance(stored, Tensor) or not stored.is_floating_point():
-        warnings.warn(f"discarding embedding cache entry {path}: not a float tensor", stacklevel=3)
+        warnings.warn(
+            f"discarding embedding cache entry {path}: not a float tensor; rebuilding it",
+            stacklevel=3,
+        )
         return None
     if not torch.isfinite(stored).all():
-        warnings.warn(f"discarding embedding cache entry {path}: non-finite values", stacklevel=3)
+        warnings.warn(
+            f"discarding embedding cache entry {path}: non-finite values; rebuilding it",
+            stacklevel=3,
+        )
         return None
     return stored

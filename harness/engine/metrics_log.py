@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from harness.api import Logger
-from harness.util.errors import HarnessError
+from harness.util.errors import HarnessError, naming
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -69,8 +69,9 @@ class MetricsLog:
 
     def close(self) -> None:
         if self.file is not None:
-            self.file.close()
-            self.file = None
+            file, self.file = self.file, None
+            with naming(file.name):
+                file.close()
         for logger in self.loggers:
             logger.close()
 

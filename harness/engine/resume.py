@@ -32,7 +32,7 @@ from torch import nn
 from harness.nn.torch_files import load_torch_file
 from harness.registry.config import hashed_config
 from harness.results.store import PARTIAL, committed_partials
-from harness.util.errors import DataError, HarnessError, UsageError
+from harness.util.errors import DataError, HarnessError, UsageError, naming
 from harness.util.faults import checkpoint
 from harness.util.files import write_text_atomic
 
@@ -286,9 +286,15 @@ def check_fits(path: Path, saved: Mapping[str, Any], module: nn.Module, what: st
 
 
 def save_atomic(obj: Any, path: Path) -> None:
+    """``torch.save`` through a temporary file and a rename; on failure no file is left."""
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        with naming(path):
+            torch.save(obj, tmp)
+            os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def start_partial(folder: Path, config: dict[str, Any]) -> None:

@@ -32,7 +32,7 @@ from harness.results.leaderboard import (
     seedless_key,
 )
 from harness.results.store import RunRecord
-from harness.util.errors import UsageError
+from harness.util.errors import UsageError, naming
 
 COVERAGE = (1.0, 0.8, 0.5)
 """Shares of the responses inside each band of ``harness plot dirs``, widest first."""
@@ -91,8 +91,9 @@ def save_figure(figure: Figure, output: Path) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.name}.partial")
     try:
-        figure.savefig(partial, format="png")
-        os.replace(partial, output)
+        with naming(output):
+            figure.savefig(partial, format="png")
+            os.replace(partial, output)
     finally:
         partial.unlink(missing_ok=True)
 
@@ -342,6 +343,13 @@ def read_metrics(folder: Path) -> list[dict[str, Any]]:
             raise UsageError(f"{path} line {number} is not JSON") from None
         # stage 0: a protocol's training (device probe, fine-tuning), not the run's curves
         if isinstance(event, dict) and "global_step" in event and event.get("stage") != 0:
+            step = event["global_step"]
+            if (
+                isinstance(step, bool)
+                or not isinstance(step, int | float)
+                or not math.isfinite(step)
+            ):
+                raise UsageError(f"{path} line {number}: global_step is {step!r}, not a number")
             events.append(event)
     if not events:
         raise UsageError(f"{path} holds no logged steps")

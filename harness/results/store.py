@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.util.cache import owned_temp_dir, stale_temp_dirs, temp_owner
-from harness.util.errors import HarnessError, UsageError
+from harness.util.errors import HarnessError, UsageError, naming
 from harness.util.faults import checkpoint
 from harness.util.files import write_text_atomic
 from harness.util.names import unknown_name_message
@@ -425,8 +425,9 @@ def commit_run(
     """Write a run's folder with ``write(tmp)`` and store its row, as one recoverable unit."""
     tmp = temp_dir_beside(final)
     try:
-        write(tmp)
-        (tmp / COMPLETE_MARKER).write_text(f"{record.run_id}\n")
+        with naming(final):
+            write(tmp)
+            (tmp / COMPLETE_MARKER).write_text(f"{record.run_id}\n")
         store.add(record)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

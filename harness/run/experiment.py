@@ -10,6 +10,7 @@ one trainer, checkpointing into :mod:`harness.run.checkpoints`), evaluates the p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Sequence
@@ -68,7 +69,7 @@ from harness.run.record import (
 )
 from harness.run.training import MethodTraining
 from harness.util.cache import clean_stale_cache
-from harness.util.errors import HarnessError, Interrupted, UsageError
+from harness.util.errors import HarnessError, Interrupted, UsageError, storage_error
 from harness.util.faults import checkpoint
 from harness.util.files import check_free_space, check_name_lengths
 
@@ -266,21 +267,18 @@ def run_experiment(
         samples = experiment.samples() if cfg.run.log_samples else None
         parameters = experiment.parameter_counts()
         experiment.checkpoints.log_results(metrics)
-    except HarnessError as err:
+    except BaseException as err:
+        with contextlib.suppress(OSError):  # a full disk while closing must not hide err
+            experiment.close()
         if experiment.ranks.is_main:
             discard_unstarted(experiment.partial_dir)
-            if experiment.partial_dir.is_dir() and not isinstance(err, Interrupted):
-                raise type(err)(
-                    f"{err} (its training is kept: continue it with --resume "
-                    f"{experiment.partial_dir})"
-                ) from None
+        keep_training_or_raise(experiment, err)
         raise
-    except BaseException:
-        if experiment.ranks.is_main:
-            discard_unstarted(experiment.partial_dir)
-        raise
-    finally:
+    try:
         experiment.close()
+    except BaseException as err:
+        keep_training_or_raise(experiment, err)
+        raise
     try:
         check_metrics(metrics)
     except HarnessError:  # a resumed run would evaluate to the same metrics: nothing to keep
@@ -317,7 +315,11 @@ def run_experiment(
         if samples is not None:
             write_samples(tmp / SAMPLES_FILE, samples)
 
-    commit_run(final_dir, store, record, write)
+    try:
+        commit_run(final_dir, store, record, write)
+    except BaseException as err:  # nothing stored: a resume evaluates and stores it again
+        keep_training_or_raise(experiment, err)
+        raise
     checkpoint("renamed")  # the kill suite's stage: stored and in place, .partial not yet removed
     remove_partial(experiment.partial_dir)
     return RunResult(record, tables)
@@ -349,6 +351,21 @@ def resume_checkpoint(partial: Partial, experiment: Experiment) -> dict[str, Any
         )
     check_fits(path, state["backbone"]["state_dict"], experiment.backbone, "backbone")
     return state
+
+
+def keep_training_or_raise(experiment: Experiment, err: BaseException) -> None:
+    """Re-raise a user-facing failure (a :class:`HarnessError`, or a full or read-only disk)
+    as one line saying how to continue when its training is kept in ``.partial``; return
+    for anything else (a bug, Ctrl-C), which the caller re-raises as it is."""
+    failure = err if isinstance(err, HarnessError) else storage_error(err)
+    if failure is None or isinstance(failure, Interrupted):
+        return
+    if experiment.ranks.is_main and experiment.partial_dir.is_dir():
+        raise type(failure)(
+            f"{failure} (its training is kept: continue it with --resume {experiment.partial_dir})"
+        ) from None
+    if failure is not err:
+        raise failure from None
 
 
 def discard_unstarted(folder: Path) -> None:

@@ -30,6 +30,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from harness.util.errors import naming
 from harness.util.faults import checkpoint
 
 DONE_MARKER = ".done"
@@ -253,9 +254,10 @@ def build_once(folder: Path, build: Callable[[Path], None]) -> Path:
         discard(folder)
     tmp = owned_temp_dir(folder.parent, folder.name)
     try:
-        build(tmp)
-        checkpoint("generate")
-        write_done_marker(tmp)
+        with naming(folder):
+            build(tmp)
+            checkpoint("generate")
+            write_done_marker(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from harness.util.errors import HarnessError, UsageError
+from harness.util.errors import HarnessError, UsageError, naming
 
 __all__ = ["NAME_MAX", "check_free_space", "check_name_lengths", "write_text_atomic"]
 
@@ -20,8 +20,13 @@ def write_text_atomic(path: Path, text: str) -> None:
     """Write through a temporary file and an atomic rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        with naming(path):
+            tmp.write_text(text)
+            os.replace(tmp, path)
+    except BaseException:  # a full disk: no half-written temporary file left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def existing_ancestor(path: Path) -> Path:
