@@ -10,20 +10,19 @@ what is read equals a clean build.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from harness.api import Clip  # noqa: E402
 from harness.data.embeddings import cached_embed, embedding_cache_dir  # noqa: E402
 from harness.util.cache import write_done_marker  # noqa: E402
+from tests.fuzzing import cases  # noqa: E402
 from tests.test_fuzz_caches import (  # noqa: E402
     RATE,
     audio_rows,
@@ -31,13 +30,7 @@ from tests.test_fuzz_caches import (  # noqa: E402
     rebuilt_with_warnings,
 )
 
-SCALE = float(os.environ.get("HARNESS_FUZZ_SCALE", "1"))
-CASES = max(1, round(15 * SCALE))
-FUZZ = settings(
-    max_examples=CASES,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+FUZZ = cases(15)
 
 
 @pytest.fixture(scope="module")

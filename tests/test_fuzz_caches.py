@@ -199,6 +199,7 @@ def embedding_ctx(tmp_path: Path):
         splits=DataSplits(["a", "b"], [], [Clip(wav, 0), Clip(wav, 1)], clip_seconds=1.0),
         backbone=SimpleNamespace(sample_rate=16000, name="b"),
         embed=embed,
+        split_keys={},
     )
     return ctx, calls
 

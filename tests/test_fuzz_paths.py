@@ -17,20 +17,16 @@ from pathlib import Path
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from harness.api import Clip, DataSplits  # noqa: E402
 from harness.run.preflight import check_clips_inside_root  # noqa: E402
 from harness.util.errors import HarnessError  # noqa: E402
+from tests.fuzzing import cases  # noqa: E402
 from tests.test_untrusted_files import SECRET, esc50_with  # noqa: E402
 
-SCALE = float(os.environ.get("HARNESS_FUZZ_SCALE", "1"))
-FUZZ = settings(
-    max_examples=max(1, round(60 * SCALE)),
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+FUZZ = cases(60)
 
 
 @pytest.fixture(scope="module")

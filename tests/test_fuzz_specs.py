@@ -10,26 +10,21 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, event, example, given, settings  # noqa: E402
+from hypothesis import event, example, given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from harness.cli.main import main  # noqa: E402
 from harness.results.store import ResultStore  # noqa: E402
+from tests.fuzzing import cases  # noqa: E402
 from tests.test_leaderboard import record  # noqa: E402
 
-SCALE = float(os.environ.get("HARNESS_FUZZ_SCALE", "1"))
-FUZZ = settings(
-    max_examples=max(1, round(60 * SCALE)),
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+FUZZ = cases(60)
 
 
 def toml(value: Any) -> str:

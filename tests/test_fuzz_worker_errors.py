@@ -8,7 +8,6 @@ or fails with the same one line, naming the file, in both.
 
 from __future__ import annotations
 
-import os
 import shutil
 import struct
 from pathlib import Path
@@ -18,14 +17,13 @@ import pytest
 import soundfile as sf
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, event, given, settings  # noqa: E402
+from hypothesis import event, given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from harness.data.loader import Loader, split_audio  # noqa: E402
 from harness.util.errors import HarnessError  # noqa: E402
+from tests.fuzzing import cases  # noqa: E402
 from tests.test_worker_errors import RATE, clips_with_a_bad_file  # noqa: E402
-
-SCALE = float(os.environ.get("HARNESS_FUZZ_SCALE", "1"))
 
 
 def valid_wav(path: Path) -> bytes:
@@ -65,11 +63,7 @@ def read_with(loader_args, workers: int) -> list | str:
         loader.close()
 
 
-@settings(
-    max_examples=max(1, round(15 * SCALE)),
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@cases(15)
 @given(data=st.data())
 def test_a_damaged_file_reads_the_same_or_fails_the_same_one_line_with_a_worker(
     tmp_path_factory, data

@@ -11,32 +11,21 @@ traceback, and nothing read runs code.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, event, example, given, settings  # noqa: E402
+from hypothesis import event, example, given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from harness.cli.main import main  # noqa: E402
 from harness.data.shards import FORMAT, read_manifest  # noqa: E402
 from harness.util.errors import HarnessError  # noqa: E402
 from tests.conftest import TOY_PLUGIN  # noqa: E402
+from tests.fuzzing import cases  # noqa: E402
 from tests.test_untrusted_files import plant_job, write_sweep  # noqa: E402
-
-SCALE = float(os.environ.get("HARNESS_FUZZ_SCALE", "1"))
-
-
-def cases(count: int) -> settings:
-    return settings(
-        max_examples=max(1, round(count * SCALE)),
-        deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    )
-
 
 JSON_SCALARS = st.one_of(
     st.none(),
