@@ -14,6 +14,7 @@ import torch
 
 from harness.api import Clip, DataSplits, EvalContext
 from harness.data.embeddings import (
+    Embedder,
     backbone_fingerprint,
     cached_embed,
     clips_fingerprint,
@@ -69,9 +70,10 @@ def test_clip_and_cache_keys_are_32_hex_digits(tmp_path):
     wav.write_bytes(b"RIFF")
     key = clips_fingerprint([Clip(wav, 0)])
     assert len(key) == 32 and int(key, 16) >= 0
-    ctx = SimpleNamespace(
-        splits=DataSplits(["c"], [], [Clip(wav, 0)], clip_seconds=1.0),
-        backbone=SimpleNamespace(sample_rate=16000),
+    ctx = Embedder(
+        DataSplits(["c"], [], [Clip(wav, 0)], clip_seconds=1.0),
+        SimpleNamespace(sample_rate=16000),
+        embed=lambda split: torch.zeros(1, 1),
     )
     assert len(embedding_cache_dir(ctx, "eval", "h").name) == 32
 
@@ -117,9 +119,9 @@ def test_a_cache_entry_holds_the_embeddings_and_a_readable_info_file(tmp_path):
     wav = tmp_path / "a.wav"
     wav.write_bytes(b"RIFF")
     clips = [Clip(wav, 0), Clip(wav, 1)]
-    ctx = SimpleNamespace(
-        splits=DataSplits(["a", "b"], [], clips, clip_seconds=1.0),
-        backbone=SimpleNamespace(sample_rate=16000, name=""),  # no name: its class's name
+    ctx = Embedder(
+        DataSplits(["a", "b"], [], clips, clip_seconds=1.0),
+        SimpleNamespace(sample_rate=16000, name=""),  # no name: its class's name
         embed=lambda split: torch.arange(6.0).reshape(2, 3),
     )
     assert torch.equal(cached_embed(ctx, "eval", "h"), torch.arange(6.0).reshape(2, 3))

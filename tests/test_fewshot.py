@@ -413,8 +413,9 @@ def test_unfinished_cache_folder_is_recomputed(tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     backbone = TinyBackbone()
     run = cached_run(tmp_path, backbone)
+    embedder = evaluation.Embedder(run.ctx.splits, backbone, run.ctx.embed)
     folder = evaluation.embedding_cache_dir(
-        run.ctx, "eval", evaluation.backbone_fingerprint(backbone)
+        embedder, "eval", evaluation.backbone_fingerprint(backbone)
     )
     folder.mkdir(parents=True)
     torch.save(torch.zeros(3, 3), folder / "embeddings.pt")  # no done marker: an interrupted write

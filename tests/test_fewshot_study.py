@@ -452,7 +452,7 @@ def test_best_and_runs_tables_show_each_runs_own_ci_and_mean_the_std(plugins) ->
     )
     assert list(runs.errors["acc"]) == [0.9, 0.7]
     csv = render(LeaderboardSpec(protocol="fewshot", metric="acc"), [best], "csv").splitlines()
-    assert csv[0].endswith(",acc,acc_ci")
+    assert csv[0].endswith(",acc (%),acc_ci (%)")
     assert csv[1].endswith(",54.0,0.7")
 
 

@@ -20,6 +20,7 @@ import torch
 from harness.api import Clip, DataSplits
 from harness.cli.main import main
 from harness.data.audio import check_header, read_audio
+from harness.data.embeddings import Embedder
 from harness.nn.impulse import read_ir
 from harness.registry.plugins import load_plugins
 from harness.results.leaderboard import LeaderboardSpec
@@ -463,7 +464,7 @@ def test_a_run_folder_holds_exactly_what_its_store_row_says(tmp_path):
     env = row.environment
     assert set(env) == {"python", "torch", "platform", "threads", "packages",
                         "data_generator_version", "command", "git_dirty",
-                        "parameters"}  # fmt: skip
+                        "parameters", "classes"}  # fmt: skip
     assert env["command"].startswith("harness --plugin") and " run " in env["command"]
     assert env["torch"] == torch.__version__ and env["packages"]["numpy"] == np.__version__
     assert (row.backbone, row.method, row.aug, row.dataset, row.protocols, row.seed) == (
@@ -554,7 +555,7 @@ def cache_ctx(tmp_path, train_seconds=None):
 
     splits = DataSplits(["a", "b"], clips, clips, 1.0, train_clip_seconds=train_seconds)
     backbone = SimpleNamespace(sample_rate=16000, name="toy")
-    return SimpleNamespace(splits=splits, backbone=backbone, embed=embed), calls
+    return Embedder(splits, backbone, embed), calls
 
 
 def test_corrupt_embedding_cache_entry_is_discarded_with_a_warning_and_rebuilt(tmp_path):

@@ -80,7 +80,7 @@ def test_device_accuracy_chance_is_one_over_classes():
     [table] = build_tables(LeaderboardSpec(metric="acc", agg="mean"), runs, load_plugins())
     figure = draw_devices(table, "acc", classes=4)
     (chance,) = [line for line in figure.axes[0].get_lines() if line.get_linestyle() == "--"]
-    assert chance.get_ydata()[0] == pytest.approx(0.25)  # the table's values are fractions
+    assert chance.get_ydata()[0] == pytest.approx(25.0)  # accuracy is shown in percent
 
 
 def test_a_long_dirs_title_wraps_inside_the_figure(tmp_path):

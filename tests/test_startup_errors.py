@@ -288,7 +288,7 @@ def test_the_highest_real_sample_rate_is_accepted(tmp_path):
         ('[[rows]]\nlabel = "a"\nmatch = "ce"', "rows[0].match must be a table, got 'ce'"),
         ("[[rows]]\nlabel = [1]\nmatch = {}", "rows[0].label must be a string, got [1]"),
         ("columns = 5", "columns must be an array, got 5"),
-        ("columns = [1]", "columns[0] must be a string, got 1"),
+        ("columns = [1]", "columns[0] must be a string or a table, got 1"),
         ('recipe_augs = "vintage"', "recipe_augs must be an array, got 'vintage'"),
         ("title = 5", "title must be a string, got 5"),
         ("protocol = 5", "protocol must be a string, got 5"),

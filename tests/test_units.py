@@ -107,6 +107,7 @@ def test_training_log_values_read_as_counts_and_percentages():
     assert log_value_text("queue_filled", 65536.0) == "65536"
     assert log_value_text("valid_acc", 45.123456) == "45.12 %"
     assert log_value_text("lambda", 0.25) == "0.2500"
+    assert log_value_text("loss", 2.0) == "2.0000"
 
 
 def chance_y(page: str) -> tuple[float, str]:

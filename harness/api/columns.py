@@ -76,13 +76,15 @@ def percent_of_fraction(
 
 PERCENT_LOG_KEYS = frozenset({"valid_acc", "valid_map"})
 """Values of training logs that are percentages (validation accuracy and mAP)."""
+COUNT_LOG_KEYS = frozenset({"queue_filled"})
+"""Values of training logs that are counts (shown without decimals)."""
 
 
 def log_value_text(key: str, value: float) -> str:
     """A training-log value as a person reads it: a percentage with ``%`` and two decimals,
-    a whole number (a count such as ``queue_filled``) without decimals, else 4 decimals."""
+    a count (:data:`COUNT_LOG_KEYS`) without decimals, else 4 decimals."""
     if key in PERCENT_LOG_KEYS:
         return f"{value:.2f} %"
-    if float(value).is_integer() and abs(value) >= 1:
+    if key in COUNT_LOG_KEYS and float(value).is_integer():
         return f"{int(value)}"
     return f"{value:.4f}"

@@ -179,7 +179,12 @@ def read_column_specs(spec_file: SpecFile) -> tuple[ColumnSpec, ...]:
         if isinstance(value, str):
             out.append(ColumnSpec(value))
             continue
-        entry = spec_file.typed(name, value, dict)
+        if not isinstance(value, dict):
+            raise UsageError(
+                f"{spec_file.label} {spec_file.path}: {name} must be a string or a table, "
+                f"got {value!r}"
+            )
+        entry = value
         unknown = set(entry) - COLUMN_KEYS
         if unknown:
             raise UsageError(

@@ -16,6 +16,7 @@ from tabulate import tabulate
 
 from harness import hookimpl
 from harness.api import (
+    PERCENT,
     Column,
     EvalContext,
     Protocol,
@@ -110,6 +111,12 @@ class DeviceLogLoss(Protocol):
         return ProtocolResult(metrics, render_table(metrics, list(dict.fromkeys(devices))))
 
 
+def cell_text(column: Column, value: float) -> str:
+    """A log-loss with 3 decimals, an accuracy in percent with 1."""
+    digits = 1 if column.unit == PERCENT else 3
+    return f"{column.shown(value):.{digits}f}"
+
+
 def render_table(metrics: dict[str, float], devices: list[str]) -> str:
     """One row per device or group average (Table 3's order), columns log-loss and accuracy.
 
@@ -122,8 +129,8 @@ def render_table(metrics: dict[str, float], devices: list[str]) -> str:
     by_metric = {metric: table_columns(ordered, metric) for metric in METRICS}
     for i, column in enumerate(by_metric["logloss"]):
         label = f"{column.group} {column.label}".strip()
-        shown = [by_metric[m][i].shown(metrics[by_metric[m][i].key]) for m in METRICS]
-        rows.append([label, *(f"{value:.3f}" for value in shown)])
+        cells = [by_metric[m][i] for m in METRICS]
+        rows.append([label, *(cell_text(c, metrics[c.key]) for c in cells)])
     headers = ["device", *(name + by_metric[m][0].unit_suffix for m, name in METRICS.items())]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 

@@ -330,7 +330,8 @@ def render_table(
     rows.append(["accuracy", int(train_n.sum()), int(eval_n.sum()), shown("accuracy"), chance])
     rows.append(["balanced accuracy", "", "", shown("balanced_accuracy"), chance])
     headers = ["device", "train clips", "eval clips", unit.heading, f"chance{unit.unit_suffix}"]
-    return tabulate(rows, headers=headers, tablefmt="github")
+    align = ("left", "right", "right", "right", "left")
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True, colalign=align)
 
 
 @hookimpl
