@@ -70,7 +70,11 @@ def test_table_shows_both_metrics(predictions):
     assert "Real A" in table and "Unseen Avg." in table
     overall = next(line for line in table.splitlines() if line.startswith("| Overall"))
     cells = [cell.strip() for cell in overall.strip("|").split("|")]
-    assert cells == ["Overall", f"{metrics['logloss/overall']:.3f}", f"{100 * metrics['acc/overall']:.1f}"]
+    assert cells == [
+        "Overall",
+        f"{metrics['logloss/overall']:.3f}",
+        f"{100 * metrics['acc/overall']:.2f}",
+    ]
     assert f"{metrics['logloss/a']:.3f}" in table and "accuracy (%)" in table
 
 

@@ -395,14 +395,17 @@ def test_render_table_hand_checked():
         "chance": 0.5,
     }
     table = render_table(metrics, ["a", "b"], torch.tensor([3, 1]), torch.tensor([2, 2]))
-    assert table.splitlines() == [
-        "| device            |   train clips |   eval clips |   device accuracy (%) | chance (%)   |",
+    lines = table.splitlines()
+    assert len({len(line) for line in lines}) == 1  # aligned columns
+    assert [" ".join(line.split()) for line in lines] == [
+        "| device | train clips | eval clips | device accuracy (%) | chance (%) |",
         "|-------------------|---------------|--------------|-----------------------|--------------|",
-        "| a                 |             3 |            2 |                  50.0 |              |",
-        "| b                 |             1 |            2 |                 100.0 |              |",
-        "| accuracy          |             4 |            4 |                  75.0 | 50.0 (1/2)   |",
-        "| balanced accuracy |               |              |                  75.0 | 50.0 (1/2)   |",
+        "| a | 3 | 2 | 50.0 | |",
+        "| b | 1 | 2 | 100.0 | |",
+        "| accuracy | 4 | 4 | 75.0 | 50.0 (1/2) |",
+        "| balanced accuracy | | | 75.0 | 50.0 (1/2) |",
     ]
+    assert lines[2].endswith("|                  50.0 |              |")  # numbers to the right
     # a device without evaluation clips has no recall and no row
     del metrics["recall/b"]
     rows = render_table(metrics, ["a", "b"], torch.tensor([3, 1]), torch.tensor([2, 0]))

@@ -52,6 +52,12 @@ class Column:
         return value * self.scale
 
     @property
+    def decimals(self) -> int:
+        """Decimals a shown value has: 2 for a percentage (three significant digits, as for
+        the 3 of a log-loss), 3 otherwise."""
+        return 2 if self.unit == PERCENT else 3
+
+    @property
     def unit_suffix(self) -> str:
         """`` (%)`` after a heading; empty without a unit."""
         return f" ({self.unit})" if self.unit else ""

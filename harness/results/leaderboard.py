@@ -834,14 +834,15 @@ def value_text(table: Table, row: int, column: Column) -> str:
     value = table.values.at[row, column.key]
     if pd.isna(value):
         return "–"
-    text = f"{value:.3f}"
+    digits = column.decimals
+    text = f"{value:.{digits}f}"
     if table.statistics is not None:
         summary = table.statistics.summaries[row][column.key]
         if summary.n > 1:
-            text += f" ± {summary.half_width:.3f}"
+            text += f" ± {summary.half_width:.{digits}f}"
         return f"{text} (n={summary.n})"
     error = table.errors.at[row, column.key] if table.errors is not None else math.nan
-    return text if pd.isna(error) else f"{text} ± {error:.3f}"
+    return text if pd.isna(error) else f"{text} ± {error:.{digits}f}"
 
 
 def comparison_text(table: Table, row: int, column: Column) -> str:
@@ -862,7 +863,8 @@ def comparison_parts(table: Table, row: int, column: Column) -> list[str]:
         return []  # the baseline's own row, or a cell without runs (shown as –)
     if comparison.n_pairs == 0:
         return [comparison.note]
-    text = f"Δ {comparison.diff:+.3f}"
+    digits = column.decimals
+    text = f"Δ {comparison.diff:+.{digits}f}"
     if comparison.note and comparison.n_pairs > 1:  # a column no seed changes: no test
         return [text, f"({comparison.note})"]
     if comparison.n_pairs == 1:
@@ -870,7 +872,7 @@ def comparison_parts(table: Table, row: int, column: Column) -> list[str]:
     mark = "*" if comparison.significant else "n.s."
     parts = [
         text,
-        f"[{comparison.diff_low:+.3f}, {comparison.diff_high:+.3f}]",
+        f"[{comparison.diff_low:+.{digits}f}, {comparison.diff_high:+.{digits}f}]",
         f"(n={comparison.n_pairs}) {p_text(comparison.p)} {mark}",
     ]
     if comparison.seeds_needed is not None:
@@ -1013,6 +1015,12 @@ def statistics_notes(table: Table) -> list[str]:
                 f"No differences: the baseline row '{statistics.baseline}' has no runs here."
             )
         return notes
+    if statistics.tests == 0:
+        notes.append(
+            f"Δ: difference to {statistics.baseline}, paired by seed; no row shares 2 seeds "
+            "with it, so no interval and no test: no finding."
+        )
+        return notes
     tests = f"{statistics.tests} test" + ("" if statistics.tests == 1 else "s")
     notes.append(
         f"Δ: difference to {statistics.baseline}, paired by seed (n = common seeds), "
@@ -1032,11 +1040,13 @@ def detectable_note(table: Table) -> str:
     detectable = statistics.detectable if statistics is not None else None
     if not detectable:
         return "No detectable difference: it needs at least 2 seeds in common with the baseline."
-    names = {c.key: column_name(c) for c in table.columns}
-    parts = [
-        f"{names[k]} {d.difference:.3f} (n={d.n_pairs}, paired sd {d.sd:.3f})"
-        for k, d in detectable.items()
-    ]
+    columns = {c.key: c for c in table.columns}
+    parts = []
+    for key, d in detectable.items():
+        name, digits = column_name(columns[key]), columns[key].decimals
+        parts.append(
+            f"{name} {d.difference:.{digits}f} (n={d.n_pairs}, paired sd {d.sd:.{digits}f})"
+        )
     return (
         "Smallest difference detectable at 80 % power (paired t-test, two-sided α = 0.05) "
         "with the seeds present: " + "; ".join(parts) + "."

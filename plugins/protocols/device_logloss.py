@@ -16,7 +16,6 @@ from tabulate import tabulate
 
 from harness import hookimpl
 from harness.api import (
-    PERCENT,
     Column,
     EvalContext,
     Protocol,
@@ -112,9 +111,8 @@ class DeviceLogLoss(Protocol):
 
 
 def cell_text(column: Column, value: float) -> str:
-    """A log-loss with 3 decimals, an accuracy in percent with 1."""
-    digits = 1 if column.unit == PERCENT else 3
-    return f"{column.shown(value):.{digits}f}"
+    """A value in its column's unit and decimals."""
+    return f"{column.shown(value):.{column.decimals}f}"
 
 
 def render_table(metrics: dict[str, float], devices: list[str]) -> str:
