@@ -446,7 +446,7 @@ def test_best_and_runs_tables_show_each_runs_own_ci_and_mean_the_std(plugins) ->
     assert mean.values.at[0, "acc"] == 52.0
     assert mean.errors.at[0, "acc"] == pytest.approx(np.std([50.0, 54.0], ddof=1))
     text = render(LeaderboardSpec(protocol="fewshot", metric="acc"), [best], "markdown")
-    assert "54.000 ± 0.700" in text
+    assert "54.00 ± 0.70" in text
     [runs] = build_tables(
         LeaderboardSpec(protocol="fewshot", metric="acc", agg="runs"), records, plugins
     )

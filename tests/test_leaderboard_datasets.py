@@ -144,11 +144,11 @@ def test_every_format_renders_the_one_table(plugins):
     tables = build_tables(spec, records(), plugins)
     markdown = render(spec, tables, "markdown")
     best_row, mean_row = (line for line in markdown.splitlines() if line.startswith("| passt"))
-    assert best_row.split("|")[3].strip() == "22.000"
+    assert best_row.split("|")[3].strip() == "22.00"
     row = mean_row
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[3] == "–" and cells[4] == "–"  # no ESC-50, no VoxCeleb1 run
-    assert cells[2].startswith("21.000 ±") and cells[2].endswith("(n=2)")
+    assert cells[2].startswith("21.00 ±") and cells[2].endswith("(n=2)")
     assert "AudioSet-20K mAP (%) ↑" in markdown and "ESC-50 acc (%) ↑" in markdown
     assert "VoxCeleb1 acc: no runs here; needs the real data" in markdown
     latex = render(spec, tables, "latex")
@@ -192,7 +192,7 @@ def test_spec_file_with_column_tables(tmp_path, plugins):
     for record in records():
         store.add(record)
     markdown = render_leaderboard(spec, store, plugins, "markdown")
-    assert "ESC-50 (%) ↑" in markdown and "82.000 ± " in markdown
+    assert "ESC-50 (%) ↑" in markdown and "82.00 ± " in markdown
     for text, message in (
         ('columns = [{ label = "x" }]', r"columns\[0\] needs 'metric'"),
         ('columns = [{ metric = "acc", wher = {} }]', r"unknown key 'wher' in columns\[0\]"),

@@ -54,10 +54,10 @@ FEW = LeaderboardSpec(protocol="fewshot", agg="best")
 @pytest.mark.parametrize(
     ("fmt", "device_texts", "fewshot_texts"),
     [
-        ("markdown", ["Overall acc. (%) ↑", " 42.6 |"], ["few-shot accuracy (%) ↑", "55.250 ± 1.500"]),
-        ("latex", ["Overall acc. (\\%) $\\uparrow$", " 42.6 "], ["few-shot accuracy (\\%)", "55.250"]),
+        ("markdown", ["Overall acc. (%) ↑", " 42.6 |"], ["few-shot accuracy (%) ↑", "55.25 ± 1.50"]),
+        ("latex", ["Overall acc. (\\%) $\\uparrow$", " 42.6 "], ["few-shot accuracy (\\%)", "55.25"]),
         ("csv", ["acc/overall (%)", ",42.6\n"], ["acc (%)", "acc_ci (%)", ",55.25,1.5,"]),
-        ("html", ["Overall acc. (%) ↑", ">42.600<"], ["few-shot</span> accuracy (%) ↑", ">55.250<"]),
+        ("html", ["Overall acc. (%) ↑", ">42.60<"], ["few-shot</span> accuracy (%) ↑", ">55.25<"]),
     ],
 )  # fmt: skip
 def test_every_format_shows_accuracy_in_percent_with_the_unit(

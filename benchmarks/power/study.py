@@ -129,9 +129,13 @@ def render(report: dict) -> str:
         ce, icl, diff = entry["ce"], entry["icl"], entry["icl - ce"]
         cells = [
             name,
-            f"{ce['eval_sd']:.3f}", f"{ce['seed_sd']:.3f}",
-            f"{icl['eval_sd']:.3f}", f"{icl['seed_sd']:.3f}",
-            f"{diff['mean']:+.3f}", f"{diff['eval_sd']:.3f}", f"{diff['seed_sd']:.3f}",
+            f"{ce['eval_sd']:.3f}",
+            f"{ce['seed_sd']:.3f}",
+            f"{icl['eval_sd']:.3f}",
+            f"{icl['seed_sd']:.3f}",
+            f"{diff['mean']:+.3f}",
+            f"{diff['eval_sd']:.3f}",
+            f"{diff['seed_sd']:.3f}",
             *(f"{v:.3f}" if math.isfinite(v) else "-" for v in diff["detectable"].values()),
         ]
         lines.append("| " + " | ".join(cells) + " |")

@@ -1020,7 +1020,7 @@ def statistics_notes(table: Table) -> list[str]:
             f"Δ: difference to {statistics.baseline}, paired by seed; no row shares 2 seeds "
             "with it, so no interval and no test: no finding."
         )
-        return notes
+        return [*notes, detectable_note(table)]
     tests = f"{statistics.tests} test" + ("" if statistics.tests == 1 else "s")
     notes.append(
         f"Δ: difference to {statistics.baseline}, paired by seed (n = common seeds), "
