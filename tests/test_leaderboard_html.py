@@ -1,5 +1,6 @@
 """HTML and JSON leaderboards; the page checked in a real headless Chromium."""
 
+import dataclasses
 import json
 import re
 
@@ -143,3 +144,21 @@ def test_many_bar_categories_are_slanted_so_their_names_do_not_overlap(count, sl
     assert len(labels) == count
     assert all(("rotate(-35" in label) == slanted for label in labels)
     assert ('height="390"' in svg) == slanted  # the chart grows to hold the slanted names
+
+
+def test_a_table_of_log_loss_and_accuracy_gets_one_figure_per_unit(plugins):
+    from harness.results.html import unit_parts
+
+    records = [dataclasses.replace(r, metrics=r.metrics | {"device-logloss/acc/overall": 0.5})
+               for r in RECORDS]  # fmt: skip
+    spec = LeaderboardSpec(columns=("logloss/overall", "acc/overall", "logloss/a"), agg="best")
+    [best] = build_tables(spec, records, plugins)
+    parts = unit_parts(best)
+    assert [[c.key for c in part.columns] for part in parts] == [
+        ["logloss/overall", "logloss/a"],
+        ["acc/overall"],
+    ]
+    assert [part.columns[0].unit for part in parts] == ["", "%"]
+    page = render(spec, [best], "html", records)
+    assert page.count("<svg") == page.count("<figure>") == 2
+    assert "log-loss (nats) (lower is better)" in page and "accuracy (%) (higher is better)" in page

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from harness.api import Column
 from harness.results.leaderboard import (
     COLLAPSED_MARK,
     LeaderboardSpec,
@@ -34,7 +35,10 @@ from harness.results.leaderboard import (
 from harness.results.stats import Comparison, Detectable, SeedStatistics, Summary
 from harness.results.store import RunRecord
 
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
+PALETTE = (  # matplotlib's tab10: ten rows in ten distinct colours
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+)  # fmt: skip
 EPISODE_KEY = re.compile(r"^acc_(\d+)way(\d+)shot$")
 
 
@@ -353,6 +357,15 @@ def row_label(labels: dict[str, Any]) -> str:
     return " ".join(parts) or "run"
 
 
+def unit_parts(table: Table) -> list[Table]:
+    """The table once per metric family and unit (log-loss, accuracy in %, #TP in M): one
+    figure each, so that a y axis never mixes values of different scales."""
+    parts: dict[tuple[str, str], list[Column]] = {}
+    for column in table.columns:
+        parts.setdefault((column.key.split("/")[0], column.unit), []).append(column)
+    return [dataclasses.replace(table, columns=columns) for columns in parts.values()]
+
+
 def table_figure(table: Table) -> str:
     """A bar per row and column; error bars as the table shows them (std or own)."""
     series = []
@@ -652,7 +665,8 @@ def render_html(
         body.append(f"<h2>{_esc(table.title)}</h2>{table_html(table)}")
         body += [f'<p class="n">{_esc(note)}</p>' for note in statistics_notes(table)]
         if not table.labels.empty:
-            body.append(f"<figure>{table_figure(table)}</figure>")
+            figures = (table_figure(part) for part in unit_parts(table))
+            body += [f"<figure>{svg}</figure>" for svg in figures if svg]
     for figure in episode_figures(spec, records):
         body.append(f"<figure>{figure}</figure>")
     return (
