@@ -169,7 +169,7 @@ def test_embeddings_that_encode_the_device_are_probed_accurately():
     # balanced loss: the minority devices are recognised, not swallowed by device a
     assert min(metrics[f"recall/{d}"] for d in TRAIN_COUNTS) > 0.8
     assert 1 <= metrics["epochs"] <= 200
-    assert "16.7 (1/6)" in result.table
+    assert "16.67 (1/6)" in result.table
     assert "s4" not in result.table
 
 
@@ -400,12 +400,12 @@ def test_render_table_hand_checked():
     assert [" ".join(line.split()) for line in lines] == [
         "| device | train clips | eval clips | device accuracy (%) | chance (%) |",
         "|-------------------|---------------|--------------|-----------------------|--------------|",
-        "| a | 3 | 2 | 50.0 | |",
-        "| b | 1 | 2 | 100.0 | |",
-        "| accuracy | 4 | 4 | 75.0 | 50.0 (1/2) |",
-        "| balanced accuracy | | | 75.0 | 50.0 (1/2) |",
+        "| a | 3 | 2 | 50.00 | |",
+        "| b | 1 | 2 | 100.00 | |",
+        "| accuracy | 4 | 4 | 75.00 | 50.00 (1/2) |",
+        "| balanced accuracy | | | 75.00 | 50.00 (1/2) |",
     ]
-    assert lines[2].endswith("|                  50.0 |              |")  # numbers to the right
+    assert lines[2].endswith("|                 50.00 |              |")  # numbers to the right
     # a device without evaluation clips has no recall and no row
     del metrics["recall/b"]
     rows = render_table(metrics, ["a", "b"], torch.tensor([3, 1]), torch.tensor([2, 0]))

@@ -51,6 +51,10 @@ class Column:
         """A stored value in the unit it is shown in."""
         return value * self.scale
 
+    def text(self, value: float) -> str:
+        """A stored value as shown: in the column's unit, with :attr:`decimals` decimals."""
+        return f"{self.shown(value):.{self.decimals}f}"
+
     @property
     def decimals(self) -> int:
         """Decimals a shown value has: 2 for a percentage (three significant digits, as for

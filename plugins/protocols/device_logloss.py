@@ -110,11 +110,6 @@ class DeviceLogLoss(Protocol):
         return ProtocolResult(metrics, render_table(metrics, list(dict.fromkeys(devices))))
 
 
-def cell_text(column: Column, value: float) -> str:
-    """A value in its column's unit and decimals."""
-    return f"{column.shown(value):.{column.decimals}f}"
-
-
 def render_table(metrics: dict[str, float], devices: list[str]) -> str:
     """One row per device or group average (Table 3's order), columns log-loss and accuracy.
 
@@ -128,7 +123,7 @@ def render_table(metrics: dict[str, float], devices: list[str]) -> str:
     for i, column in enumerate(by_metric["logloss"]):
         label = f"{column.group} {column.label}".strip()
         cells = [by_metric[m][i] for m in METRICS]
-        rows.append([label, *(cell_text(c, metrics[c.key]) for c in cells)])
+        rows.append([label, *(c.text(metrics[c.key]) for c in cells)])
     headers = ["device", *(name + by_metric[m][0].unit_suffix for m, name in METRICS.items())]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 

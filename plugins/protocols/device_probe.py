@@ -319,7 +319,7 @@ def render_table(
     unit = percent_of_fraction("accuracy", "device accuracy")
 
     def shown(key: str) -> str:
-        return f"{unit.shown(metrics[key]):.1f}"
+        return unit.text(metrics[key])
 
     chance = f"{shown('chance')} (1/{len(names)})"
     rows = [
