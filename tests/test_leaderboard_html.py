@@ -162,3 +162,25 @@ def test_a_table_of_log_loss_and_accuracy_gets_one_figure_per_unit(plugins):
     page = render(spec, [best], "html", records)
     assert page.count("<svg") == page.count("<figure>") == 2
     assert "log-loss (nats) (lower is better)" in page and "accuracy (%) (higher is better)" in page
+
+
+def test_more_than_two_metrics_of_one_unit_share_a_figure_titled_by_the_unit(plugins):
+    from harness.results.html import unit_parts, y_axis_title
+
+    keys = ("acc/a", "acc/s4", "acc/overall")
+    records = [
+        dataclasses.replace(r, metrics=r.metrics | {f"device-logloss/{k}": 0.5 for k in keys})
+        for r in RECORDS
+    ]
+    spec = LeaderboardSpec(columns=(*keys, "logloss/overall"), agg="best")
+    [best] = build_tables(spec, records, plugins)
+    assert [[c.key for c in part.columns] for part in unit_parts(best)] == [
+        ["acc/a", "acc/s4", "acc/overall"],
+        ["logloss/overall"],
+    ]
+    part = unit_parts(best)[0]
+    assert y_axis_title(part) == "accuracy (%) (higher is better)"  # one metric family
+    renamed = dataclasses.replace(
+        part, columns=[dataclasses.replace(c, key=f"m{i}") for i, c in enumerate(part.columns)]
+    )
+    assert y_axis_title(renamed) == "percent (higher is better)"  # three: the unit's name

@@ -358,11 +358,11 @@ def row_label(labels: dict[str, Any]) -> str:
 
 
 def unit_parts(table: Table) -> list[Table]:
-    """The table once per metric family and unit (log-loss, accuracy in %, #TP in M): one
-    figure each, so that a y axis never mixes values of different scales."""
-    parts: dict[tuple[str, str], list[Column]] = {}
+    """The table once per unit (log-loss in nats, percent, millions): one figure each, so
+    that a y axis never mixes values of different scales."""
+    parts: dict[str, list[Column]] = {}
     for column in table.columns:
-        parts.setdefault((column.key.split("/")[0], column.unit), []).append(column)
+        parts.setdefault(column.unit, []).append(column)
     return [dataclasses.replace(table, columns=columns) for columns in parts.values()]
 
 
@@ -400,13 +400,21 @@ METRIC_TITLES = {"logloss": "log-loss (nats)", "acc": "accuracy", "loss": "loss"
 """Axis titles of the metric families leaderboards show (units: each column's own)."""
 
 
+UNIT_WORDS = {"%": "percent", "M": "millions"}
+
+
 def y_axis_title(table: Table) -> str:
-    """The metric the columns hold, its unit and the better direction."""
+    """The metric the columns hold (a leaderboard column's label where the metric has no
+    title), its unit and the better direction; more than two metrics: the unit's name."""
     families: dict[str, str] = {}
     for column in table.columns:
         family = column.key.split("/")[0]
-        families.setdefault(family, METRIC_TITLES.get(family, family) + column.unit_suffix)
+        families.setdefault(family, METRIC_TITLES.get(family, column.label) + column.unit_suffix)
     names = list(families.values())
+    units = {c.unit for c in table.columns}
+    if len(names) > 2 and len(units) == 1:
+        unit = units.pop()
+        names = [UNIT_WORDS.get(unit) or "value" + table.columns[0].unit_suffix]
     better = {c.higher_is_better for c in table.columns}
     direction = "" if len(better) > 1 else (" (higher is better)" if better.pop() else
                                             " (lower is better)")  # fmt: skip
