@@ -206,6 +206,60 @@ def test_folder_only_run_then_idempotent_ingest(tmp_path, tones):
     assert stored.metrics == record.metrics and stored.config_hash == cfg.config_hash()
 
 
+def test_stores_sharing_an_output_folder_adopt_only_their_own_runs(tmp_path, tones):
+    """``--store runs/a.sqlite`` and ``--store runs/b.sqlite`` with one ``--out runs``: a run
+    folder names its store, so neither store ingests, checks or reuses the other's runs."""
+    from harness.registry.config import resolve
+    from harness.registry.plugins import load_plugins
+
+    raw = {
+        "backbone": {"name": "toy"},
+        "dataset": {"name": "toy-tones", "root": str(tones)},
+        "run": {"epochs": 1, "batch_size": 8},
+    }
+    cfg = resolve(raw, load_plugins([str(TOY_PLUGIN)], [], lazy=True))
+    out = tmp_path / "runs"
+    a, b = ResultStore(out / "a.sqlite"), ResultStore(out / "b.sqlite")
+    ours = run_cell(cfg, out, owner=a.owner)  # a cluster job of a's sweep
+    assert (out / ours.run_id / ".store").read_text() == f"{a.owner}\n"
+    assert ingest(out, b) == ([], []) and b.records() == []
+    assert [r.run_id for r in ingest(out, a)[0]] == [ours.run_id]
+    theirs = run_cell(cfg, out, owner=b.owner)  # b's sweep runs its own cell, not a's
+    assert theirs.run_id != ours.run_id
+    assert [r.run_id for r in ingest(out, b)[0]] == [theirs.run_id]
+    assert [r.run_id for r in a.records()] == [ours.run_id]
+
+    direct = run_cli(
+        "--plugin",
+        str(TOY_PLUGIN),
+        "run",
+        "--set",
+        f"dataset.root={tones}",
+        "--backbone",
+        "toy",
+        "--dataset",
+        "toy-tones",
+        "--set",
+        "run.epochs=1",
+        "--out",
+        str(out),
+        "--store",
+        str(out / "c.sqlite"),
+    )
+    assert direct.returncode == 0, direct.stderr
+    for store in ("a", "b"):
+        check = run_cli(
+            "store", "check", "--out", str(out), "--store", str(out / f"{store}.sqlite")
+        )
+        assert check.returncode == 0 and "without a row" not in check.stdout, check.stdout
+        ingested = run_cli(
+            "store", "ingest", "--out", str(out), "--store", str(out / f"{store}.sqlite")
+        )
+        assert "ingested 0 run(s)" in ingested.stdout
+        assert "left alone: 2 run folder(s) of other stores" in ingested.stdout
+    assert len(a.records()) == len(b.records()) == len(ResultStore(out / "c.sqlite").records()) == 1
+
+
 # --- local processes ------------------------------------------------------------------------
 
 

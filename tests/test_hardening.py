@@ -442,9 +442,11 @@ def test_a_run_folder_holds_exactly_what_its_store_row_says(tmp_path):
     folder = Path(row.run_dir)
     assert folder.parent == tmp_path / "runs" and folder.name == row.run_id
     assert sorted(p.name for p in folder.iterdir()) == [
-        ".complete", "backbone.pt", "config.json", "log.txt", "method.pt", "metrics.json",
-        "metrics.jsonl", "record.json", "tables.md",
+        ".complete", ".store", "backbone.pt", "config.json", "log.txt", "method.pt",
+        "metrics.json", "metrics.jsonl", "record.json", "tables.md",
     ]  # fmt: skip
+    store = (tmp_path / "runs" / "results.sqlite").resolve()
+    assert (folder / ".store").read_text() == f"{store}\n"
     assert record_from_folder(folder) == row
     assert json.loads((folder / "config.json").read_text()) == row.config
     assert json.loads((folder / "metrics.json").read_text()) == row.metrics

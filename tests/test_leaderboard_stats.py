@@ -216,12 +216,35 @@ def test_seeds_needed_is_the_fewest_with_80_percent_power():
 def test_not_significant_comparisons_say_how_many_seeds_they_need(plugins):
     table = mean_table(plugins)
     icl_a = table.statistics.comparisons[1]["logloss/a"]
-    assert icl_a.seeds_needed == seeds_needed(icl_a.diff, icl_a.sd)
+    level = 0.05 / table.statistics.tests  # the level at which Holm marks it whatever else
+    assert icl_a.seeds_needed == seeds_needed(icl_a.diff, icl_a.sd, alpha=level)
     assert icl_a.seeds_needed is not None and icl_a.seeds_needed > 3
+    assert icl_a.seeds_needed >= seeds_needed(icl_a.diff, icl_a.sd)
     detectable = table.statistics.detectable["logloss/a"]
     pooled = math.sqrt((2 * icl_a.sd**2 + table.statistics.comparisons[2]["logloss/a"].sd ** 2) / 3)
     assert (detectable.sd, detectable.n_pairs) == (pytest.approx(pooled), 2)
     assert detectable.difference == pytest.approx(detectable_difference(pooled, 2))
+
+
+def test_a_difference_that_holm_undoes_needs_more_seeds_than_it_has():
+    """Significant alone (p < 0.05) but not after Holm: the seeds it needs are counted at
+    the corrected level, so they always exceed the seeds present (at the nominal level the
+    observed difference would already have about 80 % power and read as a contradiction)."""
+    rng = np.random.default_rng(0)
+    base = {s: float(v) for s, v in enumerate(rng.normal(0.0, 1.0, 4))}
+    rows = [{"a": base}] + [
+        {"a": {s: v + shift + 0.05 * rng.normal() for s, v in base.items()}}
+        for shift in (0.05, 0.08, 0.1, 0.15)
+    ]
+    statistics = seed_statistics(rows, ["a"], "base", 0)
+    undone = [c["a"] for c in statistics.comparisons[1:] if not c["a"].significant]
+    assert any(c.p < 0.05 for c in undone)  # the case this test is about occurs
+    for comparison in undone:
+        assert comparison.seeds_needed > comparison.n_pairs
+        level = 0.05 / statistics.tests
+        n = comparison.seeds_needed
+        assert paired_power(comparison.diff, comparison.sd, n, level) >= 0.80
+        assert paired_power(comparison.diff, comparison.sd, n - 1, level) < 0.80
 
 
 def test_direct_comparison_ignores_missing_values():

@@ -40,6 +40,7 @@ from harness.results.store import (
     ResultStore,
     RunRecord,
     ingest,
+    owned_by,
     record_from_folder,
     run_folders,
     write_json,
@@ -160,11 +161,16 @@ class Cell:
     nproc: int = 1
     threads: int | None = None
     """Torch threads in the job (local jobs share this machine's cores)."""
+    store: str = ""
+    """The driver's results store (absolute), named in the run folder (``STORE_MARKER``)."""
 
 
-def finished_record(out_dir: Path, config_hash: str) -> RunRecord | None:
-    """The record of a finished run folder of this config in ``out_dir``, else None."""
+def finished_record(out_dir: Path, config_hash: str, store: ResultStore) -> RunRecord | None:
+    """The record of a finished run folder of this config in ``out_dir`` that belongs to
+    ``store``, else None."""
     for folder in run_folders(out_dir):
+        if not owned_by(folder, store):
+            continue
         try:
             record = record_from_folder(folder)
         except HarnessError:
@@ -174,17 +180,17 @@ def finished_record(out_dir: Path, config_hash: str) -> RunRecord | None:
     return None
 
 
-def run_cell(cfg: RunConfig, out_dir: Path, resume: bool = True) -> RunRecord:
+def run_cell(cfg: RunConfig, out_dir: Path, resume: bool = True, owner: str = "") -> RunRecord:
     """Run one cell with ``harness run`` semantics, committing its run folder only.
 
     A cell whose folder is already complete (a requeued job that had finished) is not
     run again; ``resume`` continues from the engine's checkpoints where it supports it.
     """
 
-    done = finished_record(out_dir, cfg.config_hash())
+    store = FolderOnlyStore(out_dir, owner)
+    done = finished_record(out_dir, cfg.config_hash(), store)
     if done is not None:
         return done
-    store = FolderOnlyStore(out_dir)
     if not resume:
         return run_experiment(cfg, out_dir, store).record
     # a requeued job continues from its last checkpoint; a first start finds none
@@ -225,7 +231,7 @@ class CellJob(submitit.helpers.Checkpointable):
             torch.set_num_threads(self.cell.threads)
         if self.cell.nproc > 1:
             return run_distributed(self.cell)
-        return run_cell(resolve_cell(self.cell), out_dir, resume=True).run_id
+        return run_cell(resolve_cell(self.cell), out_dir, resume=True, owner=self.cell.store).run_id
 
 
 def status_file(paths: submitit.core.utils.JobPaths) -> Path:
@@ -242,7 +248,8 @@ def error_line(err: BaseException) -> str:
 def run_distributed(cell: Cell) -> str:
     """Run a cell in ``nproc`` processes under torchrun (the engine's DDP), in this job."""
     out_dir = Path(cell.out_dir)
-    done = finished_record(out_dir, cell.config_hash)
+    owner = FolderOnlyStore(out_dir, cell.store)
+    done = finished_record(out_dir, cell.config_hash, owner)
     if done is not None:
         return done.run_id
     spec = out_dir / ".sweep-cells" / f"{cell.config_hash}.json"
@@ -259,7 +266,7 @@ def run_distributed(cell: Cell) -> str:
         str(spec),
     ]
     subprocess.run(command, check=True)
-    record = finished_record(out_dir, cell.config_hash)
+    record = finished_record(out_dir, cell.config_hash, owner)
     if record is None:
         raise HarnessError(f"cell '{cell.label}': torchrun finished without a run folder")
     return record.run_id
@@ -695,7 +702,7 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m harness.cli.executors CELL.json``: one rank of a multi-process cell."""
     args = sys.argv[1:] if argv is None else argv
     cell = Cell(**json.loads(Path(args[0]).read_text()))
-    run_cell(resolve_cell(cell), Path(cell.out_dir), resume=True)
+    run_cell(resolve_cell(cell), Path(cell.out_dir), resume=True, owner=cell.store)
 
 
 if __name__ == "__main__":

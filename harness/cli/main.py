@@ -41,10 +41,13 @@ from harness.registry.plugins import (
 )
 from harness.results.store import (
     ORPHAN_FOLDER_CHOICES,
+    STORE_MARKER,
     ResultStore,
     check_store,
     ingest,
+    owned_by,
     remove_run,
+    run_folders,
 )
 from harness.util.cache import clean_stale_cache
 from harness.util.errors import HarnessError, UsageError, storage_error
@@ -570,6 +573,9 @@ def store_ingest(out: Path, store_path: Path | None) -> None:
     for line in problems:
         click.echo(f"not ingested: {line}")
     click.echo(f"ingested {len(added)} run(s) from {out} into {results.path}")
+    others = [f for f in run_folders(out) if not owned_by(f, results)]
+    if others:
+        click.echo(f"left alone: {len(others)} run folder(s) of other stores ({STORE_MARKER})")
     if problems:
         raise HarnessError(f"{len(problems)} run folder(s) hold no complete record")
 

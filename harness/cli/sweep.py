@@ -225,7 +225,15 @@ def sweep(
         specs, blocked, _ = scan_global_options(ctx.find_root().obj.get("argv", []))
         specs = [str(Path(s).resolve()) if Path(s).is_file() else s for s in specs]
         cells = [
-            Cell(r.label, r.config.config_hash(), r.raw, str(out.resolve()), specs, blocked)
+            Cell(
+                r.label,
+                r.config.config_hash(),
+                r.raw,
+                str(out.resolve()),
+                specs,
+                blocked,
+                store=results.owner,
+            )
             for r in runs
         ]
         report = SweepProgress(len(runs), plugins_from(ctx))

@@ -13,7 +13,8 @@ and ``scipy.optimize.brentq``; nothing is resampled:
   procedure is a few lines);
 - the smallest paired difference a paired t-test detects at 80 % power (two-sided
   alpha = 0.05) with the pairs present, and the number of seeds needed to detect an observed
-  difference, both from the noncentral t distribution (``nct``).
+  difference at the table's corrected level (alpha / m over its m tests, so that the
+  difference would be marked significant), both from the noncentral t distribution (``nct``).
 
 Why scipy and not rliable (Agarwal et al., NeurIPS 2021; it installs, ``rliable-1.2.0``):
 rliable's stratified bootstrap intervals and probability of improvement are built for many
@@ -156,14 +157,17 @@ def holm(p_values: Sequence[float]) -> list[float]:
 
 def with_holm(comparisons: Sequence[Comparison]) -> list[Comparison]:
     """``comparisons`` with Holm-adjusted p-values over all of them, the significance mark,
-    and, for those not significant, the seeds needed to detect the observed difference."""
+    and, for those not significant, the seeds needed to detect the observed difference at
+    the level that marks it: alpha / m over the table's m tests (a p-value at most alpha / m
+    is significant after Holm whatever the other tests give)."""
     adjusted = holm([c.p for c in comparisons])
+    level = ALPHA / max(1, sum(math.isfinite(c.p) for c in comparisons))
     out = []
     for comparison, p_holm in zip(comparisons, adjusted, strict=True):
         significant = math.isfinite(p_holm) and p_holm <= ALPHA
         needed = None
         if math.isfinite(p_holm) and not significant:
-            needed = seeds_needed(comparison.diff, comparison.sd)
+            needed = seeds_needed(comparison.diff, comparison.sd, alpha=level)
         out.append(replace(comparison, p_holm=p_holm, significant=significant, seeds_needed=needed))
     return out
 

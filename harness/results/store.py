@@ -32,6 +32,11 @@ from harness.util.names import unknown_name_message
 
 COMPLETE_MARKER = ".complete"
 """Written last into a staged run folder: everything but the rename is done."""
+STORE_MARKER = ".store"
+"""In a run folder: the absolute path of the results store its row belongs to. Several
+stores may share one output folder (``--store runs/a.sqlite``, ``--store runs/b.sqlite``);
+only the owner adopts a folder that has no row (:func:`ingest`, ``store check``). Folders
+written before the marker existed belong to any store."""
 PARTIAL = ".partial"
 """The folder under an output folder holding in-progress runs (``OUT/.partial/<id>``)."""
 SAMPLES_FILE = "samples.jsonl"
@@ -186,6 +191,11 @@ class ResultStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
+    @property
+    def owner(self) -> str:
+        """What a run folder of this store's rows names in its :data:`STORE_MARKER`."""
+        return str(self.path.resolve())
+
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         try:
@@ -321,8 +331,14 @@ class FolderOnlyStore(ResultStore):
 
     folder_only = True
 
-    def __init__(self, out_dir: str | Path) -> None:
+    def __init__(self, out_dir: str | Path, owner: str = "") -> None:
         super().__init__(Path(out_dir) / ".no-store")  # never created
+        self._owner = owner
+
+    @property
+    def owner(self) -> str:
+        """The store of the driver that will ingest the folders ("": any store)."""
+        return self._owner
 
     def check_writable(self) -> None:
         pass
@@ -346,6 +362,18 @@ class FolderOnlyStore(ResultStore):
         return False
 
 
+def owned_by(folder: Path, store: ResultStore) -> bool:
+    """Whether the run folder (or staged folder) ``folder`` belongs to ``store``: it names
+    the store in its :data:`STORE_MARKER`, or names none."""
+    try:
+        owner = (folder / STORE_MARKER).read_text().strip()
+    except FileNotFoundError:
+        return True
+    except OSError as err:
+        raise HarnessError(f"cannot read {folder / STORE_MARKER}: {err}") from None
+    return not owner or not store.owner or owner == store.owner
+
+
 def run_folders(out_dir: Path) -> list[Path]:
     """Finished run folders in ``out_dir`` (those holding a ``record.json``), by name."""
     if not out_dir.is_dir():
@@ -358,12 +386,13 @@ def run_folders(out_dir: Path) -> list[Path]:
 
 
 def ingest(out_dir: Path, store: ResultStore) -> tuple[list[RunRecord], list[str]]:
-    """Add the finished run folders of ``out_dir`` that have no row yet; idempotent.
+    """Add the finished run folders of ``out_dir`` that belong to ``store`` and have no row
+    yet; idempotent.
 
     Returns the records added and one line per folder that holds no complete record.
     """
     out_dir = Path(out_dir)
-    folders = run_folders(out_dir)
+    folders = [f for f in run_folders(out_dir) if owned_by(f, store)]
     if not folders:
         return [], []
     stored = store.run_ids()
@@ -427,6 +456,8 @@ def commit_run(
     try:
         with naming(final):
             write(tmp)
+            if store.owner:
+                (tmp / STORE_MARKER).write_text(f"{store.owner}\n")
             (tmp / COMPLETE_MARKER).write_text(f"{record.run_id}\n")
         store.add(record)
     except BaseException:
@@ -463,6 +494,8 @@ def recover(out_dir: Path, store: ResultStore, repair: bool = True) -> Recovery:
     stale = stale_temp_dirs([out_dir])
     stored = store.run_ids() if stale or (out_dir / PARTIAL).is_dir() else {}
     for tmp in stale:
+        if not owned_by(tmp, store):
+            continue  # another store's run: its own store finishes or removes it
         run_id = temp_owner(tmp)[0]  # type: ignore[index]
         final = out_dir / run_id
         committed = run_id in stored or store.folder_only
@@ -581,6 +614,8 @@ def check_store(
     for folder in folders:
         if folder.name in stored or not (folder / "record.json").is_file():
             continue
+        if not owned_by(folder, store):
+            continue  # a run of another store sharing this output folder
         problems.append(repair_orphan_folder(folder, store, repair, orphan_folders))
     names = {p.name for p in folders} | {p.name for p in recovery.finished}
     here = out_dir.resolve()
