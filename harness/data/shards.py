@@ -392,9 +392,10 @@ def manifest_clips(shards: ShardSet) -> list[Clip]:
             raise UsageError(f"shard clip list {path} is not the one {shards.manifest_path} lists")
         with gzip.open(path, "rt", encoding="utf-8") as fh:
             clips = [clip_from_record(json.loads(line)) for line in fh]
-    except (OSError, EOFError) as err:
-        reason = getattr(err, "strerror", None) or err
-        raise UsageError(f"shard clip list {path} cannot be read ({reason})") from None
+    except OSError as err:
+        raise UsageError(f"shard clip list {path} cannot be read ({err.strerror or err})") from None
+    except EOFError:
+        raise UsageError(f"shard clip list {path} cannot be read (truncated)") from None
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise UsageError(f"shard clip list {path} is not a harness clip list ({err!r})") from None
     if len(clips) != shards.clips or clip_list_hash(clips) != shards.clip_list:
