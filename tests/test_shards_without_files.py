@@ -5,16 +5,30 @@ never from the clips' audio files; the eval split comes from the decoded-audio c
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
+import pytest
 import torch
 
 from harness.data.loader import split_audio
-from harness.data.shards import ShardWaves, read_manifest, write_shards
-from tests.conftest import run_cli
+from harness.data.shards import (
+    ShardWaves,
+    SplitLabels,
+    manifest_clips,
+    read_manifest,
+    write_shards,
+)
+from harness.registry.config import merge, parse_set, resolve
+from harness.registry.plugins import load_plugins
+from harness.results.store import ResultStore
+from harness.run.experiment import run_experiment
+from harness.util.errors import UsageError
+from harness_plugins.datasets.tau22_embedded import Tau22Embedded
+from tests.conftest import TOY_PLUGIN, run_cli
 from tests.test_resume import finished
 from tests.test_scale import RATE, write_clips
-from tests.test_shards import DEVICES, shard_args, write_toy_shards
+from tests.test_shards import DEVICES, assert_refused, shard_args, write_toy_shards
 from tests.toy_plugin import ToyTones
 
 
@@ -58,3 +72,93 @@ def test_a_shards_run_trains_probes_and_evaluates_without_the_training_files(tmp
     assert sum('"health"' in line for line in events) == 3  # probed after every epoch
     cache = run_cli(*shard_args(tmp_path, "c", "--set", "run.data_source=cache"))
     assert cache.returncode == 2 and "tone" in cache.stderr  # the files are unreadable
+
+
+def tau_data(tmp_path) -> list[str]:
+    """A TAU22 folder (the generated set's files, copied) read by the ``tau22`` reader
+    (a generated set would write deleted files anew)."""
+    root = tmp_path / "tau22"
+    if not root.exists():
+        generated = Tau22Embedded(Tau22Embedded.Config(scale=0.02, cache=str(tmp_path))).folder()
+        shutil.copytree(generated, root)
+    return ["--dataset", "tau22", "--backbone", "toy", "--set", f"dataset.root={root}"]
+
+
+def tau_run(tmp_path, out: str) -> list[str]:
+    """``harness run`` on shards of the TAU22 folder."""
+    sets = ["run.lr=0.01", "run.data_source=shards", f"run.shards={tmp_path / 'shards'}"]
+    return [
+        "--plugin", str(TOY_PLUGIN), "run", *tau_data(tmp_path), "--method", "ce",
+        "--aug", "none", "--epochs", "2", "--batch-size", "8",
+        *(a for s in sets for a in ("--set", s)), "--out", str(tmp_path / out),
+    ]  # fmt: skip
+
+
+def run_config(tmp_path):
+    """The configuration of :func:`tau_run` for the Python API."""
+    args = tau_run(tmp_path, "c")
+    sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
+    raw = merge(
+        {"backbone": {"name": "toy"}, "dataset": {"name": "tau22"},
+         "method": {"name": "ce"}, "run": {"epochs": 2, "batch_size": 8}},
+        parse_set(sets),
+    )  # fmt: skip
+    return resolve(raw, load_plugins([str(TOY_PLUGIN)]))
+
+
+def test_a_shards_run_builds_its_training_split_from_the_manifest_without_the_files(
+    tmp_path, monkeypatch
+):
+    env = {"HARNESS_CACHE": str(tmp_path / "cache")}
+    monkeypatch.setenv("HARNESS_CACHE", env["HARNESS_CACHE"])
+    written = run_cli(
+        "--plugin", str(TOY_PLUGIN), "shards", "write", str(tmp_path / "shards"),
+        *tau_data(tmp_path), "--clips-per-shard", "16", env=env,
+    )  # fmt: skip
+    assert written.returncode == 0, written.stderr
+    with_files = run_cli(*tau_run(tmp_path, "a"), env=env)
+    assert with_files.returncode == 0, with_files.stderr[-3000:]
+    # delete every training file the manifest lists (the eval files stay)
+    shards = read_manifest(str(tmp_path / "shards"))
+    train_files = {p for clip in manifest_clips(shards) for p in clip.segments or (clip.path,)}
+    for path in train_files:
+        path.unlink()
+    folder = next(iter(train_files)).parent
+    assert len(list(folder.glob("*.wav"))) > 0  # the evaluation clips
+    without = run_cli(*tau_run(tmp_path, "b"), env=env)
+    assert without.returncode == 0, without.stderr[-3000:]
+    assert not any(path.exists() for path in train_files)
+    store = ResultStore(tmp_path / "c" / "runs.sqlite")
+    result = run_experiment(run_config(tmp_path), tmp_path / "c", store)
+    metrics = [json.loads((finished(tmp_path / d) / "metrics.json").read_text()) for d in "abc"]
+    assert metrics[0] == metrics[1] == metrics[2]  # the same split, the same clips
+    assert result.record.environment["train_split"] == "shards manifest"
+    records = [json.loads((finished(tmp_path / d) / "record.json").read_text()) for d in "ab"]
+    origins = [r["environment"]["train_split"] for r in records]
+    assert origins == ["files", "shards manifest"]
+    assert records[0]["environment"]["classes"] == records[1]["environment"]["classes"] == 10
+    # a manifest written before manifests listed their clips: one line naming it, nothing stored
+    manifest_file = tmp_path / "shards" / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    for key in ("clip_file", "clip_file_sha256", "split", "classes", "devices", "multi_label"):
+        del manifest[key]
+    manifest_file.write_text(json.dumps(manifest))
+    old = run_cli(*tau_run(tmp_path, "d"), env=env)
+    assert_refused(old, f"shard manifest {manifest_file} lists no clips", tmp_path / "d")
+    assert "audio file not found" in old.stderr
+
+
+def test_the_clip_list_round_trips_and_a_damaged_or_missing_one_is_a_clear_error(tmp_path):
+    clips = write_clips(tmp_path / "wav", count=6)
+    audio = split_audio(clips, RATE, 0.5, DEVICES)
+    write_shards(audio, tmp_path / "old", 4)  # no data set labels given: not listed
+    with pytest.raises(UsageError, match=r"old/manifest\.json lists no clips"):
+        manifest_clips(read_manifest(str(tmp_path / "old")))
+    labels = SplitLabels("train", ("x", "y", "z"), tuple(DEVICES), False)
+    write_shards(audio, tmp_path / "shards", 4, labels=labels)
+    shards = read_manifest(str(tmp_path / "shards"))
+    assert shards.labels == labels
+    assert manifest_clips(shards) == clips  # every Clip field back as written
+    (tmp_path / "shards" / "clips.jsonl.gz").write_bytes(b"not gzip")
+    with pytest.raises(UsageError, match=r"clips\.jsonl\.gz is not the one .*manifest\.json"):
+        manifest_clips(shards)

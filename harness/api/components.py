@@ -444,6 +444,15 @@ class Dataset(Component):
     def load(self) -> DataSplits:
         raise NotImplementedError
 
+    def load_without_train(self) -> DataSplits:
+        """The splits with ``train`` left empty, listing, checking and opening none of the
+        training split's files: a shards run on a node without them takes the training
+        split from the shards' manifest. The default loads every split and drops the
+        training clips; a data set whose :meth:`load` needs the training files overrides it."""
+        splits = self.load()
+        splits.train = []
+        return splits
+
 
 @dataclass
 class ProtocolResult:

@@ -5,7 +5,10 @@ For data sets too big for the decoded-audio cache (AudioSet-2M: about 640 GB of 
 (https://github.com/webdataset/webdataset), read back through the ``webdataset`` package::
 
     manifest.json       format, sample rate, clip length, clip count, the clip list's hash,
-                        and per shard: name, clips, bytes, sha256
+                        per shard: name, clips, bytes, sha256; the split's name, the data
+                        set's classes, devices and label kind, and the clip list's file
+    clips.jsonl.gz      every clip of the split in order (its :class:`Clip` as JSON): a run
+                        on a node without the split's files builds the split from it
     shard-000000.tar    per clip ``<key>.npy`` (int16 [T]) and ``<key>.json`` (index in the
                         split, scale, CRC-32 of the samples, every field of its Clip)
 
@@ -33,6 +36,7 @@ check`` verifies every shard's checksum.
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import hashlib
 import io
 import json
@@ -72,6 +76,17 @@ from harness.util.progress import progress
 
 FORMAT = 1
 MANIFEST = "manifest.json"
+CLIP_FILE = "clips.jsonl.gz"
+
+
+@dataclass(frozen=True)
+class SplitLabels:
+    """What a manifest records of the data set its split came from."""
+
+    split: str
+    classes: tuple[str, ...]
+    devices: tuple[str, ...]
+    multi_label: bool
 
 
 def shard_name(number: int) -> str:
@@ -113,6 +128,30 @@ def clip_record(clip: Clip, index: int, scale: float, row: np.ndarray) -> dict:
     return {"index": index, "scale": float(scale), "crc32": zlib.crc32(row), "clip": fields}
 
 
+def clip_from_record(fields: Mapping[str, Any]) -> Clip:
+    """The :class:`Clip` whose fields :func:`clip_record` wrote as JSON."""
+    return Clip(
+        path=Path(fields["path"]),
+        label=int(fields["label"]),
+        device=str(fields.get("device", "")),
+        meta={str(k): str(v) for k, v in (fields.get("meta") or {}).items()},
+        segments=tuple(Path(p) for p in fields.get("segments") or ()),
+        labels=tuple(int(k) for k in fields.get("labels") or ()),
+    )
+
+
+def write_clip_file(folder: Path, clips: list[Clip]) -> dict:
+    """The split's clips, one JSON line each, gzipped without a timestamp (the same bytes
+    for the same clips), written atomically; the manifest's fields naming the file."""
+    path = folder / CLIP_FILE
+    tmp = folder / f".{CLIP_FILE}.{os.getpid()}"
+    with tmp.open("wb") as raw, gzip.GzipFile("", "wb", fileobj=raw, mtime=0) as fh:
+        for clip in clips:
+            fh.write((json.dumps(plain(dataclasses.asdict(clip))) + "\n").encode())
+    os.replace(tmp, path)
+    return {"clip_file": CLIP_FILE, "clip_file_sha256": file_sha256(path)}
+
+
 # -- writing ----------------------------------------------------------------------------------
 
 
@@ -123,13 +162,15 @@ def write_shards(
     workers: int = 0,
     desc: str = "shards",
     part: tuple[int, int] = (0, 1),
+    labels: SplitLabels | None = None,
 ) -> dict | None:
     """Decode ``audio`` (a lazily decoded split) in order into shards under ``folder``.
 
     Shard ``s`` holds clips ``s * clips_per_shard`` on. ``part = (k, n)`` writes only the
     shards ``s`` with ``s % n == k`` (one job of ``n`` writing in parallel, e.g. a SLURM
     array) and records them in ``parts/``; the part that completes the set writes the
-    manifest. Written into a temporary sibling folder named after this process and moved
+    clip list and the manifest (with ``labels``, what the data set says of the split).
+    Written into a temporary sibling folder named after this process and moved
     into place, so an interrupted write leaves nothing a run would read (the next write of
     the same folder removes it). Returns the manifest, or None while parts are missing.
     """
@@ -151,7 +192,7 @@ def write_shards(
     try:
         shards = write_tars(audio, rows, tmp, clips_per_shard, workers, desc)
         if parts == 1:
-            manifest = shard_manifest(audio, shards)
+            manifest = shard_manifest(audio, shards, labels, write_clip_file(tmp, audio.clips))
             write_text_atomic(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n")
             if folder.exists():
                 folder.rmdir()
@@ -163,12 +204,15 @@ def write_shards(
         write_text_atomic(part_file, json.dumps(shards) + "\n")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return complete_parts(audio, folder, parts)
+    return complete_parts(audio, folder, parts, labels)
 
 
-def shard_manifest(audio: ClipAudio, shards: list[dict]) -> dict:
+def shard_manifest(
+    audio: ClipAudio, shards: list[dict], labels: SplitLabels | None, clip_file: dict
+) -> dict:
     source = audio.source
-    return {
+    split = {} if labels is None else plain(dataclasses.asdict(labels))
+    manifest = {
         "format": FORMAT,
         "sample_rate": audio.sample_rate,
         "clip_seconds": source.clip_seconds,
@@ -177,16 +221,19 @@ def shard_manifest(audio: ClipAudio, shards: list[dict]) -> dict:
         "clip_list": clip_list_hash(audio.clips),
         "shards": sorted(shards, key=lambda shard: shard["name"]),
     }
+    return manifest | split | clip_file
 
 
-def complete_parts(audio: ClipAudio, folder: Path, parts: int) -> dict | None:
+def complete_parts(
+    audio: ClipAudio, folder: Path, parts: int, labels: SplitLabels | None = None
+) -> dict | None:
     """The manifest once every part of ``n`` is written (written by whichever part sees
     the set complete first; the same text when two do), else None."""
     files = [folder / "parts" / f"{k}-of-{parts}.json" for k in range(1, parts + 1)]
     if not all(f.is_file() for f in files):
         return None
     shards = [shard for f in files for shard in json.loads(f.read_text())]
-    manifest = shard_manifest(audio, shards)
+    manifest = shard_manifest(audio, shards, labels, write_clip_file(folder, audio.clips))
     write_text_atomic(folder / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     return manifest
 
@@ -256,6 +303,13 @@ class ShardSet:
     sha256: tuple[str, ...]
     base: str
     """Folder or URL prefix of the shards (``{name}`` in it is replaced by a shard's name)."""
+    clip_seconds: float = 0.0
+    labels: SplitLabels | None = None
+    """The split and its data set's classes, devices and label kind (None: a manifest
+    written before manifests recorded them)."""
+    clip_file: str = ""
+    """The clip list's file name beside the manifest ("": none, an older manifest)."""
+    clip_file_sha256: str = ""
 
     def url(self, number: int) -> str:
         name = self.names[number]
@@ -286,6 +340,7 @@ def read_manifest(location: str, base: str = "") -> ShardSet:
         fields = (int(manifest[k]) for k in ("sample_rate", "length", "clips", "format"))
         sample_rate, length, clips, version = fields
         clip_list = str(manifest["clip_list"])
+        listing = manifest_listing(manifest)
     except OSError as err:
         raise UsageError(f"shard manifest {path} cannot be read ({err.strerror})") from None
     except (ValueError, KeyError, TypeError) as err:
@@ -299,11 +354,56 @@ def read_manifest(location: str, base: str = "") -> ShardSet:
         )
     shard_set = ShardSet(
         str(path), sample_rate, length, clips, clip_list, names, counts, sizes, sums,
-        base or str(path.parent),
+        base or str(path.parent), **listing,
     )  # fmt: skip
     if shard_set.local:
         check_sizes(shard_set)
     return shard_set
+
+
+def manifest_listing(manifest: dict) -> dict[str, Any]:
+    """The manifest's optional fields as :class:`ShardSet` fields (absent in older ones)."""
+    listing: dict[str, Any] = {"clip_seconds": float(manifest.get("clip_seconds", 0.0))}
+    if "clip_file" in manifest:
+        listing["clip_file"] = str(manifest["clip_file"])
+        listing["clip_file_sha256"] = str(manifest["clip_file_sha256"])
+    if "classes" in manifest:
+        listing["labels"] = SplitLabels(
+            str(manifest["split"]),
+            tuple(str(name) for name in manifest["classes"]),
+            tuple(str(name) for name in manifest["devices"]),
+            bool(manifest["multi_label"]),
+        )
+    return listing
+
+
+def manifest_clips(shards: ShardSet) -> list[Clip]:
+    """The split's clips as the manifest's clip list holds them, checked against the
+    manifest (its sha256, clip count and clip-list hash); a one-line error otherwise."""
+    if not shards.clip_file or shards.labels is None:
+        raise UsageError(
+            f"shard manifest {shards.manifest_path} lists no clips (written by an older "
+            "harness): write the shards again with harness shards write, or put the "
+            "training files on this node"
+        )
+    path = Path(shards.manifest_path).parent / shards.clip_file
+    try:
+        if file_sha256(path) != shards.clip_file_sha256:
+            raise UsageError(f"shard clip list {path} is not the one {shards.manifest_path} lists")
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            clips = [clip_from_record(json.loads(line)) for line in fh]
+    except OSError as err:
+        raise UsageError(f"shard clip list {path} cannot be read ({err.strerror or err})") from None
+    except EOFError:
+        raise UsageError(f"shard clip list {path} cannot be read (truncated)") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise UsageError(f"shard clip list {path} is not a harness clip list ({err!r})") from None
+    if len(clips) != shards.clips or clip_list_hash(clips) != shards.clip_list:
+        raise UsageError(
+            f"shard clip list {path} does not match {shards.manifest_path} "
+            f"({len(clips)} clips, the manifest lists {shards.clips})"
+        )
+    return clips
 
 
 def check_sizes(shards: ShardSet) -> None:

@@ -42,6 +42,7 @@ from harness.registry.checkpoints import (
 )
 from harness.registry.config import RunConfig
 from harness.run.preflight import check_clips_inside_root
+from harness.run.shard_split import load_splits
 from harness.util.errors import DataError, UsageError
 from harness.util.progress import note
 
@@ -131,10 +132,20 @@ class RunParts:
                     f"protocol '{protocol.name}' needs a classifier, "
                     f"but method '{self.method.name}' trains none"
                 )
+        self.shards: ShardSet | None = training_shards(cfg.run)
+        """The training split's shards (``run.data_source=shards``)."""
         with distributed.main_first():  # a data set generated on first use: rank 0 writes it
-            self.splits: DataSplits = cfg.dataset.build().load()
+            splits, from_manifest = load_splits(cfg.dataset.build(), self.shards, cfg.run)
+        self.splits: DataSplits = splits
+        self.train_from_manifest = from_manifest
+        """Whether the training split is the shards' manifest's (its files not on the node)."""
         check_label_kinds(cfg.dataset.name, self.splits, self.method, self.protocols)
-        check_clips_inside_root(self.splits, cfg.dataset.name, cfg.run.data_outside_root)
+        check_clips_inside_root(
+            self.splits,
+            cfg.dataset.name,
+            cfg.run.data_outside_root,
+            skip=("train",) if self.train_from_manifest else (),
+        )
         for protocol in self.protocols:
             protocol.check(self.splits, self.method)
         self.has_valid = validation_split(cfg, self.splits, self.method)
@@ -156,8 +167,9 @@ class RunParts:
         """The backbone's front-end on the device (after :meth:`setup`)."""
         self._audio: dict[str, ClipAudio] = {}
         self._loaders: dict[tuple, Loader | ShardLoader] = {}
-        self.shards: ShardSet | None = self.training_shards()
-        """The training split's shards (``run.data_source=shards``), checked against it."""
+        if self.shards is not None:
+            train = self.decoded("train")
+            check_against_split(self.shards, train.clips, train.sample_rate, train.source.length)
 
     # -- data -----------------------------------------------------------------
 
@@ -205,22 +217,11 @@ class RunParts:
             return {}
         return {"train": shards_fingerprint(self.shards)}
 
-    def training_shards(self) -> ShardSet | None:
-        """``run.shards`` read and checked against the training split (shards only)."""
-        run = self.cfg.run
-        if run.data_source != "shards":
-            return None
-        if not run.shards:
-            raise UsageError("run.data_source=shards needs run.shards (a shard folder)")
-        if run.sampler != "uniform":
-            raise UsageError(
-                f"run.sampler={run.sampler} cannot draw from streamed shards (run.data_source="
-                "shards reads each shard in sequence); use run.data_source=cache or raw"
-            )
-        shards = read_manifest(run.shards, run.shards_url)
-        train = self.decoded("train")
-        check_against_split(shards, train.clips, train.sample_rate, train.source.length)
-        return shards
+    def train_origin(self) -> dict[str, str]:
+        """For the run record: where a shards run's training split was listed from."""
+        if self.shards is None:
+            return {}
+        return {"train_split": "shards manifest" if self.train_from_manifest else "files"}
 
     def loader(self, split: str, batch_size: int, train: bool) -> Loader | ShardLoader:
         """The split's DataLoader (kept with its workers); under DDP this rank's share.
@@ -292,6 +293,21 @@ class RunParts:
         for loader in self._loaders.values():
             loader.close()
         self._loaders.clear()
+
+
+def training_shards(run: RunSettings) -> ShardSet | None:
+    """``run.shards`` read (shards runs only): its manifest and that every local shard is
+    there with its size."""
+    if run.data_source != "shards":
+        return None
+    if not run.shards:
+        raise UsageError("run.data_source=shards needs run.shards (a shard folder)")
+    if run.sampler != "uniform":
+        raise UsageError(
+            f"run.sampler={run.sampler} cannot draw from streamed shards (run.data_source="
+            "shards reads each shard in sequence); use run.data_source=cache or raw"
+        )
+    return read_manifest(run.shards, run.shards_url)
 
 
 def check_label_kinds(

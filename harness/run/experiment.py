@@ -303,7 +303,8 @@ def run_experiment(
         git_commit=git_commit(),
         environment=environment(cfg.dataset.entry.cls)
         | provenance(command)
-        | {"parameters": parameters, "classes": len(experiment.splits.classes)},
+        | {"parameters": parameters, "classes": len(experiment.splits.classes)}
+        | experiment.parts.train_origin(),
         duration_s=round(time.perf_counter() - started, 2),
     )
     if not experiment.ranks.is_main:

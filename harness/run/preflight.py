@@ -30,14 +30,17 @@ def check_output_folder(out_dir: Path) -> None:
         raise HarnessError(f"output folder {out_dir} cannot be created (check {ancestor})")
 
 
-def check_clips_inside_root(splits: DataSplits, dataset: str, allow_outside: bool) -> None:
+def check_clips_inside_root(
+    splits: DataSplits, dataset: str, allow_outside: bool, skip: Collection[str] = ()
+) -> None:
     """Every clip file resolves inside the data set's root (``..``, absolute paths and
-    symlinks included), unless ``run.data_outside_root`` allows it; nothing is read."""
+    symlinks included), unless ``run.data_outside_root`` allows it; nothing is read
+    (``skip``: splits whose files are never read, e.g. a manifest's training split)."""
     if allow_outside or splits.root is None:
         return
     root = Path(os.path.realpath(splits.root))
     seen: set[Path] = set()
-    for split in SPLIT_NAMES:
+    for split in (name for name in SPLIT_NAMES if name not in skip):
         for clip in splits.split(split):
             for path in clip.segments or (clip.path,):
                 if path in seen:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from harness.data.shards import write_shards
+from harness.data.shards import SplitLabels, write_shards
 from harness.engine.distributed import Ranks
 from harness.registry.config import RunConfig
 from harness.run.components import RunLog, RunParts
@@ -34,6 +34,10 @@ def write_run_shards(
             raise UsageError(f"data set '{cfg.dataset.name}' has no {split} clips")
         audio = parts.decoded(split)
         desc = f"{split} shards"
-        return write_shards(audio, out, clips_per_shard, parts.workers, desc, part)
+        splits = parts.splits
+        labels = SplitLabels(
+            split, tuple(splits.classes), tuple(splits.devices), splits.multi_label
+        )
+        return write_shards(audio, out, clips_per_shard, parts.workers, desc, part, labels)
     finally:
         parts.close()

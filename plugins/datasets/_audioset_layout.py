@@ -202,13 +202,17 @@ class Layout:
     max_missing: float = 0.2
 
 
-def load_layout(layout: Layout, clip_seconds: float, dataset: str) -> DataSplits:
-    """The multi-label splits of a data set in the AudioSet layout."""
+def load_layout(
+    layout: Layout, clip_seconds: float, dataset: str, train: bool = True
+) -> DataSplits:
+    """The multi-label splits of a data set in the AudioSet layout (without ``train``: the
+    training split empty, its lists unread and its clips unchecked)."""
     classes = read_class_index(layout.root / layout.class_index, dataset)
     audio = index_audio(layout.root / layout.audio_dir)
+    training = listed_clips(layout, layout.train_list, classes, audio, dataset) if train else []
     return DataSplits(
         classes=classes.names,
-        train=listed_clips(layout, layout.train_list, classes, audio, dataset),
+        train=training,
         eval=listed_clips(layout, layout.eval_list, classes, audio, dataset),
         clip_seconds=clip_seconds,
         root=layout.root,

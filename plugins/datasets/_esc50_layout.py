@@ -3,6 +3,7 @@ esc10, src_file, take) and its five folds, shared by ``esc50.py`` and ``fewshot_
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +27,11 @@ class Esc50Table:
     clips_by_fold: dict[int, list[Clip]]
 
 
-def read_esc50(root: Path, esc10_only: bool = False, dataset: str = "esc50") -> Esc50Table:
-    """Parse ``meta/esc50.csv`` and check that every clip's file exists."""
+def read_esc50(
+    root: Path, esc10_only: bool = False, dataset: str = "esc50", checked: Iterable[int] = FOLDS
+) -> Esc50Table:
+    """Parse ``meta/esc50.csv`` and check that every clip's file of the ``checked`` folds
+    exists."""
     require_dir(root, dataset)
     csv_path = root / "meta" / "esc50.csv"
     rows = read_csv(csv_path, FIELDS, dataset)
@@ -58,7 +62,7 @@ def read_esc50(root: Path, esc10_only: bool = False, dataset: str = "esc50") -> 
                 meta={"fold": str(fold), "src_file": row["src_file"], "take": row["take"]},
             )
         )
-    check_audio_exists((c.path for clips in clips_by_fold.values() for c in clips), csv_path)
+    check_audio_exists((c.path for fold in checked for c in clips_by_fold[fold]), csv_path)
     return Esc50Table([category_of[t] for t in targets], clips_by_fold)
 
 

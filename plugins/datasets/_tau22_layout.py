@@ -208,16 +208,19 @@ def load_tau22(
     merge_segments: bool = False,
     max_train_clips: int = 0,
     max_eval_clips: int = 0,
+    train: bool = True,
 ) -> DataSplits:
-    """The fold-1 train and evaluation splits of a TAU22 development-set folder."""
+    """The fold-1 train and evaluation splits of a TAU22 development-set folder (without
+    ``train``: the training split empty, its table and files untouched)."""
     if not root.is_dir():
         raise DataError(f"TAU22 folder not found: {root}")
     meta_path = root / META_FILE
     meta = read_meta(meta_path)
     classes = sorted({row.scene for row in meta.values()})
     label_of = {scene: i for i, scene in enumerate(classes)}
-    splits: dict[str, list[Clip]] = {}
-    for split, table in (("train", "fold1_train.csv"), ("eval", "fold1_evaluate.csv")):
+    splits: dict[str, list[Clip]] = {"train": []}
+    tables = (("train", "fold1_train.csv"), ("eval", "fold1_evaluate.csv"))
+    for split, table in tables if train else tables[1:]:
         fold_path = root / FOLD_DIR / table
         names = read_fold(fold_path, meta, meta_path)
         check_audio_files(root, names, fold_path)
@@ -227,19 +230,19 @@ def load_tau22(
     overlap = {c.path for c in splits["train"]} & {c.path for c in splits["eval"]}
     if overlap:
         raise DataError(f"{root / FOLD_DIR}: {min(overlap)} is in both the train and the eval fold")
-    train = splits["train"]
+    training = splits["train"]
     train_seconds = None
-    if merge_segments:
-        train = merge_recordings(train)
-        train_seconds = FILE_SECONDS * max(len(c.segments) for c in train)
-    train = subset(train, max_train_clips)
+    if merge_segments and training:
+        training = merge_recordings(training)
+        train_seconds = FILE_SECONDS * max(len(c.segments) for c in training)
+    training = subset(training, max_train_clips)
     evaluation = subset(splits["eval"], max_eval_clips)
     return DataSplits(
         classes=classes,
-        train=train,
+        train=training,
         eval=evaluation,
         clip_seconds=FILE_SECONDS,
         train_clip_seconds=train_seconds,
-        devices=ordered_devices({c.device for c in train + evaluation}),
+        devices=ordered_devices({c.device for c in training + evaluation}),
         root=root,
     )

@@ -70,6 +70,13 @@ class AudioSet(Dataset):
                 raise ValueError(f"max_missing must be in [0, 1], got {self.max_missing}")
 
     def load(self) -> DataSplits:
+        return self.read(train=True)
+
+    def load_without_train(self) -> DataSplits:
+        return self.read(train=False)
+
+    def read(self, train: bool) -> DataSplits:
+        """The splits (the training lists unread unless ``train``)."""
         cfg = self.config
         if cfg.train_json is not None:
             return self.unlabeled_pool()
@@ -81,7 +88,7 @@ class AudioSet(Dataset):
             cfg.audio_dir,
             cfg.max_missing,
         )
-        return load_layout(layout, cfg.clip_seconds, self.name)
+        return load_layout(layout, cfg.clip_seconds, self.name, train)
 
     def unlabeled_pool(self) -> DataSplits:
         cfg = self.config

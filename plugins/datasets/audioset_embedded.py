@@ -233,6 +233,9 @@ class AudioSetEmbedded(Dataset):
     def load(self) -> DataSplits:
         return load_layout(Layout(self.root()), self.config.seconds, self.name)
 
+    def load_without_train(self) -> DataSplits:
+        return load_layout(Layout(self.root()), self.config.seconds, self.name, train=False)
+
 
 @hookimpl
 def register_datasets(register) -> None:

@@ -48,13 +48,21 @@ class Esc50(Dataset):
             check_positive("clip_seconds", self.clip_seconds)
 
     def load(self) -> DataSplits:
+        return self.read(train=True)
+
+    def load_without_train(self) -> DataSplits:
+        return self.read(train=False)
+
+    def read(self, train: bool) -> DataSplits:
+        """The splits (the training folds' files unchecked and left out unless ``train``)."""
         cfg = self.config
-        table = read_esc50(Path(cfg.root), cfg.esc10, self.name)
-        train, eval_ = split_by_fold(table, cfg.fold)
+        checked = FOLDS if train else (cfg.fold,)
+        table = read_esc50(Path(cfg.root), cfg.esc10, self.name, checked)
+        training, eval_ = split_by_fold(table, cfg.fold)
         require_clips(eval_, self.name, Path(cfg.root) / "meta" / "esc50.csv")
         return DataSplits(
             classes=table.classes,
-            train=train,
+            train=training if train else [],
             eval=eval_,
             clip_seconds=cfg.clip_seconds,
             root=Path(cfg.root),

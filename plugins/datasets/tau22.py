@@ -65,6 +65,13 @@ class Tau22(Dataset):
                     )
 
     def load(self) -> DataSplits:
+        return self.read(train=True)
+
+    def load_without_train(self) -> DataSplits:
+        return self.read(train=False)
+
+    def read(self, train: bool) -> DataSplits:
+        """The splits (the training split's table and files untouched unless ``train``)."""
         if not self.config.root:
             raise UsageError(
                 "dataset.root is required for dataset 'tau22': the folder holding meta.csv, "
@@ -78,6 +85,7 @@ class Tau22(Dataset):
             merge_segments=self.config.merge_segments,
             max_train_clips=self.config.max_train_clips,
             max_eval_clips=self.config.max_eval_clips,
+            train=train,
         )
 
 

@@ -1249,6 +1249,9 @@ class Tau22Embedded(Dataset):
     def load(self) -> DataSplits:
         return load_tau22(self.folder(), merge_segments=self.config.merge_segments)
 
+    def load_without_train(self) -> DataSplits:
+        return load_tau22(self.folder(), self.config.merge_segments, train=False)
+
 
 @hookimpl
 def register_datasets(register) -> None:
