@@ -177,8 +177,8 @@ def test_slurm_dry_run_prints_the_sbatch_file_and_submits_nothing(tmp_path, tone
 # --- folder-only commits and ingestion ------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_folder_only_run_then_idempotent_ingest(tmp_path, tones):
+def toy_config(tones: Path):
+    """The resolved config of a one-epoch toy run on ``tones``."""
     from harness.registry.config import resolve
     from harness.registry.plugins import load_plugins
 
@@ -187,7 +187,12 @@ def test_folder_only_run_then_idempotent_ingest(tmp_path, tones):
         "dataset": {"name": "toy-tones", "root": str(tones)},
         "run": {"epochs": 1, "batch_size": 8},
     }
-    cfg = resolve(raw, load_plugins([str(TOY_PLUGIN)], [], lazy=True))
+    return resolve(raw, load_plugins([str(TOY_PLUGIN)], [], lazy=True))
+
+
+@pytest.mark.slow
+def test_folder_only_run_then_idempotent_ingest(tmp_path, tones):
+    cfg = toy_config(tones)
     out = tmp_path / "runs"
     record = run_cell(cfg, out)
     assert not (out / "results.sqlite").exists()  # the job never opens SQLite
@@ -206,18 +211,11 @@ def test_folder_only_run_then_idempotent_ingest(tmp_path, tones):
     assert stored.metrics == record.metrics and stored.config_hash == cfg.config_hash()
 
 
+@pytest.mark.slow
 def test_stores_sharing_an_output_folder_adopt_only_their_own_runs(tmp_path, tones):
     """``--store runs/a.sqlite`` and ``--store runs/b.sqlite`` with one ``--out runs``: a run
     folder names its store, so neither store ingests, checks or reuses the other's runs."""
-    from harness.registry.config import resolve
-    from harness.registry.plugins import load_plugins
-
-    raw = {
-        "backbone": {"name": "toy"},
-        "dataset": {"name": "toy-tones", "root": str(tones)},
-        "run": {"epochs": 1, "batch_size": 8},
-    }
-    cfg = resolve(raw, load_plugins([str(TOY_PLUGIN)], [], lazy=True))
+    cfg = toy_config(tones)
     out = tmp_path / "runs"
     a, b = ResultStore(out / "a.sqlite"), ResultStore(out / "b.sqlite")
     ours = run_cell(cfg, out, owner=a.owner)  # a cluster job of a's sweep

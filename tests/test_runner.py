@@ -18,6 +18,7 @@ from harness.cli.main import main
 from harness.engine import trainer as engine_module
 from harness.engine.loop import Loop, Stepper
 from harness.engine.trainer import build_optimizer, epoch_worker_seed
+from harness.registry.config import hashed_config
 from harness.results.store import ResultStore
 from harness.run import preflight as preflight_module
 from harness.run import record as record_module
@@ -88,6 +89,24 @@ def test_warmup_spans_the_first_epochs_optimizer_steps(tmp_path):
     # run.lr 0.01, warm-up over 1 epoch = 3 optimizer steps (7 batches // grad_accum 2)
     assert [e["lr"] for e in steps[:3]] == pytest.approx([0.01 / 3, 0.02 / 3, 0.01])
     assert steps[3]["lr"] <= 0.01
+
+
+def test_a_cosine_schedule_decays_after_the_warm_up_to_near_zero_at_the_last_step(tmp_path):
+    main(args(tmp_path, "a", *VALIDATED, "--set", "run.schedule=cosine"))
+    steps = [e for e in events(finished(tmp_path / "a")) if e["event"] == "step"]
+    # 9 optimizer steps: warm-up over the first epoch's 3, then cosine over the other 6
+    cosine = [0.5 * (1 + math.cos(math.pi * k / 6)) for k in range(6)]
+    expected = [0.01 / 3, 0.02 / 3, 0.01] + [0.01 * f for f in cosine]
+    assert [e["lr"] for e in steps] == pytest.approx(expected)
+    config = json.loads((finished(tmp_path / "a") / "config.json").read_text())
+    assert config["run"]["schedule"] == "cosine"
+
+
+def test_the_schedule_is_hashed_only_away_from_the_papers_plateau():
+    base = {"run": {"epochs": 1, "schedule": "plateau"}}
+    cosine = {"run": {"epochs": 1, "schedule": "cosine"}}
+    assert hashed_config(base) == {"run": {"epochs": 1}}  # runs stored before it keep their hash
+    assert hashed_config(cosine) == cosine
 
 
 def test_the_best_validation_epoch_is_selected_and_named(tmp_path):

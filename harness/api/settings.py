@@ -23,6 +23,10 @@ class RunSettings:
     eps: float = 1e-8
     weight_decay: float = 1e-4
     warmup_epochs: int = 1
+    schedule: Literal["plateau", "cosine"] = "plateau"
+    """After the warm-up: ``plateau`` halves the lr (``run.plateau_factor``) after
+    ``run.plateau_patience`` epochs without improvement of the validation loss (the training
+    loss without validation; the paper's schedule); ``cosine`` decays it to 0 at the last step."""
     plateau_patience: int = 10
     """Epochs without improvement of the training loss before the learning rate drops."""
     plateau_factor: float = 0.5

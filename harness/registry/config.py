@@ -113,6 +113,7 @@ HASHED_WHEN_SET = {
     "sampler": "uniform",
     "samples_per_epoch": 0,
     "sampler_replacement": False,
+    "schedule": "plateau",
 }
 """Run settings added after runs were stored: hashed only away from their default (which
 reproduces the earlier runs), so the earlier runs keep their hashes."""

@@ -184,7 +184,7 @@ class MethodTraining:
         generator: torch.Generator,
     ) -> Training:
         """The :class:`Training` of stage ``number``: the method's step on the run's
-        training batches, warm-up then plateau, the run's accumulation and clipping."""
+        training batches, warm-up then ``run.schedule``, the run's accumulation and clipping."""
         run, parts = self.run, self.parts
         return Training(
             name=stage.name,
@@ -193,8 +193,9 @@ class MethodTraining:
             epochs=stage.epochs,
             batch_size=stage.batch_size,
             phases=[phase],
-            schedule="plateau",
+            schedule=run.schedule,
             warmup_epochs=run.warmup_epochs,
+            warmup_fraction=min(1.0, run.warmup_epochs / max(1, stage.epochs)),
             plateau_patience=run.plateau_patience,
             plateau_factor=run.plateau_factor,
             accum=run.grad_accum,
