@@ -319,6 +319,11 @@ def test_table4_spec_rows_each_match_the_planned_runs_of_both_seeds():
         assert run.config.dataset.name in embedded
         [finetune] = run.config.protocols
         assert finetune.name == "finetune" and finetune.config.recipe == "small"
+        if run.config.dataset.name in {"voxceleb1-embedded", "speech-commands-embedded"}:
+            # the small recipe's 3 epochs stay at chance there: longer, at a higher lr
+            assert (finetune.config.epochs, finetune.config.lr) == (25, 1e-3)
+        else:  # the recipe's own values
+            assert (finetune.config.epochs, finetune.config.lr) == (3, 5e-4)
     records = [
         RunRecord(
             run_id=f"r{i}", created=f"r{i}", config_hash=f"r{i}",
