@@ -25,6 +25,8 @@ ACCEPTED = {
     ("audioset-embedded", "seed"): {0, 10**12},
     ("fewshot-embedded", "seed"): {0, 10**12},
     ("folder", "seed"): {0, 10**12},
+    ("speech-commands-embedded", "seed"): {0, 10**12},
+    ("voxceleb1-embedded", "seed"): {0, 10**12},
     ("tau22-embedded", "seed"): {0, 10**12},
     # caps on the clips kept: 0 keeps all, a cap above the set's size keeps all
     ("tau22", "max_train_clips"): {0, 10**12},

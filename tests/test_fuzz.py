@@ -315,8 +315,8 @@ LIST_LINE = st.one_of(
 @cases("list_loaders")
 @given(st.lists(LIST_LINE, max_size=5), st.binary(max_size=3))
 def test_speech_commands_and_voxceleb_lists_load_or_fail_with_one_line(lines, junk):
-    from harness_plugins.datasets.speech_commands import read_list
-    from harness_plugins.datasets.voxceleb1 import read_iden_split
+    from harness_plugins.datasets._speech_commands_layout import read_list
+    from harness_plugins.datasets._voxceleb1_layout import read_iden_split
 
     text = "\n".join(lines)
     with tempfile.TemporaryDirectory() as folder:

@@ -7,13 +7,15 @@ naming the file (and the field or line) that is wrong.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-from harness.api import Clip, DataError, Domain, field_domains
+from harness.api import Clip, DataError, Domain, build_once, cache_root, field_domains
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 
@@ -177,3 +179,28 @@ def read_audioset_json(path: Path, dataset: str = "audioset") -> list[Clip]:
         clips.append(Clip(path=clip_path, label=-1, meta={"labels": str(labels)}))
     check_audio_exists((c.path for c in clips), path)
     return require_clips(clips, dataset, path)
+
+
+def settings_key(version: int, settings: Any) -> str:
+    """The cache key of a generated data set: its generator's version and a hash of its
+    settings (a dataclass), e.g. ``v1-0123456789ab``."""
+    text = json.dumps({"version": version, **asdict(settings)}, sort_keys=True)
+    return f"v{version}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def write_generator_info(path: Path, version: int, settings: Any) -> None:
+    """``generator.json``: the generator's version and the settings it wrote the set with."""
+    info = {"version": version, **asdict(settings)}
+    path.write_text(json.dumps(info, indent=2) + "\n")
+
+
+def settings_from(config: Any, settings: type[T]) -> T:
+    """A generator's settings (a dataclass) from a Config's fields of the same names."""
+    return settings(**{f.name: getattr(config, f.name) for f in fields(settings)})
+
+
+def generated_root(name: str, settings: Any, generate: Callable[[Any, Path], None]) -> Path:
+    """The cache folder of a generated data set (``<cache>/<name>/<settings key>``), written by
+    ``generate(settings, folder)`` now unless already complete."""
+    folder = cache_root() / name / settings.key()
+    return build_once(folder, lambda tmp: generate(settings, tmp))

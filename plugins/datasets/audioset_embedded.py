@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import string
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -48,9 +47,9 @@ from harness_plugins.datasets._audioset_layout import (
     write_segments,
 )
 from harness_plugins.datasets._common import check_generated_size, clip_count, outside_domains
+from harness_plugins.datasets._synth import ytid
 
 GENERATOR_VERSION = 1
-YTID_ALPHABET = string.ascii_letters + string.digits + "-_"
 TONE_BASE_HZ = 180.0
 NOISE_BANDS_HZ = ((300, 700), (900, 1600), (2000, 3200), (3600, 5200), (5600, 7600))
 
@@ -127,11 +126,6 @@ def render_clip(
         start = int(rng.integers(0, length - n + 1))
         clip[start : start + n] += rng.uniform(0.2, 0.5) * render_event(k, rng, n, s.sample_rate)
     return (clip / max(1.0, np.abs(clip).max())).astype(np.float32), classes
-
-
-def ytid(rng: np.random.Generator) -> str:
-    """An 11-character YouTube-style id (may start with ``-`` and hold ``_``)."""
-    return "".join(YTID_ALPHABET[i] for i in rng.integers(0, len(YTID_ALPHABET), 11))
 
 
 def generate(settings: GeneratorSettings, root: Path) -> None:

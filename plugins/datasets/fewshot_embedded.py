@@ -53,64 +53,20 @@ from harness_plugins.datasets._common import (
     read_audioset_json,
 )
 from harness_plugins.datasets._esc50_layout import FOLDS, read_esc50, split_by_fold
+from harness_plugins.datasets._synth import (
+    bandpass,
+    envelope,
+    harmonic_stack,
+    jitter,
+    log_uniform,
+    semitones,
+)
 
 GENERATOR_VERSION = 1
 FAMILIES = ("harmonic", "noise", "siren", "impulses", "bell", "vowel", "crackle", "chord")
 CLASS_SPLIT = {"train": 0.6, "val": 0.2, "test": 0.2}
 
 Params = dict[str, float]
-
-
-# -- per-clip variation -------------------------------------------------------
-
-
-def jitter(rng: np.random.Generator, value: float, sigma: float) -> float:
-    """``value`` times a log-normal factor (``sigma`` in natural-log units)."""
-    return float(value * np.exp(rng.normal(0.0, sigma)))
-
-
-def semitones(rng: np.random.Generator, freq: float, spread: float) -> float:
-    """``freq`` shifted by a normal number of semitones with std ``spread``."""
-    return float(freq * 2.0 ** (rng.normal(0.0, spread) / 12.0))
-
-
-def envelope(n: int, sr: int, attack: float, decay: float, sustain: float) -> np.ndarray:
-    """Linear attack to 1, exponential decay toward ``sustain``, 20 ms release at the end."""
-    t = np.arange(n) / sr
-    rise = np.clip(t / max(attack, 1e-4), 0.0, 1.0)
-    fall = sustain + (1.0 - sustain) * np.exp(-np.maximum(t - attack, 0.0) / max(decay, 1e-3))
-    release = np.clip((n - np.arange(n)) / (0.02 * sr), 0.0, 1.0)
-    return rise * fall * release
-
-
-def harmonic_stack(
-    freq: np.ndarray, weights: np.ndarray, sr: int, phase0: float = 0.0
-) -> np.ndarray:
-    """Sum of harmonics ``k * freq(t)`` with ``weights[k-1]``, skipping those above 0.45 sr."""
-    phase = 2 * np.pi * np.cumsum(freq) / sr + phase0
-    out = np.zeros_like(freq)
-    top = float(freq.max())
-    for k, weight in enumerate(weights, start=1):
-        if k * top >= 0.45 * sr:
-            break
-        out += weight * np.sin(k * phase)
-    return out
-
-
-def bandpass(x: np.ndarray, low: float, high: float, sr: int, order: int = 2) -> np.ndarray:
-    nyquist = sr / 2
-    low = float(np.clip(low, 20.0, 0.95 * nyquist))
-    high = float(np.clip(high, low * 1.05, 0.98 * nyquist))
-    from scipy import signal  # heavy import, only when generating
-
-    sos = signal.butter(order, [low, high], btype="bandpass", fs=sr, output="sos")
-    return signal.sosfilt(sos, x)
-
-
-def log_uniform(rng: np.random.Generator, low: float, high: float, u: float | None = None) -> float:
-    """A log-uniform draw; ``u`` in [0, 1) fixes the position instead of a random one."""
-    u = rng.uniform() if u is None else u
-    return float(low * (high / low) ** u)
 
 
 # -- families: class parameters and one clip ----------------------------------
