@@ -31,6 +31,10 @@ A shard that is shorter than its manifest says (truncated), not a valid tar/npy,
 clip fails its CRC-32 (corrupt) fails the run with a one-line :class:`DataError` naming
 it; the stream never skips clips, so an epoch is never silently short. ``harness shards
 check`` verifies every shard's checksum.
+
+Reading clips by position (:class:`ShardWaves`: the health probe, protocols reading the
+training split) needs random access: shards streamed from URLs are fetched into the cache
+once per node (:func:`fetch_shard`, checked against the manifest) and read from there.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ import random
 import shutil
 import tarfile
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -57,6 +61,7 @@ import webdataset as wds
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.filters import _shuffle as shuffle_buffer
+from webdataset.gopen import gopen
 from webdataset.tariterators import tarfile_samples
 
 from harness.api import Batch, Clip
@@ -69,10 +74,10 @@ from harness.data.loader import (
     ignore_job_signals,
     worker_message,
 )
-from harness.util.cache import owned_temp_dir, stale_temp_dirs, temp_owner
+from harness.util.cache import build_once, cache_root, owned_temp_dir, stale_temp_dirs, temp_owner
 from harness.util.errors import DataError, HarnessError, UsageError
 from harness.util.files import write_text_atomic
-from harness.util.progress import progress
+from harness.util.progress import note, progress
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -456,29 +461,104 @@ def shards_fingerprint(shards: ShardSet) -> str:
     return digest.hexdigest()[:24]
 
 
+FETCHED = "shards"
+"""The folder under :func:`harness.util.cache.cache_root` of shards fetched from URLs for
+reads by position: ``<shards_fingerprint>/<shard name>/<shard name>``, one per node."""
+
+_fetch_noted: set[str] = set()
+"""Shard sets whose first fetch this process has announced."""
+
+
+def fetched_folder(shards: ShardSet) -> Path:
+    """Where this node keeps the shards of ``shards`` fetched for reads by position."""
+    return cache_root() / FETCHED / shards_fingerprint(shards)
+
+
+def fetching(url: str, call: Callable[[], Any]) -> Any:
+    """``call()`` (opening, reading or closing ``url``), its error a one-line DataError."""
+    try:
+        return call()
+    except Exception as err:  # gopen, a pipe's exit status, anything the reader raises
+        said = [str(a) for a in err.args if isinstance(a, str) and a != url]
+        message = " ".join(" ".join(said).split())[:160] or type(err).__name__
+        raise DataError(f"shard {url} cannot be fetched: {message}") from None
+
+
+def fetch_shard(shards: ShardSet, number: int) -> Path:
+    """Shard ``number`` of URL-streamed ``shards`` as a local file: fetched once per node into
+    :func:`fetched_folder` (built atomically by :func:`harness.util.cache.build_once`), opened
+    as the training stream opens it (webdataset's ``gopen``: ``pipe:``, http, ...) and
+    checked against the manifest's size and sha256. A shard that cannot be fetched or does
+    not match is a one-line :class:`DataError` naming its URL; nothing of it stays cached."""
+    name, url = shards.names[number], shards.url(number)
+    folder = fetched_folder(shards) / name
+
+    def download(tmp: Path) -> None:
+        if shards.manifest_path not in _fetch_noted:
+            _fetch_noted.add(shards.manifest_path)
+            note(
+                f"note: fetching the shards of {shards.manifest_path} that training clips are "
+                f"read from by position ({len(shards.names)} shards in all, each once per "
+                f"node, as their clips are first read) into {folder.parent}"
+            )
+        digest, size = hashlib.sha256(), 0
+        with (tmp / name).open("wb") as out:  # its errors are the cache's disk's, not the URL's
+            stream = fetching(url, lambda: gopen(url, "rb"))
+            try:
+                while block := fetching(url, lambda: stream.read(1 << 20)):
+                    digest.update(block)
+                    out.write(block)
+                    size += len(block)
+            finally:
+                fetching(url, stream.close)  # a pipe's command failing shows here
+        expected = shards.sizes[number]
+        if size != expected:
+            raise DataError(
+                f"shard {url} does not match {shards.manifest_path}: fetched {size} bytes, "
+                f"the manifest lists {expected}"
+            )
+        if digest.hexdigest() != shards.sha256[number]:
+            raise DataError(
+                f"shard {url} does not match {shards.manifest_path}: its sha256 differs"
+            )
+
+    build_once(folder, download)
+    return folder / name
+
+
 class ShardWaves(WaveSource):
-    """The split's clips read by position from local shards, never from the clips' files.
+    """The split's clips read by position from the shards, never from the clips' files.
 
     Clip ``i`` of the split is the member ``<i:010d>`` of the shard whose range holds it
     (shards hold consecutive clips in name order); a shard's member offsets are read from
     its tar headers the first time a clip of it is read (in each process), so a probe of a
-    few clips touches only their shards. Values equal the streamed clips exactly."""
+    few clips touches only their shards. Shards streamed from URLs (``run.shards_url``) are
+    fetched the first time one of their clips is read, once per node, into the cache
+    (:func:`fetch_shard`), and read from there. Values equal the streamed clips exactly."""
 
     def __init__(self, shards: ShardSet) -> None:
-        if not shards.local:
-            raise UsageError(f"shards of {shards.manifest_path} are not local files")
         self.shards = shards
         self.length = shards.length
         self.starts = np.cumsum((0, *shards.counts))
         self._members: dict[int, dict[str, tuple[int, int]]] = {}
+        self._paths: dict[int, str] = {}
 
     def __len__(self) -> int:
         return self.shards.clips
 
+    def path(self, shard: int) -> str:
+        """The local file of ``shard``: the shard itself, or its fetched copy."""
+        if shard not in self._paths:
+            local = self.shards.local
+            self._paths[shard] = (
+                self.shards.url(shard) if local else str(fetch_shard(self.shards, shard))
+            )
+        return self._paths[shard]
+
     def members(self, shard: int) -> dict[str, tuple[int, int]]:
         """``name -> (offset, size)`` of the members of ``shard``."""
         if shard not in self._members:
-            path = self.shards.url(shard)
+            path = self.path(shard)
             try:
                 with tarfile.open(path) as tar:
                     found = {m.name: (m.offset_data, m.size) for m in tar}
@@ -491,8 +571,8 @@ class ShardWaves(WaveSource):
         if not 0 <= i < len(self):
             raise IndexError(i)
         shard = int(np.searchsorted(self.starts, i, side="right")) - 1
-        path, key = self.shards.url(shard), f"{i:010d}"
         members = self.members(shard)
+        path, key = self.path(shard), f"{i:010d}"
         if f"{key}.npy" not in members or f"{key}.json" not in members:
             raise DataError(f"shard {path} is corrupt: clip {key} is missing")
         with open(path, "rb") as fh:

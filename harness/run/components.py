@@ -194,13 +194,14 @@ class RunParts:
         """The split's waveforms at the backbone's sample rate (read once, cached).
 
         With ``run.data_source=raw`` the clips are decoded from their files. The training
-        split of a shards run is read from its shards (local ones by position; shards
-        streamed from URLs leave only the health probe and the protocols that read the
-        training split decoding its files); its other splits come from the cache."""
+        split of a shards run is read by position from its shards (shards streamed from
+        URLs are fetched into the cache once per node as their clips are first read: the
+        health probe's few, or all of them for a protocol reading the whole split), never
+        from its files; its other splits come from the cache."""
         if split not in self._audio:
             audio = self.decoded(split)
             source = self.cfg.run.data_source
-            if split == "train" and self.shards is not None and self.shards.local:
+            if split == "train" and self.shards is not None:
                 audio = dataclasses.replace(audio, wave=ShardWaves(self.shards))
             elif source == "cache" or (source == "shards" and split != "train"):
                 with distributed.main_first():
@@ -212,8 +213,8 @@ class RunParts:
 
     def file_free_splits(self) -> dict[str, str]:
         """Splits read without their clips' files, with the key caches use for them instead
-        of the files' stats: the training split of a run on local shards."""
-        if self.shards is None or not self.shards.local:
+        of the files' stats: the training split of a shards run."""
+        if self.shards is None:
             return {}
         return {"train": shards_fingerprint(self.shards)}
 

@@ -51,15 +51,8 @@ def load_for_older_manifest(dataset: Dataset, shards: ShardSet) -> DataSplits:
 
 
 def refuse_without_files(shards: ShardSet, run: RunSettings, splits: DataSplits) -> None:
-    """What a run cannot do without the training files: read training clips from shards
-    streamed from URLs, or hold validation clips out of the training files."""
-    if not shards.local:
-        raise UsageError(
-            f"the training files of {shards.manifest_path} are not on this node and shards "
-            "streamed from run.shards_url cannot be read by position (the health probe and "
-            "protocols read training clips): use local shards (run.shards without "
-            "run.shards_url) or put the training files on this node"
-        )
+    """What a run cannot do without the training files: hold validation clips out of them
+    (shards streamed from URLs are fine: reads by position fetch their shards)."""
     if run.valid_fraction > 0 and not splits.valid:
         raise UsageError(
             f"run.valid_fraction={run.valid_fraction} holds validation clips out of the "
