@@ -218,11 +218,13 @@ def test_table4_spec_parses_with_a_column_per_data_set(tmp_path):
     by_key = {c.table_key: c for c in spec.column_specs}
     assert list(by_key) == ["as20k_map", "esc50_acc", "vox1_acc", "scv2_acc", "tp_m", "prior_map"]
     assert by_key["esc50_acc"].where == {"dataset": ["fewshot-embedded", "esc50"]}
-    assert by_key["scv2_acc"].where == {"dataset": "speech-commands"} and by_key["scv2_acc"].note
+    scv2 = {"dataset": ["speech-commands-embedded", "speech-commands"]}
+    assert by_key["scv2_acc"].where == scv2
+    assert by_key["vox1_acc"].where == {"dataset": ["voxceleb1-embedded", "voxceleb1"]}
     assert spec.scoped and spec.baseline in {row.label for row in spec.rows}
 
 
-def test_dry_run_of_the_table4_sweep_covers_both_embedded_sets(tmp_path):
+def test_dry_run_of_the_table4_sweep_covers_every_embedded_set(tmp_path):
     result = run_cli(
         "sweep", str(LEADERBOARDS / "fewshot_finetune.toml"), "--dry-run",
         "--out", str(tmp_path / "runs"), "--store", str(tmp_path / "runs.sqlite"),
@@ -230,5 +232,7 @@ def test_dry_run_of_the_table4_sweep_covers_both_embedded_sets(tmp_path):
     assert result.returncode == 0, result.stderr
     output = result.stdout + result.stderr
     cells = [line for line in output.splitlines() if "seed=" in line and "would run" in line]
-    assert len(cells) == 20  # 5 rows x 2 data sets x 2 seeds
-    assert sum("dataset=fewshot-embedded" in c for c in cells) == 10
+    assert len(cells) == 40  # 5 rows x 4 data sets x 2 seeds
+    embedded = ("audioset", "fewshot", "voxceleb1", "speech-commands")
+    for name in embedded:
+        assert sum(f"dataset={name}-embedded," in c for c in cells) == 10, name
