@@ -196,7 +196,8 @@ def write_generator_info(path: Path, version: int, settings: Any) -> None:
 
 def settings_from(config: Any, settings: type[T]) -> T:
     """A generator's settings (a dataclass) from a Config's fields of the same names."""
-    return settings(**{f.name: getattr(config, f.name) for f in fields(settings)})
+    values = asdict(config)
+    return settings(**{f.name: values[f.name] for f in fields(settings)})
 
 
 def generated_root(name: str, settings: Any, generate: Callable[[Any, Path], None]) -> Path:
