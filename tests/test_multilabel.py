@@ -18,7 +18,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from harness.api import Clip, DataError, DataSplits, EvalContext, Task, UsageError, multi_hot
 from harness.cli.sweep import plan
-from harness.data.loader import load_clips
+from harness.data.loader import ClipAudio, load_clips
 from harness.engine.trainer import standalone_services
 from harness.registry.plugins import load_plugins
 from harness.results.leaderboard import LeaderboardSpec, build_tables, grouped_runs
@@ -275,6 +275,11 @@ def embedded_context(seed: int = 0) -> EvalContext:
         loaded = load_clips(clips, SAMPLE_RATE, splits.clip_seconds, [])
         loaded.targets = multi_hot(clips, len(splits.classes))
         audio[split] = loaded
+    return context_on(splits, audio, seed)
+
+
+def context_on(splits: DataSplits, audio: dict[str, ClipAudio], seed: int = 0) -> EvalContext:
+    """A protocol's context on a small backbone over ``audio`` (split -> loaded clips)."""
     return EvalContext(
         backbone=SmallBackbone(),
         method=None,

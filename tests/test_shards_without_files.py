@@ -114,9 +114,9 @@ def run_config(tmp_path):
     return resolve(raw, load_plugins([str(TOY_PLUGIN)]))
 
 
-def test_a_shards_run_builds_its_training_split_from_the_manifest_without_the_files(
-    tmp_path, monkeypatch
-):
+def shards_written(tmp_path: Path, monkeypatch) -> dict[str, str]:
+    """Shards of the TAU22 folder's training split in ``tmp_path/shards`` (16 clips each),
+    written from the CLI with a cache of the test's own; the environment of the runs."""
     env = {"HARNESS_CACHE": str(tmp_path / "cache")}
     monkeypatch.setenv("HARNESS_CACHE", env["HARNESS_CACHE"])
     written = run_cli(
@@ -124,6 +124,13 @@ def test_a_shards_run_builds_its_training_split_from_the_manifest_without_the_fi
         *tau_data(tmp_path), "--clips-per-shard", "16", env=env,
     )  # fmt: skip
     assert written.returncode == 0, written.stderr
+    return env
+
+
+def test_a_shards_run_builds_its_training_split_from_the_manifest_without_the_files(
+    tmp_path, monkeypatch
+):
+    env = shards_written(tmp_path, monkeypatch)
     with_files = run_cli(*tau_run(tmp_path, "a"), env=env)
     assert with_files.returncode == 0, with_files.stderr[-3000:]
     # delete every training file the manifest lists (the eval files stay)
@@ -204,13 +211,7 @@ def cached_files(cache: Path) -> list[Path]:
 def test_url_streamed_shards_train_without_the_training_files_fetching_each_shard_once(
     tmp_path, monkeypatch
 ):
-    env = {"HARNESS_CACHE": str(tmp_path / "cache")}
-    monkeypatch.setenv("HARNESS_CACHE", env["HARNESS_CACHE"])
-    written = run_cli(
-        "--plugin", str(TOY_PLUGIN), "shards", "write", str(tmp_path / "shards"),
-        *tau_data(tmp_path), "--clips-per-shard", "16", env=env,
-    )  # fmt: skip
-    assert written.returncode == 0, written.stderr
+    env = shards_written(tmp_path, monkeypatch)
     with_files = run_cli(*tau_run(tmp_path, "a"), env=env)  # local shards, files there
     assert with_files.returncode == 0, with_files.stderr[-3000:]
     shards = read_manifest(str(tmp_path / "shards"))

@@ -11,15 +11,15 @@ import pytest
 import soundfile as sf
 import torch
 
-from harness.api import DataSplits, EvalContext, Task
+from harness.api import DataSplits, EvalContext
 from harness.data.loader import load_clips
-from harness.engine.trainer import standalone_services
 from harness_plugins.datasets import speech_commands_embedded
 from harness_plugins.datasets._speech_commands_layout import WORDS
 from harness_plugins.datasets.speech_commands import SpeechCommands
 from harness_plugins.datasets.speech_commands_embedded import SpeechCommandsEmbedded
 from harness_plugins.protocols.finetune import Finetune
-from tests.test_linear_finetune import SAMPLE_RATE, SmallBackbone
+from tests.test_linear_finetune import SAMPLE_RATE
+from tests.test_multilabel import context_on
 
 TINY = {"classes": 4, "train_speakers": 8, "held_out_speakers": 4, "seconds": 0.5}
 CLIP_NAME = re.compile(r"^[0-9a-f]{8}_nohash_\d+\.wav$")
@@ -47,19 +47,7 @@ def finetune_context(splits: DataSplits, seed: int = 0) -> EvalContext:
         s: load_clips(splits.split(s), SAMPLE_RATE, splits.clip_seconds, [])
         for s in ("train", "eval")
     }
-    return EvalContext(
-        backbone=SmallBackbone(),
-        method=None,
-        task=Task(splits.classes, [], SAMPLE_RATE),
-        splits=splits,
-        torch_device=torch.device("cpu"),
-        batch_size=16,
-        seed=seed,
-        audio=audio.__getitem__,
-        predict=None,
-        embed=None,
-        **standalone_services(torch.device("cpu"), 16),
-    )
+    return context_on(splits, audio, seed)
 
 
 def finetuned_accuracy(splits: DataSplits, epochs: int) -> float:
