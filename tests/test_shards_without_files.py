@@ -234,9 +234,9 @@ def test_url_streamed_shards_train_without_the_training_files_fetching_each_shar
             assert path.read_bytes() == (tmp_path / "shards" / path.name).read_bytes()
     assert first_requests - second_requests == len(names)
     assert cached_files(tmp_path / "cache") == fetched
-    notes = [line for line in first.stderr.splitlines() if "note: fetching the shards" in line]
+    notes = [line for line in first.stderr.splitlines() if "fetching the shards of" in line]
     assert len(notes) == 1 and str(tmp_path / "cache" / FETCHED) in notes[0]
-    assert "note: fetching the shards" not in second.stderr
+    assert "fetching the shards of" not in second.stderr
     metrics = [json.loads((finished(tmp_path / d) / "metrics.json").read_text()) for d in "auv"]
     assert metrics[0] == metrics[1] == metrics[2]  # the same clips as from the local shards
     records = [json.loads((finished(tmp_path / d) / "record.json").read_text()) for d in "uv"]

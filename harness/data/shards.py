@@ -497,7 +497,7 @@ def fetch_shard(shards: ShardSet, number: int) -> Path:
         if shards.manifest_path not in _fetch_noted:
             _fetch_noted.add(shards.manifest_path)
             note(
-                f"note: fetching the shards of {shards.manifest_path} that training clips are "
+                f"fetching the shards of {shards.manifest_path} that training clips are "
                 f"read from by position ({len(shards.names)} shards in all, each once per "
                 f"node, as their clips are first read) into {folder.parent}"
             )
